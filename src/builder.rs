@@ -1,0 +1,219 @@
+//! [`GuardBuilder`]: configuration, validation and construction.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, DefaultConsumerContext};
+use std::sync::Arc;
+
+use crate::consumer::{Config, GuardedConsumer, Inner};
+use crate::error::BuildError;
+use crate::rebalance::GuardContext;
+use crate::retry::RetryPolicy;
+use crate::sink::FailureSink;
+
+/// Entry point: `OffsetGuard::builder(client_config)`.
+#[derive(Debug, Clone, Copy)]
+pub struct OffsetGuard;
+
+impl OffsetGuard {
+    /// Starts a builder from an rdkafka client config (`bootstrap.servers`,
+    /// `group.id`, and anything else your consumer already sets).
+    pub fn builder(client_config: ClientConfig) -> GuardBuilder {
+        GuardBuilder {
+            client_config,
+            context: DefaultConsumerContext,
+            retry: RetryPolicy::exponential(),
+            commit_interval: Some(Duration::from_secs(5)),
+            commit_every: None,
+            async_commits: false,
+            shutdown_timeout: Duration::from_secs(10),
+            poll_timeout: Duration::from_millis(100),
+            batch_size: 256,
+            channel_capacity: 8,
+            sink: None,
+        }
+    }
+}
+
+/// Builds a [`GuardedConsumer`]. By value; every setter documents its default;
+/// [`build`](GuardBuilder::build) validates everything and names the setting at fault.
+#[must_use = "a builder does nothing until build() is called"]
+pub struct GuardBuilder<C = DefaultConsumerContext> {
+    client_config: ClientConfig,
+    context: C,
+    retry: RetryPolicy,
+    commit_interval: Option<Duration>,
+    commit_every: Option<u64>,
+    async_commits: bool,
+    shutdown_timeout: Duration,
+    poll_timeout: Duration,
+    batch_size: usize,
+    channel_capacity: usize,
+    sink: Option<Box<dyn FailureSink>>,
+}
+
+impl<C: ConsumerContext + 'static> GuardBuilder<C> {
+    /// Wraps your own `ConsumerContext`: its logging, statistics, error, OAuth
+    /// and commit callbacks keep firing. Default: rdkafka's `DefaultConsumerContext`.
+    pub fn context<C2: ConsumerContext + 'static>(self, context: C2) -> GuardBuilder<C2> {
+        GuardBuilder {
+            client_config: self.client_config,
+            context,
+            retry: self.retry,
+            commit_interval: self.commit_interval,
+            commit_every: self.commit_every,
+            async_commits: self.async_commits,
+            shutdown_timeout: self.shutdown_timeout,
+            poll_timeout: self.poll_timeout,
+            batch_size: self.batch_size,
+            channel_capacity: self.channel_capacity,
+            sink: self.sink,
+        }
+    }
+
+    /// How failed commits are retried. Default: [`RetryPolicy::exponential`]
+    /// (100 ms doubling to 5 s, jitter 0.5, at most 10 attempts and 30 s).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Commit as soon as acked offsets move: every ack that advances a
+    /// partition's commit point asks for a commit; one commit is in flight at a
+    /// time and everything acked meanwhile coalesces into the next one (newest
+    /// offset per partition wins). Callers never block. Default: off (commits
+    /// run by interval, count, [`commit_now`](GuardedConsumer::commit_now),
+    /// revoke and shutdown).
+    pub fn async_commits(mut self) -> Self {
+        self.async_commits = true;
+        self
+    }
+
+    /// Commit acked offsets periodically. Default: every 5 s. Must be non-zero.
+    pub fn commit_interval(mut self, interval: Duration) -> Self {
+        self.commit_interval = Some(interval);
+        self
+    }
+
+    /// No periodic commits (use `commit_every`, `async_commits` or `commit_now`).
+    pub fn no_commit_interval(mut self) -> Self {
+        self.commit_interval = None;
+        self
+    }
+
+    /// Also commit after every `n` acks. Default: off. Must be at least 1.
+    pub fn commit_every(mut self, n: u64) -> Self {
+        self.commit_every = Some(n);
+        self
+    }
+
+    /// Deadline for [`shutdown`](GuardedConsumer::shutdown): its final commit
+    /// (with retries) and the close. Default: 10 s. Must be non-zero.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Where offsets that could not be committed go. Default: none (they are
+    /// still counted in [`Stats`](crate::Stats) and reported through tracing).
+    pub fn failure_sink(mut self, sink: impl FailureSink) -> Self {
+        self.sink = Some(Box::new(sink));
+        self
+    }
+
+    /// How many fetched records the poll thread hands over at once. Default: 256.
+    /// Must be at least 1.
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n;
+        self
+    }
+
+    /// How many batches may wait between the poll thread and `recv`. Default: 8.
+    /// Must be at least 1.
+    pub fn prefetch_batches(mut self, n: usize) -> Self {
+        self.channel_capacity = n;
+        self
+    }
+
+    /// Validates the settings, creates the consumer and starts the guard's
+    /// poll and commit threads.
+    pub fn build(self) -> Result<GuardedConsumer<C>, BuildError> {
+        let mut cc = self.client_config;
+        let group_id = match cc.get("group.id") {
+            Some(g) if !g.trim().is_empty() => g.to_string(),
+            _ => return Err(BuildError::MissingGroupId),
+        };
+        for (key, reason) in [
+            (
+                "enable.auto.commit",
+                "librdkafka would commit offsets on its own timer, past records not yet processed; the guard commits only acked offsets",
+            ),
+            (
+                "enable.auto.offset.store",
+                "librdkafka would store the offset of every record handed out, acked or not; the guard tracks acks itself",
+            ),
+        ] {
+            match cc.get(key) {
+                Some(v) if v.trim().eq_ignore_ascii_case("false") => {}
+                Some(v) => {
+                    return Err(BuildError::ConflictingSetting {
+                        key,
+                        value: v.to_string(),
+                        reason,
+                    });
+                }
+                None => {
+                    cc.set(key, "false");
+                }
+            }
+        }
+        if self.commit_interval.is_some_and(|d| d.is_zero()) {
+            return Err(BuildError::InvalidDuration {
+                setting: "commit_interval",
+                reason: "must be greater than zero (use no_commit_interval() to turn periodic commits off)".into(),
+            });
+        }
+        if self.shutdown_timeout.is_zero() {
+            return Err(BuildError::InvalidDuration {
+                setting: "shutdown_timeout",
+                reason: "must be greater than zero".into(),
+            });
+        }
+        if self.commit_every == Some(0) {
+            return Err(BuildError::InvalidCount {
+                setting: "commit_every",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.batch_size == 0 {
+            return Err(BuildError::InvalidCount {
+                setting: "batch_size",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.channel_capacity == 0 {
+            return Err(BuildError::InvalidCount {
+                setting: "prefetch_batches",
+                reason: "must be at least 1".into(),
+            });
+        }
+        self.retry.validate()?;
+        let config = Config {
+            group_id,
+            retry: self.retry,
+            commit_interval: self.commit_interval,
+            commit_every: self.commit_every,
+            async_commits: self.async_commits,
+            shutdown_timeout: self.shutdown_timeout,
+            poll_timeout: self.poll_timeout,
+            batch_size: self.batch_size,
+            channel_capacity: self.channel_capacity,
+        };
+        let inner = Arc::new(Inner::new(config, self.sink));
+        let consumer: BaseConsumer<GuardContext<C>> = cc
+            .create_with_context(GuardContext::new(self.context, inner.clone()))
+            .map_err(BuildError::Kafka)?;
+        GuardedConsumer::start(consumer, inner)
+    }
+}

@@ -1,0 +1,176 @@
+//! Error types.
+
+use std::fmt;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+/// A retry policy parameter is out of range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidBackoff {
+    /// The [`RetryPolicy`](crate::RetryPolicy) setter at fault.
+    pub setting: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl fmt::Display for InvalidBackoff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid retry policy: {}: {}", self.setting, self.reason)
+    }
+}
+
+impl std::error::Error for InvalidBackoff {}
+
+/// Why [`GuardBuilder::build`](crate::GuardBuilder::build) refused the configuration.
+/// Every variant names the setting at fault.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `group.id` is not set in the client config; offsets can only be committed for a group.
+    MissingGroupId,
+    /// A client config key that contradicts the guard was set by the user.
+    ConflictingSetting {
+        /// The librdkafka key, e.g. `enable.auto.commit`.
+        key: &'static str,
+        /// The value the user gave.
+        value: String,
+        /// Why the guard cannot work with it.
+        reason: &'static str,
+    },
+    /// A duration setter got a value that cannot work.
+    InvalidDuration {
+        /// The builder setter, e.g. `commit_interval`.
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A count setter got a value that cannot work.
+    InvalidCount {
+        /// The builder setter, e.g. `commit_every`.
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The retry policy is inconsistent.
+    InvalidBackoff(InvalidBackoff),
+    /// rdkafka refused to create the consumer.
+    Kafka(KafkaError),
+}
+
+impl BuildError {
+    /// The builder setter or client config key at fault, when there is one.
+    pub fn setting(&self) -> Option<&'static str> {
+        match self {
+            BuildError::MissingGroupId => Some("group.id"),
+            BuildError::ConflictingSetting { key, .. } => Some(key),
+            BuildError::InvalidDuration { setting, .. } | BuildError::InvalidCount { setting, .. } => {
+                Some(setting)
+            }
+            BuildError::InvalidBackoff(e) => Some(e.setting),
+            BuildError::Kafka(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::MissingGroupId => {
+                write!(f, "group.id is not set: offset-guard commits offsets for a consumer group")
+            }
+            BuildError::ConflictingSetting { key, value, reason } => {
+                write!(f, "{key}={value} conflicts with offset-guard: {reason}")
+            }
+            BuildError::InvalidDuration { setting, reason } => write!(f, "{setting}: {reason}"),
+            BuildError::InvalidCount { setting, reason } => write!(f, "{setting}: {reason}"),
+            BuildError::InvalidBackoff(e) => write!(f, "retry: {e}"),
+            BuildError::Kafka(e) => write!(f, "creating the consumer failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BuildError::InvalidBackoff(e) => Some(e),
+            BuildError::Kafka(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<InvalidBackoff> for BuildError {
+    fn from(e: InvalidBackoff) -> Self {
+        BuildError::InvalidBackoff(e)
+    }
+}
+
+/// Errors of a running [`GuardedConsumer`](crate::GuardedConsumer).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Error {
+    /// An error from rdkafka / the broker.
+    Kafka(KafkaError),
+    /// An ack or commit names a partition this consumer does not own (or no
+    /// longer owns).
+    NotOwned {
+        /// Topic of the ack.
+        topic: String,
+        /// Partition of the ack.
+        partition: i32,
+    },
+    /// The consumer is shutting down or was shut down.
+    ShutDown,
+    /// A commit failed for good; the offsets were handed to the failure sink.
+    CommitFailed {
+        /// The Kafka error code of the last attempt.
+        code: Option<RDKafkaErrorCode>,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The consumer hit an error it cannot continue from (e.g. FENCED_INSTANCE_ID).
+    Fatal(KafkaError),
+}
+
+impl Error {
+    /// True for [`Error::ShutDown`].
+    pub fn is_shutdown(&self) -> bool {
+        matches!(self, Error::ShutDown)
+    }
+    /// True when the consumer cannot continue.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Error::Fatal(_))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Kafka(e) => write!(f, "kafka: {e}"),
+            Error::NotOwned { topic, partition } => {
+                write!(f, "partition {topic}[{partition}] is not owned by this consumer")
+            }
+            Error::ShutDown => write!(f, "the consumer is shut down"),
+            Error::CommitFailed { code, attempts } => match code {
+                Some(c) => write!(f, "commit failed after {attempts} attempt(s): {c}"),
+                None => write!(f, "commit failed after {attempts} attempt(s)"),
+            },
+            Error::Fatal(e) => write!(f, "fatal consumer error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Kafka(e) | Error::Fatal(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<KafkaError> for Error {
+    fn from(e: KafkaError) -> Self {
+        Error::Kafka(e)
+    }
+}

@@ -1,0 +1,92 @@
+//! Reliable Kafka offset commits for services that consume with `rdkafka`.
+//!
+//! `offset-guard` wraps an rdkafka consumer and owns the whole offset-commit
+//! path. The service says "this record is done" ([`AckToken::ack`], from any
+//! task, in any order); the guard commits, per partition, the offset of the
+//! first record not yet acked, and never anything past it:
+//!
+//! - one serialized committer: at most one OffsetCommit in flight, never
+//!   cancelled; what is acked meanwhile coalesces (newest offset wins); an
+//!   offset at or below what was committed, or from an older assignment of the
+//!   partition (epoch), is dropped and counted;
+//! - retries with exponential backoff and jitter, bounded by attempts and time
+//!   ([`RetryPolicy`]), with Kafka errors classified by [`retry::classify`];
+//! - commits by interval, by count, on every ack ([`GuardBuilder::async_commits`])
+//!   or on demand ([`GuardedConsumer::commit_now`]);
+//! - a final synchronous commit on [`GuardedConsumer::shutdown`], within a deadline;
+//! - every offset given up on goes to a [`FailureSink`] with its reason.
+//!
+//! rdkafka's synchronous commit blocks its thread, so commits run on a thread
+//! of the guard's own, as does polling; `recv`, `ack` and `commit_now` never
+//! block the async executor.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use offset_guard::{OffsetGuard, RetryPolicy};
+//! use rdkafka::ClientConfig;
+//! use rdkafka::mocking::MockCluster;
+//! use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // An embedded broker speaking the Kafka protocol, with one record.
+//! let cluster = MockCluster::new(1)?;
+//! cluster.create_topic("orders", 1, 1)?;
+//! let producer: BaseProducer = ClientConfig::new()
+//!     .set("bootstrap.servers", cluster.bootstrap_servers())
+//!     .create()?;
+//! producer.send(BaseRecord::to("orders").key("k").payload("order 1")).map_err(|(e, _)| e)?;
+//! producer.flush(Duration::from_secs(5))?;
+//!
+//! // Your existing consumer config, wrapped.
+//! let mut config = ClientConfig::new();
+//! config
+//!     .set("bootstrap.servers", cluster.bootstrap_servers())
+//!     .set("group.id", "billing")
+//!     .set("auto.offset.reset", "earliest");
+//! let mut consumer = OffsetGuard::builder(config)
+//!     .retry(RetryPolicy::exponential().max_attempts(5))
+//!     .commit_interval(Duration::from_secs(1))
+//!     .shutdown_timeout(Duration::from_secs(5))
+//!     .build()?;
+//! consumer.subscribe(&["orders"])?;
+//!
+//! let record = consumer.recv().await?.expect("one record");
+//! let token = record.ack_token();
+//! tokio::spawn(async move {
+//!     // ... process the record ...
+//!     token.ack();
+//! })
+//! .await?;
+//!
+//! let report = consumer.shutdown().await?;
+//! assert_eq!(report.committed[0].offset, 1); // the next record to read
+//! assert!(report.not_committed.is_empty());
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+mod assignment;
+mod builder;
+mod commit;
+mod consumer;
+mod error;
+mod rebalance;
+pub mod retry;
+mod sink;
+mod stats;
+pub mod tracker;
+
+pub use assignment::{AckStatus, AckToken};
+pub use builder::{GuardBuilder, OffsetGuard};
+pub use commit::CommittedOffset;
+pub use consumer::{GuardedConsumer, PartitionStatus, Record, ShutdownReport};
+pub use error::{BuildError, Error, InvalidBackoff};
+pub use rebalance::GuardContext;
+pub use retry::RetryPolicy;
+pub use sink::{FailedOffset, FailureReason, FailureSink, MemorySink};
+pub use stats::Stats;

@@ -1,0 +1,111 @@
+//! Counters and their snapshot.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Live counters, updated with relaxed atomics.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub delivered: AtomicU64,
+    pub acked: AtomicU64,
+    pub acks_stale: AtomicU64,
+    pub acks_duplicate: AtomicU64,
+    pub acks_unknown: AtomicU64,
+    pub skipped_revoked: AtomicU64,
+    pub commits_sent: AtomicU64,
+    pub commits_succeeded: AtomicU64,
+    pub commits_retried: AtomicU64,
+    pub commits_failed: AtomicU64,
+    pub commits_noop: AtomicU64,
+    pub commits_deferred: AtomicU64,
+    pub offsets_stale_dropped: AtomicU64,
+    pub offsets_failed: AtomicU64,
+    pub latency_last_us: AtomicU64,
+    pub latency_max_us: AtomicU64,
+    pub latency_total_us: AtomicU64,
+    pub sink_errors: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn record_latency(&self, d: Duration) {
+        let us = d.as_micros().min(u64::MAX as u128) as u64;
+        self.latency_last_us.store(us, Relaxed);
+        self.latency_max_us.fetch_max(us, Relaxed);
+        self.latency_total_us.fetch_add(us, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        let l = |c: &AtomicU64| c.load(Relaxed);
+        let sent = l(&self.commits_sent);
+        let total = l(&self.latency_total_us);
+        Stats {
+            delivered: l(&self.delivered),
+            acked: l(&self.acked),
+            acks_stale: l(&self.acks_stale),
+            acks_duplicate: l(&self.acks_duplicate),
+            acks_unknown: l(&self.acks_unknown),
+            skipped_revoked: l(&self.skipped_revoked),
+            commits_sent: sent,
+            commits_succeeded: l(&self.commits_succeeded),
+            commits_retried: l(&self.commits_retried),
+            commits_failed: l(&self.commits_failed),
+            commits_noop: l(&self.commits_noop),
+            commits_deferred: l(&self.commits_deferred),
+            offsets_stale_dropped: l(&self.offsets_stale_dropped),
+            offsets_failed: l(&self.offsets_failed),
+            commit_latency_last: Duration::from_micros(l(&self.latency_last_us)),
+            commit_latency_max: Duration::from_micros(l(&self.latency_max_us)),
+            commit_latency_mean: Duration::from_micros(total.checked_div(sent).unwrap_or(0)),
+            sink_errors: l(&self.sink_errors),
+        }
+    }
+}
+
+/// A point-in-time copy of the guard's counters. Cheap to take and `Copy`.
+///
+/// Per-partition figures (last committed offset, pending offsets) are in
+/// [`GuardedConsumer::partitions`](crate::GuardedConsumer::partitions).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Records handed to the application.
+    pub delivered: u64,
+    /// Acks recorded.
+    pub acked: u64,
+    /// Acks dropped because their partition assignment had ended (older epoch).
+    pub acks_stale: u64,
+    /// Acks of an offset that was already acked.
+    pub acks_duplicate: u64,
+    /// Acks of an offset that was never delivered.
+    pub acks_unknown: u64,
+    /// Records of a revoked partition that were fetched but not handed out.
+    pub skipped_revoked: u64,
+    /// OffsetCommit attempts sent to the broker (retries included).
+    pub commits_sent: u64,
+    /// Commits that landed.
+    pub commits_succeeded: u64,
+    /// Attempts that failed with a retriable error and were retried.
+    pub commits_retried: u64,
+    /// Commits given up on (their offsets went to the failure sink).
+    pub commits_failed: u64,
+    /// Commits answered with `_NO_OFFSET` (nothing to commit; a success).
+    pub commits_noop: u64,
+    /// Commits deferred because the group was rebalancing.
+    pub commits_deferred: u64,
+    /// Offsets dropped as stale: older epoch, already committed, or a stale generation.
+    pub offsets_stale_dropped: u64,
+    /// Offsets handed to the failure sink.
+    pub offsets_failed: u64,
+    /// Duration of the most recent commit attempt.
+    pub commit_latency_last: Duration,
+    /// Longest commit attempt.
+    pub commit_latency_max: Duration,
+    /// Mean commit attempt duration.
+    pub commit_latency_mean: Duration,
+    /// Errors reported by the failure sink (e.g. a log file that cannot be written).
+    pub sink_errors: u64,
+}
