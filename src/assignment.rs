@@ -72,12 +72,20 @@ impl PartitionSlot {
 
     pub(crate) fn commit_point(&self) -> Option<i64> {
         let s = self.lock();
-        if s.revoked { None } else { s.tracker.commit_point() }
+        if s.revoked {
+            None
+        } else {
+            s.tracker.commit_point()
+        }
     }
 
     pub(crate) fn view(&self) -> (Option<i64>, Option<i64>, usize) {
         let s = self.lock();
-        (s.tracker.commit_point(), s.tracker.first_unacked(), s.tracker.outstanding())
+        (
+            s.tracker.commit_point(),
+            s.tracker.first_unacked(),
+            s.tracker.outstanding(),
+        )
     }
 
     /// Ends this assignment: later acks are stale. Returns the final commit point.
@@ -97,24 +105,41 @@ impl PartitionSlot {
     }
 }
 
+/// Live slots by topic, then partition.
+type SlotMap = HashMap<Arc<str>, HashMap<i32, Arc<PartitionSlot>>>;
+
 /// All live slots.
 #[derive(Default)]
 pub(crate) struct Assignment {
-    slots: RwLock<HashMap<Arc<str>, HashMap<i32, Arc<PartitionSlot>>>>,
+    slots: RwLock<SlotMap>,
     next_epoch: AtomicU64,
 }
 
 impl Assignment {
     /// Starts a new assignment of a partition (a new epoch), ending any previous one.
-    pub(crate) fn assign(&self, inner: &Arc<Inner>, topic: &str, partition: i32) -> Arc<PartitionSlot> {
+    pub(crate) fn assign(
+        &self,
+        inner: &Arc<Inner>,
+        topic: &str,
+        partition: i32,
+    ) -> Arc<PartitionSlot> {
         let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed) + 1;
         let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
         let topic_arc: Arc<str> = match slots.get_key_value(topic) {
             Some((k, _)) => k.clone(),
             None => Arc::from(topic),
         };
-        let slot = Arc::new(PartitionSlot::new(inner.clone(), topic_arc.clone(), partition, epoch));
-        if let Some(old) = slots.entry(topic_arc).or_default().insert(partition, slot.clone()) {
+        let slot = Arc::new(PartitionSlot::new(
+            inner.clone(),
+            topic_arc.clone(),
+            partition,
+            epoch,
+        ));
+        if let Some(old) = slots
+            .entry(topic_arc)
+            .or_default()
+            .insert(partition, slot.clone())
+        {
             old.revoke();
         }
         slot
@@ -139,7 +164,12 @@ impl Assignment {
 
     /// The slot for a delivered record, creating one when the partition was
     /// assigned without a rebalance callback (manual `assign`).
-    pub(crate) fn get_or_assign(&self, inner: &Arc<Inner>, topic: &str, partition: i32) -> Arc<PartitionSlot> {
+    pub(crate) fn get_or_assign(
+        &self,
+        inner: &Arc<Inner>,
+        topic: &str,
+        partition: i32,
+    ) -> Arc<PartitionSlot> {
         match self.get(topic, partition) {
             Some(s) => s,
             None => self.assign(inner, topic, partition),

@@ -109,7 +109,10 @@ impl Inner {
         g: MutexGuard<'a, Core>,
         d: Duration,
     ) -> MutexGuard<'a, Core> {
-        self.wake.wait_timeout(g, d).unwrap_or_else(|e| e.into_inner()).0
+        self.wake
+            .wait_timeout(g, d)
+            .unwrap_or_else(|e| e.into_inner())
+            .0
     }
 
     pub(crate) fn notify(&self) {
@@ -140,13 +143,18 @@ impl Inner {
 
     /// Called by the worker at the start of each cycle, before its snapshot.
     pub(crate) fn reset_count_trigger(&self) {
-        self.acks_at_last_cycle
-            .store(self.metrics.acked.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.acks_at_last_cycle.store(
+            self.metrics.acked.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
         self.trigger_pending.store(false, Ordering::Release);
     }
 
     pub(crate) fn member_id(&self) -> Option<String> {
-        self.member_id.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.member_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub(crate) fn set_member_id(&self, id: Option<String>) {
@@ -167,7 +175,14 @@ impl Inner {
         }
     }
 
-    pub(crate) fn failure(&self, topic: &str, partition: i32, offset: i64, reason: FailureReason, message: String) -> FailedOffset {
+    pub(crate) fn failure(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        reason: FailureReason,
+        message: String,
+    ) -> FailedOffset {
         FailedOffset {
             time: SystemTime::now(),
             group_id: self.config.group_id.clone(),
@@ -308,7 +323,9 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
     ) -> Result<Self, crate::BuildError> {
         let consumer = Arc::new(consumer);
         worker::spawn(inner.clone(), consumer.clone()).map_err(|e| {
-            crate::BuildError::Kafka(KafkaError::ClientCreation(format!("spawning the commit thread: {e}")))
+            crate::BuildError::Kafka(KafkaError::ClientCreation(format!(
+                "spawning the commit thread: {e}"
+            )))
         })?;
         let (tx, rx) = mpsc::channel(inner.config.channel_capacity);
         let poll_stop = Arc::new(AtomicBool::new(false));
@@ -321,7 +338,9 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
                 .name("offset-guard-poll".into())
                 .spawn(move || poll_loop(consumer, inner, tx, stop, done_tx))
                 .map_err(|e| {
-                    crate::BuildError::Kafka(KafkaError::ClientCreation(format!("spawning the poll thread: {e}")))
+                    crate::BuildError::Kafka(KafkaError::ClientCreation(format!(
+                        "spawning the poll thread: {e}"
+                    )))
                 })?;
         }
         Ok(GuardedConsumer {
@@ -339,7 +358,9 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
     /// (metadata, watermarks, pause/resume, `committed()`). Do not commit
     /// through it: commits bypassing the guard are not ordered with its own.
     pub fn consumer(&self) -> &BaseConsumer<GuardContext<C>> {
-        self.consumer.as_ref().expect("consumer present until shutdown")
+        self.consumer
+            .as_ref()
+            .expect("consumer present until shutdown")
     }
 
     /// Subscribes to topics (partitions are assigned by the group).
@@ -512,9 +533,10 @@ fn abandon_pending(inner: &Inner) {
         for s in inner.assignment.all() {
             if let Some(cp) = s.commit_point() {
                 let key = s.key();
-                let known = core.queue.committed_offset(&key).max(
-                    pending.iter().find(|e| e.tp == key).map(|e| e.offset),
-                );
+                let known = core
+                    .queue
+                    .committed_offset(&key)
+                    .max(pending.iter().find(|e| e.tp == key).map(|e| e.offset));
                 if Some(cp) > known {
                     pending.retain(|e| e.tp != key);
                     pending.push(crate::commit::queue::Entry {

@@ -63,9 +63,8 @@ impl BuildError {
         match self {
             BuildError::MissingGroupId => Some("group.id"),
             BuildError::ConflictingSetting { key, .. } => Some(key),
-            BuildError::InvalidDuration { setting, .. } | BuildError::InvalidCount { setting, .. } => {
-                Some(setting)
-            }
+            BuildError::InvalidDuration { setting, .. }
+            | BuildError::InvalidCount { setting, .. } => Some(setting),
             BuildError::InvalidBackoff(e) => Some(e.setting),
             BuildError::Kafka(_) => None,
         }
@@ -76,7 +75,10 @@ impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BuildError::MissingGroupId => {
-                write!(f, "group.id is not set: offset-guard commits offsets for a consumer group")
+                write!(
+                    f,
+                    "group.id is not set: offset-guard commits offsets for a consumer group"
+                )
             }
             BuildError::ConflictingSetting { key, value, reason } => {
                 write!(f, "{key}={value} conflicts with offset-guard: {reason}")
@@ -148,7 +150,10 @@ impl fmt::Display for Error {
         match self {
             Error::Kafka(e) => write!(f, "kafka: {e}"),
             Error::NotOwned { topic, partition } => {
-                write!(f, "partition {topic}[{partition}] is not owned by this consumer")
+                write!(
+                    f,
+                    "partition {topic}[{partition}] is not owned by this consumer"
+                )
             }
             Error::ShutDown => write!(f, "the consumer is shut down"),
             Error::CommitFailed { code, attempts } => match code {

@@ -71,7 +71,10 @@ impl<C: ConsumerContext> ConsumerContext for GuardContext<C> {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        let cooperative = matches!(base_consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let cooperative = matches!(
+            base_consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let parts = partitions(tpl);
@@ -104,7 +107,10 @@ impl<C: ConsumerContext> ConsumerContext for GuardContext<C> {
                     base_consumer.unassign()
                 };
                 log_result("unassign", res);
-                info!(partitions = parts.len(), lost, cooperative, "partitions revoked");
+                info!(
+                    partitions = parts.len(),
+                    lost, cooperative, "partitions revoked"
+                );
             }
             other => {
                 let code: rdkafka::error::RDKafkaErrorCode = other.into();
@@ -136,7 +142,10 @@ impl<C> GuardContext<C> {
         let uncommitted = cp.max(pending).filter(|o| Some(*o) > committed);
         if let Some(offset) = uncommitted {
             if lost {
-                warn!(topic, partition, offset, "partition lost with acked offsets not committed");
+                warn!(
+                    topic,
+                    partition, offset, "partition lost with acked offsets not committed"
+                );
                 self.inner.record_failure(self.inner.failure(
                     topic,
                     partition,
@@ -145,7 +154,10 @@ impl<C> GuardContext<C> {
                     "partition lost before the offset was committed".into(),
                 ));
             } else {
-                debug!(topic, partition, offset, "partition revoked with acked offsets not committed");
+                debug!(
+                    topic,
+                    partition, offset, "partition revoked with acked offsets not committed"
+                );
             }
         }
     }

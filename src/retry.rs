@@ -122,10 +122,16 @@ impl RetryPolicy {
             );
         }
         if !(self.multiplier >= 1.0 && self.multiplier.is_finite()) {
-            return bad("multiplier", format!("{} must be a finite number >= 1.0", self.multiplier));
+            return bad(
+                "multiplier",
+                format!("{} must be a finite number >= 1.0", self.multiplier),
+            );
         }
         if !(0.0..1.0).contains(&self.randomization_factor) {
-            return bad("jitter", format!("{} must be in [0, 1)", self.randomization_factor));
+            return bad(
+                "jitter",
+                format!("{} must be in [0, 1)", self.randomization_factor),
+            );
         }
         if self.max_attempts == 0 {
             return bad("max_attempts", "must be at least 1".into());
@@ -264,7 +270,10 @@ mod tests {
         ] {
             assert_eq!(classify_code(c), ErrorClass::Retry, "{c:?}");
         }
-        assert_eq!(classify_code(C::RebalanceInProgress), ErrorClass::DeferUntilRebalanced);
+        assert_eq!(
+            classify_code(C::RebalanceInProgress),
+            ErrorClass::DeferUntilRebalanced
+        );
         assert_eq!(classify_code(C::IllegalGeneration), ErrorClass::Stale);
         assert_eq!(classify_code(C::UnknownMemberId), ErrorClass::Stale);
         assert_eq!(classify_code(C::NoOffset), ErrorClass::NoOp);
@@ -277,7 +286,10 @@ mod tests {
         ] {
             assert_eq!(classify_code(c), ErrorClass::Fatal, "{c:?}");
         }
-        assert_eq!(classify_code(C::UnknownTopicOrPartition), ErrorClass::UnknownPartition);
+        assert_eq!(
+            classify_code(C::UnknownTopicOrPartition),
+            ErrorClass::UnknownPartition
+        );
         assert_eq!(
             classify(&KafkaError::ConsumerCommit(C::NotCoordinator)),
             ErrorClass::Retry
@@ -291,15 +303,27 @@ mod tests {
             .max_interval(Duration::from_secs(1));
         assert_eq!(p.validate().unwrap_err().setting, "max_interval");
         assert_eq!(
-            RetryPolicy::exponential().max_attempts(0).validate().unwrap_err().setting,
+            RetryPolicy::exponential()
+                .max_attempts(0)
+                .validate()
+                .unwrap_err()
+                .setting,
             "max_attempts"
         );
         assert_eq!(
-            RetryPolicy::exponential().jitter(1.5).validate().unwrap_err().setting,
+            RetryPolicy::exponential()
+                .jitter(1.5)
+                .validate()
+                .unwrap_err()
+                .setting,
             "jitter"
         );
         assert_eq!(
-            RetryPolicy::exponential().initial_interval(Duration::ZERO).validate().unwrap_err().setting,
+            RetryPolicy::exponential()
+                .initial_interval(Duration::ZERO)
+                .validate()
+                .unwrap_err()
+                .setting,
             "initial_interval"
         );
     }

@@ -94,7 +94,10 @@ impl MemorySink {
 
     /// A copy of everything recorded so far, oldest first.
     pub fn records(&self) -> Vec<FailedOffset> {
-        self.records.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

@@ -44,7 +44,13 @@ pub(crate) struct CommitQueue {
 }
 
 impl CommitQueue {
-    pub(crate) fn offer(&mut self, tp: &TopicPartition, epoch: u64, offset: i64, force: bool) -> Offer {
+    pub(crate) fn offer(
+        &mut self,
+        tp: &TopicPartition,
+        epoch: u64,
+        offset: i64,
+        force: bool,
+    ) -> Offer {
         let st = match self.parts.get_mut(tp) {
             Some(st) => st,
             None => self.parts.entry(tp.clone()).or_insert_with(|| PartState {
@@ -78,7 +84,10 @@ impl CommitQueue {
 
     /// Moves every pending offset whose epoch is still current into flight.
     /// Returns the batch and the number of offsets dropped as stale.
-    pub(crate) fn take(&mut self, is_current: impl Fn(&TopicPartition, u64) -> bool) -> (Vec<Entry>, u64) {
+    pub(crate) fn take(
+        &mut self,
+        is_current: impl Fn(&TopicPartition, u64) -> bool,
+    ) -> (Vec<Entry>, u64) {
         let mut batch = Vec::new();
         let mut stale = 0;
         for (tp, st) in self.parts.iter_mut() {
@@ -190,7 +199,14 @@ mod tests {
         assert_eq!(q.offer(&tp(0), 1, 9, false), Offer::Unchanged);
         let (batch, stale) = q.take(|_, _| true);
         assert_eq!(stale, 0);
-        assert_eq!(batch, vec![Entry { tp: tp(0), epoch: 1, offset: 9 }]);
+        assert_eq!(
+            batch,
+            vec![Entry {
+                tp: tp(0),
+                epoch: 1,
+                offset: 9
+            }]
+        );
         // while in flight, a newer offset queues behind it; an older one is stale
         assert_eq!(q.offer(&tp(0), 1, 8, false), Offer::Stale);
         assert_eq!(q.offer(&tp(0), 1, 12, false), Offer::Queued);

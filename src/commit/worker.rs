@@ -104,10 +104,8 @@ fn run_cycles(inner: &Inner, committer: &dyn Committer) {
         }
         if finishing {
             let mut core = inner.lock_core();
-            if let Some(mut f) = core.finish.take() {
-                if let Some(done) = f.done.take() {
-                    let _ = done.send(());
-                }
+            if let Some(done) = core.finish.take().and_then(|mut f| f.done.take()) {
+                let _ = done.send(());
             }
             core.stop = true;
             return;
@@ -140,7 +138,10 @@ pub(crate) fn commit_cycle(
         let (batch, stale) = core
             .queue
             .take(|(t, p), e| inner.assignment.epoch(t, *p) == Some(e));
-        inner.metrics.offsets_stale_dropped.fetch_add(stale, std::sync::atomic::Ordering::Relaxed);
+        inner
+            .metrics
+            .offsets_stale_dropped
+            .fetch_add(stale, std::sync::atomic::Ordering::Relaxed);
         batch
     };
     if batch.is_empty() {
@@ -176,7 +177,8 @@ fn commit_batch(
     batch: &[Entry],
     deadline: Option<Instant>,
 ) -> BatchEnd {
-    let span = info_span!("offset_commit", group = %inner.config.group_id, partitions = batch.len());
+    let span =
+        info_span!("offset_commit", group = %inner.config.group_id, partitions = batch.len());
     let _enter = span.enter();
     let mut batch: Vec<Entry> = batch.to_vec();
     let mut retry = inner.config.retry.start();
@@ -240,7 +242,9 @@ fn commit_batch(
         let now = Instant::now();
         let (delay, reason) = match (delay, deadline) {
             (_, Some(d)) if now >= d => (None, FailureReason::ShutdownDeadline),
-            (Some(delay), Some(d)) if now + delay > d => (Some(d - now), FailureReason::ShutdownDeadline),
+            (Some(delay), Some(d)) if now + delay > d => {
+                (Some(d - now), FailureReason::ShutdownDeadline)
+            }
             (delay, _) => (delay, FailureReason::RetriesExhausted),
         };
         let Some(delay) = delay else {
