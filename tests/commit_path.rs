@@ -1,0 +1,300 @@
+//! The core commit path against a broker: resume after shutdown, retries,
+//! retries exhausted, an in-flight commit never overtaken, an un-acked record
+//! holding the commit point, shutdown with the brokers gone.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::{Fixture, fast_retry, unique};
+use offset_guard::{AckToken, FailureReason, GuardedConsumer, MemorySink, Record};
+use rdkafka::types::RDKafkaApiKey;
+use rdkafka::types::RDKafkaRespErr;
+
+/// Receives exactly `n` records (or panics after `timeout`).
+async fn recv_n(c: &mut GuardedConsumer, n: usize, timeout: Duration) -> Vec<Record> {
+    let mut out = Vec::with_capacity(n);
+    let deadline = tokio::time::Instant::now() + timeout;
+    while out.len() < n {
+        match tokio::time::timeout_at(deadline, c.recv()).await {
+            Ok(Ok(Some(r))) => out.push(r),
+            Ok(Ok(None)) => panic!("consumer stopped after {} of {n} records", out.len()),
+            Ok(Err(e)) => panic!("recv error after {} records: {e}", out.len()),
+            Err(_) => panic!("timed out after {} of {n} records", out.len()),
+        }
+    }
+    out
+}
+
+/// Acks tokens from many tasks in a shuffled order.
+async fn ack_concurrently(tokens: Vec<AckToken>) {
+    let mut tokens = tokens;
+    shuffle(&mut tokens, 0x5eed);
+    let mut tasks = Vec::new();
+    for chunk in tokens.chunks(37) {
+        let chunk = chunk.to_vec();
+        tasks.push(tokio::spawn(async move {
+            for t in chunk.into_iter().rev() {
+                tokio::task::yield_now().await;
+                t.ack();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+fn shuffle<T>(v: &mut [T], mut seed: u64) {
+    for i in (1..v.len()).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        v.swap(i, (seed % (i as u64 + 1)) as usize);
+    }
+}
+
+fn key(r: &Record) -> (i32, i64) {
+    (r.partition(), r.offset())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_shutdown_then_restart_reads_zero_duplicates() {
+    let fx = Fixture::any();
+    let (topic, group) = (unique("resume"), unique("g-resume"));
+    fx.create_topic(&topic, 3);
+    fx.produce(&topic, 3, 200, 0);
+
+    let mut c = fx.guard(&group).build().unwrap();
+    c.subscribe(&[&topic]).unwrap();
+    let records = recv_n(&mut c, 600, Duration::from_secs(60)).await;
+    let first: HashSet<_> = records.iter().map(key).collect();
+    assert_eq!(first.len(), 600);
+    ack_concurrently(records.iter().map(|r| r.ack_token()).collect()).await;
+    let report = c.shutdown().await.unwrap();
+    assert!(report.not_committed.is_empty(), "{:?}", report.not_committed);
+    assert!(!report.deadline_exceeded);
+
+    // Read back from the broker: every partition committed at its end.
+    assert_eq!(fx.committed(&group, &topic, 3), vec![Some(200); 3], "on {}", fx.kind());
+
+    // Restart in the same group: only the new records arrive.
+    fx.produce(&topic, 3, 50, 200);
+    let mut c = fx.guard(&group).build().unwrap();
+    c.subscribe(&[&topic]).unwrap();
+    let records = recv_n(&mut c, 150, Duration::from_secs(60)).await;
+    let dups: Vec<_> = records.iter().map(key).filter(|k| first.contains(k)).collect();
+    println!("duplicates after restart on {}: {}", fx.kind(), dups.len());
+    assert!(dups.is_empty(), "records seen twice: {dups:?}");
+    for r in &records {
+        assert!(r.offset() >= 200, "old record {:?}", key(r));
+    }
+    for r in records {
+        r.ack();
+    }
+    c.shutdown().await.unwrap();
+    assert_eq!(fx.committed(&group, &topic, 3), vec![Some(250); 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unacked_record_holds_the_commit_point() {
+    let fx = Fixture::any();
+    let (topic, group) = (unique("hold"), unique("g-hold"));
+    fx.create_topic(&topic, 1);
+    fx.produce(&topic, 1, 100, 0);
+
+    let mut c = fx.guard(&group).no_commit_interval().build().unwrap();
+    c.subscribe(&[&topic]).unwrap();
+    let records = recv_n(&mut c, 100, Duration::from_secs(60)).await;
+    let mut held = None;
+    let mut tokens = Vec::new();
+    for r in &records {
+        if r.offset() == 40 {
+            held = Some(r.ack_token());
+        } else {
+            tokens.push(r.ack_token());
+        }
+    }
+    ack_concurrently(tokens).await;
+    c.commit_now().await.unwrap();
+    assert_eq!(fx.committed(&group, &topic, 1), vec![Some(40)], "stops just below the un-acked offset");
+    let st = &c.partitions()[0];
+    assert_eq!(st.first_unacked, Some(40));
+
+    held.unwrap().ack();
+    let landed = c.commit_now().await.unwrap();
+    assert_eq!(landed[0].offset, 100);
+    assert_eq!(fx.committed(&group, &topic, 1), vec![Some(100)]);
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retriable_errors_are_retried_and_the_commit_lands() {
+    let fx = Fixture::mock();
+    let (topic, group) = (unique("retry"), unique("g-retry"));
+    fx.create_topic(&topic, 1);
+    fx.produce(&topic, 1, 20, 0);
+
+    let mut c = fx.guard(&group).retry(fast_retry(10)).no_commit_interval().build().unwrap();
+    c.subscribe(&[&topic]).unwrap();
+    for r in recv_n(&mut c, 20, Duration::from_secs(60)).await {
+        r.ack();
+    }
+    // librdkafka retries some of these itself before they reach us; inject
+    // enough that ours must retry too.
+    use RDKafkaRespErr::*;
+    fx.mock_cluster().request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[
+            RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
+            RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
+            RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
+            RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
+            RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        ],
+    );
+    let landed = c.commit_now().await.expect("commit lands after retries");
+    assert_eq!(landed[0].offset, 20);
+    let stats = c.stats();
+    println!("sent {} retried {}", stats.commits_sent, stats.commits_retried);
+    assert!(stats.commits_retried >= 1, "{stats:?}");
+    assert_eq!(stats.commits_succeeded, 1);
+    assert_eq!(stats.offsets_failed, 0);
+    assert_eq!(fx.committed(&group, &topic, 1), vec![Some(20)]);
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_retries_go_to_the_sink_and_later_commits_still_land() {
+    let fx = Fixture::mock();
+    let (topic, group) = (unique("exhaust"), unique("g-exhaust"));
+    fx.create_topic(&topic, 1);
+    fx.produce(&topic, 1, 30, 0);
+
+    let sink = MemorySink::new();
+    let mut c = fx
+        .guard(&group)
+        .retry(fast_retry(3))
+        .no_commit_interval()
+        .failure_sink(sink.clone())
+        .build()
+        .unwrap();
+    c.subscribe(&[&topic]).unwrap();
+    let records = recv_n(&mut c, 30, Duration::from_secs(60)).await;
+    let (first, rest) = records.split_at(10);
+    for r in first {
+        r.ack_token().ack();
+    }
+    fx.mock_cluster().request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 40],
+    );
+    let started = Instant::now();
+    let err = c.commit_now().await.expect_err("retries exhausted");
+    println!("gave up after {:?}: {err}", started.elapsed());
+    assert!(matches!(err, offset_guard::Error::CommitFailed { attempts: 3, .. }), "{err:?}");
+    let failed = sink.records();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].reason, FailureReason::RetriesExhausted);
+    assert_eq!(failed[0].offset, 10);
+    assert_eq!(failed[0].attempts, 3);
+    assert_eq!(failed[0].topic, topic);
+    assert!(failed[0].error_code.is_some());
+    assert_eq!(c.stats().offsets_failed, 1);
+    assert_eq!(fx.committed(&group, &topic, 1), vec![None]);
+
+    // The consumer keeps going and a higher offset lands.
+    fx.mock_cluster().clear_request_errors(RDKafkaApiKey::OffsetCommit);
+    for r in rest {
+        r.ack_token().ack();
+    }
+    let landed = c.commit_now().await.unwrap();
+    assert_eq!(landed[0].offset, 30);
+    assert_eq!(fx.committed(&group, &topic, 1), vec![Some(30)]);
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_in_flight_commit_is_never_overtaken() {
+    let fx = Fixture::mock();
+    let (topic, group) = (unique("inflight"), unique("g-inflight"));
+    fx.create_topic(&topic, 1);
+    fx.produce(&topic, 1, 1000, 0);
+
+    let mut c = fx.guard(&group).async_commits().no_commit_interval().build().unwrap();
+    c.subscribe(&[&topic]).unwrap();
+    let records = recv_n(&mut c, 1000, Duration::from_secs(60)).await;
+    // Every response from the broker now takes 300 ms: each commit is in
+    // flight long enough for hundreds of acks to queue behind it.
+    fx.mock_cluster()
+        .broker_round_trip_time(1, Duration::from_millis(300))
+        .unwrap();
+    let mut seen = Vec::new();
+    for chunk in records.chunks(100) {
+        for r in chunk {
+            r.ack_token().ack();
+        }
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let now = fx.committed(&group, &topic, 1)[0];
+        seen.push(now);
+    }
+    let landed = c.commit_now().await.unwrap();
+    let final_offset = fx.committed(&group, &topic, 1)[0];
+    seen.push(final_offset);
+    println!("committed offsets observed: {seen:?}; commit_now landed {landed:?}");
+    assert_eq!(final_offset, Some(1000));
+    for w in seen.windows(2) {
+        assert!(w[1] >= w[0], "committed offset went backwards: {seen:?}");
+    }
+    let stats = c.stats();
+    println!("commits sent for 1000 async acks: {}", stats.commits_sent);
+    assert!(
+        stats.commits_sent < 100,
+        "acks during an in-flight commit must coalesce: {stats:?}"
+    );
+    fx.mock_cluster()
+        .broker_round_trip_time(1, Duration::ZERO)
+        .unwrap();
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_meets_its_deadline_with_every_broker_down() {
+    let fx = Fixture::mock_with(3);
+    let (topic, group) = (unique("down"), unique("g-down"));
+    fx.create_topic(&topic, 1);
+    fx.produce(&topic, 1, 10, 0);
+
+    let sink = MemorySink::new();
+    let mut c = fx
+        .guard(&group)
+        .retry(fast_retry(100))
+        .no_commit_interval()
+        .shutdown_timeout(Duration::from_secs(3))
+        .failure_sink(sink.clone())
+        .build()
+        .unwrap();
+    c.subscribe(&[&topic]).unwrap();
+    for r in recv_n(&mut c, 10, Duration::from_secs(60)).await {
+        r.ack();
+    }
+    for b in 1..=3 {
+        fx.mock_cluster().broker_down(b).unwrap();
+    }
+    let started = Instant::now();
+    let report = c.shutdown().await.unwrap();
+    let took = started.elapsed();
+    println!("shutdown took {took:?}: {report:?}");
+    assert!(took < Duration::from_secs(4), "shutdown overran its 3 s deadline: {took:?}");
+    assert_eq!(report.not_committed.len(), 1, "{report:?}");
+    assert_eq!(report.not_committed[0].offset, 10);
+    assert!(matches!(
+        report.not_committed[0].reason,
+        FailureReason::ShutdownDeadline | FailureReason::RetriesExhausted
+    ));
+    assert_eq!(sink.records(), report.not_committed);
+}
