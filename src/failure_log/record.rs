@@ -462,7 +462,8 @@ mod tests {
     fn rejects_bad_lines() {
         let good = LogEntry::Failure(failed().into()).to_json_line();
         let good = good.trim_end();
-        let cases: Vec<(String, fn(&ReadIssueKind) -> bool)> = vec![
+        type Check = fn(&ReadIssueKind) -> bool;
+        let cases: Vec<(String, Check)> = vec![
             ("not json".into(), |k| matches!(k, ReadIssueKind::Garbage(_))),
             ("[1,2]".into(), |k| matches!(k, ReadIssueKind::Garbage(_))),
             (good[..good.len() - 1].into(), |k| {
