@@ -131,7 +131,7 @@ fn round_trip_failures_and_resolutions() {
     let reader = LogReader::open(&path).unwrap();
     assert_eq!(reader.issues(), &[]);
     assert_eq!(reader.entries(), expected.as_slice());
-    assert_eq!(reader.files(), &[path.clone()]);
+    assert_eq!(reader.files(), std::slice::from_ref(&path));
     let LogEntry::Failure(first) = &reader.entries()[0] else {
         panic!("a failure")
     };
