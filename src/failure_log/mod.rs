@@ -57,6 +57,14 @@
 //! Use one `FailedOffsetLog` per path (clone the handle to share it): two
 //! writers on one file would rotate it under each other.
 //!
+//! # Command line
+//!
+//! `offset-guard failures PATH [--json] [--topic T] [--partition N]
+//! [--since RFC3339] [--unresolved] [--summary]` prints the log as an aligned
+//! table (or JSON Lines) and lists damaged lines on stderr. Exit codes: 0
+//! success; 1 the log had damaged lines (what was readable was still
+//! printed); 2 usage error; 3 the log could not be opened.
+//!
 //! # Example
 //!
 //! ```

@@ -29,9 +29,12 @@ pub enum FsyncPolicy {
     /// (and on [`flush`](FailedOffsetLog::flush), rotation and close).
     ///
     /// Crash bound: an operating-system crash or power loss may lose the
-    /// records written in the last `max_delay` (at most `max_records - 1` of
-    /// them) plus those still queued; a process crash loses only records
-    /// still queued (written ones are in the kernel's page cache).
+    /// records written but not yet synced: at most `max_records - 1` of
+    /// them, all written within the last `max_delay` (plus the time an
+    /// `fsync` takes). A process crash loses none of those (they are in the
+    /// kernel's page cache). With either policy, records still queued for the
+    /// writer thread when the process dies are lost; [`FailedOffsetLog::flush`]
+    /// waits until they are written and synced.
     Batched {
         /// Records per `fsync` (at least 1).
         max_records: usize,
@@ -641,9 +644,9 @@ impl Writer {
                     }
                     self.unsynced += 1;
                     self.succeeded();
-                    if self.cfg.fsync == FsyncPolicy::EveryRecord {
-                        self.sync();
-                    }
+                    // Checked per record, so a burst never leaves more than
+                    // `max_records` written but not synced.
+                    self.sync_if_due();
                 }
                 Err((op, e)) => {
                     self.pending.push_front((line, is_failure));
