@@ -546,6 +546,68 @@ fn a_vanished_directory_is_counted_and_records_are_kept() {
     );
 }
 
+/// Captures what every thread logs (the writer thread included) once a
+/// global subscriber is installed; tests look for their own path in it.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn captured_logs() -> &'static Captured {
+    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    CAPTURED.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init()
+            .expect("the only subscriber in this test binary");
+        captured
+    })
+}
+
+#[test]
+fn write_failures_are_logged_with_structured_fields() {
+    let logs = captured_logs();
+    let dir = TempDir::new("warn");
+    let sub = dir.join("logs");
+    std::fs::create_dir(&sub).unwrap();
+    let path = sub.join("failed.jsonl");
+    let log = FailedOffsetLog::open(&path).unwrap();
+    std::fs::remove_dir_all(&sub).unwrap();
+    log.record(failure("orders", 0, 1));
+    assert!(log.flush().is_err());
+    std::fs::create_dir(&sub).unwrap();
+    log.flush().unwrap();
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let path_field = format!("path={}", path.display());
+    let ours: Vec<&str> = text.lines().filter(|l| l.contains(&path_field)).collect();
+    let warn = ours
+        .iter()
+        .find(|l| l.contains("WARN"))
+        .unwrap_or_else(|| panic!("no warning in {text}"));
+    assert!(warn.contains("failed-offset log write failed"), "{warn}");
+    assert!(warn.contains("op=\"open\""), "{warn}");
+    assert!(warn.contains("error="), "{warn}");
+    assert!(warn.contains("unwritten=1"), "{warn}");
+    assert!(
+        ours.iter()
+            .any(|l| l.contains("INFO") && l.contains("writable again")),
+        "{text}"
+    );
+}
+
 #[test]
 fn the_unwritten_queue_is_bounded_and_overflow_is_counted() {
     let dir = TempDir::new("overflow");

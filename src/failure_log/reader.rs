@@ -74,9 +74,15 @@ impl fmt::Display for ReadIssue {
 
 const EXCERPT_CHARS: usize = 80;
 
+/// The start of a line, lossily decoded, control characters replaced (so it
+/// is safe to print on a terminal).
 fn excerpt(bytes: &[u8]) -> String {
     let s = String::from_utf8_lossy(bytes);
-    let mut out: String = s.chars().take(EXCERPT_CHARS).collect();
+    let mut out: String = s
+        .chars()
+        .take(EXCERPT_CHARS)
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect();
     if s.chars().nth(EXCERPT_CHARS).is_some() {
         out.push('…');
     }
@@ -340,4 +346,58 @@ pub fn summarize(entries: &[LogEntry]) -> Vec<PartitionSummary> {
             s
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpts_are_short_and_printable() {
+        assert_eq!(excerpt(b"abc"), "abc");
+        assert_eq!(excerpt(b"a\x1b[2Jb\r\xff"), "a\u{fffd}[2Jb\u{fffd}\u{fffd}");
+        let long = "x".repeat(200);
+        let e = excerpt(long.as_bytes());
+        assert_eq!(e.chars().count(), EXCERPT_CHARS + 1);
+        assert!(e.ends_with('…'));
+    }
+
+    #[test]
+    fn rotated_siblings_are_numbered_files_only() {
+        let dir =
+            std::env::temp_dir().join(format!("offset-guard-siblings-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log.jsonl");
+        for name in [
+            "log.jsonl",
+            "log.jsonl.1",
+            "log.jsonl.10",
+            "log.jsonl.2",
+            "log.jsonl.0",
+            "log.jsonl.01",
+            "log.jsonl.x",
+            "log.jsonl.",
+            "log.jsonl.1.bak",
+            "other.jsonl.3",
+        ] {
+            std::fs::write(dir.join(name), b"").unwrap();
+        }
+        let found: Vec<u64> = rotated_siblings(&path)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(found, [1, 2, 10]);
+        let reader = LogReader::open(&path).unwrap();
+        let names: Vec<_> = reader
+            .files()
+            .iter()
+            .map(|f| f.file_name().unwrap().to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            ["log.jsonl.10", "log.jsonl.2", "log.jsonl.1", "log.jsonl"]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
