@@ -43,6 +43,10 @@
 //! and the record is kept in memory (up to
 //! [`max_unwritten`](LogBuilder::max_unwritten)) and written again later.
 //!
+//! The queue to the writer thread is unbounded (failures are rare: at most
+//! one per partition per commit attempt), so `record` never blocks even when
+//! the disk hangs; the queue of records kept after failed writes is bounded.
+//!
 //! A crash can leave a torn last line; the reader reports it as a
 //! [`ReadIssue`] and the writer starts a fresh line when it reopens the file.
 //!
@@ -73,7 +77,8 @@
 //! use offset_guard::{FailedOffset, FailureReason, FailureSink};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let dir = std::env::temp_dir().join(format!("offset-guard-doc-{}", std::process::id()));
+//! let unique = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_nanos();
+//! let dir = std::env::temp_dir().join(format!("offset-guard-doc-{}-{unique}", std::process::id()));
 //! std::fs::create_dir_all(&dir)?;
 //! let path = dir.join("failed-offsets.jsonl");
 //!
