@@ -75,6 +75,7 @@ mod builder;
 mod commit;
 mod consumer;
 mod error;
+pub mod failure_log;
 mod rebalance;
 pub mod retry;
 mod sink;
@@ -86,7 +87,11 @@ pub use builder::{GuardBuilder, OffsetGuard};
 pub use commit::CommittedOffset;
 pub use consumer::{GuardedConsumer, PartitionStatus, Record, ShutdownReport};
 pub use error::{BuildError, Error, InvalidBackoff};
+pub use failure_log::{
+    FailedOffsetLog, FailureRecord, FsyncPolicy, LogEntry, LogError, LogReader, LogStatus,
+    PartitionSummary, ReadIssue, ReadIssueKind, Resolution, ResolutionKind,
+};
 pub use rebalance::GuardContext;
 pub use retry::RetryPolicy;
-pub use sink::{FailedOffset, FailureReason, FailureSink, MemorySink};
+pub use sink::{FailedOffset, FailureReason, FailureSink, MemorySink, UnknownFailureReason};
 pub use stats::Stats;

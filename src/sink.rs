@@ -40,6 +40,34 @@ impl FailureReason {
     }
 }
 
+/// The error returned when a string is not one of [`FailureReason`]'s names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownFailureReason(pub String);
+
+impl fmt::Display for UnknownFailureReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown failure reason {:?}", self.0)
+    }
+}
+
+impl std::error::Error for UnknownFailureReason {}
+
+impl std::str::FromStr for FailureReason {
+    type Err = UnknownFailureReason;
+
+    /// Parses the snake_case name returned by [`FailureReason::as_str`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "retries_exhausted" => FailureReason::RetriesExhausted,
+            "fatal" => FailureReason::Fatal,
+            "lost" => FailureReason::Lost,
+            "shutdown_deadline" => FailureReason::ShutdownDeadline,
+            "rebalance_dropped" => FailureReason::RebalanceDropped,
+            other => return Err(UnknownFailureReason(other.to_owned())),
+        })
+    }
+}
+
 impl fmt::Display for FailureReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -113,5 +141,24 @@ impl FailureSink for MemorySink {
 impl<S: FailureSink> FailureSink for Arc<S> {
     fn record(&self, failure: FailedOffset) {
         (**self).record(failure)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_names_round_trip() {
+        for r in [
+            FailureReason::RetriesExhausted,
+            FailureReason::Fatal,
+            FailureReason::Lost,
+            FailureReason::ShutdownDeadline,
+            FailureReason::RebalanceDropped,
+        ] {
+            assert_eq!(r.as_str().parse::<FailureReason>(), Ok(r));
+        }
+        assert!("Fatal".parse::<FailureReason>().is_err());
     }
 }

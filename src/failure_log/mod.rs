@@ -1,0 +1,319 @@
+//! The durable failed-offset log: every offset the guard gave up on, on disk.
+//!
+//! [`FailedOffsetLog`] is a [`FailureSink`](crate::FailureSink) that appends
+//! each [`FailedOffset`](crate::FailedOffset) to a JSON Lines file;
+//! [`LogReader`] reads it back; the `offset-guard failures` command prints it.
+//!
+//! # Format
+//!
+//! UTF-8 JSON Lines, one record per line, append-only. Every line carries the
+//! format version `"v":1` and a `"kind"`:
+//!
+//! ```text
+//! {"v":1,"kind":"failure","time":"2026-11-23T14:30:36.123Z","group_id":"billing","member_id":"rdkafka-1f0c","topic":"orders","partition":3,"offset":42,"reason":"retries_exhausted","error_code":"RequestTimedOut","error_message":"Broker: Request timed out","attempts":5,"elapsed_ms":9120}
+//! {"v":1,"kind":"resolved","time":"2026-11-23T14:31:02.007Z","group_id":"billing","topic":"orders","partition":3,"offset":42,"resolution":"superseded","committed_offset":57}
+//! ```
+//!
+//! - `time`: RFC 3339, UTC, milliseconds.
+//! - `member_id`, `error_code`: `null` when unknown.
+//! - `offset`: the commit offset (the next record to read), as the guard commits it.
+//! - `reason`: `retries_exhausted`, `fatal`, `lost`, `shutdown_deadline` or
+//!   `rebalance_dropped` ([`FailureReason`](crate::FailureReason)).
+//! - `error_code`: the name of the `rdkafka::error::RDKafkaErrorCode` variant
+//!   (`RequestTimedOut`, `GroupAuthorizationFailed`, ...), not librdkafka's
+//!   `REQUEST_TIMED_OUT` form; `error_message` is the readable message.
+//! - `resolution`: `recommitted` (the offset itself was committed later) or
+//!   `superseded` (a higher offset, `committed_offset`, was committed).
+//!
+//! Failures are never rewritten; a later `resolved` line marks them done. A
+//! failure is resolved by a *later* resolution for the same group, topic and
+//! partition whose offset (or `committed_offset`) is `>=` its offset
+//! ([`unresolved`]). Readers ignore unknown fields, so version 1 may grow
+//! fields; a line with a higher `v` is skipped and reported.
+//!
+//! # Durability
+//!
+//! [`FailureSink::record`](crate::FailureSink::record) only queues the record
+//! for a writer thread: it never blocks on disk I/O. The writer writes each
+//! record as one `write` of the whole line (with its newline) and, by
+//! default, `fsync`s after each ([`FsyncPolicy`]). Records still queued when
+//! the *process* dies are lost; call [`FailedOffsetLog::flush`] (or
+//! [`close`](FailedOffsetLog::close)) where durability matters, e.g. at shutdown.
+//! A failed write is counted in [`LogStatus`], logged with `tracing::warn!`,
+//! and the record is kept in memory (up to
+//! [`max_unwritten`](LogBuilder::max_unwritten)) and written again later.
+//!
+//! The queue to the writer thread is unbounded (failures are rare: at most
+//! one per partition per commit attempt), so `record` never blocks even when
+//! the disk hangs; the queue of records kept after failed writes is bounded.
+//!
+//! A crash can leave a torn last line; the reader reports it as a
+//! [`ReadIssue`] and the writer starts a fresh line when it reopens the file.
+//!
+//! # Rotation
+//!
+//! When the next line would take the file past
+//! [`max_file_bytes`](LogBuilder::max_file_bytes), the file is renamed to
+//! `path.1` (`path.1` to `path.2`, and so on) and a new one started; at most
+//! [`max_files`](LogBuilder::max_files) files are kept, the oldest dropped.
+//! [`LogReader::open`] reads `path.N ... path.1, path`, oldest first.
+//!
+//! Use one `FailedOffsetLog` per path (clone the handle to share it): two
+//! writers on one file would rotate it under each other.
+//!
+//! # Command line
+//!
+//! `offset-guard failures PATH [--json] [--topic T] [--partition N]
+//! [--since RFC3339] [--unresolved] [--summary]` prints the log as an aligned
+//! table (or JSON Lines) and lists damaged lines on stderr. Exit codes: 0
+//! success; 1 the log had damaged lines (what was readable was still
+//! printed); 2 usage error; 3 the log could not be opened.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//! use offset_guard::failure_log::{FailedOffsetLog, LogEntry, LogReader, Resolution};
+//! use offset_guard::{FailedOffset, FailureReason, FailureSink};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let unique = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_nanos();
+//! let dir = std::env::temp_dir().join(format!("offset-guard-doc-{}-{unique}", std::process::id()));
+//! std::fs::create_dir_all(&dir)?;
+//! let path = dir.join("failed-offsets.jsonl");
+//!
+//! let log = FailedOffsetLog::open(&path)?;
+//! for offset in [42, 43] {
+//!     log.record(FailedOffset {
+//!         time: SystemTime::now(),
+//!         group_id: "billing".into(),
+//!         member_id: None,
+//!         topic: "orders".into(),
+//!         partition: 3,
+//!         offset,
+//!         reason: FailureReason::RetriesExhausted,
+//!         error_code: None,
+//!         error_message: "Broker: Request timed out".into(),
+//!         attempts: 5,
+//!         elapsed: Duration::from_secs(9),
+//!     });
+//! }
+//! // Offset 57 was committed later: that covers 42, and 43 too (43 <= 57).
+//! log.resolve(Resolution::superseded("billing", "orders", 3, 42, 57));
+//! log.flush()?; // written and fsynced
+//! assert_eq!(log.status().records_written, 2);
+//!
+//! let reader = LogReader::open(&path)?;
+//! assert!(reader.issues().is_empty());
+//! assert_eq!(reader.entries().len(), 3);
+//! assert!(matches!(&reader.entries()[0], LogEntry::Failure(f) if f.offset == 42));
+//! assert!(reader.unresolved().is_empty());
+//! let summary = reader.summary();
+//! assert_eq!((summary[0].count, summary[0].min_offset, summary[0].max_offset), (2, 42, 43));
+//!
+//! log.close()?;
+//! std::fs::remove_dir_all(&dir)?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+mod reader;
+mod record;
+mod rfc3339;
+mod writer;
+
+pub use reader::{
+    LogReader, PartitionSummary, ReadIssue, ReadIssueKind, resolution_status, summarize, unresolved,
+};
+pub use record::{FORMAT_VERSION, FailureRecord, LogEntry, Resolution, ResolutionKind};
+pub use rfc3339::{InvalidTimestamp, format_rfc3339, parse_rfc3339};
+pub use writer::{FailedOffsetLog, FsyncPolicy, LogBuilder, LogStatus};
+
+/// Errors opening, writing or reading the failed-offset log.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LogError {
+    /// The log file (reader), or the directory it goes in (writer), does not exist.
+    NotFound {
+        /// The path that is missing.
+        path: PathBuf,
+    },
+    /// The file or its directory may not be read or written.
+    PermissionDenied {
+        /// The path refused.
+        path: PathBuf,
+    },
+    /// A component of the path that must be a directory is not one (or the
+    /// log path itself is a directory).
+    NotADirectory {
+        /// The log path.
+        path: PathBuf,
+    },
+    /// Another I/O error.
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// What was being done (`open`, `write`, `fsync`, `read`, ...).
+        op: &'static str,
+        /// The error.
+        source: io::Error,
+    },
+    /// Records could not be written or synced; they are kept in memory and
+    /// retried (see [`LogStatus`]).
+    Write {
+        /// The log path.
+        path: PathBuf,
+        /// Records accepted but not yet written.
+        unwritten: u64,
+        /// The last error, as text.
+        message: String,
+    },
+    /// [`FailedOffsetLog::flush_timeout`] gave up waiting.
+    Timeout {
+        /// The log path.
+        path: PathBuf,
+        /// How long it waited.
+        after: Duration,
+    },
+    /// The log was closed (or its writer thread is gone).
+    Closed {
+        /// The log path.
+        path: PathBuf,
+    },
+    /// A builder setting is out of range.
+    InvalidConfig {
+        /// Which setting and why.
+        what: &'static str,
+    },
+}
+
+impl LogError {
+    pub(crate) fn from_io(path: &Path, op: &'static str, e: io::Error) -> LogError {
+        let path = path.to_path_buf();
+        match e.kind() {
+            io::ErrorKind::NotFound => LogError::NotFound { path },
+            io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
+                LogError::PermissionDenied { path }
+            }
+            io::ErrorKind::NotADirectory | io::ErrorKind::IsADirectory => {
+                LogError::NotADirectory { path }
+            }
+            _ => LogError::Io {
+                path,
+                op,
+                source: e,
+            },
+        }
+    }
+
+    /// The file or its directory is missing.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, LogError::NotFound { .. })
+    }
+
+    /// Access to the file or its directory was refused.
+    pub fn is_permission_denied(&self) -> bool {
+        matches!(self, LogError::PermissionDenied { .. })
+    }
+
+    /// The path involved, when there is one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            LogError::NotFound { path }
+            | LogError::PermissionDenied { path }
+            | LogError::NotADirectory { path }
+            | LogError::Io { path, .. }
+            | LogError::Write { path, .. }
+            | LogError::Timeout { path, .. }
+            | LogError::Closed { path } => Some(path),
+            LogError::InvalidConfig { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for LogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LogError::NotFound { path } => write!(
+                f,
+                "failed-offset log {}: no such file or directory",
+                path.display()
+            ),
+            LogError::PermissionDenied { path } => {
+                write!(f, "failed-offset log {}: permission denied", path.display())
+            }
+            LogError::NotADirectory { path } => write!(
+                f,
+                "failed-offset log {}: a parent is not a directory, or the path is a directory",
+                path.display()
+            ),
+            LogError::Io { path, op, source } => {
+                write!(f, "failed-offset log {}: {op}: {source}", path.display())
+            }
+            LogError::Write {
+                path,
+                unwritten,
+                message,
+            } => write!(
+                f,
+                "failed-offset log {}: {unwritten} record(s) not durably written: {message}",
+                path.display()
+            ),
+            LogError::Timeout { path, after } => write!(
+                f,
+                "failed-offset log {}: flush did not finish within {after:?}",
+                path.display()
+            ),
+            LogError::Closed { path } => {
+                write!(f, "failed-offset log {}: closed", path.display())
+            }
+            LogError::InvalidConfig { what } => {
+                write!(f, "invalid failed-offset log setting: {what}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for LogError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LogError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// The rotated files of `path` (`path.1`, `path.2`, ...) that exist, as
+/// `(N, path.N)` sorted by `N` ascending (newest first).
+pub(crate) fn rotated_siblings(path: &Path) -> Vec<(u64, PathBuf)> {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Vec::new();
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Ok(read_dir) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let prefix = format!("{name}.");
+    let mut out: Vec<(u64, PathBuf)> = read_dir
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let file_name = e.file_name();
+            let suffix = file_name.to_str()?.strip_prefix(&prefix)?;
+            if suffix.starts_with('0') || !suffix.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let n: u64 = suffix.parse().ok().filter(|&n| n >= 1)?;
+            Some((n, path.with_file_name(file_name)))
+        })
+        .collect();
+    out.sort();
+    out
+}

@@ -1,0 +1,510 @@
+//! The records of the failed-offset log and their JSON Lines form.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::reader::ReadIssueKind;
+use super::rfc3339::{format_rfc3339, parse_rfc3339};
+use crate::sink::{FailedOffset, FailureReason};
+
+/// The format version written in every line (`"v":1`). A reader skips lines
+/// with a higher version and reports them as [`ReadIssueKind::UnsupportedVersion`].
+pub const FORMAT_VERSION: u64 = 1;
+
+/// One offset the guard gave up on (a `"kind":"failure"` line).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailureRecord {
+    /// When the guard gave up (stored with millisecond precision).
+    pub time: SystemTime,
+    /// The consumer group.
+    pub group_id: String,
+    /// The group member id, when known.
+    pub member_id: Option<String>,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The commit offset that was not committed (the next record to read).
+    pub offset: i64,
+    /// Why it was given up on.
+    pub reason: FailureReason,
+    /// The name of the Kafka error of the last attempt, when there was one:
+    /// the name of the `rdkafka::error::RDKafkaErrorCode` variant, e.g.
+    /// `"RequestTimedOut"` or `"GroupAuthorizationFailed"`.
+    pub error_code: Option<String>,
+    /// A readable error message.
+    pub error_message: String,
+    /// Commit attempts made.
+    pub attempts: u32,
+    /// Milliseconds from the first attempt until giving up.
+    pub elapsed_ms: u64,
+}
+
+impl From<FailedOffset> for FailureRecord {
+    fn from(f: FailedOffset) -> Self {
+        FailureRecord {
+            time: f.time,
+            group_id: f.group_id,
+            member_id: f.member_id,
+            topic: f.topic,
+            partition: f.partition,
+            offset: f.offset,
+            reason: f.reason,
+            error_code: f.error_code.map(|c| format!("{c:?}")),
+            error_message: f.error_message,
+            attempts: f.attempts,
+            elapsed_ms: u64::try_from(f.elapsed.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// How a failed offset was resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResolutionKind {
+    /// The offset itself was committed later (e.g. replayed on assignment).
+    Recommitted,
+    /// A higher offset was committed, which covers this one.
+    Superseded {
+        /// The committed offset that covers it.
+        committed_offset: i64,
+    },
+}
+
+impl ResolutionKind {
+    /// The snake_case name written in the log: `recommitted` or `superseded`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ResolutionKind::Recommitted => "recommitted",
+            ResolutionKind::Superseded { .. } => "superseded",
+        }
+    }
+}
+
+/// A failed offset that was committed after all (a `"kind":"resolved"` line).
+/// The log stays append-only: resolutions are new lines, failures are never
+/// rewritten.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolution {
+    /// When it was resolved.
+    pub time: SystemTime,
+    /// The consumer group.
+    pub group_id: String,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The failed offset being resolved.
+    pub offset: i64,
+    /// How it was resolved.
+    pub how: ResolutionKind,
+}
+
+impl Resolution {
+    /// `offset` was committed after all; time is now.
+    pub fn recommitted(
+        group_id: impl Into<String>,
+        topic: impl Into<String>,
+        partition: i32,
+        offset: i64,
+    ) -> Self {
+        Resolution {
+            time: SystemTime::now(),
+            group_id: group_id.into(),
+            topic: topic.into(),
+            partition,
+            offset,
+            how: ResolutionKind::Recommitted,
+        }
+    }
+
+    /// `committed_offset` (>= `offset`) was committed, which covers the failed
+    /// `offset`; time is now.
+    pub fn superseded(
+        group_id: impl Into<String>,
+        topic: impl Into<String>,
+        partition: i32,
+        offset: i64,
+        committed_offset: i64,
+    ) -> Self {
+        Resolution {
+            time: SystemTime::now(),
+            group_id: group_id.into(),
+            topic: topic.into(),
+            partition,
+            offset,
+            how: ResolutionKind::Superseded { committed_offset },
+        }
+    }
+
+    /// The highest failed offset this resolution covers: a committed offset
+    /// `c` means every record below `c` is done, so failures at offsets `<= c`
+    /// are resolved. That is `offset`, or `committed_offset` for a
+    /// supersession when it is higher.
+    pub fn covers(&self) -> i64 {
+        match self.how {
+            ResolutionKind::Recommitted => self.offset,
+            ResolutionKind::Superseded { committed_offset } => committed_offset.max(self.offset),
+        }
+    }
+}
+
+/// One line of the log.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum LogEntry {
+    /// An offset given up on.
+    Failure(FailureRecord),
+    /// A failed offset committed after all.
+    Resolved(Resolution),
+}
+
+impl LogEntry {
+    /// When it happened.
+    pub fn time(&self) -> SystemTime {
+        match self {
+            LogEntry::Failure(f) => f.time,
+            LogEntry::Resolved(r) => r.time,
+        }
+    }
+
+    /// The consumer group.
+    pub fn group_id(&self) -> &str {
+        match self {
+            LogEntry::Failure(f) => &f.group_id,
+            LogEntry::Resolved(r) => &r.group_id,
+        }
+    }
+
+    /// Topic.
+    pub fn topic(&self) -> &str {
+        match self {
+            LogEntry::Failure(f) => &f.topic,
+            LogEntry::Resolved(r) => &r.topic,
+        }
+    }
+
+    /// Partition.
+    pub fn partition(&self) -> i32 {
+        match self {
+            LogEntry::Failure(f) => f.partition,
+            LogEntry::Resolved(r) => r.partition,
+        }
+    }
+
+    /// The failed offset (of the failure, or the one being resolved).
+    pub fn offset(&self) -> i64 {
+        match self {
+            LogEntry::Failure(f) => f.offset,
+            LogEntry::Resolved(r) => r.offset,
+        }
+    }
+
+    /// The entry as one line of JSON, with its trailing newline.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use offset_guard::failure_log::{LogEntry, Resolution};
+    ///
+    /// let mut r = Resolution::superseded("billing", "orders", 3, 42, 50);
+    /// r.time = UNIX_EPOCH + Duration::from_millis(1_795_444_236_123);
+    /// assert_eq!(
+    ///     LogEntry::Resolved(r).to_json_line(),
+    ///     r#"{"v":1,"kind":"resolved","time":"2026-11-23T14:30:36.123Z","group_id":"billing","topic":"orders","partition":3,"offset":42,"resolution":"superseded","committed_offset":50}"#
+    ///         .to_owned() + "\n"
+    /// );
+    /// ```
+    pub fn to_json_line(&self) -> String {
+        let mut line = match self {
+            LogEntry::Failure(f) => serde_json::to_string(&WireFailure {
+                v: FORMAT_VERSION,
+                kind: KIND_FAILURE.into(),
+                time: format_rfc3339(f.time),
+                group_id: f.group_id.clone(),
+                member_id: f.member_id.clone(),
+                topic: f.topic.clone(),
+                partition: f.partition,
+                offset: f.offset,
+                reason: f.reason.as_str().into(),
+                error_code: f.error_code.clone(),
+                error_message: f.error_message.clone(),
+                attempts: f.attempts,
+                elapsed_ms: f.elapsed_ms,
+            }),
+            LogEntry::Resolved(r) => serde_json::to_string(&WireResolved {
+                v: FORMAT_VERSION,
+                kind: KIND_RESOLVED.into(),
+                time: format_rfc3339(r.time),
+                group_id: r.group_id.clone(),
+                topic: r.topic.clone(),
+                partition: r.partition,
+                offset: r.offset,
+                resolution: r.how.as_str().into(),
+                committed_offset: match r.how {
+                    ResolutionKind::Recommitted => None,
+                    ResolutionKind::Superseded { committed_offset } => Some(committed_offset),
+                },
+            }),
+        }
+        // Serializing plain strings and integers cannot fail.
+        .unwrap_or_default();
+        line.push('\n');
+        line
+    }
+
+    /// Parses one line (without its newline). Unknown fields are ignored, so
+    /// later version-1 writers may add fields; a line whose `v` is above
+    /// [`FORMAT_VERSION`] is rejected as [`ReadIssueKind::UnsupportedVersion`].
+    pub fn parse_line(line: &str) -> Result<LogEntry, ReadIssueKind> {
+        let value: Value =
+            serde_json::from_str(line).map_err(|e| ReadIssueKind::Garbage(e.to_string()))?;
+        let Value::Object(map) = &value else {
+            return Err(ReadIssueKind::Garbage("not a JSON object".into()));
+        };
+        match map.get("v").and_then(Value::as_u64) {
+            Some(FORMAT_VERSION) => {}
+            Some(v) if v > FORMAT_VERSION => return Err(ReadIssueKind::UnsupportedVersion(v)),
+            _ => {
+                return Err(ReadIssueKind::Invalid(
+                    "missing or invalid format version \"v\"".into(),
+                ));
+            }
+        }
+        let invalid = |e: serde_json::Error| ReadIssueKind::Invalid(e.to_string());
+        match map.get("kind").and_then(Value::as_str) {
+            Some(KIND_FAILURE) => {
+                let w: WireFailure = serde_json::from_value(value).map_err(invalid)?;
+                Ok(LogEntry::Failure(FailureRecord {
+                    time: parse_time(&w.time)?,
+                    reason: w
+                        .reason
+                        .parse()
+                        .map_err(|e| ReadIssueKind::Invalid(format!("{e}")))?,
+                    group_id: w.group_id,
+                    member_id: w.member_id,
+                    topic: w.topic,
+                    partition: w.partition,
+                    offset: w.offset,
+                    error_code: w.error_code,
+                    error_message: w.error_message,
+                    attempts: w.attempts,
+                    elapsed_ms: w.elapsed_ms,
+                }))
+            }
+            Some(KIND_RESOLVED) => {
+                let w: WireResolved = serde_json::from_value(value).map_err(invalid)?;
+                let how = match (w.resolution.as_str(), w.committed_offset) {
+                    ("recommitted", _) => ResolutionKind::Recommitted,
+                    ("superseded", Some(committed_offset)) => {
+                        ResolutionKind::Superseded { committed_offset }
+                    }
+                    ("superseded", None) => {
+                        return Err(ReadIssueKind::Invalid(
+                            "superseded resolution without committed_offset".into(),
+                        ));
+                    }
+                    (other, _) => {
+                        return Err(ReadIssueKind::Invalid(format!(
+                            "unknown resolution {other:?}"
+                        )));
+                    }
+                };
+                Ok(LogEntry::Resolved(Resolution {
+                    time: parse_time(&w.time)?,
+                    group_id: w.group_id,
+                    topic: w.topic,
+                    partition: w.partition,
+                    offset: w.offset,
+                    how,
+                }))
+            }
+            Some(other) => Err(ReadIssueKind::Invalid(format!("unknown kind {other:?}"))),
+            None => Err(ReadIssueKind::Invalid("missing \"kind\"".into())),
+        }
+    }
+}
+
+impl From<FailureRecord> for LogEntry {
+    fn from(f: FailureRecord) -> Self {
+        LogEntry::Failure(f)
+    }
+}
+
+impl From<Resolution> for LogEntry {
+    fn from(r: Resolution) -> Self {
+        LogEntry::Resolved(r)
+    }
+}
+
+fn parse_time(s: &str) -> Result<SystemTime, ReadIssueKind> {
+    parse_rfc3339(s).map_err(|e| ReadIssueKind::Invalid(e.to_string()))
+}
+
+const KIND_FAILURE: &str = "failure";
+const KIND_RESOLVED: &str = "resolved";
+
+#[derive(Serialize, Deserialize)]
+struct WireFailure {
+    v: u64,
+    kind: String,
+    time: String,
+    group_id: String,
+    member_id: Option<String>,
+    topic: String,
+    partition: i32,
+    offset: i64,
+    reason: String,
+    error_code: Option<String>,
+    error_message: String,
+    attempts: u32,
+    elapsed_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireResolved {
+    v: u64,
+    kind: String,
+    time: String,
+    group_id: String,
+    topic: String,
+    partition: i32,
+    offset: i64,
+    resolution: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    committed_offset: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use rdkafka::error::RDKafkaErrorCode;
+
+    use super::*;
+
+    fn t0() -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(1_795_444_236_123)
+    }
+
+    fn failed() -> FailedOffset {
+        FailedOffset {
+            time: t0(),
+            group_id: "billing".into(),
+            member_id: Some("m-1".into()),
+            topic: "orders".into(),
+            partition: 3,
+            offset: 42,
+            reason: FailureReason::RetriesExhausted,
+            error_code: Some(RDKafkaErrorCode::RequestTimedOut),
+            error_message: "Broker: Request timed out \"quoted\"\n".into(),
+            attempts: 5,
+            elapsed: Duration::from_micros(1_234_567),
+        }
+    }
+
+    #[test]
+    fn failure_line_format() {
+        let line = LogEntry::Failure(failed().into()).to_json_line();
+        assert_eq!(
+            line,
+            concat!(
+                r#"{"v":1,"kind":"failure","time":"2026-11-23T14:30:36.123Z","group_id":"billing","#,
+                r#""member_id":"m-1","topic":"orders","partition":3,"offset":42,"reason":"retries_exhausted","#,
+                r#""error_code":"RequestTimedOut","error_message":"Broker: Request timed out \"quoted\"\n","#,
+                r#""attempts":5,"elapsed_ms":1234}"#,
+                "\n"
+            )
+        );
+        assert_eq!(line.matches('\n').count(), 1, "one line per record");
+    }
+
+    #[test]
+    fn round_trips() {
+        let f = LogEntry::Failure(failed().into());
+        let r1 = LogEntry::Resolved(Resolution {
+            time: t0(),
+            ..Resolution::recommitted("billing", "orders", 3, 42)
+        });
+        let r2 = LogEntry::Resolved(Resolution {
+            time: t0(),
+            ..Resolution::superseded("billing", "orders", 3, 42, 77)
+        });
+        for e in [f, r1, r2] {
+            let line = e.to_json_line();
+            assert_eq!(LogEntry::parse_line(line.trim_end_matches('\n')), Ok(e));
+        }
+    }
+
+    #[test]
+    fn member_and_error_code_optional() {
+        let mut rec: FailureRecord = failed().into();
+        rec.member_id = None;
+        rec.error_code = None;
+        let line = LogEntry::Failure(rec.clone()).to_json_line();
+        assert!(line.contains(r#""member_id":null"#));
+        assert_eq!(
+            LogEntry::parse_line(line.trim_end()),
+            Ok(LogEntry::Failure(rec.clone()))
+        );
+        // Missing altogether is fine too; unknown fields are ignored.
+        let line = line
+            .replace(r#""member_id":null,"#, "")
+            .replace(r#""error_code":null,"#, r#""future":[1,2],"#);
+        assert_eq!(
+            LogEntry::parse_line(line.trim_end()),
+            Ok(LogEntry::Failure(rec))
+        );
+    }
+
+    #[test]
+    fn rejects_bad_lines() {
+        let good = LogEntry::Failure(failed().into()).to_json_line();
+        let good = good.trim_end();
+        type Check = fn(&ReadIssueKind) -> bool;
+        let cases: Vec<(String, Check)> = vec![
+            ("not json".into(), |k| matches!(k, ReadIssueKind::Garbage(_))),
+            ("[1,2]".into(), |k| matches!(k, ReadIssueKind::Garbage(_))),
+            (good[..good.len() - 1].into(), |k| {
+                matches!(k, ReadIssueKind::Garbage(_))
+            }),
+            (good.replace(r#""v":1"#, r#""v":2"#), |k| {
+                *k == ReadIssueKind::UnsupportedVersion(2)
+            }),
+            (good.replace(r#""v":1"#, r#""v":0"#), |k| {
+                matches!(k, ReadIssueKind::Invalid(_))
+            }),
+            (good.replace(r#""v":1,"#, ""), |k| {
+                matches!(k, ReadIssueKind::Invalid(_))
+            }),
+            (good.replace("failure", "mystery"), |k| {
+                matches!(k, ReadIssueKind::Invalid(_))
+            }),
+            (good.replace("retries_exhausted", "bored"), |k| {
+                matches!(k, ReadIssueKind::Invalid(_))
+            }),
+            (good.replace("2026-11-23T", "2026-13-23T"), |k| {
+                matches!(k, ReadIssueKind::Invalid(_))
+            }),
+            (good.replace(r#""partition":3"#, r#""partition":"3""#), |k| {
+                matches!(k, ReadIssueKind::Invalid(_))
+            }),
+            (
+                r#"{"v":1,"kind":"resolved","time":"2026-11-23T14:30:36.123Z","group_id":"g","topic":"t","partition":0,"offset":1,"resolution":"superseded"}"#.into(),
+                |k| matches!(k, ReadIssueKind::Invalid(_)),
+            ),
+        ];
+        for (line, ok) in cases {
+            let e = LogEntry::parse_line(&line).expect_err(&line);
+            assert!(ok(&e), "{line}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn covers() {
+        assert_eq!(Resolution::recommitted("g", "t", 0, 5).covers(), 5);
+        assert_eq!(Resolution::superseded("g", "t", 0, 5, 9).covers(), 9);
+        assert_eq!(Resolution::superseded("g", "t", 0, 5, 3).covers(), 5);
+    }
+}

@@ -1,0 +1,1036 @@
+//! The durable failed-offset log: writer, reader and the `offset-guard` CLI.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use offset_guard::failure_log::{
+    FailedOffsetLog, FailureRecord, FsyncPolicy, LogEntry, LogError, LogReader, ReadIssueKind,
+    Resolution, ResolutionKind,
+};
+use offset_guard::{FailedOffset, FailureReason, FailureSink};
+use proptest::prelude::*;
+use rdkafka::error::RDKafkaErrorCode;
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "offset-guard-test-{name}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const T0_MS: u64 = 1_795_444_236_123; // 2026-11-23T14:30:36.123Z
+
+fn at_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+const REASONS: [FailureReason; 5] = [
+    FailureReason::RetriesExhausted,
+    FailureReason::Fatal,
+    FailureReason::Lost,
+    FailureReason::ShutdownDeadline,
+    FailureReason::RebalanceDropped,
+];
+
+fn failure(topic: &str, partition: i32, offset: i64) -> FailedOffset {
+    FailedOffset {
+        time: at_ms(T0_MS + offset as u64),
+        group_id: "billing".into(),
+        member_id: (offset % 2 == 0).then(|| format!("member-{offset}")),
+        topic: topic.into(),
+        partition,
+        offset,
+        reason: REASONS[offset as usize % REASONS.len()],
+        error_code: (offset % 3 != 0).then_some(RDKafkaErrorCode::RequestTimedOut),
+        error_message: format!("Broker: Request timed out (offset {offset}) \"é\""),
+        attempts: 5,
+        elapsed: Duration::from_millis(9_120 + offset as u64),
+    }
+}
+
+fn failure_entry(f: FailedOffset) -> LogEntry {
+    LogEntry::Failure(f.into())
+}
+
+fn resolution_at(mut r: Resolution, ms: u64) -> Resolution {
+    r.time = at_ms(ms);
+    r
+}
+
+fn offsets(entries: &[LogEntry]) -> Vec<i64> {
+    entries.iter().map(LogEntry::offset).collect()
+}
+
+/// A log file with `n` failures at offsets 0..n, flushed and closed.
+fn write_log(path: &Path, n: i64) -> Vec<LogEntry> {
+    let log = FailedOffsetLog::open(path).unwrap();
+    let mut expected = Vec::new();
+    for offset in 0..n {
+        let f = failure("orders", 0, offset);
+        expected.push(failure_entry(f.clone()));
+        log.record(f);
+    }
+    log.close().unwrap();
+    expected
+}
+
+#[test]
+fn round_trip_failures_and_resolutions() {
+    let dir = TempDir::new("round-trip");
+    let path = dir.join("failed.jsonl");
+    let log = FailedOffsetLog::open(&path).unwrap();
+    assert_eq!(log.path(), path);
+    let mut expected = Vec::new();
+    for offset in 0..10 {
+        let f = failure("orders", (offset % 3) as i32, offset);
+        expected.push(failure_entry(f.clone()));
+        log.record(f);
+    }
+    let r1 = resolution_at(
+        Resolution::recommitted("billing", "orders", 0, 3),
+        T0_MS + 100,
+    );
+    let r2 = resolution_at(
+        Resolution::superseded("billing", "orders", 1, 4, 11),
+        T0_MS + 200,
+    );
+    for r in [r1, r2] {
+        expected.push(LogEntry::Resolved(r.clone()));
+        log.resolve(r);
+    }
+    log.flush().unwrap();
+    let status = log.status();
+    assert_eq!(status.records_written, 10);
+    assert_eq!(status.resolutions_written, 2);
+    assert_eq!(status.write_errors, 0);
+    assert_eq!(status.unwritten, 0);
+    assert_eq!(status.last_error, None);
+
+    let reader = LogReader::open(&path).unwrap();
+    assert_eq!(reader.issues(), &[]);
+    assert_eq!(reader.entries(), expected.as_slice());
+    assert_eq!(reader.files(), std::slice::from_ref(&path));
+    let LogEntry::Failure(first) = &reader.entries()[0] else {
+        panic!("a failure")
+    };
+    assert_eq!(first.error_code.as_deref(), None);
+    assert_eq!(
+        reader.failures().nth(1).unwrap().error_code.as_deref(),
+        Some("RequestTimedOut")
+    );
+
+    // Reopening appends.
+    log.close().unwrap();
+    let log = FailedOffsetLog::open(&path).unwrap();
+    log.record(failure("orders", 0, 99));
+    log.close().unwrap();
+    let reader = LogReader::open(&path).unwrap();
+    assert_eq!(reader.entries().len(), 13);
+    assert_eq!(reader.entries()[12].offset(), 99);
+}
+
+#[test]
+fn every_line_is_one_json_object_with_version() {
+    let dir = TempDir::new("format");
+    let path = dir.join("failed.jsonl");
+    write_log(&path, 3);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.ends_with('\n'));
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["v"], 1);
+        assert_eq!(v["kind"], "failure");
+        assert_eq!(v["topic"], "orders");
+        assert!(v["time"].as_str().unwrap().ends_with('Z'));
+    }
+    assert!(text.lines().next().unwrap().starts_with(
+        r#"{"v":1,"kind":"failure","time":"2026-11-23T14:30:36.123Z","group_id":"billing","member_id":"member-0","#
+    ));
+}
+
+/// Expected reading of `bytes[..cut]`: the complete records before the cut,
+/// and the torn line (if any) reported with its line number.
+fn check_cut(bytes: &[u8], cut: usize, expected: &[LogEntry], reader: &LogReader) {
+    let head = &bytes[..cut];
+    let complete = head.iter().filter(|&&b| b == b'\n').count();
+    let ends_on_boundary = cut == 0 || head[cut - 1] == b'\n';
+    let just_before_newline = !ends_on_boundary && bytes.get(cut) == Some(&b'\n');
+    let mut want: Vec<LogEntry> = expected[..complete].to_vec();
+    if just_before_newline {
+        // The record is complete, only its newline is missing.
+        want.push(expected[complete].clone());
+    }
+    assert_eq!(reader.entries(), want.as_slice(), "cut at {cut}");
+    if ends_on_boundary {
+        assert_eq!(reader.issues(), &[], "cut at {cut}");
+    } else {
+        assert_eq!(reader.issues().len(), 1, "cut at {cut}");
+        let issue = &reader.issues()[0];
+        assert_eq!(issue.line, complete + 1, "cut at {cut}");
+        let kind = if just_before_newline {
+            ReadIssueKind::UnterminatedLine
+        } else {
+            ReadIssueKind::TornLine
+        };
+        assert_eq!(issue.kind, kind, "cut at {cut}");
+        let excerpt_start = String::from_utf8_lossy(
+            &head[head
+                .len()
+                .min(head.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1))..],
+        );
+        let prefix: String = excerpt_start.chars().take(20).collect();
+        assert!(issue.excerpt.starts_with(&prefix), "cut at {cut}");
+    }
+}
+
+#[test]
+fn crash_mid_write_every_cut_position() {
+    let dir = TempDir::new("torn");
+    let path = dir.join("failed.jsonl");
+    let expected = write_log(&path, 12);
+    let bytes = std::fs::read(&path).unwrap();
+
+    // Every cut position, in memory.
+    for cut in 0..=bytes.len() {
+        let reader = LogReader::from_bytes(&path, &bytes[..cut]);
+        check_cut(&bytes, cut, &expected, &reader);
+    }
+
+    // Random cut positions on a truncated copy of the file, read from disk.
+    let copy = dir.join("copy.jsonl");
+    let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+    for _ in 0..200 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let cut = (rng % (bytes.len() as u64 + 1)) as usize;
+        std::fs::copy(&path, &copy).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&copy).unwrap();
+        f.set_len(cut as u64).unwrap();
+        drop(f);
+        let reader = LogReader::open(&copy).unwrap();
+        check_cut(&bytes, cut, &expected, &reader);
+        for issue in reader.issues() {
+            assert_eq!(issue.file, copy);
+        }
+    }
+}
+
+#[test]
+fn writer_starts_a_fresh_line_after_a_torn_tail() {
+    let dir = TempDir::new("resume");
+    let path = dir.join("failed.jsonl");
+    let mut expected = write_log(&path, 3);
+    let len = std::fs::metadata(&path).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(len - 30).unwrap(); // tear the third record
+    drop(f);
+    expected.truncate(2);
+
+    let log = FailedOffsetLog::open(&path).unwrap();
+    let f = failure("orders", 0, 100);
+    expected.push(failure_entry(f.clone()));
+    log.record(f);
+    log.close().unwrap();
+
+    let reader = LogReader::open(&path).unwrap();
+    assert_eq!(reader.entries(), expected.as_slice());
+    assert_eq!(reader.issues().len(), 1);
+    assert_eq!(reader.issues()[0].line, 3);
+    assert!(matches!(reader.issues()[0].kind, ReadIssueKind::Garbage(_)));
+}
+
+#[test]
+fn corrupt_lines_are_skipped_and_reported() {
+    let dir = TempDir::new("corrupt");
+    let path = dir.join("failed.jsonl");
+    let good = write_log(&path, 2);
+    let lines: Vec<String> = good.iter().map(LogEntry::to_json_line).collect();
+    let future = lines[0].replace(r#""v":1"#, r#""v":7"#);
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(lines[0].as_bytes()); // 1
+    bytes.extend_from_slice(b"this is not json\n"); // 2
+    bytes.extend_from_slice(b"\xff\xfe\x00garbage\n"); // 3
+    bytes.extend_from_slice(future.as_bytes()); // 4
+    bytes.extend_from_slice(b"\n"); // 5: blank, ignored
+    bytes.extend_from_slice(b"{\"v\":1,\"kind\":\"failure\"}\n"); // 6
+    bytes.extend_from_slice(b"42\n"); // 7
+    bytes.extend_from_slice(lines[1].as_bytes()); // 8
+    std::fs::write(&path, &bytes).unwrap();
+
+    let reader = LogReader::open(&path).unwrap();
+    assert_eq!(reader.entries(), good.as_slice());
+    let found: Vec<(usize, &ReadIssueKind)> =
+        reader.issues().iter().map(|i| (i.line, &i.kind)).collect();
+    assert_eq!(found.len(), 5, "{found:?}");
+    assert!(matches!(found[0], (2, ReadIssueKind::Garbage(_))));
+    assert!(matches!(found[1], (3, ReadIssueKind::Garbage(_))));
+    assert_eq!(found[2], (4, &ReadIssueKind::UnsupportedVersion(7)));
+    assert!(matches!(found[3], (6, ReadIssueKind::Invalid(_))));
+    assert!(matches!(found[4], (7, ReadIssueKind::Garbage(_))));
+    assert_eq!(reader.issues()[0].excerpt, "this is not json");
+    assert_eq!(reader.issues()[0].file, path);
+    let shown = reader.issues()[2].to_string();
+    assert!(shown.contains("failed.jsonl:4"), "{shown}");
+    assert!(shown.contains("version 7"), "{shown}");
+}
+
+#[test]
+fn empty_file_has_no_records() {
+    let dir = TempDir::new("empty");
+    let path = dir.join("failed.jsonl");
+    std::fs::write(&path, b"").unwrap();
+    let reader = LogReader::open(&path).unwrap();
+    assert!(reader.entries().is_empty());
+    assert!(reader.issues().is_empty());
+    assert!(reader.unresolved().is_empty());
+    assert!(reader.summary().is_empty());
+
+    // A writer opened and closed without records leaves an empty file.
+    let path = dir.join("fresh.jsonl");
+    FailedOffsetLog::open(&path).unwrap().close().unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    assert!(LogReader::open(&path).unwrap().entries().is_empty());
+}
+
+#[test]
+fn missing_file_is_a_typed_error() {
+    let dir = TempDir::new("missing");
+    let path = dir.join("nope.jsonl");
+    let err = LogReader::open(&path).unwrap_err();
+    assert!(err.is_not_found(), "{err:?}");
+    assert!(matches!(err, LogError::NotFound { .. }));
+    assert_eq!(err.path(), Some(path.as_path()));
+    let shown = err.to_string();
+    assert!(shown.contains("nope.jsonl"), "{shown}");
+    assert!(shown.contains("no such file"), "{shown}");
+}
+
+#[test]
+fn opening_in_a_missing_directory_is_a_typed_error() {
+    let dir = TempDir::new("nodir");
+    let path = dir.join("no/such/dir/failed.jsonl");
+    let err = FailedOffsetLog::open(&path).unwrap_err();
+    assert!(err.is_not_found(), "{err:?}");
+    assert!(
+        err.to_string().contains("no/such/dir/failed.jsonl"),
+        "{err}"
+    );
+}
+
+/// Whether this process can write into a directory whose mode forbids it (root can).
+#[cfg(unix)]
+fn ignores_permissions(dir: &Path) -> bool {
+    let probe = dir.join("probe");
+    let ok = std::fs::write(&probe, b"x").is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
+}
+
+#[test]
+fn opening_where_writing_is_refused_is_a_typed_error() {
+    let dir = TempDir::new("denied");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let ro = dir.join("read-only");
+        std::fs::create_dir(&ro).unwrap();
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let can_write_anyway = ignores_permissions(&ro);
+        if !can_write_anyway {
+            let path = ro.join("failed.jsonl");
+            let err = FailedOffsetLog::open(&path).unwrap_err();
+            assert!(err.is_permission_denied(), "{err:?}");
+            let shown = err.to_string();
+            assert!(shown.contains("read-only/failed.jsonl"), "{shown}");
+            assert!(shown.contains("permission denied"), "{shown}");
+        }
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // A parent that is a regular file fails for root too.
+    let file = dir.join("plain-file");
+    std::fs::write(&file, b"").unwrap();
+    let path = file.join("failed.jsonl");
+    let err = FailedOffsetLog::open(&path).unwrap_err();
+    assert!(matches!(err, LogError::NotADirectory { .. }), "{err:?}");
+    assert!(err.to_string().contains("plain-file/failed.jsonl"), "{err}");
+    // A directory where the file should be.
+    let err = FailedOffsetLog::open(dir.join("")).unwrap_err();
+    assert!(err.path().is_some(), "{err:?}");
+}
+
+#[test]
+fn invalid_settings_are_rejected() {
+    let dir = TempDir::new("config");
+    let path = dir.join("failed.jsonl");
+    for builder in [
+        FailedOffsetLog::builder(&path).max_file_bytes(0),
+        FailedOffsetLog::builder(&path).max_files(0),
+        FailedOffsetLog::builder(&path).max_unwritten(0),
+        FailedOffsetLog::builder(&path).fsync(FsyncPolicy::Batched {
+            max_records: 0,
+            max_delay: Duration::from_millis(10),
+        }),
+    ] {
+        let err = builder.open().unwrap_err();
+        assert!(matches!(err, LogError::InvalidConfig { .. }), "{err:?}");
+    }
+    assert!(!path.exists());
+}
+
+#[test]
+fn rotation_keeps_a_bounded_number_of_files_read_in_order() {
+    let dir = TempDir::new("rotate");
+    let path = dir.join("failed.jsonl");
+    let line_len = failure_entry(failure("orders", 0, 10)).to_json_line().len() as u64;
+    let max_file_bytes = line_len * 4 + 10; // four records per file
+    let log = FailedOffsetLog::builder(&path)
+        .max_file_bytes(max_file_bytes)
+        .max_files(3)
+        .open()
+        .unwrap();
+    for offset in 10..60 {
+        log.record(failure("orders", 0, offset));
+    }
+    log.flush().unwrap();
+    let status = log.status();
+    assert_eq!(status.records_written, 50);
+    assert!(status.rotations >= 10, "{status:?}");
+    log.close().unwrap();
+
+    let mut names: Vec<String> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["failed.jsonl", "failed.jsonl.1", "failed.jsonl.2"]);
+    for name in &names {
+        assert!(std::fs::metadata(dir.join(name)).unwrap().len() <= max_file_bytes);
+    }
+
+    let reader = LogReader::open(&path).unwrap();
+    assert!(reader.issues().is_empty());
+    assert_eq!(
+        reader.files(),
+        &[
+            dir.join("failed.jsonl.2"),
+            dir.join("failed.jsonl.1"),
+            dir.join("failed.jsonl")
+        ]
+    );
+    // The newest records, oldest first, none missing in between.
+    let got = offsets(reader.entries());
+    assert_eq!(*got.last().unwrap(), 59);
+    assert!(got.len() >= 7, "{got:?}");
+    assert!(got.windows(2).all(|w| w[1] == w[0] + 1), "{got:?}");
+
+    // With the current file gone (a crash mid-rotation), the rotated files are still read.
+    std::fs::remove_file(&path).unwrap();
+    let reader = LogReader::open(&path).unwrap();
+    assert!(!reader.entries().is_empty());
+}
+
+#[test]
+fn rotation_with_one_file_starts_afresh() {
+    let dir = TempDir::new("rotate-one");
+    let path = dir.join("failed.jsonl");
+    let log = FailedOffsetLog::builder(&path)
+        .max_file_bytes(1) // every record gets a file of its own
+        .max_files(1)
+        .open()
+        .unwrap();
+    for offset in 0..5 {
+        log.record(failure("orders", 0, offset));
+    }
+    log.close().unwrap();
+    assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 1);
+    assert_eq!(offsets(LogReader::open(&path).unwrap().entries()), [4]);
+}
+
+#[test]
+fn concurrent_appends_from_several_threads() {
+    let dir = TempDir::new("concurrent");
+    let path = dir.join("failed.jsonl");
+    let log = FailedOffsetLog::open(&path).unwrap();
+    const THREADS: i32 = 8;
+    const PER_THREAD: i64 = 150;
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let log = log.clone();
+            s.spawn(move || {
+                for offset in 0..PER_THREAD {
+                    let mut f = failure("orders", t, offset);
+                    f.error_message = "x".repeat(200 + offset as usize); // long lines
+                    log.record(f);
+                }
+            });
+        }
+    });
+    log.flush().unwrap();
+    assert_eq!(
+        log.status().records_written,
+        (THREADS as u64) * PER_THREAD as u64
+    );
+
+    let reader = LogReader::open(&path).unwrap();
+    assert_eq!(reader.issues(), &[]);
+    for t in 0..THREADS {
+        let got: Vec<i64> = reader
+            .failures()
+            .filter(|f| f.partition == t)
+            .map(|f| f.offset)
+            .collect();
+        assert_eq!(got, (0..PER_THREAD).collect::<Vec<_>>(), "partition {t}");
+    }
+}
+
+#[test]
+fn a_vanished_directory_is_counted_and_records_are_kept() {
+    let dir = TempDir::new("vanish");
+    let sub = dir.join("logs");
+    std::fs::create_dir(&sub).unwrap();
+    let path = sub.join("failed.jsonl");
+    let log = FailedOffsetLog::open(&path).unwrap();
+    log.record(failure("orders", 0, 1));
+    log.flush().unwrap();
+
+    std::fs::remove_dir_all(&sub).unwrap();
+    log.record(failure("orders", 0, 2));
+    log.record(failure("orders", 0, 3));
+    let err = log.flush().unwrap_err();
+    assert!(
+        matches!(err, LogError::Write { unwritten: 2, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("failed.jsonl"), "{err}");
+    let status = log.status();
+    assert!(status.write_errors >= 1, "{status:?}");
+    assert_eq!(status.unwritten, 2);
+    assert_eq!(status.records_written, 1);
+    assert!(status.last_error.is_some());
+
+    // The directory comes back: the kept records are written on the next attempt.
+    std::fs::create_dir(&sub).unwrap();
+    log.record(failure("orders", 0, 4));
+    log.flush().unwrap();
+    let status = log.status();
+    assert_eq!(status.unwritten, 0);
+    assert_eq!(status.records_written, 4);
+    assert_eq!(status.dropped, 0);
+    assert_eq!(status.last_error, None);
+    assert_eq!(
+        offsets(LogReader::open(&path).unwrap().entries()),
+        [2, 3, 4]
+    );
+}
+
+/// Captures what every thread logs (the writer thread included) once a
+/// global subscriber is installed; tests look for their own path in it.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn captured_logs() -> &'static Captured {
+    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    CAPTURED.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init()
+            .expect("the only subscriber in this test binary");
+        captured
+    })
+}
+
+#[test]
+fn write_failures_are_logged_with_structured_fields() {
+    let logs = captured_logs();
+    let dir = TempDir::new("warn");
+    let sub = dir.join("logs");
+    std::fs::create_dir(&sub).unwrap();
+    let path = sub.join("failed.jsonl");
+    let log = FailedOffsetLog::open(&path).unwrap();
+    std::fs::remove_dir_all(&sub).unwrap();
+    log.record(failure("orders", 0, 1));
+    assert!(log.flush().is_err());
+    std::fs::create_dir(&sub).unwrap();
+    log.flush().unwrap();
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let path_field = format!("path={}", path.display());
+    let ours: Vec<&str> = text.lines().filter(|l| l.contains(&path_field)).collect();
+    let warn = ours
+        .iter()
+        .find(|l| l.contains("WARN"))
+        .unwrap_or_else(|| panic!("no warning in {text}"));
+    assert!(warn.contains("failed-offset log write failed"), "{warn}");
+    assert!(warn.contains("op=\"open\""), "{warn}");
+    assert!(warn.contains("error="), "{warn}");
+    assert!(warn.contains("unwritten=1"), "{warn}");
+    assert!(
+        ours.iter()
+            .any(|l| l.contains("INFO") && l.contains("writable again")),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_unwritten_queue_is_bounded_and_overflow_is_counted() {
+    let dir = TempDir::new("overflow");
+    let sub = dir.join("logs");
+    std::fs::create_dir(&sub).unwrap();
+    let path = sub.join("failed.jsonl");
+    let log = FailedOffsetLog::builder(&path)
+        .max_unwritten(2)
+        .open()
+        .unwrap();
+    std::fs::remove_dir_all(&sub).unwrap();
+    for offset in 0..5 {
+        log.record(failure("orders", 0, offset));
+    }
+    assert!(log.flush().is_err());
+    let status = log.status();
+    assert_eq!((status.unwritten, status.dropped), (2, 3), "{status:?}");
+
+    std::fs::create_dir(&sub).unwrap();
+    log.flush().unwrap();
+    assert_eq!(offsets(LogReader::open(&path).unwrap().entries()), [3, 4]);
+}
+
+#[test]
+fn records_after_close_are_dropped_and_counted() {
+    let dir = TempDir::new("closed");
+    let path = dir.join("failed.jsonl");
+    let log = FailedOffsetLog::open(&path).unwrap();
+    let other = log.clone();
+    log.record(failure("orders", 0, 1));
+    other.close().unwrap();
+    log.close().unwrap(); // twice is fine
+    log.record(failure("orders", 0, 2));
+    assert_eq!(log.status().dropped, 1);
+    assert!(matches!(log.flush(), Err(LogError::Closed { .. })));
+    assert_eq!(offsets(LogReader::open(&path).unwrap().entries()), [1]);
+}
+
+#[test]
+fn dropping_the_last_handle_writes_what_is_queued() {
+    let dir = TempDir::new("drop");
+    let path = dir.join("failed.jsonl");
+    let log = FailedOffsetLog::open(&path).unwrap();
+    for offset in 0..20 {
+        log.record(failure("orders", 0, offset));
+    }
+    drop(log);
+    assert_eq!(LogReader::open(&path).unwrap().entries().len(), 20);
+}
+
+#[test]
+fn batched_fsync_writes_everything() {
+    let dir = TempDir::new("batched");
+    let path = dir.join("failed.jsonl");
+    let log = FailedOffsetLog::builder(&path)
+        .fsync(FsyncPolicy::Batched {
+            max_records: 4,
+            max_delay: Duration::from_millis(20),
+        })
+        .open()
+        .unwrap();
+    for offset in 0..10 {
+        log.record(failure("orders", 0, offset));
+    }
+    // Written without an explicit flush (the writer does not wait for one)...
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while log.status().records_written < 10 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", log.status());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // ... and the flush makes it durable.
+    log.flush_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(LogReader::open(&path).unwrap().entries().len(), 10);
+}
+
+#[test]
+fn unresolved_folds_in_later_resolutions() {
+    let dir = TempDir::new("unresolved");
+    let path = dir.join("failed.jsonl");
+    let log = FailedOffsetLog::open(&path).unwrap();
+    for (p, offset) in [(0, 10), (0, 16), (0, 30), (1, 5), (2, 7)] {
+        log.record(failure("orders", p, offset));
+    }
+    let mut other_group = failure("orders", 2, 7);
+    other_group.group_id = "audit".into();
+    log.record(other_group);
+    // Partition 0: a recommit of 20 covers 10 and 16, not 30.
+    log.resolve(Resolution::recommitted("billing", "orders", 0, 20));
+    // Partition 1: 5 superseded by a commit of 8.
+    log.resolve(Resolution::superseded("billing", "orders", 1, 5, 8));
+    // Partition 2: resolved for billing only, not for the audit group.
+    log.resolve(Resolution::superseded("billing", "orders", 2, 3, 7));
+    // Another topic's resolution does not count.
+    log.resolve(Resolution::recommitted("billing", "payments", 0, 100));
+    // A failure logged after a resolution covering its offset is open again.
+    log.record(failure("orders", 1, 6));
+    log.close().unwrap();
+
+    let reader = LogReader::open(&path).unwrap();
+    let open: Vec<(String, i32, i64)> = reader
+        .unresolved()
+        .into_iter()
+        .map(|f: FailureRecord| (f.group_id, f.partition, f.offset))
+        .collect();
+    assert_eq!(
+        open,
+        [
+            ("billing".into(), 0, 30),
+            ("audit".into(), 2, 7),
+            ("billing".into(), 1, 6)
+        ]
+    );
+    let resolved_kinds: Vec<ResolutionKind> = reader
+        .entries()
+        .iter()
+        .filter_map(|e| match e {
+            LogEntry::Resolved(r) => Some(r.how),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resolved_kinds[0], ResolutionKind::Recommitted);
+    assert_eq!(
+        resolved_kinds[1],
+        ResolutionKind::Superseded {
+            committed_offset: 8
+        }
+    );
+
+    let summary = reader.summary();
+    let rows: Vec<(&str, i32, usize, usize, i64, i64)> = summary
+        .iter()
+        .map(|s| {
+            (
+                s.group_id.as_str(),
+                s.partition,
+                s.count,
+                s.unresolved,
+                s.min_offset,
+                s.max_offset,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("audit", 2, 1, 1, 7, 7),
+            ("billing", 0, 3, 1, 10, 30),
+            ("billing", 1, 2, 1, 5, 6),
+            ("billing", 2, 1, 0, 7, 7),
+        ]
+    );
+    let p0 = &summary[1];
+    assert_eq!(p0.first_time, at_ms(T0_MS + 10));
+    assert_eq!(p0.last_time, at_ms(T0_MS + 30));
+    assert_eq!(
+        p0.by_reason,
+        [
+            (FailureReason::Fatal, 1),
+            (FailureReason::RetriesExhausted, 2)
+        ]
+    );
+}
+
+// ---------------------------------------------------------------- CLI
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_offset-guard"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8(b.to_vec()).unwrap()
+}
+
+/// A sample log: two partitions of `orders`, one of `payments`, one resolution.
+fn sample_log(dir: &TempDir) -> PathBuf {
+    let path = dir.join("failed.jsonl");
+    let log = FailedOffsetLog::open(&path).unwrap();
+    log.record(failure("orders", 0, 10));
+    log.record(failure("orders", 0, 11));
+    log.record(failure("orders", 1, 12));
+    log.record(failure("payments", 0, 13));
+    log.resolve(resolution_at(
+        Resolution::superseded("billing", "orders", 0, 10, 15),
+        T0_MS + 500,
+    ));
+    log.close().unwrap();
+    path
+}
+
+#[test]
+fn cli_prints_an_aligned_table() {
+    let dir = TempDir::new("cli-table");
+    let path = sample_log(&dir);
+    let out = cli(&["failures", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(text(&out.stderr), "");
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{stdout}");
+    assert!(lines[0].starts_with("TIME "), "{stdout}");
+    for col in [
+        "TOPIC",
+        "PARTITION",
+        "OFFSET",
+        "REASON",
+        "ERROR",
+        "RESOLVED",
+    ] {
+        assert!(lines[0].contains(col), "{stdout}");
+    }
+    // Aligned: every column starts at the same place in every row.
+    let offset_col = lines[0].find("OFFSET").unwrap();
+    let offsets: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l[offset_col..].split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(offsets, ["10", "11", "12", "13"]);
+    assert!(lines[1].starts_with("2026-11-23T14:30:36.133Z  billing  orders "));
+    let resolved_col = lines[0].find("RESOLVED").unwrap();
+    let resolved: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l[resolved_col..].split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(resolved, ["yes", "yes", "no", "no"]);
+    assert!(lines[4].contains("payments"));
+}
+
+#[test]
+fn cli_filters_and_json() {
+    let dir = TempDir::new("cli-json");
+    let path = sample_log(&dir);
+    let p = path.to_str().unwrap();
+
+    // --json prints the log's own lines; the output reads back as a log.
+    let out = cli(&["failures", p, "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let back = LogReader::from_bytes("stdout", &out.stdout);
+    assert!(back.issues().is_empty());
+    assert_eq!(back.entries(), LogReader::open(&path).unwrap().entries());
+
+    let out = cli(&["failures", p, "--json", "--unresolved"]);
+    let back = LogReader::from_bytes("stdout", &out.stdout);
+    assert_eq!(offsets(back.entries()), [12, 13]);
+
+    let out = cli(&[
+        "failures",
+        p,
+        "--json",
+        "--topic",
+        "orders",
+        "--partition=0",
+    ]);
+    let back = LogReader::from_bytes("stdout", &out.stdout);
+    assert_eq!(offsets(back.entries()), [10, 11, 10]); // two failures, one resolution
+
+    let out = cli(&[
+        "failures",
+        p,
+        "--json",
+        "--since",
+        "2026-11-23T14:30:36.135Z",
+    ]);
+    let back = LogReader::from_bytes("stdout", &out.stdout);
+    assert_eq!(offsets(back.entries()), [12, 13, 10]); // resolutions ignore --since
+
+    let out = cli(&["failures", p, "--since", "2026-11-24", "--unresolved"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout).lines().count(), 1); // the header only
+}
+
+#[test]
+fn cli_summary() {
+    let dir = TempDir::new("cli-summary");
+    let path = sample_log(&dir);
+    let p = path.to_str().unwrap();
+    let out = cli(&["failures", p, "--summary"]);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert!(lines[0].contains("UNRESOLVED"));
+    let cells: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        &cells[..7],
+        ["billing", "orders", "0", "2", "0", "10", "11"]
+    );
+
+    let out = cli(&["failures", p, "--summary", "--json", "--unresolved"]);
+    let rows: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["topic"], "orders");
+    assert_eq!(rows[0]["partition"], 1);
+    assert_eq!(rows[0]["unresolved"], 1);
+    assert_eq!(rows[1]["topic"], "payments");
+    assert_eq!(rows[1]["by_reason"]["shutdown_deadline"], 1);
+}
+
+#[test]
+fn cli_exit_codes() {
+    let dir = TempDir::new("cli-exit");
+    let path = sample_log(&dir);
+    let p = path.to_str().unwrap();
+
+    // 1: damaged lines; what was readable is still printed, issues on stderr.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(b"garbage\n{\"v\":1,\"kind\":\"fail");
+    let damaged = dir.join("damaged.jsonl");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let out = cli(&["failures", damaged.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout).lines().count(), 5);
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("damaged.jsonl:6:"), "{stderr}");
+    assert!(
+        stderr.contains("damaged.jsonl:7: torn last line"),
+        "{stderr}"
+    );
+
+    // 2: usage errors.
+    for args in [
+        &[][..],
+        &["failures"],
+        &["frobnicate", p],
+        &["failures", p, "--bogus"],
+        &["failures", p, "--partition", "x"],
+        &["failures", p, "--since", "yesterday"],
+        &["failures", p, "--topic"],
+        &["failures", p, p],
+    ] {
+        let out = cli(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(text(&out.stderr).contains("usage:"), "{args:?}");
+        assert!(out.stdout.is_empty());
+    }
+
+    // 3: the file cannot be opened.
+    let out = cli(&["failures", dir.join("missing.jsonl").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("missing.jsonl"));
+
+    // 0: help documents the exit codes.
+    let out = cli(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = text(&out.stdout);
+    assert!(help.contains("exit codes"), "{help}");
+    assert!(help.contains("3  the log could not be opened"), "{help}");
+}
+
+// ----------------------------------------------------------- proptest
+
+fn sample_lines(n: i64) -> Vec<String> {
+    (0..n)
+        .map(|offset| {
+            if offset % 4 == 3 {
+                LogEntry::Resolved(resolution_at(
+                    Resolution::superseded("billing", "orders", 0, offset - 1, offset + 5),
+                    T0_MS,
+                ))
+                .to_json_line()
+            } else {
+                failure_entry(failure("orders", (offset % 3) as i32, offset)).to_json_line()
+            }
+        })
+        .collect()
+}
+
+/// Whether `sub` appears in `all` in order (not necessarily adjacent).
+fn is_subsequence(sub: &[LogEntry], all: &[LogEntry]) -> bool {
+    let mut it = all.iter();
+    sub.iter().all(|s| it.any(|a| a == s))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn reader_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let reader = LogReader::from_bytes("fuzz", &bytes);
+        let lines = bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count();
+        prop_assert!(reader.entries().len() + reader.issues().len() <= lines + 1);
+        for issue in reader.issues() {
+            prop_assert!(issue.line >= 1);
+            prop_assert!(issue.excerpt.chars().count() <= 81);
+        }
+    }
+
+    #[test]
+    fn reader_returns_every_untouched_line(
+        n in 1i64..24,
+        mutations in proptest::collection::vec((any::<proptest::sample::Index>(), any::<u8>()), 0..6),
+        cut in any::<proptest::sample::Index>(),
+        truncate in any::<bool>(),
+    ) {
+        let lines = sample_lines(n);
+        let mut bytes: Vec<u8> = lines.concat().into_bytes();
+        for (at, byte) in &mutations {
+            let i = at.index(bytes.len());
+            bytes[i] = *byte;
+        }
+        if truncate {
+            bytes.truncate(cut.index(bytes.len() + 1));
+        }
+        let reader = LogReader::from_bytes("mutated", &bytes);
+
+        // Every complete line identical to a written one is read back, in order.
+        let untouched: Vec<LogEntry> = bytes
+            .split_inclusive(|&b| b == b'\n')
+            .filter(|seg| seg.ends_with(b"\n"))
+            .filter_map(|seg| {
+                let seg = std::str::from_utf8(seg).ok()?;
+                lines.iter().any(|l| l == seg).then(|| LogEntry::parse_line(seg.trim_end_matches('\n')).unwrap())
+            })
+            .collect();
+        prop_assert!(is_subsequence(&untouched, reader.entries()), "{:?}", reader.issues());
+        if mutations.is_empty() && !truncate {
+            prop_assert!(reader.issues().is_empty());
+            prop_assert_eq!(reader.entries().len(), n as usize);
+        }
+    }
+}
