@@ -13,11 +13,16 @@
 //! [`Feeder`]: 100 B payloads, round-robin over the partitions), waits
 //! `--settle-ms` so the consumer prefetches the chunk, and times consuming it.
 //! Producing is never timed; the mock keeps only about 5 MiB per partition, so
-//! a chunk is at most `--chunk` records per partition. Each record is
+//! a chunk is `--chunk` records in all (25,000 by default: 2.5 MB of payload),
+//! spread over the partitions. Each record is
 //! "processed" identically in every mode (a checksum over its payload).
 //!
 //! Modes (rdkafka `BaseConsumer` in every one; the guard wraps the same type):
 //! - `a`: no commits.
+//! - `a-detach`: no commits, and each message copied out of librdkafka
+//!   (`BorrowedMessage::detach`, dropped at once): the copy any application
+//!   pays to hand a record to another task, and the guard pays for every
+//!   record (its `Record` owns an `OwnedMessage`).
 //! - `b-sync` / `b-async`: `commit_message` after every record (the pattern of
 //!   most tutorials), run on `--slow-records`; `b-async` ends with one
 //!   synchronous commit, timed, so its queued commits have drained.
@@ -51,9 +56,15 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, Statistics, TopicPartitionList};
 
-const MODES: &[&str] = &["a", "b-sync", "b-async", "c", "d-inline", "d-concurrent"];
-/// Diagnostic modes, run only when named in `--modes`.
-const EXTRA_MODES: &[&str] = &["a-detach"];
+const MODES: &[&str] = &[
+    "a",
+    "a-detach",
+    "b-sync",
+    "b-async",
+    "c",
+    "d-inline",
+    "d-concurrent",
+];
 const PAYLOAD: usize = 100;
 
 #[derive(Debug, Clone)]
@@ -111,10 +122,7 @@ fn parse_args() -> Args {
         }
     }
     for m in &a.modes {
-        assert!(
-            MODES.contains(&m.as_str()) || EXTRA_MODES.contains(&m.as_str()),
-            "unknown mode {m}"
-        );
+        assert!(MODES.contains(&m.as_str()), "unknown mode {m}");
     }
     a
 }
@@ -265,6 +273,7 @@ struct Sample {
     wall: f64,
     commits: u64,
     rss_start: f64,
+    rss_first: f64,
     rss_max: f64,
     rss_end: f64,
     peak: f64,
@@ -287,7 +296,7 @@ struct Run<'a> {
 
 impl Run<'_> {
     fn chunks(&self) -> Vec<u64> {
-        let chunk = self.args.chunk * self.partitions as u64;
+        let chunk = self.args.chunk;
         let mut v = Vec::new();
         let mut left = self.records;
         while left > 0 {
@@ -373,6 +382,9 @@ fn run_base(mode: &str, run: &Run) -> Sample {
             s.commits += 1;
         }
         elapsed += t0.elapsed();
+        if i == 0 {
+            s.rss_first = rss_mib();
+        }
         s.rss_max = s.rss_max.max(rss_mib());
     }
     if mode == "c" {
@@ -383,15 +395,12 @@ fn run_base(mode: &str, run: &Run) -> Sample {
         }
         s.commits = ctx.offset_commits.load(Ordering::Relaxed) as u64;
     }
-    let committed = consumer
-        .committed(Duration::from_secs(10))
-        .ok()
-        .map(|tpl| {
-            tpl.elements()
-                .iter()
-                .filter_map(|e| e.offset().to_raw())
-                .sum::<i64>()
-        });
+    let committed = consumer.committed(Duration::from_secs(10)).ok().map(|tpl| {
+        tpl.elements()
+            .iter()
+            .filter_map(|e| e.offset().to_raw())
+            .sum::<i64>()
+    });
     if !mode.starts_with('a') {
         let want: i64 = ends.iter().sum::<i64>() + run.records as i64;
         assert_eq!(committed, Some(want), "{mode}: committed offsets");
@@ -456,7 +465,7 @@ fn run_guard(mode: &str, run: &Run, rt: &tokio::runtime::Runtime) -> Sample {
         let mut elapsed = Duration::ZERO;
         let mut consumed = 0u64;
         let mut next_worker = 0;
-        for n in run.chunks() {
+        for (i, n) in run.chunks().into_iter().enumerate() {
             feeder.produce(n);
             std::thread::sleep(run.args.settle);
             let t0 = Instant::now();
@@ -489,6 +498,9 @@ fn run_guard(mode: &str, run: &Run, rt: &tokio::runtime::Runtime) -> Sample {
                 }
             }
             elapsed += t0.elapsed();
+            if i == 0 {
+                s.rss_first = rss_mib();
+            }
             s.rss_max = s.rss_max.max(rss_mib());
         }
         drop(senders);
@@ -533,7 +545,13 @@ fn main() {
     let hwm_ok = reset_peak();
     println!(
         "# offset-guard throughput: {} records ({} for b-*), {} repeats, chunk {} per partition, settle {:?}, commit interval {:?}, peak reset: {}",
-        args.records, args.slow_records, args.repeats, args.chunk, args.settle, args.interval, hwm_ok
+        args.records,
+        args.slow_records,
+        args.repeats,
+        args.chunk,
+        args.settle,
+        args.interval,
+        hwm_ok
     );
     let mut results: BTreeMap<(i32, String), Vec<Sample>> = BTreeMap::new();
     for &parts in &args.partitions {
@@ -560,44 +578,45 @@ fn main() {
                     run_base(mode, &run)
                 };
                 println!(
-                    "p={parts} rep={rep} {mode:<13} {:>9} rec {:>7.3} s {:>10.0} rec/s  commits {:>6}  rss {:>6.1} -> {:>6.1} (max {:>6.1}) MiB  peak {:>6.1} MiB  wall {:>5.1} s",
+                    "p={parts} rep={rep} {mode:<13} {:>9} rec {:>7.3} s {:>10.0} rec/s  commits {:>6}  rss {:>6.1} / {:>6.1} / {:>6.1} (max {:>6.1}) MiB  peak {:>6.1} MiB  wall {:>5.1} s",
                     s.records,
                     s.secs,
                     s.rate(),
                     s.commits,
                     s.rss_start,
+                    s.rss_first,
                     s.rss_end,
                     s.rss_max,
                     s.peak,
                     s.wall
                 );
-                results
-                    .entry((parts, mode.clone()))
-                    .or_default()
-                    .push(s);
+                results.entry((parts, mode.clone())).or_default().push(s);
             }
         }
     }
 
     println!();
     println!(
-        "| partitions | mode | records | records/s median (min..max) | ratio to a (median, min..max) | OffsetCommit requests (median) | run wall s | RSS start -> end MiB (median) | peak MiB (max) |"
+        "| partitions | mode | records | records/s median (min..max) | ratio to a (median, min..max) | ratio to a-detach | OffsetCommit requests (median) | run wall s | RSS start / after chunk 1 / end MiB (median) | peak MiB (max) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for &parts in &args.partitions {
         let base: Option<Vec<f64>> = results
             .get(&(parts, "a".to_string()))
+            .map(|v| v.iter().map(Sample::rate).collect());
+        let base_d: Option<Vec<f64>> = results
+            .get(&(parts, "a-detach".to_string()))
             .map(|v| v.iter().map(Sample::rate).collect());
         for mode in &args.modes {
             let Some(v) = results.get(&(parts, mode.clone())) else {
                 continue;
             };
-            let mut rates: Vec<f64> = v.iter().map(Sample::rate).collect();
+            let rates: Vec<f64> = v.iter().map(Sample::rate).collect();
             let (lo, hi) = rates
                 .iter()
                 .fold((f64::MAX, 0f64), |(l, h), &r| (l.min(r), h.max(r)));
             let med = median(&mut rates.clone());
-            let ratio = match &base {
+            let ratio_to = |base: &Option<Vec<f64>>| match base {
                 Some(b) => {
                     // per repeat: this mode's rate over a's rate in the same repeat
                     let mut r: Vec<f64> = v.iter().zip(b).map(|(s, b)| s.rate() / b).collect();
@@ -606,15 +625,18 @@ fn main() {
                         .fold((f64::MAX, 0f64), |(l, h), &x| (l.min(x), h.max(x)));
                     format!("{:.3} ({:.3}..{:.3})", median(&mut r), rl, rh)
                 }
-                None => "-".into(),
+                None => "-".to_string(),
             };
+            let ratio = ratio_to(&base);
+            let ratio_d = ratio_to(&base_d);
             let mut commits: Vec<f64> = v.iter().map(|s| s.commits as f64).collect();
             let mut walls: Vec<f64> = v.iter().map(|s| s.wall).collect();
             let mut rs: Vec<f64> = v.iter().map(|s| s.rss_start).collect();
             let mut re: Vec<f64> = v.iter().map(|s| s.rss_end).collect();
+            let mut rf: Vec<f64> = v.iter().map(|s| s.rss_first).collect();
             let peak = v.iter().map(|s| s.peak).fold(0f64, f64::max);
             println!(
-                "| {parts} | {mode} | {} | {:.0} ({:.0}..{:.0}) | {ratio} | {:.0} | {:.1} | {:.0} -> {:.0} | {:.0} |",
+                "| {parts} | {mode} | {} | {:.0} ({:.0}..{:.0}) | {ratio} | {ratio_d} | {:.0} | {:.1} | {:.0} / {:.0} / {:.0} | {:.0} |",
                 v[0].records,
                 med,
                 lo,
@@ -622,6 +644,7 @@ fn main() {
                 median(&mut commits),
                 median(&mut walls),
                 median(&mut rs),
+                median(&mut rf),
                 median(&mut re),
                 peak
             );
