@@ -23,9 +23,13 @@
 //!   (`BorrowedMessage::detach`, dropped at once): the copy any application
 //!   pays to hand a record to another task, and the guard pays for every
 //!   record (its `Record` owns an `OwnedMessage`).
+//! - `a-handoff`: no commits; a poll thread copies messages out and hands them
+//!   in batches to the receiving task: the guard's architecture (poll thread,
+//!   batches of 256, 8 batches of prefetch) without the guard.
 //! - `b-sync` / `b-async`: `commit_message` after every record (the pattern of
-//!   most tutorials), run on `--slow-records`; `b-async` ends with one
-//!   synchronous commit, timed, so its queued commits have drained.
+//!   most tutorials); `b-sync` runs on `--slow-records` only (each commit waits
+//!   for a round trip); `b-async` ends with one synchronous commit, timed, so
+//!   its queued commits have drained.
 //! - `c`: rdkafka's at-least-once pattern: `store_offset_from_message` after
 //!   processing, auto commit every `--interval-ms`.
 //! - `d-inline`: offset-guard, `recv` then `ack` each record on the receiving task,
@@ -54,11 +58,13 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, Statistics, TopicPartitionList};
 
 const MODES: &[&str] = &[
     "a",
     "a-detach",
+    "a-handoff",
     "b-sync",
     "b-async",
     "c",
@@ -387,6 +393,20 @@ fn run_base(mode: &str, run: &Run) -> Sample {
         }
         s.rss_max = s.rss_max.max(rss_mib());
     }
+    if mode.starts_with('b') {
+        // Cross-check our count against librdkafka's (requests actually sent).
+        let until = Instant::now() + Duration::from_millis(400);
+        while Instant::now() < until {
+            consumer.poll(Duration::from_millis(20));
+        }
+        let sent = ctx.offset_commits.load(Ordering::Relaxed);
+        if sent as u64 != s.commits {
+            eprintln!(
+                "{mode}: {} commit calls, librdkafka statistics say {sent} OffsetCommit requests",
+                s.commits
+            );
+        }
+    }
     if mode == "c" {
         // Let the last auto commit and a statistics update after it happen.
         let until = Instant::now() + run.args.interval * 3 + Duration::from_millis(300);
@@ -406,6 +426,95 @@ fn run_base(mode: &str, run: &Run) -> Sample {
         assert_eq!(committed, Some(want), "{mode}: committed offsets");
     }
     s.secs = elapsed.as_secs_f64();
+    s.rss_end = rss_mib();
+    s.peak = hwm_mib();
+    drop(consumer);
+    s.wall = wall.elapsed().as_secs_f64();
+    s
+}
+
+/// `a-handoff`: what the guard does minus the guard. A thread of its own polls
+/// the same `BaseConsumer`, copies each message out (`detach`) and hands
+/// batches of 256 over a bounded channel (8 batches) to the receiving task,
+/// which processes and drops them: the guard's poll-thread architecture and
+/// batch settings, without tracking, acks or commits.
+fn run_handoff(run: &Run, rt: &tokio::runtime::Runtime) -> Sample {
+    const BATCH: usize = 256;
+    let wall = Instant::now();
+    let mut cfg = consumer_config(run.bootstrap, &run.group);
+    cfg.set("enable.auto.commit", "false");
+    let consumer: BaseConsumer<StatsCtx> = cfg
+        .create_with_context(StatsCtx::default())
+        .expect("consumer");
+    assign_at_end(&consumer, run.topic, run.partitions);
+    let mut feeder = Feeder::new(run.bootstrap, run.topic, run.partitions);
+    reset_peak();
+    let mut s = Sample {
+        records: run.records,
+        rss_start: rss_mib(),
+        ..Default::default()
+    };
+    s.rss_max = s.rss_start;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<OwnedMessage>>(8);
+    std::thread::scope(|sc| {
+        let (consumer, stop) = (&consumer, &stop);
+        sc.spawn(move || {
+            let mut batch = Vec::with_capacity(BATCH);
+            while !stop.load(Ordering::Acquire) {
+                let timeout = if batch.is_empty() {
+                    Duration::from_millis(100)
+                } else {
+                    Duration::ZERO
+                };
+                match consumer.poll(timeout) {
+                    Some(Ok(m)) => {
+                        batch.push(m.detach());
+                        if batch.len() >= BATCH {
+                            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                            if tx.blocking_send(full).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    Some(Err(e)) => eprintln!("consumer error: {e}"),
+                    None => {
+                        if !batch.is_empty() {
+                            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                            if tx.blocking_send(full).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        let mut elapsed = Duration::ZERO;
+        let mut consumed = 0u64;
+        for (i, n) in run.chunks().into_iter().enumerate() {
+            feeder.produce(n);
+            std::thread::sleep(run.args.settle);
+            let t0 = Instant::now();
+            let goal = consumed + n;
+            rt.block_on(async {
+                while consumed < goal {
+                    let batch = rx.recv().await.expect("poll thread");
+                    for m in batch {
+                        process(m.payload());
+                        consumed += 1;
+                    }
+                }
+            });
+            elapsed += t0.elapsed();
+            if i == 0 {
+                s.rss_first = rss_mib();
+            }
+            s.rss_max = s.rss_max.max(rss_mib());
+        }
+        stop.store(true, Ordering::Release);
+        rx.close();
+        s.secs = elapsed.as_secs_f64();
+    });
     s.rss_end = rss_mib();
     s.peak = hwm_mib();
     drop(consumer);
@@ -544,7 +653,7 @@ fn main() {
     let bootstrap = cluster.bootstrap_servers();
     let hwm_ok = reset_peak();
     println!(
-        "# offset-guard throughput: {} records ({} for b-*), {} repeats, chunk {} per partition, settle {:?}, commit interval {:?}, peak reset: {}",
+        "# offset-guard throughput: {} records ({} for b-sync), {} repeats, chunk {} per partition, settle {:?}, commit interval {:?}, peak reset: {}",
         args.records,
         args.slow_records,
         args.repeats,
@@ -559,7 +668,7 @@ fn main() {
         cluster.create_topic(&topic, parts, 1).expect("topic");
         for rep in 0..args.repeats {
             for mode in &args.modes {
-                let records = if mode.starts_with("b-") {
+                let records = if mode == "b-sync" {
                     args.slow_records
                 } else {
                     args.records
@@ -574,6 +683,8 @@ fn main() {
                 };
                 let s = if mode.starts_with("d-") {
                     run_guard(mode, &run, &rt)
+                } else if mode == "a-handoff" {
+                    run_handoff(&run, &rt)
                 } else {
                     run_base(mode, &run)
                 };
