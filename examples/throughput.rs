@@ -42,8 +42,10 @@
 //! (`brokers.*.req.OffsetCommit`, c), the guard's `Stats::commits_sent` (d, its
 //! final commit at shutdown included). Memory: `VmHWM` is reset at the start of
 //! each run (`echo 5 > /proc/self/clear_refs`) and read at its end (peak of the
-//! run, whole process); `VmRSS` is read at the start, after every chunk and at
-//! the end, to show whether memory grows during the run.
+//! run, whole process); `VmRSS` is read at the start, after the first chunk
+//! and at the end, to show whether memory grows during the run. The process
+//! keeps memory earlier runs took (the allocator does not return it all), so
+//! compare a run's peak and end with its own start, not across runs.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -653,7 +655,7 @@ fn main() {
     let bootstrap = cluster.bootstrap_servers();
     let hwm_ok = reset_peak();
     println!(
-        "# offset-guard throughput: {} records ({} for b-sync), {} repeats, chunk {} per partition, settle {:?}, commit interval {:?}, peak reset: {}",
+        "# offset-guard throughput: {} records ({} for b-sync), {} repeats, chunk {} records, settle {:?}, commit interval {:?}, peak reset: {}",
         args.records,
         args.slow_records,
         args.repeats,
@@ -708,7 +710,7 @@ fn main() {
 
     println!();
     println!(
-        "| partitions | mode | records | records/s median (min..max) | ratio to a (median, min..max) | ratio to a-detach | OffsetCommit requests (median) | run wall s | RSS start / after chunk 1 / end MiB (median) | peak MiB (max) |"
+        "| partitions | mode | records | records/s median (min..max) | ratio to a (median, min..max) | ratio to a-handoff (median, min..max) | OffsetCommit requests (median) | run wall s | RSS start / after chunk 1 / end MiB (median) | peak - start MiB (median, max) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for &parts in &args.partitions {
@@ -716,7 +718,7 @@ fn main() {
             .get(&(parts, "a".to_string()))
             .map(|v| v.iter().map(Sample::rate).collect());
         let base_d: Option<Vec<f64>> = results
-            .get(&(parts, "a-detach".to_string()))
+            .get(&(parts, "a-handoff".to_string()))
             .map(|v| v.iter().map(Sample::rate).collect());
         for mode in &args.modes {
             let Some(v) = results.get(&(parts, mode.clone())) else {
@@ -745,9 +747,10 @@ fn main() {
             let mut rs: Vec<f64> = v.iter().map(|s| s.rss_start).collect();
             let mut re: Vec<f64> = v.iter().map(|s| s.rss_end).collect();
             let mut rf: Vec<f64> = v.iter().map(|s| s.rss_first).collect();
-            let peak = v.iter().map(|s| s.peak).fold(0f64, f64::max);
+            let mut growth: Vec<f64> = v.iter().map(|s| s.peak - s.rss_start).collect();
+            let growth_max = growth.iter().copied().fold(0f64, f64::max);
             println!(
-                "| {parts} | {mode} | {} | {:.0} ({:.0}..{:.0}) | {ratio} | {ratio_d} | {:.0} | {:.1} | {:.0} / {:.0} / {:.0} | {:.0} |",
+                "| {parts} | {mode} | {} | {:.0} ({:.0}..{:.0}) | {ratio} | {ratio_d} | {:.0} | {:.1} | {:.0} / {:.0} / {:.0} | {:.0}, {:.0} |",
                 v[0].records,
                 med,
                 lo,
@@ -757,7 +760,8 @@ fn main() {
                 median(&mut rs),
                 median(&mut rf),
                 median(&mut re),
-                peak
+                median(&mut growth),
+                growth_max
             );
         }
     }
