@@ -58,6 +58,22 @@ impl PartitionSlot {
         !s.revoked && s.tracker.deliver(offset)
     }
 
+    /// Registers a run of delivered offsets under one lock (the poll thread
+    /// hands records over in batches). Calls `refused(i)` for the index of
+    /// every offset not registered (slot revoked, or not increasing).
+    pub(crate) fn deliver_run(
+        &self,
+        offsets: impl Iterator<Item = i64>,
+        mut refused: impl FnMut(usize),
+    ) {
+        let mut s = self.lock();
+        for (i, offset) in offsets.enumerate() {
+            if s.revoked || !s.tracker.deliver(offset) {
+                refused(i);
+            }
+        }
+    }
+
     pub(crate) fn ack(&self, offset: i64) -> AckStatus {
         let mut s = self.lock();
         if s.revoked {
@@ -273,5 +289,45 @@ impl fmt::Debug for AckToken {
             .field("offset", &self.offset)
             .field("epoch", &self.slot.epoch)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consumer::Config;
+    use crate::retry::RetryPolicy;
+    use std::time::Duration;
+
+    fn inner() -> Arc<Inner> {
+        Arc::new(Inner::new(
+            Config {
+                group_id: "g".into(),
+                retry: RetryPolicy::exponential(),
+                commit_interval: None,
+                commit_every: None,
+                async_commits: false,
+                shutdown_timeout: Duration::from_secs(1),
+                poll_timeout: Duration::from_millis(10),
+                batch_size: 4,
+                channel_capacity: 1,
+            },
+            None,
+        ))
+    }
+
+    #[test]
+    fn deliver_run_refuses_non_increasing_offsets_and_revoked_slots() {
+        let inner = inner();
+        let slot = inner.assignment.assign(&inner, "t", 0);
+        let mut refused = Vec::new();
+        slot.deliver_run([5, 6, 6, 4, 9].into_iter(), |i| refused.push(i));
+        assert_eq!(refused, vec![2, 3]);
+        assert_eq!(slot.view(), (None, Some(5), 3));
+        slot.revoke();
+        refused.clear();
+        slot.deliver_run([10, 11].into_iter(), |i| refused.push(i));
+        assert_eq!(refused, vec![0, 1], "a revoked slot registers nothing");
+        inner.assignment.revoke_all();
     }
 }

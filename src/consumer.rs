@@ -602,22 +602,14 @@ fn poll_loop<C: ConsumerContext + 'static>(
         };
         match consumer.poll(timeout) {
             None => {
-                if !batch.is_empty() {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
-                    if tx.blocking_send(Delivery::Batch(full)).is_err() {
-                        break;
-                    }
+                if !batch.is_empty() && !hand_over(&inner, &tx, &mut batch, batch_size) {
+                    break;
                 }
             }
             Some(Ok(m)) => {
-                if let Some(r) = to_record(&inner, &mut last, &m) {
-                    batch.push(r);
-                    if batch.len() >= batch_size {
-                        let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
-                        if tx.blocking_send(Delivery::Batch(full)).is_err() {
-                            break;
-                        }
-                    }
+                batch.push(to_record(&inner, &mut last, &m));
+                if batch.len() >= batch_size && !hand_over(&inner, &tx, &mut batch, batch_size) {
+                    break;
                 }
             }
             Some(Err(KafkaError::PartitionEOF(_))) => {}
@@ -635,12 +627,60 @@ fn poll_loop<C: ConsumerContext + 'static>(
     let _ = done.send(());
 }
 
+/// Registers a batch's offsets with their slots (one lock per run of records
+/// of the same slot, one counter update per batch: the poll thread does not
+/// contend with acks record by record), drops records refused (revoked slot,
+/// offset not increasing), and sends the rest. False if the receiver is gone.
+fn hand_over(
+    inner: &Inner,
+    tx: &mpsc::Sender<Delivery>,
+    batch: &mut Vec<Record>,
+    batch_size: usize,
+) -> bool {
+    let mut refused: Vec<usize> = Vec::new();
+    let mut start = 0;
+    while start < batch.len() {
+        let slot = batch[start].token.slot.clone();
+        let run = batch[start..]
+            .iter()
+            .take_while(|r| Arc::ptr_eq(&r.token.slot, &slot))
+            .count();
+        slot.deliver_run(
+            batch[start..start + run].iter().map(|r| r.token.offset),
+            |i| refused.push(start + i),
+        );
+        start += run;
+    }
+    if !refused.is_empty() {
+        let mut i = 0;
+        batch.retain(|_| {
+            i += 1;
+            refused.binary_search(&(i - 1)).is_err()
+        });
+        inner
+            .metrics
+            .skipped_revoked
+            .fetch_add(refused.len() as u64, Ordering::Relaxed);
+    }
+    inner
+        .metrics
+        .delivered
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    if batch.is_empty() {
+        return true;
+    }
+    let full = std::mem::replace(batch, Vec::with_capacity(batch_size));
+    tx.blocking_send(Delivery::Batch(full)).is_ok()
+}
+
+/// A record for a polled message; [`hand_over`] registers its offset with
+/// its slot before the application can see it.
 #[inline]
 fn to_record(
     inner: &Arc<Inner>,
     last: &mut Option<Arc<PartitionSlot>>,
     m: &BorrowedMessage<'_>,
-) -> Option<Record> {
+) -> Record {
     let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
     let slot = match last {
         Some(s) if s.partition == partition && &*s.topic == topic && !s.is_revoked() => s.clone(),
@@ -650,13 +690,8 @@ fn to_record(
             s
         }
     };
-    if !slot.deliver(offset) {
-        Metrics::inc(&inner.metrics.skipped_revoked);
-        return None;
-    }
-    Metrics::inc(&inner.metrics.delivered);
-    Some(Record {
+    Record {
         message: m.detach(),
         token: AckToken { slot, offset },
-    })
+    }
 }

@@ -71,6 +71,8 @@
 #![warn(missing_docs)]
 
 mod assignment;
+#[doc(hidden)]
+pub mod bench_support;
 mod builder;
 mod commit;
 mod consumer;
