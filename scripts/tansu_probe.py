@@ -299,16 +299,18 @@ def exp_foreign(bs):
         say(e, f"A commit offset 1000000 (past log end) on own partition {mine} -> {[(x.partition, x.offset, x.error) for x in res]}")
     except KafkaException as ex:
         say(e, f"A commit past log end FAILED: {ex.args[0]}")
-    for m in (b, a):
-        m.close()
-    # A commit from a plain client that never joined the group (generation -1, empty member id).
+    # A commit from a plain client that never joined the group (generation -1, empty member
+    # id) while A and B are active members (Apache Kafka answers UNKNOWN_MEMBER_ID /
+    # ILLEGAL_GENERATION for a non-empty group).
     c = Consumer(conf(bs, group))
     try:
-        res = c.commit(offsets=[TopicPartition(topic, 0, 5)], asynchronous=False)
-        say(e, f"non-member commit (never joined) -> {[(x.partition, x.offset, x.error) for x in res]}")
+        res = c.commit(offsets=[TopicPartition(topic, 1, 5)], asynchronous=False)
+        say(e, f"non-member commit (never joined, group has 2 members) -> {[(x.partition, x.offset, x.error) for x in res]}")
     except KafkaException as ex:
         say(e, f"non-member commit FAILED: {ex.args[0]}")
     c.close()
+    for m in (b, a):
+        m.close()
     say(e, f"committed now: {admin_offsets(bs, group, topic)}")
 
 
@@ -321,7 +323,7 @@ def exp_session(bs):
         m = Member(e, f"st={st}", bs, group, topic, **{"session.timeout.ms": st,
                                                         "heartbeat.interval.ms": min(500, max(st // 3, 10))})
         m.start()
-        ok = wait_until(lambda: len(m.owned()) == 3 or m.errors, 20)
+        ok = wait_until(lambda: len(m.owned()) == 3 or m.errors, max(20, st / 1000 / 2 + 10))
         say(e, f"session.timeout.ms={st}: joined={len(m.owned()) == 3} first join took "
                f"{(m.events[0][0] - m.t_start) if m.events else float('nan'):.2f}s errors={m.errors[:2]}")
         m.close()
