@@ -76,7 +76,7 @@ find_tansu() {
   printf '%s\n' "$b"
 }
 
-tansu_version() { "$1" --version 2>/dev/null | awk '{print $NF; exit}'; }
+tansu_version() { { "$1" --version 2>/dev/null || true; } | awk '{print $NF; exit}'; }
 
 free_port() {
   "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
@@ -130,7 +130,7 @@ cmd_start() {
         --listener-url "tcp://127.0.0.1:$port" \
         --advertised-listener-url "tcp://127.0.0.1:$port" \
         --storage-engine "memory://tansu/" \
-        >>"$logfile" 2>&1 </dev/null &
+        >"$logfile" 2>&1 </dev/null &
     pid=$!
     printf '%s\n' "$pid" >"$pidfile"
     printf '%s\n' "$port" >"$portfile"
