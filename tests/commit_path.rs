@@ -73,18 +73,31 @@ async fn clean_shutdown_then_restart_reads_zero_duplicates() {
     assert_eq!(first.len(), 600);
     ack_concurrently(records.iter().map(|r| r.ack_token()).collect()).await;
     let report = c.shutdown().await.unwrap();
-    assert!(report.not_committed.is_empty(), "{:?}", report.not_committed);
+    assert!(
+        report.not_committed.is_empty(),
+        "{:?}",
+        report.not_committed
+    );
     assert!(!report.deadline_exceeded);
 
     // Read back from the broker: every partition committed at its end.
-    assert_eq!(fx.committed(&group, &topic, 3), vec![Some(200); 3], "on {}", fx.kind());
+    assert_eq!(
+        fx.committed(&group, &topic, 3),
+        vec![Some(200); 3],
+        "on {}",
+        fx.kind()
+    );
 
     // Restart in the same group: only the new records arrive.
     fx.produce(&topic, 3, 50, 200);
     let mut c = fx.guard(&group).build().unwrap();
     c.subscribe(&[&topic]).unwrap();
     let records = recv_n(&mut c, 150, Duration::from_secs(60)).await;
-    let dups: Vec<_> = records.iter().map(key).filter(|k| first.contains(k)).collect();
+    let dups: Vec<_> = records
+        .iter()
+        .map(key)
+        .filter(|k| first.contains(k))
+        .collect();
     println!("duplicates after restart on {}: {}", fx.kind(), dups.len());
     assert!(dups.is_empty(), "records seen twice: {dups:?}");
     for r in &records {
@@ -118,7 +131,11 @@ async fn an_unacked_record_holds_the_commit_point() {
     }
     ack_concurrently(tokens).await;
     c.commit_now().await.unwrap();
-    assert_eq!(fx.committed(&group, &topic, 1), vec![Some(40)], "stops just below the un-acked offset");
+    assert_eq!(
+        fx.committed(&group, &topic, 1),
+        vec![Some(40)],
+        "stops just below the un-acked offset"
+    );
     let st = &c.partitions()[0];
     assert_eq!(st.first_unacked, Some(40));
 
@@ -136,7 +153,12 @@ async fn retriable_errors_are_retried_and_the_commit_lands() {
     fx.create_topic(&topic, 1);
     fx.produce(&topic, 1, 20, 0);
 
-    let mut c = fx.guard(&group).retry(fast_retry(10)).no_commit_interval().build().unwrap();
+    let mut c = fx
+        .guard(&group)
+        .retry(fast_retry(10))
+        .no_commit_interval()
+        .build()
+        .unwrap();
     c.subscribe(&[&topic]).unwrap();
     for r in recv_n(&mut c, 20, Duration::from_secs(60)).await {
         r.ack();
@@ -160,7 +182,10 @@ async fn retriable_errors_are_retried_and_the_commit_lands() {
     let landed = c.commit_now().await.expect("commit lands after retries");
     assert_eq!(landed[0].offset, 20);
     let stats = c.stats();
-    println!("sent {} retried {}", stats.commits_sent, stats.commits_retried);
+    println!(
+        "sent {} retried {}",
+        stats.commits_sent, stats.commits_retried
+    );
     assert!(stats.commits_retried >= 1, "{stats:?}");
     assert_eq!(stats.commits_succeeded, 1);
     assert_eq!(stats.offsets_failed, 0);
@@ -196,7 +221,10 @@ async fn exhausted_retries_go_to_the_sink_and_later_commits_still_land() {
     let started = Instant::now();
     let err = c.commit_now().await.expect_err("retries exhausted");
     println!("gave up after {:?}: {err}", started.elapsed());
-    assert!(matches!(err, offset_guard::Error::CommitFailed { attempts: 3, .. }), "{err:?}");
+    assert!(
+        matches!(err, offset_guard::Error::CommitFailed { attempts: 3, .. }),
+        "{err:?}"
+    );
     let failed = sink.records();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].reason, FailureReason::RetriesExhausted);
@@ -208,7 +236,8 @@ async fn exhausted_retries_go_to_the_sink_and_later_commits_still_land() {
     assert_eq!(fx.committed(&group, &topic, 1), vec![None]);
 
     // The consumer keeps going and a higher offset lands.
-    fx.mock_cluster().clear_request_errors(RDKafkaApiKey::OffsetCommit);
+    fx.mock_cluster()
+        .clear_request_errors(RDKafkaApiKey::OffsetCommit);
     for r in rest {
         r.ack_token().ack();
     }
@@ -225,7 +254,12 @@ async fn a_slow_in_flight_commit_is_never_overtaken() {
     fx.create_topic(&topic, 1);
     fx.produce(&topic, 1, 1000, 0);
 
-    let mut c = fx.guard(&group).async_commits().no_commit_interval().build().unwrap();
+    let mut c = fx
+        .guard(&group)
+        .async_commits()
+        .no_commit_interval()
+        .build()
+        .unwrap();
     c.subscribe(&[&topic]).unwrap();
     let records = recv_n(&mut c, 1000, Duration::from_secs(60)).await;
     // Every response from the broker now takes 300 ms: each commit is in
@@ -289,7 +323,10 @@ async fn shutdown_meets_its_deadline_with_every_broker_down() {
     let report = c.shutdown().await.unwrap();
     let took = started.elapsed();
     println!("shutdown took {took:?}: {report:?}");
-    assert!(took < Duration::from_secs(4), "shutdown overran its 3 s deadline: {took:?}");
+    assert!(
+        took < Duration::from_secs(4),
+        "shutdown overran its 3 s deadline: {took:?}"
+    );
     assert_eq!(report.not_committed.len(), 1, "{report:?}");
     assert_eq!(report.not_committed[0].offset, 10);
     assert!(matches!(

@@ -86,7 +86,11 @@ impl Fixture {
     }
 
     pub fn kind(&self) -> &'static str {
-        if self.is_mock() { "MockCluster" } else { "external" }
+        if self.is_mock() {
+            "MockCluster"
+        } else {
+            "external"
+        }
     }
 
     pub fn mock_cluster(&self) -> &MockCluster<'static, DefaultProducerContext> {
@@ -105,36 +109,42 @@ impl Fixture {
         match &self.broker {
             Broker::Mock(c) => c.create_topic(topic, partitions, 1).expect("create topic"),
             Broker::External(b) => {
-                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-                    .set("bootstrap.servers", b)
-                    .create()
-                    .expect("admin client");
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                let res = rt
-                    .block_on(admin.create_topics(
-                        &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-                        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-                    ))
-                    .expect("create_topics");
-                for r in res {
-                    r.map_err(|(t, e)| format!("creating {t}: {e}")).unwrap();
-                }
+                // On a thread of its own: callers may be inside a tokio runtime.
+                let (b, t) = (b.clone(), topic.to_string());
+                std::thread::spawn(move || {
+                    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+                        .set("bootstrap.servers", &b)
+                        .create()
+                        .expect("admin client");
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    let res = rt
+                        .block_on(admin.create_topics(
+                            &[NewTopic::new(&t, partitions, TopicReplication::Fixed(1))],
+                            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+                        ))
+                        .expect("create_topics");
+                    for r in res {
+                        r.map_err(|(t, e)| format!("creating {t}: {e}")).unwrap();
+                    }
+                })
+                .join()
+                .expect("topic creation");
                 // wait until metadata shows every partition
                 let c = self.reader("metadata");
                 let deadline = Instant::now() + Duration::from_secs(20);
                 loop {
-                    let md = c.fetch_metadata(Some(topic), Duration::from_secs(5));
-                    if let Ok(md) = md {
-                        if md
-                            .topics()
-                            .iter()
-                            .any(|t| t.name() == topic && t.partitions().len() == partitions as usize)
-                        {
-                            break;
-                        }
+                    let ready = c
+                        .fetch_metadata(Some(topic), Duration::from_secs(5))
+                        .is_ok_and(|md| {
+                            md.topics().iter().any(|t| {
+                                t.name() == topic && t.partitions().len() == partitions as usize
+                            })
+                        });
+                    if ready {
+                        break;
                     }
                     assert!(Instant::now() < deadline, "topic {topic} never appeared");
                     std::thread::sleep(Duration::from_millis(100));
@@ -158,7 +168,9 @@ impl Fixture {
         for n in start..start + per_partition {
             for part in 0..partitions {
                 let payload = format!("p{part}-{n}");
-                let mut rec = BaseRecord::<(), str>::to(topic).partition(part).payload(&payload);
+                let mut rec = BaseRecord::<(), str>::to(topic)
+                    .partition(part)
+                    .payload(&payload);
                 loop {
                     match p.send(rec) {
                         Ok(()) => break,
@@ -235,8 +247,15 @@ impl Fixture {
     /// With `OFFSET_GUARD_CHECKER` set (a command, e.g. `.tools/venv/bin/python
     /// scripts/committed.py`), committed offsets are read by that independent
     /// client (Python confluent-kafka) instead of rdkafka.
-    fn committed_external(&self, group: &str, topic: &str, partitions: i32) -> Option<Vec<Option<i64>>> {
-        let checker = std::env::var("OFFSET_GUARD_CHECKER").ok().filter(|s| !s.trim().is_empty())?;
+    fn committed_external(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: i32,
+    ) -> Option<Vec<Option<i64>>> {
+        let checker = std::env::var("OFFSET_GUARD_CHECKER")
+            .ok()
+            .filter(|s| !s.trim().is_empty())?;
         if self.is_mock() {
             return None;
         }
@@ -244,7 +263,14 @@ impl Fixture {
         let prog = parts.next()?;
         let out = std::process::Command::new(prog)
             .args(parts)
-            .args(["--bootstrap", &self.bootstrap, "--group", group, "--topic", topic])
+            .args([
+                "--bootstrap",
+                &self.bootstrap,
+                "--group",
+                group,
+                "--topic",
+                topic,
+            ])
             .args(["--partitions", &partitions.to_string()])
             .output()
             .expect("run the committed-offset checker");
