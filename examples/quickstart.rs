@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use offset_guard::failure_log::{FailedOffsetLog, LogReader};
+use offset_guard::failure_log::LogReader;
 use offset_guard::{GuardedConsumer, OffsetGuard, RetryPolicy};
 use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
@@ -52,7 +52,7 @@ fn produce(bootstrap: &str, from: usize, n: usize) -> Res<()> {
     Ok(())
 }
 
-fn consumer(bootstrap: &str, log: &FailedOffsetLog) -> Res<GuardedConsumer> {
+fn consumer(bootstrap: &str, log: &std::path::Path) -> Res<GuardedConsumer> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap)
@@ -69,7 +69,7 @@ fn consumer(bootstrap: &str, log: &FailedOffsetLog) -> Res<GuardedConsumer> {
         .commit_interval(Duration::from_millis(200))
         .commit_every(1_000)
         .shutdown_timeout(Duration::from_secs(5))
-        .failure_sink(log.clone())
+        .failed_offset_log(log)
         .build()?;
     c.subscribe(&[TOPIC])?;
     Ok(c)
@@ -123,14 +123,13 @@ async fn main() -> Res<()> {
         std::process::id()
     ));
     let _ = std::fs::remove_file(&log_path);
-    let log = FailedOffsetLog::open(&log_path)?;
     let total = PER_PARTITION * PARTITIONS as usize;
 
     println!(
         "1. produce {total} records to {PARTITIONS} partitions; consume with out-of-order acks"
     );
     produce(&bootstrap, 0, PER_PARTITION)?;
-    let mut c = consumer(&bootstrap, &log)?;
+    let mut c = consumer(&bootstrap, &log_path)?;
     let mut seen = Vec::new();
     consume(&mut c, total / 2, &mut seen).await?;
 
@@ -166,13 +165,12 @@ async fn main() -> Res<()> {
 
     println!("5. restart in the same group, produce 100 more per partition");
     produce(&bootstrap, PER_PARTITION, 100)?;
-    let mut c = consumer(&bootstrap, &log)?;
+    let mut c = consumer(&bootstrap, &log_path)?;
     let mut after = Vec::new();
     consume(&mut c, 100 * PARTITIONS as usize, &mut after).await?;
     c.shutdown().await?;
     let first: HashSet<_> = seen.iter().copied().collect();
     let duplicates = after.iter().filter(|k| first.contains(k)).count();
-    log.flush()?;
 
     println!("\nsummary");
     println!(

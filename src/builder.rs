@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::consumer::{Config, GuardedConsumer, Inner};
 use crate::error::BuildError;
+use crate::failure_log::FailedOffsetLog;
 use crate::rebalance::GuardContext;
 use crate::retry::RetryPolicy;
 use crate::sink::FailureSink;
@@ -32,6 +33,7 @@ impl OffsetGuard {
             batch_size: 256,
             channel_capacity: 8,
             sink: None,
+            log_path: None,
         }
     }
 }
@@ -51,6 +53,7 @@ pub struct GuardBuilder<C = DefaultConsumerContext> {
     batch_size: usize,
     channel_capacity: usize,
     sink: Option<Box<dyn FailureSink>>,
+    log_path: Option<std::path::PathBuf>,
 }
 
 impl<C: ConsumerContext + 'static> GuardBuilder<C> {
@@ -69,6 +72,7 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
             batch_size: self.batch_size,
             channel_capacity: self.channel_capacity,
             sink: self.sink,
+            log_path: self.log_path,
         }
     }
 
@@ -119,6 +123,19 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// still counted in [`Stats`](crate::Stats) and reported through tracing).
     pub fn failure_sink(mut self, sink: impl FailureSink) -> Self {
         self.sink = Some(Box::new(sink));
+        self
+    }
+
+    /// Record every offset given up on in a durable failed-offset log at
+    /// `path` (JSON Lines, fsync per record; see [`crate::failure_log`]). Read it
+    /// back with [`LogReader`](crate::failure_log::LogReader) or
+    /// `offset-guard failures PATH`. Combines with
+    /// [`failure_sink`](Self::failure_sink): both receive every record. Shutdown
+    /// flushes the log within its deadline. `build()` fails with
+    /// [`BuildError::FailedOffsetLog`] if the file cannot be opened for appending.
+    /// Default: off (failures still reach [`Stats`](crate::Stats) and tracing).
+    pub fn failed_offset_log(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.log_path = Some(path.into());
         self
     }
 
@@ -210,10 +227,31 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
             batch_size: self.batch_size,
             channel_capacity: self.channel_capacity,
         };
-        let inner = Arc::new(Inner::new(config, self.sink));
+        let log = match &self.log_path {
+            Some(path) => Some(FailedOffsetLog::open(path).map_err(BuildError::FailedOffsetLog)?),
+            None => None,
+        };
+        let sink: Option<Box<dyn FailureSink>> = match (self.sink, &log) {
+            (Some(user), Some(log)) => Some(Box::new(Tee(user, log.clone()))),
+            (None, Some(log)) => Some(Box::new(log.clone())),
+            (user, None) => user,
+        };
+        let inner = Arc::new(Inner::new(config, sink));
         let consumer: BaseConsumer<GuardContext<C>> = cc
             .create_with_context(GuardContext::new(self.context, inner.clone()))
             .map_err(BuildError::Kafka)?;
-        GuardedConsumer::start(consumer, inner)
+        let mut guarded = GuardedConsumer::start(consumer, inner)?;
+        guarded.log = log;
+        Ok(guarded)
+    }
+}
+
+/// Hands each failure to the user's sink and to the failed-offset log.
+struct Tee(Box<dyn FailureSink>, FailedOffsetLog);
+
+impl FailureSink for Tee {
+    fn record(&self, failure: crate::sink::FailedOffset) {
+        self.0.record(failure.clone());
+        self.1.record(failure);
     }
 }

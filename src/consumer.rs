@@ -314,6 +314,7 @@ pub struct GuardedConsumer<C: ConsumerContext + 'static = DefaultConsumerContext
     poll_stop: Arc<AtomicBool>,
     poll_done: Option<oneshot::Receiver<()>>,
     shut_down: bool,
+    pub(crate) log: Option<crate::failure_log::FailedOffsetLog>,
 }
 
 impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
@@ -351,6 +352,7 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             poll_stop,
             poll_done: Some(done_rx),
             shut_down: false,
+            log: None,
         })
     }
 
@@ -503,6 +505,15 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
                     let _ = ctx.send(());
                 });
             let _ = tokio::time::timeout_at(tdeadline, crx).await;
+        }
+        if let Some(log) = &self.log {
+            // Make the failures of this run durable, within what is left of the deadline.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let log = log.clone();
+            let flushed = tokio::task::spawn_blocking(move || log.flush_timeout(left)).await;
+            if let Ok(Err(e)) = flushed {
+                warn!(error = %e, "failed-offset log not flushed at shutdown");
+            }
         }
         let report = ShutdownReport {
             committed,

@@ -53,6 +53,8 @@ pub enum BuildError {
     },
     /// The retry policy is inconsistent.
     InvalidBackoff(InvalidBackoff),
+    /// The failed-offset log could not be opened (`failed_offset_log`).
+    FailedOffsetLog(crate::failure_log::LogError),
     /// rdkafka refused to create the consumer.
     Kafka(KafkaError),
 }
@@ -66,6 +68,7 @@ impl BuildError {
             BuildError::InvalidDuration { setting, .. }
             | BuildError::InvalidCount { setting, .. } => Some(setting),
             BuildError::InvalidBackoff(e) => Some(e.setting),
+            BuildError::FailedOffsetLog(_) => Some("failed_offset_log"),
             BuildError::Kafka(_) => None,
         }
     }
@@ -86,6 +89,7 @@ impl fmt::Display for BuildError {
             BuildError::InvalidDuration { setting, reason } => write!(f, "{setting}: {reason}"),
             BuildError::InvalidCount { setting, reason } => write!(f, "{setting}: {reason}"),
             BuildError::InvalidBackoff(e) => write!(f, "retry: {e}"),
+            BuildError::FailedOffsetLog(e) => write!(f, "failed_offset_log: {e}"),
             BuildError::Kafka(e) => write!(f, "creating the consumer failed: {e}"),
         }
     }
@@ -96,6 +100,7 @@ impl std::error::Error for BuildError {
         match self {
             BuildError::InvalidBackoff(e) => Some(e),
             BuildError::Kafka(e) => Some(e),
+            BuildError::FailedOffsetLog(e) => Some(e),
             _ => None,
         }
     }

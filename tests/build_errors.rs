@@ -105,3 +105,18 @@ fn inconsistent_retry_policy() {
         assert_eq!(s, want, "{msg}");
     }
 }
+
+#[test]
+fn unopenable_failed_offset_log() {
+    // A path below a regular file fails for every user, root included.
+    let file = std::env::temp_dir().join(format!("og-not-a-dir-{}", std::process::id()));
+    std::fs::write(&file, b"x").unwrap();
+    let (s, msg) = setting(
+        OffsetGuard::builder(config())
+            .failed_offset_log(file.join("log.jsonl"))
+            .build(),
+    );
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(s, "failed_offset_log");
+    assert!(msg.contains("log.jsonl"), "{msg}");
+}

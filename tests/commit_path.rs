@@ -201,11 +201,13 @@ async fn exhausted_retries_go_to_the_sink_and_later_commits_still_land() {
     fx.produce(&topic, 1, 30, 0);
 
     let sink = MemorySink::new();
+    let log_path = std::env::temp_dir().join(format!("{group}.jsonl"));
     let mut c = fx
         .guard(&group)
         .retry(fast_retry(3))
         .no_commit_interval()
         .failure_sink(sink.clone())
+        .failed_offset_log(&log_path)
         .build()
         .unwrap();
     c.subscribe(&[&topic]).unwrap();
@@ -245,6 +247,17 @@ async fn exhausted_retries_go_to_the_sink_and_later_commits_still_land() {
     assert_eq!(landed[0].offset, 30);
     assert_eq!(fx.committed(&group, &topic, 1), vec![Some(30)]);
     c.shutdown().await.unwrap();
+
+    // The durable log holds the same record, readable after shutdown.
+    let log = offset_guard::failure_log::LogReader::open(&log_path).unwrap();
+    assert!(log.issues().is_empty(), "{:?}", log.issues());
+    let logged: Vec<_> = log.failures().collect();
+    assert_eq!(logged.len(), 1);
+    assert_eq!(logged[0].offset, 10);
+    assert_eq!(logged[0].reason, FailureReason::RetriesExhausted);
+    assert_eq!(logged[0].group_id, group);
+    assert_eq!(logged[0].error_code.as_deref(), Some("RequestTimedOut"));
+    std::fs::remove_file(&log_path).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
