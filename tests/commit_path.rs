@@ -348,3 +348,82 @@ async fn shutdown_meets_its_deadline_with_every_broker_down() {
     ));
     assert_eq!(sink.records(), report.not_committed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_errors_go_straight_to_the_sink_without_retrying() {
+    let fx = Fixture::mock();
+    let (topic, group) = (unique("fatal"), unique("g-fatal"));
+    fx.create_topic(&topic, 1);
+    fx.produce(&topic, 1, 5, 0);
+
+    let sink = MemorySink::new();
+    let mut c = fx
+        .guard(&group)
+        .retry(fast_retry(10))
+        .no_commit_interval()
+        .failure_sink(sink.clone())
+        .build()
+        .unwrap();
+    c.subscribe(&[&topic]).unwrap();
+    for r in recv_n(&mut c, 5, Duration::from_secs(60)).await {
+        r.ack();
+    }
+    fx.mock_cluster().request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
+    );
+    let err = c.commit_now().await.expect_err("a permanent error");
+    assert!(
+        matches!(err, offset_guard::Error::CommitFailed { attempts: 1, .. }),
+        "{err:?}"
+    );
+    let failed = sink.records();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].reason, FailureReason::Fatal);
+    assert_eq!(failed[0].attempts, 1, "no retry loop");
+    assert_eq!(
+        failed[0].error_code,
+        Some(rdkafka::types::RDKafkaErrorCode::TopicAuthorizationFailed)
+    );
+    assert_eq!(c.stats().commits_retried, 0);
+    assert_eq!(fx.committed(&group, &topic, 1), vec![None]);
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_for_partitions_not_owned_are_errors_never_commits() {
+    let fx = Fixture::any();
+    let (topic, other, group) = (unique("own"), unique("other"), unique("g-own"));
+    fx.create_topic(&topic, 1);
+    fx.create_topic(&other, 1);
+    fx.produce(&topic, 1, 5, 0);
+
+    let mut c = fx.guard(&group).no_commit_interval().build().unwrap();
+    c.subscribe(&[&topic]).unwrap();
+    for r in recv_n(&mut c, 5, Duration::from_secs(60)).await {
+        r.ack();
+    }
+    for (t, p) in [(other.as_str(), 0), (topic.as_str(), 7)] {
+        let err = c.ack_offset(t, p, 3).expect_err("not owned");
+        assert!(
+            matches!(err, offset_guard::Error::NotOwned { .. }),
+            "{err:?}"
+        );
+    }
+    // an offset of an owned partition that was never delivered is refused too
+    assert_eq!(
+        c.ack_offset(&topic, 0, 99).unwrap(),
+        offset_guard::AckStatus::Unknown
+    );
+    let landed = c.commit_now().await.unwrap();
+    assert_eq!(landed.len(), 1);
+    assert_eq!(
+        (landed[0].topic.as_str(), landed[0].offset),
+        (topic.as_str(), 5)
+    );
+    assert_eq!(c.stats().acks_stale, 2);
+    assert_eq!(c.stats().acks_unknown, 1);
+    c.shutdown().await.unwrap();
+    assert_eq!(fx.committed(&group, &topic, 1), vec![Some(5)]);
+    assert_eq!(fx.committed(&group, &other, 1), vec![None]);
+}
