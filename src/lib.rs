@@ -14,7 +14,10 @@
 //! - commits by interval, by count, on every ack ([`GuardBuilder::async_commits`])
 //!   or on demand ([`GuardedConsumer::commit_now`]);
 //! - a final synchronous commit on [`GuardedConsumer::shutdown`], within a deadline;
-//! - every offset given up on goes to a [`FailureSink`] with its reason.
+//! - every offset given up on goes to a [`FailureSink`] with its reason; with
+//!   [`GuardBuilder::failed_offset_log`] to a durable JSON Lines log
+//!   ([`failure_log`]), read back with [`failure_log::LogReader`] or the
+//!   `offset-guard failures PATH` command.
 //!
 //! rdkafka's synchronous commit blocks its thread, so commits run on a thread
 //! of the guard's own, as does polling; `recv`, `ack` and `commit_now` never
