@@ -288,6 +288,18 @@ struct Sample {
 }
 
 impl Sample {
+    /// Resets the peak-memory mark and starts a sample at the current RSS.
+    fn start(records: u64) -> Sample {
+        reset_peak();
+        let rss = rss_mib();
+        Sample {
+            records,
+            rss_start: rss,
+            rss_max: rss,
+            ..Default::default()
+        }
+    }
+
     fn rate(&self) -> f64 {
         self.records as f64 / self.secs
     }
@@ -333,13 +345,7 @@ fn run_base(mode: &str, run: &Run) -> Sample {
     let consumer: BaseConsumer<StatsCtx> = cfg.create_with_context(ctx.clone()).expect("consumer");
     let ends = assign_at_end(&consumer, run.topic, run.partitions);
     let mut feeder = Feeder::new(run.bootstrap, run.topic, run.partitions);
-    reset_peak();
-    let mut s = Sample {
-        records: run.records,
-        rss_start: rss_mib(),
-        ..Default::default()
-    };
-    s.rss_max = s.rss_start;
+    let mut s = Sample::start(run.records);
     let mut elapsed = Duration::ZERO;
     let mut consumed = 0u64;
     let mut last: BTreeMap<i32, i64> = BTreeMap::new();
@@ -450,13 +456,7 @@ fn run_handoff(run: &Run, rt: &tokio::runtime::Runtime) -> Sample {
         .expect("consumer");
     assign_at_end(&consumer, run.topic, run.partitions);
     let mut feeder = Feeder::new(run.bootstrap, run.topic, run.partitions);
-    reset_peak();
-    let mut s = Sample {
-        records: run.records,
-        rss_start: rss_mib(),
-        ..Default::default()
-    };
-    s.rss_max = s.rss_start;
+    let mut s = Sample::start(run.records);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<OwnedMessage>>(8);
     std::thread::scope(|sc| {
@@ -536,13 +536,7 @@ fn run_guard(mode: &str, run: &Run, rt: &tokio::runtime::Runtime) -> Sample {
             .expect("guard");
         let ends = assign_at_end(guard.consumer(), run.topic, run.partitions);
         let mut feeder = Feeder::new(run.bootstrap, run.topic, run.partitions);
-        reset_peak();
-        let mut s = Sample {
-            records: run.records,
-            rss_start: rss_mib(),
-            ..Default::default()
-        };
-        s.rss_max = s.rss_start;
+        let mut s = Sample::start(run.records);
 
         // d-concurrent: 4 acking tasks, fed batches of 64 records.
         const WORKERS: usize = 4;
