@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::consumer::Inner;
@@ -25,6 +25,11 @@ pub(crate) struct PartitionSlot {
     state: Mutex<SlotState>,
     /// Mirror of `SlotState::revoked` for a lock-free check on the delivery path.
     revoked_hint: AtomicBool,
+    /// The revoke of this assignment started: `recv` hands out no more of its
+    /// records, and acks wake the worker waiting out the revoke grace period.
+    closing: AtomicBool,
+    /// The highest offset handed to the application by `recv` (-1: none yet).
+    handed_out: AtomicI64,
 }
 
 struct SlotState {
@@ -44,6 +49,8 @@ impl PartitionSlot {
                 revoked: false,
             }),
             revoked_hint: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            handed_out: AtomicI64::new(-1),
         }
     }
 
@@ -75,15 +82,46 @@ impl PartitionSlot {
     }
 
     pub(crate) fn ack(&self, offset: i64) -> AckStatus {
-        let mut s = self.lock();
-        if s.revoked {
-            return AckStatus::Stale;
+        let status = {
+            let mut s = self.lock();
+            if s.revoked {
+                return AckStatus::Stale;
+            }
+            match s.tracker.ack(offset) {
+                AckOutcome::Recorded => AckStatus::Recorded,
+                AckOutcome::Duplicate => AckStatus::Duplicate,
+                AckOutcome::Unknown => AckStatus::Unknown,
+            }
+        };
+        if self.closing.load(Ordering::Relaxed) {
+            // The worker waits for in-flight acks of this partition (revoke
+            // grace period) under the shared lock: take it so the wake-up
+            // cannot fall between its check and its wait.
+            drop(self.inner.lock_core());
+            self.inner.notify();
         }
-        match s.tracker.ack(offset) {
-            AckOutcome::Recorded => AckStatus::Recorded,
-            AckOutcome::Duplicate => AckStatus::Duplicate,
-            AckOutcome::Unknown => AckStatus::Unknown,
-        }
+        status
+    }
+
+    /// `recv` is about to hand out `offset`. False if the revoke of this
+    /// assignment started: the record is skipped instead.
+    #[inline]
+    pub(crate) fn hand_out(&self, offset: i64) -> bool {
+        // Store first, then check: a revoke that starts concurrently either sees
+        // this offset as handed out (and waits for its ack) or is seen here.
+        self.handed_out.store(offset, Ordering::SeqCst);
+        !self.closing.load(Ordering::SeqCst)
+    }
+
+    /// Starts the revoke: no more records of this assignment are handed out.
+    pub(crate) fn begin_close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    /// Every record handed to the application is acked (contiguously).
+    pub(crate) fn drained(&self) -> bool {
+        let h = self.handed_out.load(Ordering::SeqCst);
+        h < 0 || self.lock().tracker.commit_point().is_some_and(|cp| cp > h)
     }
 
     pub(crate) fn commit_point(&self) -> Option<i64> {
@@ -108,6 +146,7 @@ impl PartitionSlot {
     pub(crate) fn revoke(&self) -> Option<i64> {
         let mut s = self.lock();
         s.revoked = true;
+        self.closing.store(true, Ordering::SeqCst);
         self.revoked_hint.store(true, Ordering::Release);
         s.tracker.commit_point()
     }
@@ -171,6 +210,26 @@ impl Assignment {
         }
         slot.revoke();
         Some(slot)
+    }
+
+    /// Ends this exact assignment (if it is still the current one) and returns
+    /// its final commit point.
+    pub(crate) fn revoke_slot(&self, slot: &Arc<PartitionSlot>) -> Option<i64> {
+        {
+            let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(parts) = slots.get_mut(&*slot.topic) {
+                if parts
+                    .get(&slot.partition)
+                    .is_some_and(|s| Arc::ptr_eq(s, slot))
+                {
+                    parts.remove(&slot.partition);
+                }
+                if parts.is_empty() {
+                    slots.remove(&*slot.topic);
+                }
+            }
+        }
+        slot.revoke()
     }
 
     pub(crate) fn get(&self, topic: &str, partition: i32) -> Option<Arc<PartitionSlot>> {
@@ -296,24 +355,9 @@ impl fmt::Debug for AckToken {
 mod tests {
     use super::*;
     use crate::consumer::Config;
-    use crate::retry::RetryPolicy;
-    use std::time::Duration;
 
     fn inner() -> Arc<Inner> {
-        Arc::new(Inner::new(
-            Config {
-                group_id: "g".into(),
-                retry: RetryPolicy::exponential(),
-                commit_interval: None,
-                commit_every: None,
-                async_commits: false,
-                shutdown_timeout: Duration::from_secs(1),
-                poll_timeout: Duration::from_millis(10),
-                batch_size: 4,
-                channel_capacity: 1,
-            },
-            None,
-        ))
+        Arc::new(Inner::new(Config::with_group("g"), None))
     }
 
     #[test]

@@ -8,7 +8,6 @@
 //! `on_acked`) and the coalescing path can be timed in isolation.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use rdkafka::TopicPartitionList;
 use rdkafka::error::KafkaResult;
@@ -16,7 +15,6 @@ use rdkafka::error::KafkaResult;
 use crate::assignment::{AckToken, PartitionSlot};
 use crate::commit::worker::{self, Committer};
 use crate::consumer::{Config, Inner};
-use crate::retry::RetryPolicy;
 
 struct NoopCommitter;
 
@@ -39,15 +37,8 @@ impl AckBench {
     /// (asks for a commit cycle every `n` acks; run it with [`Self::commit_cycle`]).
     pub fn new(partitions: usize, commit_every: Option<u64>) -> Self {
         let config = Config {
-            group_id: "bench".into(),
-            retry: RetryPolicy::exponential(),
-            commit_interval: None,
             commit_every,
-            async_commits: false,
-            shutdown_timeout: Duration::from_secs(1),
-            poll_timeout: Duration::from_millis(100),
-            batch_size: 256,
-            channel_capacity: 8,
+            ..Config::with_group("bench")
         };
         let inner = Arc::new(Inner::new(config, None));
         let slots = (0..partitions)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::consumer::{Config, GuardedConsumer, Inner};
 use crate::error::BuildError;
 use crate::failure_log::FailedOffsetLog;
-use crate::rebalance::GuardContext;
+use crate::rebalance::{Assigned, GuardContext, Hooks, Lost, Revoked};
 use crate::retry::RetryPolicy;
 use crate::sink::FailureSink;
 
@@ -24,16 +24,21 @@ impl OffsetGuard {
         GuardBuilder {
             client_config,
             context: DefaultConsumerContext,
-            retry: RetryPolicy::exponential(),
-            commit_interval: Some(Duration::from_secs(5)),
-            commit_every: None,
-            async_commits: false,
-            shutdown_timeout: Duration::from_secs(10),
-            poll_timeout: Duration::from_millis(100),
-            batch_size: 256,
-            channel_capacity: 8,
-            sink: None,
-            log_path: None,
+            s: Settings {
+                retry: RetryPolicy::exponential(),
+                commit_interval: Some(Duration::from_secs(5)),
+                commit_every: None,
+                async_commits: false,
+                shutdown_timeout: Duration::from_secs(10),
+                poll_timeout: Duration::from_millis(100),
+                batch_size: 256,
+                channel_capacity: 8,
+                revoke_timeout: Duration::from_secs(10),
+                revoke_grace: Duration::from_secs(1),
+                sink: None,
+                log_path: None,
+                hooks: Hooks::default(),
+            },
         }
     }
 }
@@ -44,6 +49,11 @@ impl OffsetGuard {
 pub struct GuardBuilder<C = DefaultConsumerContext> {
     client_config: ClientConfig,
     context: C,
+    s: Settings,
+}
+
+/// Everything but the client config and the context.
+struct Settings {
     retry: RetryPolicy,
     commit_interval: Option<Duration>,
     commit_every: Option<u64>,
@@ -52,8 +62,11 @@ pub struct GuardBuilder<C = DefaultConsumerContext> {
     poll_timeout: Duration,
     batch_size: usize,
     channel_capacity: usize,
+    revoke_timeout: Duration,
+    revoke_grace: Duration,
     sink: Option<Box<dyn FailureSink>>,
     log_path: Option<std::path::PathBuf>,
+    hooks: Hooks,
 }
 
 impl<C: ConsumerContext + 'static> GuardBuilder<C> {
@@ -63,23 +76,14 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
         GuardBuilder {
             client_config: self.client_config,
             context,
-            retry: self.retry,
-            commit_interval: self.commit_interval,
-            commit_every: self.commit_every,
-            async_commits: self.async_commits,
-            shutdown_timeout: self.shutdown_timeout,
-            poll_timeout: self.poll_timeout,
-            batch_size: self.batch_size,
-            channel_capacity: self.channel_capacity,
-            sink: self.sink,
-            log_path: self.log_path,
+            s: self.s,
         }
     }
 
     /// How failed commits are retried. Default: [`RetryPolicy::exponential`]
     /// (100 ms doubling to 5 s, jitter 0.5, at most 10 attempts and 30 s).
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
+        self.s.retry = policy;
         self
     }
 
@@ -90,39 +94,39 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// run by interval, count, [`commit_now`](GuardedConsumer::commit_now),
     /// revoke and shutdown).
     pub fn async_commits(mut self) -> Self {
-        self.async_commits = true;
+        self.s.async_commits = true;
         self
     }
 
     /// Commit acked offsets periodically. Default: every 5 s. Must be non-zero.
     pub fn commit_interval(mut self, interval: Duration) -> Self {
-        self.commit_interval = Some(interval);
+        self.s.commit_interval = Some(interval);
         self
     }
 
     /// No periodic commits (use `commit_every`, `async_commits` or `commit_now`).
     pub fn no_commit_interval(mut self) -> Self {
-        self.commit_interval = None;
+        self.s.commit_interval = None;
         self
     }
 
     /// Also commit after every `n` acks. Default: off. Must be at least 1.
     pub fn commit_every(mut self, n: u64) -> Self {
-        self.commit_every = Some(n);
+        self.s.commit_every = Some(n);
         self
     }
 
     /// Deadline for [`shutdown`](GuardedConsumer::shutdown): its final commit
     /// (with retries) and the close. Default: 10 s. Must be non-zero.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
+        self.s.shutdown_timeout = timeout;
         self
     }
 
     /// Where offsets that could not be committed go. Default: none (they are
     /// still counted in [`Stats`](crate::Stats) and reported through tracing).
     pub fn failure_sink(mut self, sink: impl FailureSink) -> Self {
-        self.sink = Some(Box::new(sink));
+        self.s.sink = Some(Box::new(sink));
         self
     }
 
@@ -135,21 +139,65 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// [`BuildError::FailedOffsetLog`] if the file cannot be opened for appending.
     /// Default: off (failures still reach [`Stats`](crate::Stats) and tracing).
     pub fn failed_offset_log(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-        self.log_path = Some(path.into());
+        self.s.log_path = Some(path.into());
+        self
+    }
+
+    /// How long a revoke may take: waiting for in-flight acks
+    /// ([`revoke_grace`](Self::revoke_grace)) plus the synchronous commit of
+    /// the revoked partitions with its retries. Keep it well below the group's
+    /// rebalance timeout (`max.poll.interval.ms`). Default: 10 s. Must be non-zero.
+    pub fn revoke_timeout(mut self, timeout: Duration) -> Self {
+        self.s.revoke_timeout = timeout;
+        self
+    }
+
+    /// On revoke, how long to wait for acks of records of the revoked
+    /// partitions that were already handed to the application; then the
+    /// contiguous acked offset is committed and later acks are stale (their
+    /// records will be delivered again to the next owner). Records fetched but
+    /// not handed out yet are never handed out. Zero commits at once. Default:
+    /// 1 s. Must not exceed [`revoke_timeout`](Self::revoke_timeout).
+    pub fn revoke_grace(mut self, grace: Duration) -> Self {
+        self.s.revoke_grace = grace;
+        self
+    }
+
+    /// Called after every assign, with the partitions and any offsets kept
+    /// from the rebalance and committed now. Runs in the rebalance callback
+    /// (the guard's poll thread): keep it short. Default: none.
+    pub fn on_assign(mut self, hook: impl Fn(&Assigned) + Send + Sync + 'static) -> Self {
+        self.s.hooks.on_assign = Some(Box::new(hook));
+        self
+    }
+
+    /// Called after every revoke (not lost), once the guard committed the
+    /// revoked partitions, with what it committed, deferred and gave up.
+    /// Runs in the rebalance callback: keep it short. Default: none.
+    pub fn on_revoke(mut self, hook: impl Fn(&Revoked) + Send + Sync + 'static) -> Self {
+        self.s.hooks.on_revoke = Some(Box::new(hook));
+        self
+    }
+
+    /// Called when partitions are lost (nothing committed for them), with the
+    /// acked offsets that were not committed. Runs in the rebalance callback.
+    /// Default: none.
+    pub fn on_lost(mut self, hook: impl Fn(&Lost) + Send + Sync + 'static) -> Self {
+        self.s.hooks.on_lost = Some(Box::new(hook));
         self
     }
 
     /// How many fetched records the poll thread hands over at once. Default: 256.
     /// Must be at least 1.
     pub fn batch_size(mut self, n: usize) -> Self {
-        self.batch_size = n;
+        self.s.batch_size = n;
         self
     }
 
     /// How many batches may wait between the poll thread and `recv`. Default: 8.
     /// Must be at least 1.
     pub fn prefetch_batches(mut self, n: usize) -> Self {
-        self.channel_capacity = n;
+        self.s.channel_capacity = n;
         self
     }
 
@@ -185,60 +233,77 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
                 }
             }
         }
-        if self.commit_interval.is_some_and(|d| d.is_zero()) {
+        if self.s.commit_interval.is_some_and(|d| d.is_zero()) {
             return Err(BuildError::InvalidDuration {
                 setting: "commit_interval",
                 reason: "must be greater than zero (use no_commit_interval() to turn periodic commits off)".into(),
             });
         }
-        if self.shutdown_timeout.is_zero() {
+        if self.s.shutdown_timeout.is_zero() {
             return Err(BuildError::InvalidDuration {
                 setting: "shutdown_timeout",
                 reason: "must be greater than zero".into(),
             });
         }
-        if self.commit_every == Some(0) {
+        if self.s.commit_every == Some(0) {
             return Err(BuildError::InvalidCount {
                 setting: "commit_every",
                 reason: "must be at least 1".into(),
             });
         }
-        if self.batch_size == 0 {
+        if self.s.batch_size == 0 {
             return Err(BuildError::InvalidCount {
                 setting: "batch_size",
                 reason: "must be at least 1".into(),
             });
         }
-        if self.channel_capacity == 0 {
+        if self.s.channel_capacity == 0 {
             return Err(BuildError::InvalidCount {
                 setting: "prefetch_batches",
                 reason: "must be at least 1".into(),
             });
         }
-        self.retry.validate()?;
+        if self.s.revoke_timeout.is_zero() {
+            return Err(BuildError::InvalidDuration {
+                setting: "revoke_timeout",
+                reason: "must be greater than zero".into(),
+            });
+        }
+        if self.s.revoke_grace > self.s.revoke_timeout {
+            return Err(BuildError::InvalidDuration {
+                setting: "revoke_grace",
+                reason: format!(
+                    "{:?} exceeds revoke_timeout ({:?}); the grace period is part of the revoke",
+                    self.s.revoke_grace, self.s.revoke_timeout
+                ),
+            });
+        }
+        self.s.retry.validate()?;
         let config = Config {
             group_id,
-            retry: self.retry,
-            commit_interval: self.commit_interval,
-            commit_every: self.commit_every,
-            async_commits: self.async_commits,
-            shutdown_timeout: self.shutdown_timeout,
-            poll_timeout: self.poll_timeout,
-            batch_size: self.batch_size,
-            channel_capacity: self.channel_capacity,
+            retry: self.s.retry,
+            commit_interval: self.s.commit_interval,
+            commit_every: self.s.commit_every,
+            async_commits: self.s.async_commits,
+            shutdown_timeout: self.s.shutdown_timeout,
+            poll_timeout: self.s.poll_timeout,
+            batch_size: self.s.batch_size,
+            channel_capacity: self.s.channel_capacity,
+            revoke_timeout: self.s.revoke_timeout,
+            revoke_grace: self.s.revoke_grace,
         };
-        let log = match &self.log_path {
+        let log = match &self.s.log_path {
             Some(path) => Some(FailedOffsetLog::open(path).map_err(BuildError::FailedOffsetLog)?),
             None => None,
         };
-        let sink: Option<Box<dyn FailureSink>> = match (self.sink, &log) {
+        let sink: Option<Box<dyn FailureSink>> = match (self.s.sink, &log) {
             (Some(user), Some(log)) => Some(Box::new(Tee(user, log.clone()))),
             (None, Some(log)) => Some(Box::new(log.clone())),
             (user, None) => user,
         };
         let inner = Arc::new(Inner::new(config, sink));
         let consumer: BaseConsumer<GuardContext<C>> = cc
-            .create_with_context(GuardContext::new(self.context, inner.clone()))
+            .create_with_context(GuardContext::new(self.context, inner.clone(), self.s.hooks))
             .map_err(BuildError::Kafka)?;
         let mut guarded = GuardedConsumer::start(consumer, inner)?;
         guarded.log = log;

@@ -1,6 +1,6 @@
 //! [`GuardedConsumer`]: records in, acks in, commits handled.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -13,9 +13,9 @@ use rdkafka::{Message, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::assignment::{AckStatus, AckToken, Assignment, PartitionSlot};
+use crate::assignment::{AckStatus, AckToken, Assignment, PartitionSlot, TopicPartition};
 use crate::commit::queue::CommitQueue;
-use crate::commit::worker::{self, CommittedOffset, Committer, Finish, Waiter};
+use crate::commit::worker::{self, Carried, CommittedOffset, Committer, Finish, RevokeJob, Waiter};
 use crate::error::Error;
 use crate::rebalance::GuardContext;
 use crate::retry::RetryPolicy;
@@ -34,6 +34,27 @@ pub(crate) struct Config {
     pub poll_timeout: Duration,
     pub batch_size: usize,
     pub channel_capacity: usize,
+    pub revoke_timeout: Duration,
+    pub revoke_grace: Duration,
+}
+
+impl Config {
+    /// Defaults for a group (the builder's defaults; used by unit tests and benches).
+    pub(crate) fn with_group(group_id: &str) -> Config {
+        Config {
+            group_id: group_id.to_string(),
+            retry: RetryPolicy::exponential(),
+            commit_interval: None,
+            commit_every: None,
+            async_commits: false,
+            shutdown_timeout: Duration::from_secs(10),
+            poll_timeout: Duration::from_millis(100),
+            batch_size: 256,
+            channel_capacity: 8,
+            revoke_timeout: Duration::from_secs(10),
+            revoke_grace: Duration::from_secs(1),
+        }
+    }
 }
 
 /// State shared by the worker, the rebalance callbacks and the handle, behind one mutex.
@@ -56,6 +77,12 @@ pub(crate) struct Core {
     pub shutting_down: bool,
     /// Failures recorded since shutdown started, for the report.
     pub final_failures: Vec<FailedOffset>,
+    /// A revoke waiting for the worker (the rebalance callback blocks on it).
+    pub revoke: Option<Arc<RevokeJob>>,
+    /// Offsets kept across a rebalance (commit refused with
+    /// REBALANCE_IN_PROGRESS inside a revoke, or a stale generation): resolved
+    /// at the next assign.
+    pub carry: HashMap<TopicPartition, Carried>,
 }
 
 /// Shared guard state.
@@ -87,6 +114,8 @@ impl Inner {
                 rebalance_gen: 0,
                 shutting_down: false,
                 final_failures: Vec::new(),
+                revoke: None,
+                carry: HashMap::new(),
             }),
             wake: Condvar::new(),
             sink,
@@ -371,12 +400,12 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
     }
 
     /// The next record, or `None` once the consumer stopped. Waits without
-    /// blocking the executor. Records of partitions revoked since they were
-    /// fetched are skipped (counted in [`Stats::skipped_revoked`]).
+    /// blocking the executor. Records of partitions whose revoke has started
+    /// since they were fetched are skipped (counted in [`Stats::skipped_revoked`]).
     pub async fn recv(&mut self) -> Result<Option<Record>, Error> {
         loop {
             while let Some(r) = self.current.pop_front() {
-                if r.token.slot.is_revoked() {
+                if !r.token.slot.hand_out(r.token.offset) {
                     Metrics::inc(&self.inner.metrics.skipped_revoked);
                     continue;
                 }

@@ -81,7 +81,7 @@ mod commit;
 mod consumer;
 mod error;
 pub mod failure_log;
-mod rebalance;
+pub mod rebalance;
 pub mod retry;
 mod sink;
 mod stats;
@@ -96,7 +96,7 @@ pub use failure_log::{
     FailedOffsetLog, FailureRecord, FsyncPolicy, LogEntry, LogError, LogReader, LogStatus,
     PartitionSummary, ReadIssue, ReadIssueKind, Resolution, ResolutionKind,
 };
-pub use rebalance::GuardContext;
+pub use rebalance::{Assigned, GuardContext, Lost, Revoked};
 pub use retry::RetryPolicy;
 pub use sink::{FailedOffset, FailureReason, FailureSink, MemorySink, UnknownFailureReason};
 pub use stats::Stats;

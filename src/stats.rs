@@ -24,6 +24,13 @@ pub(crate) struct Metrics {
     pub latency_max_us: AtomicU64,
     pub latency_total_us: AtomicU64,
     pub sink_errors: AtomicU64,
+    pub assigns: AtomicU64,
+    pub revokes: AtomicU64,
+    pub partitions_lost: AtomicU64,
+    pub offsets_revoke_committed: AtomicU64,
+    pub offsets_deferred: AtomicU64,
+    pub offsets_resumed: AtomicU64,
+    pub offsets_rebalance_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -61,6 +68,13 @@ impl Metrics {
             commit_latency_max: Duration::from_micros(l(&self.latency_max_us)),
             commit_latency_mean: Duration::from_micros(total.checked_div(sent).unwrap_or(0)),
             sink_errors: l(&self.sink_errors),
+            assigns: l(&self.assigns),
+            revokes: l(&self.revokes),
+            partitions_lost: l(&self.partitions_lost),
+            offsets_revoke_committed: l(&self.offsets_revoke_committed),
+            offsets_deferred: l(&self.offsets_deferred),
+            offsets_resumed: l(&self.offsets_resumed),
+            offsets_rebalance_dropped: l(&self.offsets_rebalance_dropped),
         }
     }
 }
@@ -108,4 +122,21 @@ pub struct Stats {
     pub commit_latency_mean: Duration,
     /// Errors reported by the failure sink (e.g. a log file that cannot be written).
     pub sink_errors: u64,
+    /// Assign rebalance callbacks (each starts a new epoch for its partitions).
+    pub assigns: u64,
+    /// Revoke rebalance callbacks (not counting lost assignments).
+    pub revokes: u64,
+    /// Partitions lost (session timeout, fenced, ...): never committed.
+    pub partitions_lost: u64,
+    /// Offsets committed synchronously by a revoke, before hand-off.
+    pub offsets_revoke_committed: u64,
+    /// Offsets kept across a rebalance because their commit was refused with
+    /// REBALANCE_IN_PROGRESS (inside a revoke) or a stale generation.
+    pub offsets_deferred: u64,
+    /// Kept offsets committed after the partition was assigned back (only when
+    /// ahead of the group's committed offset; fetching starts there).
+    pub offsets_resumed: u64,
+    /// Kept offsets dropped because the rebalance gave the partition to
+    /// another member (recorded with reason `rebalance_dropped`).
+    pub offsets_rebalance_dropped: u64,
 }

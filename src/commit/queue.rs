@@ -108,6 +108,28 @@ impl CommitQueue {
         (batch, stale)
     }
 
+    /// Moves the pending offsets of the given partitions (in the given epochs)
+    /// into flight, leaving every other partition's pending offset alone.
+    pub(crate) fn take_only(&mut self, keys: &[(TopicPartition, u64)]) -> Vec<Entry> {
+        let mut batch = Vec::new();
+        for (tp, epoch) in keys {
+            if let Some(st) = self.parts.get_mut(tp) {
+                if st.epoch == *epoch {
+                    if let Some(p) = st.pending.take() {
+                        st.in_flight = Some(p);
+                        batch.push(Entry {
+                            tp: tp.clone(),
+                            epoch: *epoch,
+                            offset: p,
+                        });
+                    }
+                }
+            }
+        }
+        batch.sort_by(|a, b| a.tp.cmp(&b.tp));
+        batch
+    }
+
     /// The batch landed.
     pub(crate) fn committed(&mut self, batch: &[Entry]) {
         for e in batch {
@@ -214,6 +236,30 @@ mod tests {
         assert_eq!(q.committed_offset(&tp(0)), Some(9));
         let (batch, _) = q.take(|_, _| true);
         assert_eq!(batch[0].offset, 12);
+    }
+
+    #[test]
+    fn take_only_leaves_other_partitions_pending() {
+        let mut q = CommitQueue::default();
+        q.offer(&tp(0), 1, 10, false);
+        q.offer(&tp(1), 2, 20, false);
+        q.offer(&tp(2), 3, 30, false);
+        let batch = q.take_only(&[(tp(1), 2), (tp(2), 99)]);
+        assert_eq!(
+            batch,
+            vec![Entry {
+                tp: tp(1),
+                epoch: 2,
+                offset: 20
+            }],
+            "only the named partition, in its epoch"
+        );
+        let (rest, stale) = q.take(|_, _| true);
+        assert_eq!(stale, 0);
+        assert_eq!(
+            rest.iter().map(|e| e.offset).collect::<Vec<_>>(),
+            vec![10, 30]
+        );
     }
 
     #[test]

@@ -5,14 +5,16 @@
 //! into the next one. rdkafka's synchronous commit blocks its thread, so the
 //! worker runs on a thread of its own, never on the async executor.
 
-use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::oneshot;
 use tracing::{debug, info_span, warn};
 
+use crate::assignment::PartitionSlot;
 use crate::commit::queue::{Entry, Offer};
 use crate::consumer::Inner;
 use crate::error::Error;
@@ -45,10 +47,95 @@ pub(crate) struct Finish {
     pub done: Option<oneshot::Sender<()>>,
 }
 
+/// An offset kept across a rebalance: its commit was refused with
+/// REBALANCE_IN_PROGRESS inside a revoke, or with a stale generation. The next
+/// assign resolves it: committed if the partition came back to us and the
+/// offset is ahead of the group's, else dropped and recorded.
+#[derive(Debug, Clone)]
+pub(crate) struct Carried {
+    pub epoch: u64,
+    pub offset: i64,
+    pub code: Option<RDKafkaErrorCode>,
+    pub message: String,
+}
+
+/// A revoke, handed by the rebalance callback (poll thread) to the worker so
+/// the revoked partitions' commit goes through the one serialized path.
+pub(crate) struct RevokeJob {
+    pub slots: Vec<Arc<PartitionSlot>>,
+    /// Until when to wait for acks of records already handed out.
+    pub grace_until: Instant,
+    /// The revoke's deadline (commit retries included).
+    pub deadline: Instant,
+    /// Set by the callback when it stopped waiting.
+    pub cancelled: AtomicBool,
+    /// Set by the worker (under the core lock) when done.
+    pub outcome: Mutex<Option<RevokeOutcome>>,
+}
+
+/// What the worker did for a revoke.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct RevokeOutcome {
+    pub committed: Vec<CommittedOffset>,
+    pub deferred: Vec<CommittedOffset>,
+    pub failed: Vec<CommittedOffset>,
+    /// Time spent waiting for in-flight acks.
+    pub waited: Duration,
+}
+
+impl RevokeJob {
+    pub(crate) fn new(slots: Vec<Arc<PartitionSlot>>, grace: Duration, timeout: Duration) -> Self {
+        let now = Instant::now();
+        RevokeJob {
+            slots,
+            grace_until: now + grace.min(timeout),
+            deadline: now + timeout,
+            cancelled: AtomicBool::new(false),
+            outcome: Mutex::new(None),
+        }
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn take_outcome(&self) -> Option<RevokeOutcome> {
+        self.outcome
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.outcome
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+}
+
 /// How a batch ended.
 enum BatchEnd {
     Committed,
     Failed(Error),
+    /// Refused until the rebalance ends (revoke) or by a stale generation:
+    /// the offsets are to be kept (carried) to the next assign.
+    Deferred(KafkaError),
+    /// A revoke arrived while a normal batch waited to retry: the batch was
+    /// put back in the queue.
+    Interrupted,
+}
+
+/// Which commit a batch is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Interval, count, async, `commit_now`: yields to a revoke between attempts.
+    Normal,
+    /// The final commit of shutdown.
+    Final,
+    /// A revoke's commit: never waits for the rebalance to end (it cannot end
+    /// while the callback waits); what it refuses is carried.
+    Revoke,
 }
 
 pub(crate) fn spawn(inner: Arc<Inner>, committer: Arc<dyn Committer>) -> std::io::Result<()> {
@@ -60,6 +147,15 @@ pub(crate) fn spawn(inner: Arc<Inner>, committer: Arc<dyn Committer>) -> std::io
 
 fn run(inner: Arc<Inner>, committer: Arc<dyn Committer>) {
     run_cycles(&inner, &*committer);
+    {
+        // A revoke that arrived as the worker stopped: release its callback.
+        let mut core = inner.lock_core();
+        if let Some(job) = core.revoke.take() {
+            *job.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(RevokeOutcome::default());
+        }
+    }
+    inner.notify();
+    record_unresolved_carry(&inner);
     // The guard is done: end every assignment, so late acks are stale and the
     // slots' references to the shared state are released.
     inner.assignment.revoke_all();
@@ -72,6 +168,12 @@ fn run_cycles(inner: &Inner, committer: &dyn Committer) {
         // Wait for a reason to commit.
         let mut core = inner.lock_core();
         let finishing = loop {
+            if let Some(job) = core.revoke.take() {
+                drop(core);
+                run_revoke(inner, committer, &job);
+                core = inner.lock_core();
+                continue;
+            }
             if core.finish.is_some() {
                 break true;
             }
@@ -98,11 +200,23 @@ fn run_cycles(inner: &Inner, committer: &dyn Committer) {
         drop(core);
         next_tick = interval.map(|i| Instant::now() + i);
 
-        let result = commit_cycle(inner, committer, finishing, deadline);
+        let mode = if finishing { Mode::Final } else { Mode::Normal };
+        let result = match commit_cycle_in(inner, committer, mode, deadline) {
+            Some(result) => result,
+            None => {
+                // Interrupted by a revoke: the batch went back to the queue;
+                // the next cycle (after the revoke) serves these callers.
+                let mut core = inner.lock_core();
+                core.trigger = true;
+                core.waiters.extend(waiters);
+                continue;
+            }
+        };
         for w in waiters {
             let _ = w.send(result.clone());
         }
         if finishing {
+            record_unresolved_carry(inner);
             let mut core = inner.lock_core();
             if let Some(done) = core.finish.take().and_then(|mut f| f.done.take()) {
                 let _ = done.send(());
@@ -121,6 +235,18 @@ pub(crate) fn commit_cycle(
     force: bool,
     deadline: Option<Instant>,
 ) -> Result<Vec<CommittedOffset>, Error> {
+    let mode = if force { Mode::Final } else { Mode::Normal };
+    commit_cycle_in(inner, committer, mode, deadline).unwrap_or(Ok(Vec::new()))
+}
+
+/// A commit cycle; `None` if a revoke interrupted it (its batch is queued again).
+fn commit_cycle_in(
+    inner: &Inner,
+    committer: &dyn Committer,
+    mode: Mode,
+    deadline: Option<Instant>,
+) -> Option<Result<Vec<CommittedOffset>, Error>> {
+    let force = mode == Mode::Final;
     inner.reset_count_trigger();
     let points: Vec<_> = inner
         .assignment
@@ -145,19 +271,143 @@ pub(crate) fn commit_cycle(
         batch
     };
     if batch.is_empty() {
-        return Ok(Vec::new());
+        return Some(Ok(Vec::new()));
     }
-    match commit_batch(inner, committer, &batch, deadline) {
-        BatchEnd::Committed => Ok(batch
-            .iter()
-            .map(|e| CommittedOffset {
-                topic: e.tp.0.to_string(),
-                partition: e.tp.1,
-                offset: e.offset,
-            })
-            .collect()),
-        BatchEnd::Failed(e) => Err(e),
+    let deadline = deadline.map(|d| (d, FailureReason::ShutdownDeadline));
+    match commit_batch(inner, committer, &batch, mode, deadline) {
+        BatchEnd::Committed => Some(Ok(batch.iter().map(committed_offset).collect())),
+        BatchEnd::Failed(e) => Some(Err(e)),
+        BatchEnd::Deferred(e) => {
+            carry(inner, &batch, &e);
+            Some(Err(Error::Kafka(e)))
+        }
+        BatchEnd::Interrupted => None,
     }
+}
+
+fn committed_offset(e: &Entry) -> CommittedOffset {
+    CommittedOffset {
+        topic: e.tp.0.to_string(),
+        partition: e.tp.1,
+        offset: e.offset,
+    }
+}
+
+/// Keeps refused offsets to the next assign (see [`Carried`]).
+fn carry(inner: &Inner, batch: &[Entry], err: &KafkaError) {
+    let mut core = inner.lock_core();
+    core.queue.failed(batch, false);
+    for e in batch {
+        debug!(topic = %e.tp.0, partition = e.tp.1, offset = e.offset, error = %err, "offset kept until the rebalance ends");
+        let keep = core.carry.get(&e.tp).is_none_or(|c| c.offset < e.offset);
+        if keep {
+            core.carry.insert(
+                e.tp.clone(),
+                Carried {
+                    epoch: e.epoch,
+                    offset: e.offset,
+                    code: err.rdkafka_error_code(),
+                    message: err.to_string(),
+                },
+            );
+        }
+    }
+    inner
+        .metrics
+        .offsets_deferred
+        .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The worker stops: kept offsets nobody resolved are recorded as given up
+/// (unless a later commit covered them).
+fn record_unresolved_carry(inner: &Inner) {
+    let mut core = inner.lock_core();
+    let carry: Vec<_> = core.carry.drain().collect();
+    let mut failures = Vec::new();
+    for (tp, c) in carry {
+        if core.queue.committed_offset(&tp) >= Some(c.offset) {
+            continue;
+        }
+        let mut f = inner.failure(
+            &tp.0,
+            tp.1,
+            c.offset,
+            FailureReason::RebalanceDropped,
+            format!(
+                "kept across a rebalance and never re-owned before the consumer stopped ({})",
+                c.message
+            ),
+        );
+        f.error_code = c.code;
+        failures.push(f);
+    }
+    drop(core);
+    for f in failures {
+        warn!(topic = %f.topic, partition = f.partition, offset = f.offset, "offset kept across a rebalance was never committed");
+        inner.record_failure(f);
+    }
+}
+
+/// Commits a revoke's partitions synchronously, through this worker (so the
+/// one-in-flight invariant holds across the rebalance callback), after waiting
+/// up to the grace period for acks of records already handed out.
+fn run_revoke(inner: &Inner, committer: &dyn Committer, job: &RevokeJob) {
+    let span =
+        info_span!("offset_revoke", group = %inner.config.group_id, partitions = job.slots.len());
+    let _enter = span.enter();
+    let started = Instant::now();
+    let mut core = inner.lock_core();
+    while !job.is_cancelled() && !job.slots.iter().all(|s| s.drained()) {
+        let now = Instant::now();
+        if now >= job.grace_until {
+            debug!("revoke grace period over with acks outstanding; committing what is contiguous");
+            break;
+        }
+        core = inner.wait_core_timeout(core, job.grace_until - now);
+    }
+    let waited = started.elapsed();
+    // From here on acks of these assignments are stale.
+    let mut keys = Vec::with_capacity(job.slots.len());
+    for s in &job.slots {
+        if let Some(cp) = inner.assignment.revoke_slot(s) {
+            if core.queue.offer(&s.key(), s.epoch, cp, true) == Offer::Stale {
+                Metrics::inc(&inner.metrics.offsets_stale_dropped);
+            }
+        }
+        keys.push((s.key(), s.epoch));
+    }
+    let batch = core.queue.take_only(&keys);
+    drop(core);
+    let mut outcome = RevokeOutcome {
+        waited,
+        ..Default::default()
+    };
+    if !batch.is_empty() {
+        let deadline = Some((job.deadline, FailureReason::RebalanceDropped));
+        match commit_batch(inner, committer, &batch, Mode::Revoke, deadline) {
+            BatchEnd::Committed => {
+                inner
+                    .metrics
+                    .offsets_revoke_committed
+                    .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                outcome.committed = batch.iter().map(committed_offset).collect();
+            }
+            BatchEnd::Deferred(e) => {
+                carry(inner, &batch, &e);
+                outcome.deferred = batch.iter().map(committed_offset).collect();
+            }
+            BatchEnd::Failed(_) | BatchEnd::Interrupted => {
+                outcome.failed = batch.iter().map(committed_offset).collect();
+            }
+        }
+    }
+    let mut core = inner.lock_core();
+    for (k, _) in &keys {
+        core.queue.forget(k);
+    }
+    *job.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+    drop(core);
+    inner.notify();
 }
 
 fn to_tpl(batch: &[Entry]) -> TopicPartitionList {
@@ -175,7 +425,8 @@ fn commit_batch(
     inner: &Inner,
     committer: &dyn Committer,
     batch: &[Entry],
-    deadline: Option<Instant>,
+    mode: Mode,
+    deadline: Option<(Instant, FailureReason)>,
 ) -> BatchEnd {
     let span =
         info_span!("offset_commit", group = %inner.config.group_id, partitions = batch.len());
@@ -218,14 +469,22 @@ fn commit_batch(
                 return BatchEnd::Committed;
             }
             ErrorClass::Stale => {
-                warn!(attempt, error_code = ?code, error = %err, "commit rejected as stale; offsets dropped");
-                inner.lock_core().queue.failed(&batch, false);
-                inner
-                    .metrics
-                    .offsets_stale_dropped
-                    .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                // Not retried: the generation is gone. The offsets are kept to
+                // the next assign, which commits them if the partition comes
+                // back (and they are ahead) or records them as dropped.
+                warn!(attempt, error_code = ?code, error = %err, "commit rejected: stale generation; offsets kept until the rebalance ends");
                 Metrics::inc(&inner.metrics.commits_failed);
-                return BatchEnd::Failed(Error::Kafka(err));
+                return BatchEnd::Deferred(err);
+            }
+            ErrorClass::DeferUntilRebalanced if mode == Mode::Revoke => {
+                // The rebalance cannot end while the revoke callback waits:
+                // never retry inside it.
+                Metrics::inc(&inner.metrics.commits_deferred);
+                debug!(
+                    attempt,
+                    "revoke commit refused with REBALANCE_IN_PROGRESS; offsets kept until the rebalance ends"
+                );
+                return BatchEnd::Deferred(err);
             }
             ErrorClass::Fatal => {
                 return give_up(inner, &batch, FailureReason::Fatal, &err, attempt, started);
@@ -237,14 +496,12 @@ fn commit_batch(
             ErrorClass::Retry => {}
             ErrorClass::DeferUntilRebalanced => Metrics::inc(&inner.metrics.commits_deferred),
         }
-        // Retry after a backoff, within the policy and the shutdown deadline.
+        // Retry after a backoff, within the policy and the deadline.
         let delay = retry.next_delay();
         let now = Instant::now();
         let (delay, reason) = match (delay, deadline) {
-            (_, Some(d)) if now >= d => (None, FailureReason::ShutdownDeadline),
-            (Some(delay), Some(d)) if now + delay > d => {
-                (Some(d - now), FailureReason::ShutdownDeadline)
-            }
+            (_, Some((d, why))) if now >= d => (None, why),
+            (Some(delay), Some((d, why))) if now + delay > d => (Some(d - now), why),
             (delay, _) => (delay, FailureReason::RetriesExhausted),
         };
         let Some(delay) = delay else {
@@ -258,6 +515,10 @@ fn commit_batch(
             let mut core = inner.lock_core();
             let until = Instant::now() + delay;
             while core.rebalance_gen == seen_rebalance && !core.abandoned {
+                if mode == Mode::Normal && core.revoke.is_some() {
+                    core.queue.failed(&batch, true);
+                    return BatchEnd::Interrupted;
+                }
                 let now = Instant::now();
                 if now >= until {
                     break;
@@ -284,7 +545,24 @@ fn commit_batch(
                 return BatchEnd::Committed;
             }
         } else {
-            std::thread::sleep(delay);
+            // Back off; a revoke (for a normal commit) or shutdown's abandon
+            // cuts the wait short.
+            let until = Instant::now() + delay;
+            let mut core = inner.lock_core();
+            loop {
+                if core.abandoned {
+                    break;
+                }
+                if mode == Mode::Normal && core.revoke.is_some() {
+                    core.queue.failed(&batch, true);
+                    return BatchEnd::Interrupted;
+                }
+                let now = Instant::now();
+                if now >= until {
+                    break;
+                }
+                core = inner.wait_core_timeout(core, until - now);
+            }
         }
     }
 }
