@@ -96,7 +96,7 @@ pub use failure_log::{
     FailedOffsetLog, FailureRecord, FsyncPolicy, LogEntry, LogError, LogReader, LogStatus,
     PartitionSummary, ReadIssue, ReadIssueKind, Resolution, ResolutionKind,
 };
-pub use rebalance::{Assigned, GuardContext, Lost, Revoked};
+pub use rebalance::{Assigned, DroppedOffset, GuardContext, Lost, Revoked};
 pub use retry::RetryPolicy;
 pub use sink::{FailedOffset, FailureReason, FailureSink, MemorySink, UnknownFailureReason};
 pub use stats::Stats;

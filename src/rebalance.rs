@@ -63,8 +63,27 @@ pub struct Assigned {
     /// because the partition came back and they were ahead of the group's
     /// committed offset; fetching starts at them.
     pub resumed: Vec<CommittedOffset>,
+    /// Offsets kept from the rebalance that just ended whose partition went to
+    /// another member: never committed (also in the failure sink, reason
+    /// `rebalance_dropped`). The new owner processes again the records from
+    /// `committed_before` up to `offset`.
+    pub dropped: Vec<DroppedOffset>,
     /// The group uses the cooperative (incremental) protocol.
     pub cooperative: bool,
+}
+
+/// A kept offset dropped at an assign (see [`Assigned::dropped`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DroppedOffset {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The acked offset whose commit the broker refused.
+    pub offset: i64,
+    /// The last offset this consumer committed for the partition, if any.
+    pub committed_before: Option<i64>,
 }
 
 /// Partitions revoked from this consumer, after the guard's commit (hook
@@ -238,7 +257,7 @@ impl<C: ConsumerContext> GuardContext<C> {
                 slot
             })
             .collect();
-        let resumed = self.resolve_carry(base_consumer, tpl, &slots);
+        let (resumed, dropped) = self.resolve_carry(base_consumer, tpl, &slots);
         let res = if cooperative {
             base_consumer.incremental_assign(tpl)
         } else {
@@ -264,6 +283,7 @@ impl<C: ConsumerContext> GuardContext<C> {
             hook(&Assigned {
                 partitions: parts,
                 resumed,
+                dropped,
                 cooperative,
             });
         }
@@ -279,27 +299,38 @@ impl<C: ConsumerContext> GuardContext<C> {
         base_consumer: &BaseConsumer<Self>,
         tpl: &mut TopicPartitionList,
         slots: &[Arc<PartitionSlot>],
-    ) -> Vec<CommittedOffset> {
+    ) -> (Vec<CommittedOffset>, Vec<DroppedOffset>) {
         let inner = &self.inner;
-        let carry: Vec<_> = inner.lock_core().carry.drain().collect();
+        let carry: Vec<_> = {
+            let mut core = inner.lock_core();
+            let all: Vec<_> = core.carry.drain().collect();
+            // A later commit (e.g. the revoke's) already covered some.
+            all.into_iter()
+                .filter_map(|(tp, c)| {
+                    let committed = core.queue.committed_offset(&tp);
+                    (committed < Some(c.offset)).then_some((tp, c, committed))
+                })
+                .collect()
+        };
         if carry.is_empty() {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         let mut back = Vec::new();
         let mut dropped = Vec::new();
-        for (tp, c) in carry {
+        for (tp, c, committed) in carry {
             if let Some(slot) = slots.iter().find(|s| s.key() == tp) {
-                back.push((slot.clone(), c));
+                back.push((slot.clone(), c, committed));
             } else if inner.assignment.epoch(&tp.0, tp.1) == Some(c.epoch) {
                 // Still ours, same assignment: the next commit covers it.
                 let mut core = inner.lock_core();
                 core.queue.offer(&tp, c.epoch, c.offset, true);
                 core.trigger = true;
             } else {
-                dropped.push((tp, c));
+                dropped.push((tp, c, committed));
             }
         }
-        for (tp, c) in dropped {
+        let mut dropped_offsets = Vec::with_capacity(dropped.len());
+        for (tp, c, committed_before) in dropped {
             Metrics::inc(&inner.metrics.offsets_rebalance_dropped);
             debug!(topic = %tp.0, partition = tp.1, offset = c.offset, "kept offset dropped: the partition went to another member");
             let mut f = inner.failure(
@@ -314,19 +345,25 @@ impl<C: ConsumerContext> GuardContext<C> {
             );
             f.error_code = c.code;
             inner.record_failure(f);
+            dropped_offsets.push(DroppedOffset {
+                topic: tp.0.to_string(),
+                partition: tp.1,
+                offset: c.offset,
+                committed_before,
+            });
         }
         if back.is_empty() {
-            return Vec::new();
+            return (Vec::new(), dropped_offsets);
         }
         // Never move the group's offset backwards: read it first.
         let mut query = TopicPartitionList::with_capacity(back.len());
-        for (s, _) in &back {
+        for (s, _, _) in &back {
             let _ = query.add_partition(&s.topic, s.partition);
         }
         let timeout = inner.config.revoke_timeout;
         let committed = base_consumer.committed_offsets(query, timeout);
         let mut resumed = Vec::new();
-        for (slot, c) in back {
+        for (slot, c, _) in back {
             let group = match &committed {
                 Ok(list) => match list
                     .find_partition(&slot.topic, slot.partition)
@@ -377,7 +414,7 @@ impl<C: ConsumerContext> GuardContext<C> {
                 }
             }
         }
-        resumed
+        (resumed, dropped_offsets)
     }
 
     fn on_revoke(&self, tpl: &TopicPartitionList, cooperative: bool) {

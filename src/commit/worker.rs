@@ -369,7 +369,9 @@ fn run_revoke(inner: &Inner, committer: &dyn Committer, job: &RevokeJob) {
     // From here on acks of these assignments are stale.
     let mut keys = Vec::with_capacity(job.slots.len());
     for s in &job.slots {
-        if let Some(cp) = inner.assignment.revoke_slot(s) {
+        let cp = inner.assignment.revoke_slot(s);
+        debug!(topic = %s.topic, partition = s.partition, epoch = s.epoch, commit_point = ?cp, committed = ?core.queue.committed_offset(&s.key()), "revoking");
+        if let Some(cp) = cp {
             if core.queue.offer(&s.key(), s.epoch, cp, true) == Offer::Stale {
                 Metrics::inc(&inner.metrics.offsets_stale_dropped);
             }
@@ -494,7 +496,62 @@ fn commit_batch(
             }
             ErrorClass::UnknownPartition => unknown_partition_attempts += 1,
             ErrorClass::Retry => {}
-            ErrorClass::DeferUntilRebalanced => Metrics::inc(&inner.metrics.commits_deferred),
+            ErrorClass::DeferUntilRebalanced => {
+                // Keep the offsets and wait for the rebalance to end (every
+                // rebalance ends with an assign callback, empty under
+                // cooperative when nothing is added); not an attempt against
+                // the budget, bounded by the policy's time and the deadline.
+                Metrics::inc(&inner.metrics.commits_deferred);
+                retry.forgive();
+                let (bound, reason) = match deadline {
+                    Some((d, why)) if d < retry.time_bound() => (d, why),
+                    _ => (retry.time_bound(), FailureReason::RetriesExhausted),
+                };
+                if Instant::now() >= bound {
+                    return give_up(inner, &batch, reason, &err, attempt, started);
+                }
+                debug!(
+                    attempt,
+                    "commit refused while the group rebalances; waiting for the rebalance to end"
+                );
+                // Without a rebalance callback (e.g. the poll thread stopped
+                // at shutdown) try again every second.
+                let until = bound.min(Instant::now() + Duration::from_secs(1));
+                let mut core = inner.lock_core();
+                while core.rebalance_gen == seen_rebalance && !core.abandoned {
+                    if mode == Mode::Normal && core.revoke.is_some() {
+                        core.queue.failed(&batch, true);
+                        return BatchEnd::Interrupted;
+                    }
+                    let now = Instant::now();
+                    if now >= until {
+                        break;
+                    }
+                    core = inner.wait_core_timeout(core, until - now);
+                }
+                seen_rebalance = core.rebalance_gen;
+                // Only partitions still owned in the same assignment are
+                // committed again; a revoke committed the others' latest offsets.
+                let (owned, gone): (Vec<Entry>, Vec<Entry>) = batch
+                    .into_iter()
+                    .partition(|e| inner.assignment.epoch(&e.tp.0, e.tp.1) == Some(e.epoch));
+                if !gone.is_empty() {
+                    core.queue.failed(&gone, false);
+                    inner
+                        .metrics
+                        .offsets_stale_dropped
+                        .fetch_add(gone.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    for e in &gone {
+                        debug!(topic = %e.tp.0, partition = e.tp.1, offset = e.offset, "deferred offset dropped: partition no longer owned");
+                    }
+                }
+                batch = owned;
+                drop(core);
+                if batch.is_empty() {
+                    return BatchEnd::Committed;
+                }
+                continue;
+            }
         }
         // Retry after a backoff, within the policy and the deadline.
         let delay = retry.next_delay();
@@ -509,60 +566,23 @@ fn commit_batch(
         };
         Metrics::inc(&inner.metrics.commits_retried);
         warn!(attempt, error_code = ?code, error = %err, delay_ms = delay.as_millis() as u64, "commit failed; retrying");
-        if class == ErrorClass::DeferUntilRebalanced {
-            // Wait for the rebalance to end (or the backoff), then keep only the
-            // partitions still owned in the same assignment.
-            let mut core = inner.lock_core();
-            let until = Instant::now() + delay;
-            while core.rebalance_gen == seen_rebalance && !core.abandoned {
-                if mode == Mode::Normal && core.revoke.is_some() {
-                    core.queue.failed(&batch, true);
-                    return BatchEnd::Interrupted;
-                }
-                let now = Instant::now();
-                if now >= until {
-                    break;
-                }
-                core = inner.wait_core_timeout(core, until - now);
+        // Back off; a revoke (for a normal commit) or shutdown's abandon cuts
+        // the wait short.
+        let until = Instant::now() + delay;
+        let mut core = inner.lock_core();
+        loop {
+            if core.abandoned {
+                break;
             }
-            seen_rebalance = core.rebalance_gen;
-            let (owned, gone): (Vec<Entry>, Vec<Entry>) = batch
-                .into_iter()
-                .partition(|e| inner.assignment.epoch(&e.tp.0, e.tp.1) == Some(e.epoch));
-            if !gone.is_empty() {
-                core.queue.failed(&gone, false);
-                inner
-                    .metrics
-                    .offsets_stale_dropped
-                    .fetch_add(gone.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                for e in &gone {
-                    debug!(topic = %e.tp.0, partition = e.tp.1, offset = e.offset, "deferred offset dropped: partition no longer owned");
-                }
+            if mode == Mode::Normal && core.revoke.is_some() {
+                core.queue.failed(&batch, true);
+                return BatchEnd::Interrupted;
             }
-            batch = owned;
-            drop(core);
-            if batch.is_empty() {
-                return BatchEnd::Committed;
+            let now = Instant::now();
+            if now >= until {
+                break;
             }
-        } else {
-            // Back off; a revoke (for a normal commit) or shutdown's abandon
-            // cuts the wait short.
-            let until = Instant::now() + delay;
-            let mut core = inner.lock_core();
-            loop {
-                if core.abandoned {
-                    break;
-                }
-                if mode == Mode::Normal && core.revoke.is_some() {
-                    core.queue.failed(&batch, true);
-                    return BatchEnd::Interrupted;
-                }
-                let now = Instant::now();
-                if now >= until {
-                    break;
-                }
-                core = inner.wait_core_timeout(core, until - now);
-            }
+            core = inner.wait_core_timeout(core, until - now);
         }
     }
 }

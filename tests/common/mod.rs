@@ -6,6 +6,8 @@
 //! guard's own state.
 #![allow(dead_code)]
 
+pub mod group;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
