@@ -399,6 +399,13 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
         self.consumer().subscribe(topics).map_err(Error::Kafka)
     }
 
+    /// Drops the subscription. At the resulting revoke the guard commits the
+    /// acked offsets of every partition before giving them up (see
+    /// [`crate::rebalance`]); records still buffered are not handed out.
+    pub fn unsubscribe(&self) {
+        self.consumer().unsubscribe()
+    }
+
     /// The next record, or `None` once the consumer stopped. Waits without
     /// blocking the executor. Records of partitions whose revoke has started
     /// since they were fetched are skipped (counted in [`Stats::skipped_revoked`]).

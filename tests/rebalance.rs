@@ -179,3 +179,284 @@ async fn join_then_leave_range() {
 async fn join_then_leave_cooperative_sticky() {
     join_then_leave("cooperative-sticky").await;
 }
+
+/// A consumer of one group with hooks recording what they saw.
+fn solo(
+    fx: &Fixture,
+    group: &str,
+    strategy: &str,
+    sink: &MemorySink,
+) -> (
+    offset_guard::GuardedConsumer,
+    Arc<std::sync::Mutex<Vec<Event>>>,
+) {
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (e1, e2, e3) = (events.clone(), events.clone(), events.clone());
+    let c = member_builder(fx, group, strategy)
+        .no_commit_interval()
+        .failure_sink(sink.clone())
+        .on_assign(move |a| e1.lock().unwrap().push(Event::Assigned(a.clone())))
+        .on_revoke(move |r| e2.lock().unwrap().push(Event::Revoked(r.clone())))
+        .on_lost(move |l| e3.lock().unwrap().push(Event::Lost(l.clone())))
+        .build()
+        .unwrap();
+    (c, events)
+}
+
+fn count(events: &std::sync::Mutex<Vec<Event>>, f: impl Fn(&Event) -> bool) -> usize {
+    events.lock().unwrap().iter().filter(|e| f(e)).count()
+}
+
+/// The member is kicked out (heartbeats answered UNKNOWN_MEMBER_ID): its
+/// partitions are lost. Nothing is committed for them: the broker keeps the
+/// last committed offset, the acked offsets go to the sink as `lost`, and acks
+/// of the lost assignment are stale.
+async fn lost_partitions_are_never_committed(strategy: &str) {
+    let fx = Fixture::mock();
+    let (topic, group) = (unique("rb-lost"), unique("g-lost"));
+    fx.create_topic(&topic, 2);
+    fx.produce(&topic, 2, 30, 0);
+    let sink = MemorySink::new();
+    let (mut c, events) = solo(&fx, &group, strategy, &sink);
+    c.subscribe(&[&topic]).unwrap();
+    let records = common::recv_n(&mut c, 60, Duration::from_secs(30)).await;
+    let (first, rest): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| r.offset() < 10);
+    for r in first {
+        r.ack();
+    }
+    c.commit_now().await.unwrap();
+    assert_eq!(fx.committed(&group, &topic, 2), vec![Some(10); 2]);
+    // Acked, not committed yet: 10..20. 20..30 stay un-acked, tokens held.
+    let (acked, held): (Vec<_>, Vec<_>) = rest.into_iter().partition(|r| r.offset() < 20);
+    for r in acked {
+        r.ack();
+    }
+    fx.mock_cluster().request_errors(
+        rdkafka::types::RDKafkaApiKey::Heartbeat,
+        &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID],
+    );
+    // The poll thread sees the loss at its next poll.
+    common::wait_until(Duration::from_secs(30), "the assignment is lost", || {
+        count(&events, |e| matches!(e, Event::Lost(_))) > 0
+    });
+    let lost: Vec<_> = sink
+        .records()
+        .into_iter()
+        .filter(|f| f.reason == FailureReason::Lost)
+        .map(|f| (f.partition, f.offset))
+        .collect();
+    let mut lost_sorted = lost.clone();
+    lost_sorted.sort();
+    assert_eq!(
+        lost_sorted,
+        vec![(0, 20), (1, 20)],
+        "lost offsets in the sink"
+    );
+    // Acks of the lost assignment are stale, never committed.
+    let stale_before = c.stats().acks_stale;
+    for r in held {
+        assert_eq!(r.ack(), offset_guard::AckStatus::Stale);
+    }
+    assert_eq!(c.stats().acks_stale, stale_before + 20);
+    // The consumer rejoins and gets the partitions back (new epochs); nothing
+    // of the old assignment is committed.
+    common::wait_until(Duration::from_secs(30), "assigned again", || {
+        count(
+            &events,
+            |e| matches!(e, Event::Assigned(a) if !a.partitions.is_empty()),
+        ) >= 2
+    });
+    c.commit_now().await.unwrap();
+    assert_eq!(
+        fx.committed(&group, &topic, 2),
+        vec![Some(10); 2],
+        "lost offsets never committed ({strategy})"
+    );
+    let stats = c.stats();
+    println!(
+        "{strategy}: lost {} partitions, offsets recorded as lost {lost:?}, stale acks {}",
+        stats.partitions_lost, stats.acks_stale
+    );
+    assert_eq!(stats.partitions_lost, 2);
+    // The records after the last commit come again to the new assignment.
+    let again = common::recv_n(&mut c, 40, Duration::from_secs(30)).await;
+    assert!(again.iter().all(|r| r.offset() >= 10));
+    for r in again {
+        r.ack();
+    }
+    c.shutdown().await.unwrap();
+    assert_eq!(fx.committed(&group, &topic, 2), vec![Some(30); 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_partitions_are_never_committed_range() {
+    lost_partitions_are_never_committed("range").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_partitions_are_never_committed_cooperative_sticky() {
+    lost_partitions_are_never_committed("cooperative-sticky").await;
+}
+
+/// A partition handed A -> B -> A: an ack from A's first assignment arriving
+/// after A got the partition back is stale, and the committed offset never
+/// goes back to what that old assignment would have committed.
+async fn handed_away_and_back(strategy: &str) {
+    let fx = Fixture::any();
+    let (topic, group) = (unique("rb-aba"), unique("g-aba"));
+    fx.create_topic(&topic, 1);
+    fx.produce(&topic, 1, 20, 0);
+    let sink = MemorySink::new();
+    let (mut a, a_events) = solo(&fx, &group, strategy, &sink);
+    a.subscribe(&[&topic]).unwrap();
+    let records = common::recv_n(&mut a, 20, Duration::from_secs(30)).await;
+    let mut late = None;
+    for r in records {
+        if r.offset() == 5 {
+            late = Some(r.ack_token()); // processing of record 5 is still running
+        } else {
+            r.ack();
+        }
+    }
+    let late = late.unwrap();
+    let epoch_a1 = late.epoch();
+    a.commit_now().await.unwrap();
+    assert_eq!(fx.committed(&group, &topic, 1), vec![Some(5)]);
+
+    // A leaves the group (its revoke commits 5 again: nothing new); B takes
+    // the partition from 5 and processes to 40.
+    a.unsubscribe();
+    common::wait_until(Duration::from_secs(30), "a's revoke", || {
+        count(&a_events, |e| matches!(e, Event::Revoked(_))) >= 1
+    });
+    fx.produce(&topic, 1, 20, 20);
+    let (mut b, _) = solo(&fx, &group, strategy, &sink);
+    b.subscribe(&[&topic]).unwrap();
+    let records = common::recv_n(&mut b, 35, Duration::from_secs(60)).await;
+    assert_eq!(records[0].offset(), 5, "b starts where a committed");
+    for r in records {
+        r.ack();
+    }
+    b.shutdown().await.unwrap();
+    assert_eq!(fx.committed(&group, &topic, 1), vec![Some(40)]);
+
+    // A comes back and gets the partition again (a new epoch), from 40.
+    a.subscribe(&[&topic]).unwrap();
+    fx.produce(&topic, 1, 10, 40);
+    let records = common::recv_n(&mut a, 10, Duration::from_secs(60)).await;
+    assert_eq!(records[0].offset(), 40);
+    assert!(records[0].ack_token().epoch() > epoch_a1);
+    // The late ack of A's first assignment: had it counted, A's old epoch
+    // would commit 20, below B's 40.
+    let stale_before = a.stats().acks_stale;
+    assert_eq!(late.ack(), offset_guard::AckStatus::Stale);
+    assert_eq!(a.stats().acks_stale, stale_before + 1);
+    a.commit_now().await.unwrap();
+    assert_eq!(
+        fx.committed(&group, &topic, 1),
+        vec![Some(40)],
+        "the stale ack moved nothing"
+    );
+    for r in records {
+        r.ack();
+    }
+    a.shutdown().await.unwrap();
+    assert_eq!(fx.committed(&group, &topic, 1), vec![Some(50)]);
+    println!(
+        "{strategy} on {}: A -> B -> A, late ack of epoch {epoch_a1} stale; committed 5, 40, 50",
+        fx.kind()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handed_away_and_back_range() {
+    handed_away_and_back("range").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handed_away_and_back_cooperative_sticky() {
+    handed_away_and_back("cooperative-sticky").await;
+}
+
+/// A service's own context, counting the callbacks it gets.
+#[derive(Default, Clone)]
+struct CountingContext {
+    logs: Arc<std::sync::atomic::AtomicU64>,
+    stats: Arc<std::sync::atomic::AtomicU64>,
+    errors: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl rdkafka::client::ClientContext for CountingContext {
+    fn log(&self, _: rdkafka::config::RDKafkaLogLevel, _: &str, _: &str) {
+        self.logs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn stats(&self, _: rdkafka::Statistics) {
+        self.stats
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn error(&self, _: rdkafka::error::KafkaError, _: &str) {
+        self.errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for CountingContext {}
+
+/// Wrapping a user's context keeps its callbacks firing (log, statistics,
+/// errors) while the guard's own rebalance handling runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrapped_user_context_keeps_its_callbacks() {
+    let fx = Fixture::mock();
+    let (topic, group) = (unique("rb-ctx"), unique("g-ctx"));
+    fx.create_topic(&topic, 2);
+    fx.produce(&topic, 2, 10, 0);
+    let ctx = CountingContext::default();
+    let mut cfg = fx.config(&group);
+    cfg.set("statistics.interval.ms", "100")
+        .set("debug", "cgrp");
+    let assigned = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let a2 = assigned.clone();
+    let mut c = offset_guard::OffsetGuard::builder(cfg)
+        .context(ctx.clone())
+        .on_assign(move |a| {
+            a2.fetch_add(
+                a.partitions.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        })
+        .build()
+        .unwrap();
+    c.subscribe(&[&topic]).unwrap();
+    for r in common::recv_n(&mut c, 20, Duration::from_secs(30)).await {
+        r.ack();
+    }
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    common::wait_until(Duration::from_secs(10), "statistics callbacks", || {
+        load(&ctx.stats) >= 2
+    });
+    // All brokers down: the client reports it through the error callback.
+    fx.mock_cluster().broker_down(1).unwrap();
+    common::wait_until(Duration::from_secs(20), "an error callback", || {
+        load(&ctx.errors) >= 1
+    });
+    fx.mock_cluster().broker_up(1).unwrap();
+    let committed = c.commit_now().await.unwrap();
+    assert_eq!(committed.len(), 2, "commits still go through the guard");
+    assert!(
+        rdkafka::consumer::Consumer::context(c.consumer())
+            .user_context()
+            .logs
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "log callbacks reach the wrapped context"
+    );
+    assert_eq!(load(&assigned), 2, "the guard's hook ran at the assign");
+    println!(
+        "wrapped context: {} log, {} statistics, {} error callbacks",
+        load(&ctx.logs),
+        load(&ctx.stats),
+        load(&ctx.errors)
+    );
+    c.shutdown().await.unwrap();
+    assert_eq!(fx.committed(&group, &topic, 2), vec![Some(10); 2]);
+}
