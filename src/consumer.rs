@@ -96,6 +96,11 @@ pub(crate) struct Inner {
     trigger_pending: AtomicBool,
     acks_at_last_cycle: AtomicU64,
     member_id: Mutex<Option<String>>,
+    /// Shutting down: the poll thread keeps polling (rebalance callbacks must
+    /// still be served while the final commit runs) but hands out no records.
+    pub draining: AtomicBool,
+    /// The poll thread must exit.
+    pub poll_stop: AtomicBool,
 }
 
 impl Inner {
@@ -122,6 +127,8 @@ impl Inner {
             trigger_pending: AtomicBool::new(false),
             acks_at_last_cycle: AtomicU64::new(0),
             member_id: Mutex::new(None),
+            draining: AtomicBool::new(false),
+            poll_stop: AtomicBool::new(false),
         }
     }
 
@@ -340,7 +347,6 @@ pub struct GuardedConsumer<C: ConsumerContext + 'static = DefaultConsumerContext
     inner: Arc<Inner>,
     rx: mpsc::Receiver<Delivery>,
     current: VecDeque<Record>,
-    poll_stop: Arc<AtomicBool>,
     poll_done: Option<oneshot::Receiver<()>>,
     shut_down: bool,
     pub(crate) log: Option<crate::failure_log::FailedOffsetLog>,
@@ -358,15 +364,13 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             )))
         })?;
         let (tx, rx) = mpsc::channel(inner.config.channel_capacity);
-        let poll_stop = Arc::new(AtomicBool::new(false));
         let (done_tx, done_rx) = oneshot::channel();
         {
             let consumer = consumer.clone();
             let inner = inner.clone();
-            let stop = poll_stop.clone();
             std::thread::Builder::new()
                 .name("offset-guard-poll".into())
-                .spawn(move || poll_loop(consumer, inner, tx, stop, done_tx))
+                .spawn(move || poll_loop(consumer, inner, tx, done_tx))
                 .map_err(|e| {
                     crate::BuildError::Kafka(KafkaError::ClientCreation(format!(
                         "spawning the poll thread: {e}"
@@ -378,7 +382,6 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             inner,
             rx,
             current: VecDeque::new(),
-            poll_stop,
             poll_done: Some(done_rx),
             shut_down: false,
             log: None,
@@ -497,11 +500,11 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
         let tdeadline = tokio::time::Instant::from_std(deadline);
         self.shut_down = true;
         info!(group = %self.inner.config.group_id, "offset guard shutting down");
-        self.poll_stop.store(true, Ordering::Release);
+        // Hand out nothing more, but keep polling: a rebalance that is under
+        // way must be able to finish (its revoke commits, its assign settles
+        // kept offsets) while the final commit runs.
+        self.inner.draining.store(true, Ordering::Release);
         self.rx.close();
-        if let Some(done) = self.poll_done.take() {
-            let _ = tokio::time::timeout_at(tdeadline, done).await;
-        }
         let (tx, rx) = oneshot::channel();
         {
             let mut core = self.inner.lock_core();
@@ -515,6 +518,10 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
         let deadline_exceeded = tokio::time::timeout_at(tdeadline, rx).await.is_err();
         if deadline_exceeded {
             abandon_pending(&self.inner);
+        }
+        self.inner.poll_stop.store(true, Ordering::Release);
+        if let Some(done) = self.poll_done.take() {
+            let _ = tokio::time::timeout_at(tdeadline, done).await;
         }
         let (committed, not_committed) = {
             let mut core = self.inner.lock_core();
@@ -611,10 +618,13 @@ fn abandon_pending(inner: &Inner) {
 
 impl<C: ConsumerContext + 'static> Drop for GuardedConsumer<C> {
     fn drop(&mut self) {
-        self.poll_stop.store(true, Ordering::Release);
         if self.shut_down {
+            self.inner.poll_stop.store(true, Ordering::Release);
             return;
         }
+        // The poll thread keeps serving rebalance callbacks until the worker's
+        // final commit is done (the worker stops it then).
+        self.inner.draining.store(true, Ordering::Release);
         // Dropped without shutdown: commit what was acked in the background,
         // bounded by the shutdown timeout; never block the dropping thread.
         let mut core = self.inner.lock_core();
@@ -635,13 +645,20 @@ fn poll_loop<C: ConsumerContext + 'static>(
     consumer: Arc<BaseConsumer<GuardContext<C>>>,
     inner: Arc<Inner>,
     tx: mpsc::Sender<Delivery>,
-    stop: Arc<AtomicBool>,
     done: oneshot::Sender<()>,
 ) {
     let batch_size = inner.config.batch_size;
     let mut batch: Vec<Record> = Vec::with_capacity(batch_size);
     let mut last: Option<Arc<PartitionSlot>> = None;
-    while !stop.load(Ordering::Acquire) {
+    while !inner.poll_stop.load(Ordering::Acquire) {
+        if inner.draining.load(Ordering::Acquire) {
+            // Serve callbacks only; fetched records are not handed out (nor
+            // registered, so they never count for a commit).
+            batch.clear();
+            last = None;
+            let _ = consumer.poll(inner.config.poll_timeout);
+            continue;
+        }
         let timeout = if batch.is_empty() {
             inner.config.poll_timeout
         } else {
@@ -650,13 +667,13 @@ fn poll_loop<C: ConsumerContext + 'static>(
         match consumer.poll(timeout) {
             None => {
                 if !batch.is_empty() && !hand_over(&inner, &tx, &mut batch, batch_size) {
-                    break;
+                    inner.draining.store(true, Ordering::Release);
                 }
             }
             Some(Ok(m)) => {
                 batch.push(to_record(&inner, &mut last, &m));
                 if batch.len() >= batch_size && !hand_over(&inner, &tx, &mut batch, batch_size) {
-                    break;
+                    inner.draining.store(true, Ordering::Release);
                 }
             }
             Some(Err(KafkaError::PartitionEOF(_))) => {}

@@ -468,8 +468,9 @@ impl<C: ConsumerContext> GuardContext<C> {
         // deadline still ends by itself.
         let wait_until = job.deadline + Duration::from_secs(1);
         let mut core = inner.lock_core();
-        if core.shutting_down || core.stop || core.finish.is_some() {
-            // The final commit already ran (or is running) for these partitions.
+        if core.stop {
+            // The worker is done (the consumer is closing): its final commit
+            // already ran for these partitions.
             drop(core);
             for s in &slots {
                 inner.assignment.revoke_slot(s);

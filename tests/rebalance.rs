@@ -460,3 +460,126 @@ async fn a_wrapped_user_context_keeps_its_callbacks() {
     c.shutdown().await.unwrap();
     assert_eq!(fx.committed(&group, &topic, 2), vec![Some(10); 2]);
 }
+
+/// Members join and leave repeatedly while records flow: 0 lost, committed
+/// offsets never decrease, duplicates counted, printed and held to the bound
+/// (records acked but refused during a rebalance on a partition that went to
+/// another member).
+async fn storm(strategy: &str, rounds: usize) {
+    let fx = Fixture::any();
+    let (topic, group) = (unique("rb-storm"), unique("g-storm"));
+    fx.create_topic(&topic, PARTITIONS);
+    let ledger = Arc::new(Ledger::default());
+    let monitor = CommitMonitor::start(&fx, &group, &topic, PARTITIONS);
+    let feeder = Feeder::start(&fx, &topic, PARTITIONS, 5, Duration::from_millis(20));
+    let started = std::time::Instant::now();
+    let mut live = std::collections::VecDeque::new();
+    let mut ended = Vec::new();
+    let first = Member::start(
+        "m0",
+        member_builder(&fx, &group, strategy),
+        &topic,
+        ledger.clone(),
+    );
+    until(Duration::from_secs(30), "m0 processes records", || {
+        ledger.processed_by("m0") >= 100
+    })
+    .await;
+    live.push_back(first);
+    for round in 1..=rounds {
+        let name = format!("m{round}");
+        let joiner = Member::start(
+            &name,
+            member_builder(&fx, &group, strategy),
+            &topic,
+            ledger.clone(),
+        );
+        // Pace by the group, not the clock: the joiner got its first assignment.
+        until(
+            Duration::from_secs(60),
+            "the joiner's first assignment",
+            || joiner.assigns() >= 1,
+        )
+        .await;
+        live.push_back(joiner);
+        if live.len() > 2 || round % 2 == 0 {
+            // The oldest leaves while the group may still be settling.
+            ended.push(live.pop_front().unwrap().stop().await);
+        }
+    }
+    let hw = feeder.stop(PARTITIONS);
+    until(Duration::from_secs(90), "every record processed", || {
+        ledger.missing(&hw).is_empty()
+    })
+    .await;
+    while let Some(m) = live.pop_front() {
+        ended.push(m.stop().await);
+    }
+    let history = monitor.stop();
+    let committed = fx.committed(&group, &topic, PARTITIONS);
+    let dup_acked = ledger.duplicates_of_acked();
+    let dropped: Vec<_> = ended
+        .iter()
+        .flat_map(|m| m.events.iter())
+        .filter_map(|e| match e {
+            Event::Assigned(a) => Some(a.dropped.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let bound: i64 = dropped
+        .iter()
+        .map(|d| d.offset - d.committed_before.unwrap_or(0))
+        .sum();
+    let sum = |f: fn(&offset_guard::Stats) -> u64| ended.iter().map(|m| f(&m.stats())).sum::<u64>();
+    println!(
+        "storm {strategy} on {}: {} members over {:.1} s, {} records, {} lost, {} duplicates ({} of acked records, bound {bound}); \
+         revokes {}, offsets committed on revoke {}, deferred {}, resumed {}, dropped {}, lost partitions {}, stale acks {}; committed {committed:?}",
+        fx.kind(),
+        rounds + 1,
+        started.elapsed().as_secs_f64(),
+        hw.iter().sum::<i64>(),
+        ledger.missing(&hw).len(),
+        ledger.duplicate_count(),
+        dup_acked.len(),
+        sum(|s| s.revokes),
+        sum(|s| s.offsets_revoke_committed),
+        sum(|s| s.offsets_deferred),
+        sum(|s| s.offsets_resumed),
+        sum(|s| s.offsets_rebalance_dropped),
+        sum(|s| s.partitions_lost),
+        sum(|s| s.acks_stale),
+    );
+    assert!(ledger.missing(&hw).is_empty(), "no record lost");
+    assert_monotonic(&history);
+    assert_eq!(committed, hw.iter().map(|h| Some(*h)).collect::<Vec<_>>());
+    for (p, o) in &dup_acked {
+        assert!(
+            dropped.iter().any(|d| d.partition == *p
+                && d.committed_before.unwrap_or(0) <= *o
+                && *o < d.offset),
+            "record {p}/{o} processed twice though no refused commit covers it (dropped: {dropped:?})"
+        );
+    }
+    assert!(dup_acked.len() as i64 <= bound);
+}
+
+/// Rounds of the storm: each is a join and, every other round or when three
+/// members are up, a leave. Tansu's cooperative rebalances take ~11 s each.
+fn storm_rounds(cooperative: bool) -> usize {
+    let real = std::env::var(common::BOOTSTRAP_ENV).is_ok_and(|b| !b.trim().is_empty());
+    match (real, cooperative) {
+        (true, true) => 2,
+        _ => 4,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_range() {
+    storm("range", storm_rounds(false)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_cooperative_sticky() {
+    storm("cooperative-sticky", storm_rounds(true)).await;
+}

@@ -131,7 +131,7 @@ enum BatchEnd {
 enum Mode {
     /// Interval, count, async, `commit_now`: yields to a revoke between attempts.
     Normal,
-    /// The final commit of shutdown.
+    /// The final commit of shutdown (also yields to a revoke).
     Final,
     /// A revoke's commit: never waits for the rebalance to end (it cannot end
     /// while the callback waits); what it refuses is carried.
@@ -147,6 +147,9 @@ pub(crate) fn spawn(inner: Arc<Inner>, committer: Arc<dyn Committer>) -> std::io
 
 fn run(inner: Arc<Inner>, committer: Arc<dyn Committer>) {
     run_cycles(&inner, &*committer);
+    inner
+        .poll_stop
+        .store(true, std::sync::atomic::Ordering::Release);
     {
         // A revoke that arrived as the worker stopped: release its callback.
         let mut core = inner.lock_core();
@@ -200,8 +203,11 @@ fn run_cycles(inner: &Inner, committer: &dyn Committer) {
         drop(core);
         next_tick = interval.map(|i| Instant::now() + i);
 
-        let mode = if finishing { Mode::Final } else { Mode::Normal };
-        let result = match commit_cycle_in(inner, committer, mode, deadline) {
+        if finishing {
+            finish(inner, committer, waiters, deadline);
+            return;
+        }
+        let result = match commit_cycle_in(inner, committer, Mode::Normal, None) {
             Some(result) => result,
             None => {
                 // Interrupted by a revoke: the batch went back to the queue;
@@ -215,16 +221,65 @@ fn run_cycles(inner: &Inner, committer: &dyn Committer) {
         for w in waiters {
             let _ = w.send(result.clone());
         }
-        if finishing {
-            record_unresolved_carry(inner);
-            let mut core = inner.lock_core();
-            if let Some(done) = core.finish.take().and_then(|mut f| f.done.take()) {
-                let _ = done.send(());
+    }
+}
+
+/// The final commit. A rebalance may be under way (a rolling restart stops
+/// members one after another): the poll thread still serves its callbacks, so
+/// revokes are committed here as they come, and offsets refused until the
+/// rebalance ends are committed once the assign settled them, all within the
+/// shutdown deadline. Then the poll thread is stopped.
+fn finish(
+    inner: &Inner,
+    committer: &dyn Committer,
+    waiters: Vec<Waiter>,
+    deadline: Option<Instant>,
+) {
+    let mut waiters = waiters;
+    loop {
+        let job = inner.lock_core().revoke.take();
+        if let Some(job) = job {
+            run_revoke(inner, committer, &job);
+            continue;
+        }
+        let seen_gen = inner.lock_core().rebalance_gen;
+        let Some(result) = commit_cycle_in(inner, committer, Mode::Final, deadline) else {
+            continue; // a revoke came first; its partitions are committed by it
+        };
+        let mut core = inner.lock_core();
+        let waiting_on_rebalance = core
+            .carry
+            .iter()
+            .any(|(tp, c)| core.queue.committed_offset(tp) < Some(c.offset));
+        let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
+        if !waiting_on_rebalance || out_of_time || core.abandoned {
+            drop(core);
+            for w in waiters.drain(..) {
+                let _ = w.send(result.clone());
             }
-            core.stop = true;
-            return;
+            break;
+        }
+        debug!("final commit waits for the rebalance under way to end");
+        while core.rebalance_gen == seen_gen && core.revoke.is_none() && !core.abandoned {
+            let now = Instant::now();
+            let until = deadline.unwrap_or(now + Duration::from_secs(1));
+            if now >= until {
+                break;
+            }
+            core = inner.wait_core_timeout(core, until - now);
         }
     }
+    record_unresolved_carry(inner);
+    let mut core = inner.lock_core();
+    if let Some(done) = core.finish.take().and_then(|mut f| f.done.take()) {
+        let _ = done.send(());
+    }
+    core.stop = true;
+    drop(core);
+    inner
+        .poll_stop
+        .store(true, std::sync::atomic::Ordering::Release);
+    inner.notify();
 }
 
 /// Snapshots every owned partition's commit point and commits what moved.
@@ -519,7 +574,7 @@ fn commit_batch(
                 let until = bound.min(Instant::now() + Duration::from_secs(1));
                 let mut core = inner.lock_core();
                 while core.rebalance_gen == seen_rebalance && !core.abandoned {
-                    if mode == Mode::Normal && core.revoke.is_some() {
+                    if mode != Mode::Revoke && core.revoke.is_some() {
                         core.queue.failed(&batch, true);
                         return BatchEnd::Interrupted;
                     }
@@ -574,7 +629,7 @@ fn commit_batch(
             if core.abandoned {
                 break;
             }
-            if mode == Mode::Normal && core.revoke.is_some() {
+            if mode != Mode::Revoke && core.revoke.is_some() {
                 core.queue.failed(&batch, true);
                 return BatchEnd::Interrupted;
             }
