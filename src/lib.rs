@@ -14,6 +14,11 @@
 //! - commits by interval, by count, on every ack ([`GuardBuilder::async_commits`])
 //!   or on demand ([`GuardedConsumer::commit_now`]);
 //! - a final synchronous commit on [`GuardedConsumer::shutdown`], within a deadline;
+//! - rebalance safety ([`rebalance`]): on revoke (eager, or the revoked subset
+//!   under cooperative-sticky) the revoked partitions' acked offsets are
+//!   committed before hand-off through the same committer; lost partitions are
+//!   never committed; your own `ConsumerContext` can be wrapped
+//!   ([`GuardBuilder::context`]) and hooks run on assign, revoke and lost;
 //! - every offset given up on goes to a [`FailureSink`] with its reason; with
 //!   [`GuardBuilder::failed_offset_log`] to a durable JSON Lines log
 //!   ([`failure_log`]), read back with [`failure_log::LogReader`] or the

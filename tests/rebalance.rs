@@ -583,3 +583,83 @@ async fn storm_range() {
 async fn storm_cooperative_sticky() {
     storm("cooperative-sticky", storm_rounds(true)).await;
 }
+
+/// The revoke waits up to the grace period for acks of records already handed
+/// out, then commits what is contiguous; acks after that are stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_waits_for_in_flight_acks_up_to_the_grace_period() {
+    let fx = Fixture::mock();
+    for (grace, ack_in_time) in [
+        (Duration::from_secs(5), true),
+        (Duration::from_millis(300), false),
+    ] {
+        let (topic, group) = (unique("rb-grace"), unique("g-grace"));
+        fx.create_topic(&topic, 1);
+        fx.produce(&topic, 1, 20, 0);
+        let revoked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let r2 = revoked.clone();
+        let mut c = member_builder(&fx, &group, "cooperative-sticky")
+            .no_commit_interval()
+            .revoke_grace(grace)
+            .on_revoke(move |r| r2.lock().unwrap().push(r.clone()))
+            .build()
+            .unwrap();
+        c.subscribe(&[&topic]).unwrap();
+        let records = common::recv_n(&mut c, 20, Duration::from_secs(30)).await;
+        let (done, in_flight): (Vec<_>, Vec<_>) =
+            records.into_iter().partition(|r| r.offset() < 10);
+        for r in done {
+            r.ack();
+        }
+        c.unsubscribe();
+        // The revoke has started (the callback counts it before waiting).
+        common::wait_until(Duration::from_secs(10), "the revoke starts", || {
+            c.stats().revokes >= 1
+        });
+        if ack_in_time {
+            // Processing of 10..20 finishes during the grace period.
+            for r in in_flight {
+                assert_eq!(r.ack(), offset_guard::AckStatus::Recorded);
+            }
+            common::wait_until(Duration::from_secs(10), "the revoke ends", || {
+                !revoked.lock().unwrap().is_empty()
+            });
+        } else {
+            common::wait_until(Duration::from_secs(10), "the revoke ends", || {
+                !revoked.lock().unwrap().is_empty()
+            });
+            // Too late: the assignment ended.
+            for r in in_flight {
+                assert_eq!(r.ack(), offset_guard::AckStatus::Stale);
+            }
+        }
+        let r = revoked.lock().unwrap()[0].clone();
+        let expect = if ack_in_time { 20 } else { 10 };
+        assert_eq!(
+            r.committed
+                .iter()
+                .map(|c| (c.partition, c.offset))
+                .collect::<Vec<_>>(),
+            vec![(0, expect)],
+            "grace {grace:?}"
+        );
+        assert_eq!(fx.committed(&group, &topic, 1), vec![Some(expect)]);
+        if !ack_in_time {
+            assert!(
+                r.elapsed >= grace,
+                "waited the whole grace period: {:?}",
+                r.elapsed
+            );
+        }
+        println!(
+            "grace {grace:?}: acks {} in time, revoke took {:?}, committed {expect}",
+            if ack_in_time {
+                "arrived"
+            } else {
+                "did not arrive"
+            },
+            r.elapsed
+        );
+        c.shutdown().await.unwrap();
+    }
+}

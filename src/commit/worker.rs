@@ -426,10 +426,10 @@ fn run_revoke(inner: &Inner, committer: &dyn Committer, job: &RevokeJob) {
     for s in &job.slots {
         let cp = inner.assignment.revoke_slot(s);
         debug!(topic = %s.topic, partition = s.partition, epoch = s.epoch, commit_point = ?cp, committed = ?core.queue.committed_offset(&s.key()), "revoking");
-        if let Some(cp) = cp {
-            if core.queue.offer(&s.key(), s.epoch, cp, true) == Offer::Stale {
-                Metrics::inc(&inner.metrics.offsets_stale_dropped);
-            }
+        if let Some(cp) = cp
+            && core.queue.offer(&s.key(), s.epoch, cp, true) == Offer::Stale
+        {
+            Metrics::inc(&inner.metrics.offsets_stale_dropped);
         }
         keys.push((s.key(), s.epoch));
     }

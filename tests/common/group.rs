@@ -353,10 +353,9 @@ impl CommitMonitor {
                     for (p, h) in history.iter_mut().enumerate() {
                         if let Some(Offset::Offset(o)) =
                             got.find_partition(&topic, p as i32).map(|e| e.offset())
+                            && h.last() != Some(&o)
                         {
-                            if h.last() != Some(&o) {
-                                h.push(o);
-                            }
+                            h.push(o);
                         }
                     }
                 }
