@@ -83,6 +83,11 @@ pub(crate) struct Core {
     /// REBALANCE_IN_PROGRESS inside a revoke, or a stale generation): resolved
     /// at the next assign.
     pub carry: HashMap<TopicPartition, Carried>,
+    /// Unresolved offsets of the failed-offset log to try again when their
+    /// partition is assigned (`replay_failed_offsets`).
+    pub replay: HashMap<TopicPartition, i64>,
+    /// Replayed offsets whose commit is queued: resolved in the log once it lands.
+    pub replay_pending: HashMap<TopicPartition, i64>,
 }
 
 /// Shared guard state.
@@ -101,6 +106,8 @@ pub(crate) struct Inner {
     pub draining: AtomicBool,
     /// The poll thread must exit.
     pub poll_stop: AtomicBool,
+    /// The durable failed-offset log, when configured (for resolutions).
+    pub log: std::sync::OnceLock<crate::failure_log::FailedOffsetLog>,
 }
 
 impl Inner {
@@ -121,6 +128,8 @@ impl Inner {
                 final_failures: Vec::new(),
                 revoke: None,
                 carry: HashMap::new(),
+                replay: HashMap::new(),
+                replay_pending: HashMap::new(),
             }),
             wake: Condvar::new(),
             sink,
@@ -129,6 +138,7 @@ impl Inner {
             member_id: Mutex::new(None),
             draining: AtomicBool::new(false),
             poll_stop: AtomicBool::new(false),
+            log: std::sync::OnceLock::new(),
         }
     }
 
@@ -195,6 +205,53 @@ impl Inner {
 
     pub(crate) fn set_member_id(&self, id: Option<String>) {
         *self.member_id.lock().unwrap_or_else(|e| e.into_inner()) = id;
+    }
+
+    /// Appends a resolution to the failed-offset log, if there is one.
+    pub(crate) fn resolve_logged(&self, r: crate::failure_log::Resolution) {
+        if let Some(log) = self.log.get() {
+            log.resolve(r);
+        }
+    }
+
+    /// A batch landed: resolves in the log the replayed offsets it covers.
+    pub(crate) fn on_batch_committed(&self, batch: &[crate::commit::queue::Entry]) {
+        let resolved: Vec<_> = {
+            let mut core = self.lock_core();
+            if core.replay_pending.is_empty() {
+                return;
+            }
+            batch
+                .iter()
+                .filter_map(|e| {
+                    let k = *core.replay_pending.get(&e.tp)?;
+                    (e.offset >= k).then(|| {
+                        core.replay_pending.remove(&e.tp);
+                        (e.tp.clone(), k, e.offset)
+                    })
+                })
+                .collect()
+        };
+        for ((topic, partition), k, committed) in resolved {
+            info!(%topic, partition, offset = k, committed, "failed offset from the log committed again");
+            let r = if committed == k {
+                crate::failure_log::Resolution::recommitted(
+                    self.config.group_id.clone(),
+                    topic.to_string(),
+                    partition,
+                    k,
+                )
+            } else {
+                crate::failure_log::Resolution::superseded(
+                    self.config.group_id.clone(),
+                    topic.to_string(),
+                    partition,
+                    k,
+                    committed,
+                )
+            };
+            self.resolve_logged(r);
+        }
     }
 
     /// Hands a failed offset to the sink (if any) and counts it.

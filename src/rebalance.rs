@@ -47,8 +47,9 @@ use tracing::{debug, error, info, info_span, warn};
 
 use crate::assignment::PartitionSlot;
 use crate::commit::queue::Offer;
-use crate::commit::worker::{CommittedOffset, RevokeJob, RevokeOutcome};
+use crate::commit::worker::{Carried, CommittedOffset, RevokeJob, RevokeOutcome};
 use crate::consumer::Inner;
+use crate::failure_log::Resolution;
 use crate::sink::{FailedOffset, FailureReason};
 use crate::stats::Metrics;
 
@@ -63,6 +64,11 @@ pub struct Assigned {
     /// because the partition came back and they were ahead of the group's
     /// committed offset; fetching starts at them.
     pub resumed: Vec<CommittedOffset>,
+    /// Unresolved offsets of the failed-offset log (with
+    /// [`replay_failed_offsets`](crate::GuardBuilder::replay_failed_offsets))
+    /// that were ahead of the group's committed offset, so are committed again
+    /// now; fetching starts at them.
+    pub replayed: Vec<CommittedOffset>,
     /// Offsets kept from the rebalance that just ended whose partition went to
     /// another member: never committed (also in the failure sink, reason
     /// `rebalance_dropped`). The new owner processes again the records from
@@ -257,7 +263,7 @@ impl<C: ConsumerContext> GuardContext<C> {
                 slot
             })
             .collect();
-        let (resumed, dropped) = self.resolve_carry(base_consumer, tpl, &slots);
+        let (resumed, replayed, dropped) = self.resolve_carry(base_consumer, tpl, &slots);
         let res = if cooperative {
             base_consumer.incremental_assign(tpl)
         } else {
@@ -274,7 +280,7 @@ impl<C: ConsumerContext> GuardContext<C> {
         {
             let mut core = inner.lock_core();
             core.rebalance_gen += 1;
-            if !resumed.is_empty() {
+            if !resumed.is_empty() || !replayed.is_empty() {
                 core.trigger = true;
             }
         }
@@ -283,6 +289,7 @@ impl<C: ConsumerContext> GuardContext<C> {
             hook(&Assigned {
                 partitions: parts,
                 resumed,
+                replayed,
                 dropped,
                 cooperative,
             });
@@ -299,7 +306,11 @@ impl<C: ConsumerContext> GuardContext<C> {
         base_consumer: &BaseConsumer<Self>,
         tpl: &mut TopicPartitionList,
         slots: &[Arc<PartitionSlot>],
-    ) -> (Vec<CommittedOffset>, Vec<DroppedOffset>) {
+    ) -> (
+        Vec<CommittedOffset>,
+        Vec<CommittedOffset>,
+        Vec<DroppedOffset>,
+    ) {
         let inner = &self.inner;
         let carry: Vec<_> = {
             let mut core = inner.lock_core();
@@ -312,14 +323,34 @@ impl<C: ConsumerContext> GuardContext<C> {
                 })
                 .collect()
         };
-        if carry.is_empty() {
-            return (Vec::new(), Vec::new());
+        // Unresolved entries of the failed-offset log for the assigned
+        // partitions (with `replay_failed_offsets`).
+        let replay: Vec<(Arc<PartitionSlot>, i64)> = {
+            let mut core = inner.lock_core();
+            slots
+                .iter()
+                .filter_map(|s| core.replay.remove(&s.key()).map(|o| (s.clone(), o)))
+                .collect()
+        };
+        if carry.is_empty() && replay.is_empty() {
+            return (Vec::new(), Vec::new(), Vec::new());
         }
-        let mut back = Vec::new();
+        let mut back: Vec<(Arc<PartitionSlot>, Carried, bool)> = replay
+            .into_iter()
+            .map(|(s, offset)| {
+                let c = Carried {
+                    epoch: s.epoch,
+                    offset,
+                    code: None,
+                    message: "unresolved in the failed-offset log".into(),
+                };
+                (s, c, true)
+            })
+            .collect();
         let mut dropped = Vec::new();
         for (tp, c, committed) in carry {
             if let Some(slot) = slots.iter().find(|s| s.key() == tp) {
-                back.push((slot.clone(), c, committed));
+                back.push((slot.clone(), c, false));
             } else if inner.assignment.epoch(&tp.0, tp.1) == Some(c.epoch) {
                 // Still ours, same assignment: the next commit covers it.
                 let mut core = inner.lock_core();
@@ -353,8 +384,11 @@ impl<C: ConsumerContext> GuardContext<C> {
             });
         }
         if back.is_empty() {
-            return (Vec::new(), dropped_offsets);
+            return (Vec::new(), Vec::new(), dropped_offsets);
         }
+        // Highest first: the offer of a lower one for the same partition is
+        // then stale, and fetching starts at the highest.
+        back.sort_by(|a, b| b.1.offset.cmp(&a.1.offset));
         // Never move the group's offset backwards: read it first.
         let mut query = TopicPartitionList::with_capacity(back.len());
         for (s, _, _) in &back {
@@ -363,7 +397,8 @@ impl<C: ConsumerContext> GuardContext<C> {
         let timeout = inner.config.revoke_timeout;
         let committed = base_consumer.committed_offsets(query, timeout);
         let mut resumed = Vec::new();
-        for (slot, c, _) in back {
+        let mut replayed = Vec::new();
+        for (slot, c, from_log) in back {
             let group = match &committed {
                 Ok(list) => match list
                     .find_partition(&slot.topic, slot.partition)
@@ -376,28 +411,56 @@ impl<C: ConsumerContext> GuardContext<C> {
             };
             match group {
                 Ok(g) if g.is_none_or(|g| g < c.offset) => {
-                    let _ = tpl.set_partition_offset(
-                        &slot.topic,
-                        slot.partition,
-                        Offset::Offset(c.offset),
-                    );
                     let offer =
                         inner
                             .lock_core()
                             .queue
                             .offer(&slot.key(), slot.epoch, c.offset, true);
                     if offer == Offer::Queued {
+                        let _ = tpl.set_partition_offset(
+                            &slot.topic,
+                            slot.partition,
+                            Offset::Offset(c.offset),
+                        );
+                    }
+                    let co = CommittedOffset {
+                        topic: slot.topic.to_string(),
+                        partition: slot.partition,
+                        offset: c.offset,
+                    };
+                    if from_log {
+                        // Resolved in the log once the commit lands (worker).
+                        inner
+                            .lock_core()
+                            .replay_pending
+                            .insert(slot.key(), c.offset);
+                        Metrics::inc(&inner.metrics.offsets_replayed);
+                        info!(topic = %slot.topic, partition = slot.partition, offset = c.offset, group_offset = ?g, "failed offset from the log is ahead of the group's: committing it again; fetching starts there");
+                        replayed.push(co);
+                    } else if offer == Offer::Queued {
                         Metrics::inc(&inner.metrics.offsets_resumed);
                         debug!(topic = %slot.topic, partition = slot.partition, offset = c.offset, group_offset = ?g, "kept offset committed again; fetching starts there");
-                        resumed.push(CommittedOffset {
-                            topic: slot.topic.to_string(),
-                            partition: slot.partition,
-                            offset: c.offset,
-                        });
+                        resumed.push(co);
                     }
                 }
                 Ok(g) => {
-                    debug!(topic = %slot.topic, partition = slot.partition, offset = c.offset, group_offset = ?g, "kept offset superseded by the group's committed offset");
+                    if from_log {
+                        let committed = g.unwrap_or(c.offset);
+                        info!(topic = %slot.topic, partition = slot.partition, offset = c.offset, group_offset = committed, "failed offset from the log is not ahead of the group's: resolved as superseded");
+                        inner.resolve_logged(Resolution::superseded(
+                            inner.config.group_id.clone(),
+                            slot.topic.to_string(),
+                            slot.partition,
+                            c.offset,
+                            committed,
+                        ));
+                    } else {
+                        debug!(topic = %slot.topic, partition = slot.partition, offset = c.offset, group_offset = ?g, "kept offset superseded by the group's committed offset");
+                    }
+                }
+                Err(e) if from_log => {
+                    warn!(topic = %slot.topic, partition = slot.partition, offset = c.offset, error = %e, "could not read the group's committed offset; the logged offset is tried again at the next assign");
+                    inner.lock_core().replay.insert(slot.key(), c.offset);
                 }
                 Err(e) => {
                     warn!(topic = %slot.topic, partition = slot.partition, offset = c.offset, error = %e, "could not read the group's committed offset; kept offset not committed");
@@ -414,7 +477,7 @@ impl<C: ConsumerContext> GuardContext<C> {
                 }
             }
         }
-        (resumed, dropped_offsets)
+        (resumed, replayed, dropped_offsets)
     }
 
     fn on_revoke(&self, tpl: &TopicPartitionList, cooperative: bool) {

@@ -504,6 +504,7 @@ fn commit_batch(
         let err = match res {
             Ok(()) => {
                 inner.lock_core().queue.committed(&batch);
+                inner.on_batch_committed(&batch);
                 Metrics::inc(&inner.metrics.commits_succeeded);
                 for e in &batch {
                     debug!(topic = %e.tp.0, partition = e.tp.1, offset = e.offset, attempt, "offset committed");
