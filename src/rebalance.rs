@@ -388,7 +388,7 @@ impl<C: ConsumerContext> GuardContext<C> {
         }
         // Highest first: the offer of a lower one for the same partition is
         // then stale, and fetching starts at the highest.
-        back.sort_by(|a, b| b.1.offset.cmp(&a.1.offset));
+        back.sort_by_key(|b| std::cmp::Reverse(b.1.offset));
         // Never move the group's offset backwards: read it first.
         let mut query = TopicPartitionList::with_capacity(back.len());
         for (s, _, _) in &back {
