@@ -124,7 +124,7 @@ async fn replay_recommits_a_logged_offset_ahead_and_refuses_one_behind() {
         .entries()
         .iter()
         .filter_map(|e| match e {
-            LogEntry::Resolved(r) => Some((r.partition, r.offset, r.how.clone())),
+            LogEntry::Resolved(r) => Some((r.partition, r.offset, r.how)),
             _ => None,
         })
         .collect();
