@@ -606,20 +606,21 @@ impl<C: ConsumerContext> GuardContext<C> {
         let parts = partitions(tpl);
         let mut not_committed = Vec::new();
         for (topic, partition) in &parts {
+            // End the assignment under the shared lock, so the worker cannot
+            // keep a refused offset of it for later (see worker::carry).
+            let mut core = inner.lock_core();
             let Some(slot) = inner.assignment.revoke(topic, *partition) else {
                 continue;
             };
             Metrics::inc(&inner.metrics.partitions_lost);
             let cp = slot.view().0;
             let key = slot.key();
-            let (pending, committed, carried) = {
-                let mut core = inner.lock_core();
-                (
-                    core.queue.forget(&key),
-                    core.queue.committed_offset(&key),
-                    core.carry.remove(&key).map(|c| c.offset),
-                )
-            };
+            let (pending, committed, carried) = (
+                core.queue.forget(&key),
+                core.queue.committed_offset(&key),
+                core.carry.remove(&key).map(|c| c.offset),
+            );
+            drop(core);
             let offset = cp.max(pending).max(carried);
             if let Some(offset) = offset.filter(|o| Some(*o) > committed) {
                 warn!(

@@ -663,3 +663,96 @@ async fn revoke_waits_for_in_flight_acks_up_to_the_grace_period() {
         c.shutdown().await.unwrap();
     }
 }
+
+/// A commit answered with a stale generation (ILLEGAL_GENERATION,
+/// UNKNOWN_MEMBER_ID) is not retried. librdkafka treats it as the loss of the
+/// assignment: nothing of it is committed, the acked offsets go to the sink as
+/// `lost`, later acks of it are stale, and after the rejoin the records since
+/// the last commit come again; the committed offset never goes backwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_generation_on_commit_costs_the_assignment_and_nothing_goes_backwards() {
+    use rdkafka::types::RDKafkaRespErr as E;
+    let fx = Fixture::mock();
+    for code in [
+        E::RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION,
+        E::RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID,
+    ] {
+        let (topic, group) = (unique("rb-stale"), unique("g-stale"));
+        fx.create_topic(&topic, 2);
+        fx.produce(&topic, 2, 30, 0);
+        let sink = MemorySink::new();
+        let (mut c, events) = solo(&fx, &group, "range", &sink);
+        c.subscribe(&[&topic]).unwrap();
+        let mut records = common::recv_n(&mut c, 60, Duration::from_secs(30)).await;
+        records.sort_by_key(|r| r.offset());
+        let mut records = records.into_iter();
+        for r in records.by_ref().take(20) {
+            r.ack(); // offsets 0..10 of both partitions
+        }
+        c.commit_now().await.unwrap();
+        assert_eq!(fx.committed(&group, &topic, 2), vec![Some(10); 2]);
+        for r in records.by_ref().take(20) {
+            r.ack(); // 10..20
+        }
+        fx.mock_cluster()
+            .request_errors(rdkafka::types::RDKafkaApiKey::OffsetCommit, &[code]);
+        let before = c.stats();
+        let err = c.commit_now().await.unwrap_err();
+        let after = c.stats();
+        assert_eq!(
+            after.commits_sent - before.commits_sent,
+            1,
+            "{code:?}: not retried"
+        );
+        assert_eq!(after.commits_retried, before.commits_retried);
+        common::wait_until(Duration::from_secs(30), "the assignment is lost", || {
+            count(&events, |e| matches!(e, Event::Lost(_))) > 0
+        });
+        let mut lost: Vec<_> = sink
+            .records()
+            .iter()
+            .filter(|f| f.reason == FailureReason::Lost)
+            .map(|f| (f.partition, f.offset))
+            .collect();
+        lost.sort();
+        assert_eq!(lost, vec![(0, 20), (1, 20)], "{code:?}");
+        for r in records {
+            assert_eq!(
+                r.ack(),
+                offset_guard::AckStatus::Stale,
+                "acks of the lost assignment"
+            );
+        }
+        assert_eq!(
+            fx.committed(&group, &topic, 2),
+            vec![Some(10); 2],
+            "nothing of it committed"
+        );
+        // Rejoined: the records since the last commit come again.
+        let mut again = Vec::new();
+        while again.len() < 40 {
+            match tokio::time::timeout(Duration::from_secs(10), c.recv()).await {
+                Ok(Ok(Some(r))) => again.push(r),
+                other => panic!(
+                    "{code:?}: after {:?}: {:?}; events {:?}",
+                    again
+                        .iter()
+                        .map(|r| (r.partition(), r.offset()))
+                        .collect::<Vec<_>>(),
+                    other.map(|x| x.map(|r| r.map(|r| (r.partition(), r.offset())))),
+                    events.lock().unwrap()
+                ),
+            }
+        }
+        assert!(again.iter().all(|r| r.offset() >= 10));
+        for r in again {
+            r.ack();
+        }
+        c.commit_now().await.unwrap();
+        assert_eq!(fx.committed(&group, &topic, 2), vec![Some(30); 2]);
+        c.shutdown().await.unwrap();
+        println!(
+            "{code:?}: 1 attempt ({err}); assignment lost, offsets 20 recorded as lost, committed 10 then 30"
+        );
+    }
+}

@@ -333,7 +333,7 @@ fn commit_cycle_in(
         BatchEnd::Committed => Some(Ok(batch.iter().map(committed_offset).collect())),
         BatchEnd::Failed(e) => Some(Err(e)),
         BatchEnd::Deferred(e) => {
-            carry(inner, &batch, &e);
+            carry(inner, &batch, &e, true);
             Some(Err(Error::Kafka(e)))
         }
         BatchEnd::Interrupted => None,
@@ -349,10 +349,19 @@ fn committed_offset(e: &Entry) -> CommittedOffset {
 }
 
 /// Keeps refused offsets to the next assign (see [`Carried`]).
-fn carry(inner: &Inner, batch: &[Entry], err: &KafkaError) {
+/// With `owned_only`, an offset whose assignment ended meanwhile (a lost
+/// assignment, recorded by the lost callback) is not kept: lost partitions are
+/// never committed. The check and the insertion happen under the shared lock,
+/// which the lost callback also holds while it ends the assignment.
+fn carry(inner: &Inner, batch: &[Entry], err: &KafkaError, owned_only: bool) {
     let mut core = inner.lock_core();
     core.queue.failed(batch, false);
     for e in batch {
+        if owned_only && inner.assignment.epoch(&e.tp.0, e.tp.1) != Some(e.epoch) {
+            Metrics::inc(&inner.metrics.offsets_stale_dropped);
+            debug!(topic = %e.tp.0, partition = e.tp.1, offset = e.offset, "refused offset not kept: its assignment ended");
+            continue;
+        }
         debug!(topic = %e.tp.0, partition = e.tp.1, offset = e.offset, error = %err, "offset kept until the rebalance ends");
         let keep = core.carry.get(&e.tp).is_none_or(|c| c.offset < e.offset);
         if keep {
@@ -450,7 +459,9 @@ fn run_revoke(inner: &Inner, committer: &dyn Committer, job: &RevokeJob) {
                 outcome.committed = batch.iter().map(committed_offset).collect();
             }
             BatchEnd::Deferred(e) => {
-                carry(inner, &batch, &e);
+                // The revoke callback is waiting on us: no lost callback can
+                // run meanwhile; the slots were ended by this revoke.
+                carry(inner, &batch, &e, false);
                 outcome.deferred = batch.iter().map(committed_offset).collect();
             }
             BatchEnd::Failed(_) | BatchEnd::Interrupted => {
