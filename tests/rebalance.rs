@@ -10,7 +10,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::group::{CommitMonitor, Event, Feeder, Ledger, Member, assert_monotonic, until};
+use common::group::{
+    CommitMonitor, Event, Feeder, Ledger, Member, assert_duplicates_within, assert_monotonic,
+    not_committed, refused_and_not_reowned, until,
+};
 use common::{Fixture, unique};
 use offset_guard::{FailureReason, GuardBuilder, MemorySink};
 
@@ -128,28 +131,9 @@ async fn join_then_leave(strategy: &str) {
     // Duplicates of acked records: only where a commit was refused during the
     // rebalance and the partition went to the other member, and only in the
     // refused range [last committed, refused offset).
-    let dropped: Vec<_> = [&a_end, &b_end]
-        .iter()
-        .flat_map(|m| m.events.iter())
-        .filter_map(|e| match e {
-            Event::Assigned(a) => Some(a.dropped.clone()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    let bound: i64 = dropped
-        .iter()
-        .map(|d| d.offset - d.committed_before.unwrap_or(0))
-        .sum();
-    for (p, o) in &dup_acked {
-        assert!(
-            dropped.iter().any(|d| d.partition == *p
-                && d.committed_before.unwrap_or(0) <= *o
-                && *o < d.offset),
-            "record {p}/{o} processed twice though no refused commit covers it (dropped: {dropped:?})"
-        );
-    }
-    assert!(dup_acked.len() as i64 <= bound);
+    let ended = [a_end, b_end];
+    let (dropped, bound) = refused_and_not_reowned(&ended);
+    assert_duplicates_within(&dup_acked, &dropped, bound);
     assert_eq!(
         sink_dropped.len(),
         dropped.len(),
@@ -518,19 +502,7 @@ async fn storm(strategy: &str, rounds: usize) {
     let history = monitor.stop();
     let committed = fx.committed(&group, &topic, PARTITIONS);
     let dup_acked = ledger.duplicates_of_acked();
-    let dropped: Vec<_> = ended
-        .iter()
-        .flat_map(|m| m.events.iter())
-        .filter_map(|e| match e {
-            Event::Assigned(a) => Some(a.dropped.clone()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    let bound: i64 = dropped
-        .iter()
-        .map(|d| d.offset - d.committed_before.unwrap_or(0))
-        .sum();
+    let (dropped, bound) = refused_and_not_reowned(&ended);
     let sum = |f: fn(&offset_guard::Stats) -> u64| ended.iter().map(|m| f(&m.stats())).sum::<u64>();
     println!(
         "storm {strategy} on {}: {} members over {:.1} s, {} records, {} lost, {} duplicates ({} of acked records, bound {bound}); \
@@ -552,16 +524,13 @@ async fn storm(strategy: &str, rounds: usize) {
     );
     assert!(ledger.missing(&hw).is_empty(), "no record lost");
     assert_monotonic(&history);
-    assert_eq!(committed, hw.iter().map(|h| Some(*h)).collect::<Vec<_>>());
-    for (p, o) in &dup_acked {
-        assert!(
-            dropped.iter().any(|d| d.partition == *p
-                && d.committed_before.unwrap_or(0) <= *o
-                && *o < d.offset),
-            "record {p}/{o} processed twice though no refused commit covers it (dropped: {dropped:?})"
-        );
-    }
-    assert!(dup_acked.len() as i64 <= bound);
+    assert_eq!(
+        committed,
+        hw.iter().map(|h| Some(*h)).collect::<Vec<_>>(),
+        "final commits: {:#?}",
+        not_committed(&ended)
+    );
+    assert_duplicates_within(&dup_acked, &dropped, bound);
 }
 
 /// Rounds of the storm: each is a join and, every other round or when three

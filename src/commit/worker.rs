@@ -584,18 +584,12 @@ fn commit_batch(
                 // Without a rebalance callback (e.g. the poll thread stopped
                 // at shutdown) try again every second.
                 let until = bound.min(Instant::now() + Duration::from_secs(1));
-                let mut core = inner.lock_core();
-                while core.rebalance_gen == seen_rebalance && !core.abandoned {
-                    if mode != Mode::Revoke && core.revoke.is_some() {
-                        core.queue.failed(&batch, true);
-                        return BatchEnd::Interrupted;
-                    }
-                    let now = Instant::now();
-                    if now >= until {
-                        break;
-                    }
-                    core = inner.wait_core_timeout(core, until - now);
-                }
+                let core = inner.lock_core();
+                let Some(mut core) = wait_yielding(inner, core, until, mode, &batch, |c| {
+                    c.rebalance_gen != seen_rebalance || c.abandoned
+                }) else {
+                    return BatchEnd::Interrupted;
+                };
                 seen_rebalance = core.rebalance_gen;
                 // Only partitions still owned in the same assignment are
                 // committed again; a revoke committed the others' latest offsets.
@@ -636,21 +630,37 @@ fn commit_batch(
         // Back off; a revoke (for a normal commit) or shutdown's abandon cuts
         // the wait short.
         let until = Instant::now() + delay;
-        let mut core = inner.lock_core();
-        loop {
-            if core.abandoned {
-                break;
-            }
-            if mode != Mode::Revoke && core.revoke.is_some() {
-                core.queue.failed(&batch, true);
-                return BatchEnd::Interrupted;
-            }
-            let now = Instant::now();
-            if now >= until {
-                break;
-            }
-            core = inner.wait_core_timeout(core, until - now);
+        let core = inner.lock_core();
+        if wait_yielding(inner, core, until, mode, &batch, |c| c.abandoned).is_none() {
+            return BatchEnd::Interrupted;
         }
+    }
+}
+
+/// Waits on the shared state until `until` or until `done` holds. A batch that
+/// is not a revoke's yields to a revoke that arrives: it goes back to the
+/// queue and `None` is returned.
+fn wait_yielding<'a>(
+    inner: &'a Inner,
+    mut core: std::sync::MutexGuard<'a, crate::consumer::Core>,
+    until: Instant,
+    mode: Mode,
+    batch: &[Entry],
+    done: impl Fn(&crate::consumer::Core) -> bool,
+) -> Option<std::sync::MutexGuard<'a, crate::consumer::Core>> {
+    loop {
+        if done(&core) {
+            return Some(core);
+        }
+        if mode != Mode::Revoke && core.revoke.is_some() {
+            core.queue.failed(batch, true);
+            return None;
+        }
+        let now = Instant::now();
+        if now >= until {
+            return Some(core);
+        }
+        core = inner.wait_core_timeout(core, until - now);
     }
 }
 

@@ -394,3 +394,64 @@ pub async fn until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The kept offsets dropped at assigns (partition went to another member),
+/// from the members' `on_assign` events, and the duplicate bound they imply:
+/// the records acked but refused in [last committed, refused offset).
+pub fn refused_and_not_reowned(ended: &[MemberEnd]) -> (Vec<offset_guard::DroppedOffset>, i64) {
+    let dropped: Vec<_> = ended
+        .iter()
+        .flat_map(|m| m.events.iter())
+        .filter_map(|e| match e {
+            Event::Assigned(a) => Some(a.dropped.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let bound = dropped
+        .iter()
+        .map(|d| d.offset - d.committed_before.unwrap_or(0))
+        .sum();
+    (dropped, bound)
+}
+
+/// Asserts that every duplicate of an acked record lies in a refused range of
+/// its partition, and that their number is within the bound.
+pub fn assert_duplicates_within(
+    dup_acked: &[(i32, i64)],
+    dropped: &[offset_guard::DroppedOffset],
+    bound: i64,
+) {
+    for (p, o) in dup_acked {
+        assert!(
+            dropped.iter().any(|d| d.partition == *p
+                && d.committed_before.unwrap_or(0) <= *o
+                && *o < d.offset),
+            "record {p}/{o} processed twice though no refused commit covers it (dropped: {dropped:?})"
+        );
+    }
+    assert!(
+        dup_acked.len() as i64 <= bound,
+        "{} duplicates > bound {bound}",
+        dup_acked.len()
+    );
+}
+
+/// What the members' shutdowns could not commit (for assertion messages).
+pub fn not_committed(ended: &[MemberEnd]) -> Vec<String> {
+    ended
+        .iter()
+        .map(|m| {
+            format!(
+                "{}: deadline exceeded {}, not committed {:?}",
+                m.name,
+                m.report.deadline_exceeded,
+                m.report
+                    .not_committed
+                    .iter()
+                    .map(|f| (f.partition, f.offset, f.reason.as_str()))
+                    .collect::<Vec<_>>()
+            )
+        })
+        .collect()
+}
