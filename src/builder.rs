@@ -38,6 +38,7 @@ impl OffsetGuard {
                 revoke_grace: Duration::from_secs(1),
                 sink: None,
                 log_path: None,
+                replay: false,
                 hooks: Hooks::default(),
             },
         }
@@ -68,6 +69,7 @@ struct Settings {
     revoke_grace: Duration,
     sink: Option<Box<dyn FailureSink>>,
     log_path: Option<std::path::PathBuf>,
+    replay: bool,
     hooks: Hooks,
 }
 
@@ -208,6 +210,20 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
         self
     }
 
+    /// Replay the failed-offset log on the next run: when a partition is
+    /// assigned, each unresolved entry of this group for it is checked against
+    /// the group's committed offset (read from the broker first). If the logged
+    /// offset is ahead, it is committed again through the one committer and
+    /// fetching starts there, so those records are not processed again; its
+    /// resolution (`recommitted`) is appended once the commit lands. If it is
+    /// not ahead, nothing is committed (never backwards) and it is resolved as
+    /// `superseded`. Needs [`failed_offset_log`](Self::failed_offset_log)
+    /// ([`BuildError::MissingDependency`] otherwise). Default: off.
+    pub fn replay_failed_offsets(mut self) -> Self {
+        self.s.replay = true;
+        self
+    }
+
     /// How many fetched records the poll thread hands over at once. Default: 256.
     /// Must be at least 1.
     pub fn batch_size(mut self, n: usize) -> Self {
@@ -329,7 +345,21 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
             (None, Some(log)) => Some(Box::new(log.clone())),
             (user, None) => user,
         };
+        let replay = match (&self.s.log_path, self.s.replay) {
+            (None, true) => {
+                return Err(BuildError::MissingDependency {
+                    setting: "replay_failed_offsets",
+                    requires: "failed_offset_log",
+                });
+            }
+            (Some(path), true) => replay_entries(path, &config.group_id)?,
+            (_, false) => std::collections::HashMap::new(),
+        };
         let inner = Arc::new(Inner::new(config, sink));
+        inner.lock_core().replay = replay;
+        if let Some(log) = &log {
+            let _ = inner.log.set(log.clone());
+        }
         let consumer: BaseConsumer<GuardContext<C>> = cc
             .create_with_context(GuardContext::new(self.context, inner.clone(), self.s.hooks))
             .map_err(BuildError::Kafka)?;
@@ -337,6 +367,33 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
         guarded.log = log;
         Ok(guarded)
     }
+}
+
+/// The highest unresolved logged offset per partition of this group.
+fn replay_entries(
+    path: &std::path::Path,
+    group_id: &str,
+) -> Result<std::collections::HashMap<crate::assignment::TopicPartition, i64>, BuildError> {
+    let reader = crate::failure_log::LogReader::open(path).map_err(BuildError::FailedOffsetLog)?;
+    for issue in reader.issues() {
+        tracing::warn!(%issue, "failed-offset log: line skipped");
+    }
+    let mut map = std::collections::HashMap::new();
+    for f in reader.unresolved() {
+        if f.group_id != group_id {
+            continue;
+        }
+        let key: crate::assignment::TopicPartition = (Arc::from(f.topic.as_str()), f.partition);
+        let e = map.entry(key).or_insert(f.offset);
+        *e = (*e).max(f.offset);
+    }
+    if !map.is_empty() {
+        tracing::info!(
+            partitions = map.len(),
+            "failed-offset log: unresolved offsets to replay at assign"
+        );
+    }
+    Ok(map)
 }
 
 /// Hands each failure to the user's sink and to the failed-offset log.

@@ -85,6 +85,11 @@ pub(crate) struct Core {
     /// REBALANCE_IN_PROGRESS inside a revoke, or a stale generation): resolved
     /// at the next assign.
     pub carry: HashMap<TopicPartition, Carried>,
+    /// Unresolved offsets of the failed-offset log to try again when their
+    /// partition is assigned (`replay_failed_offsets`).
+    pub replay: HashMap<TopicPartition, i64>,
+    /// Replayed offsets whose commit is queued: resolved in the log once it lands.
+    pub replay_pending: HashMap<TopicPartition, i64>,
 }
 
 /// Shared guard state.
@@ -98,6 +103,13 @@ pub(crate) struct Inner {
     trigger_pending: AtomicBool,
     acks_at_last_cycle: AtomicU64,
     member_id: Mutex<Option<String>>,
+    /// Shutting down: the poll thread keeps polling (rebalance callbacks must
+    /// still be served while the final commit runs) but hands out no records.
+    pub draining: AtomicBool,
+    /// The poll thread must exit.
+    pub poll_stop: AtomicBool,
+    /// The durable failed-offset log, when configured (for resolutions).
+    pub log: std::sync::OnceLock<crate::failure_log::FailedOffsetLog>,
 }
 
 impl Inner {
@@ -118,12 +130,17 @@ impl Inner {
                 final_failures: Vec::new(),
                 revoke: None,
                 carry: HashMap::new(),
+                replay: HashMap::new(),
+                replay_pending: HashMap::new(),
             }),
             wake: Condvar::new(),
             sink,
             trigger_pending: AtomicBool::new(false),
             acks_at_last_cycle: AtomicU64::new(0),
             member_id: Mutex::new(None),
+            draining: AtomicBool::new(false),
+            poll_stop: AtomicBool::new(false),
+            log: std::sync::OnceLock::new(),
         }
     }
 
@@ -190,6 +207,53 @@ impl Inner {
 
     pub(crate) fn set_member_id(&self, id: Option<String>) {
         *self.member_id.lock().unwrap_or_else(|e| e.into_inner()) = id;
+    }
+
+    /// Appends a resolution to the failed-offset log, if there is one.
+    pub(crate) fn resolve_logged(&self, r: crate::failure_log::Resolution) {
+        if let Some(log) = self.log.get() {
+            log.resolve(r);
+        }
+    }
+
+    /// A batch landed: resolves in the log the replayed offsets it covers.
+    pub(crate) fn on_batch_committed(&self, batch: &[crate::commit::queue::Entry]) {
+        let resolved: Vec<_> = {
+            let mut core = self.lock_core();
+            if core.replay_pending.is_empty() {
+                return;
+            }
+            batch
+                .iter()
+                .filter_map(|e| {
+                    let k = *core.replay_pending.get(&e.tp)?;
+                    (e.offset >= k).then(|| {
+                        core.replay_pending.remove(&e.tp);
+                        (e.tp.clone(), k, e.offset)
+                    })
+                })
+                .collect()
+        };
+        for ((topic, partition), k, committed) in resolved {
+            info!(%topic, partition, offset = k, committed, "failed offset from the log committed again");
+            let r = if committed == k {
+                crate::failure_log::Resolution::recommitted(
+                    self.config.group_id.clone(),
+                    topic.to_string(),
+                    partition,
+                    k,
+                )
+            } else {
+                crate::failure_log::Resolution::superseded(
+                    self.config.group_id.clone(),
+                    topic.to_string(),
+                    partition,
+                    k,
+                    committed,
+                )
+            };
+            self.resolve_logged(r);
+        }
     }
 
     /// Hands a failed offset to the sink (if any) and counts it.
@@ -342,7 +406,6 @@ pub struct GuardedConsumer<C: ConsumerContext + 'static = DefaultConsumerContext
     inner: Arc<Inner>,
     rx: mpsc::Receiver<Delivery>,
     current: VecDeque<Record>,
-    poll_stop: Arc<AtomicBool>,
     poll_done: Option<oneshot::Receiver<()>>,
     shut_down: bool,
     pub(crate) log: Option<crate::failure_log::FailedOffsetLog>,
@@ -360,15 +423,13 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             )))
         })?;
         let (tx, rx) = mpsc::channel(inner.config.channel_capacity);
-        let poll_stop = Arc::new(AtomicBool::new(false));
         let (done_tx, done_rx) = oneshot::channel();
         {
             let consumer = consumer.clone();
             let inner = inner.clone();
-            let stop = poll_stop.clone();
             std::thread::Builder::new()
                 .name("offset-guard-poll".into())
-                .spawn(move || poll_loop(consumer, inner, tx, stop, done_tx))
+                .spawn(move || poll_loop(consumer, inner, tx, done_tx))
                 .map_err(|e| {
                     crate::BuildError::Kafka(KafkaError::ClientCreation(format!(
                         "spawning the poll thread: {e}"
@@ -380,7 +441,6 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             inner,
             rx,
             current: VecDeque::new(),
-            poll_stop,
             poll_done: Some(done_rx),
             shut_down: false,
             log: None,
@@ -399,6 +459,13 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
     /// Subscribes to topics (partitions are assigned by the group).
     pub fn subscribe(&self, topics: &[&str]) -> Result<(), Error> {
         self.consumer().subscribe(topics).map_err(Error::Kafka)
+    }
+
+    /// Drops the subscription. At the resulting revoke the guard commits the
+    /// acked offsets of every partition before giving them up (see
+    /// [`crate::rebalance`]); records still buffered are not handed out.
+    pub fn unsubscribe(&self) {
+        self.consumer().unsubscribe()
     }
 
     /// The next record, or `None` once the consumer stopped. Waits without
@@ -492,11 +559,11 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
         let tdeadline = tokio::time::Instant::from_std(deadline);
         self.shut_down = true;
         info!(group = %self.inner.config.group_id, "offset guard shutting down");
-        self.poll_stop.store(true, Ordering::Release);
+        // Hand out nothing more, but keep polling: a rebalance that is under
+        // way must be able to finish (its revoke commits, its assign settles
+        // kept offsets) while the final commit runs.
+        self.inner.draining.store(true, Ordering::Release);
         self.rx.close();
-        if let Some(done) = self.poll_done.take() {
-            let _ = tokio::time::timeout_at(tdeadline, done).await;
-        }
         let (tx, rx) = oneshot::channel();
         {
             let mut core = self.inner.lock_core();
@@ -510,6 +577,10 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
         let deadline_exceeded = tokio::time::timeout_at(tdeadline, rx).await.is_err();
         if deadline_exceeded {
             abandon_pending(&self.inner);
+        }
+        self.inner.poll_stop.store(true, Ordering::Release);
+        if let Some(done) = self.poll_done.take() {
+            let _ = tokio::time::timeout_at(tdeadline, done).await;
         }
         let (committed, not_committed) = {
             let mut core = self.inner.lock_core();
@@ -606,10 +677,13 @@ fn abandon_pending(inner: &Inner) {
 
 impl<C: ConsumerContext + 'static> Drop for GuardedConsumer<C> {
     fn drop(&mut self) {
-        self.poll_stop.store(true, Ordering::Release);
         if self.shut_down {
+            self.inner.poll_stop.store(true, Ordering::Release);
             return;
         }
+        // The poll thread keeps serving rebalance callbacks until the worker's
+        // final commit is done (the worker stops it then).
+        self.inner.draining.store(true, Ordering::Release);
         // Dropped without shutdown: commit what was acked in the background,
         // bounded by the shutdown timeout; never block the dropping thread.
         let mut core = self.inner.lock_core();
@@ -630,13 +704,20 @@ fn poll_loop<C: ConsumerContext + 'static>(
     consumer: Arc<BaseConsumer<GuardContext<C>>>,
     inner: Arc<Inner>,
     tx: mpsc::Sender<Delivery>,
-    stop: Arc<AtomicBool>,
     done: oneshot::Sender<()>,
 ) {
     let batch_size = inner.config.batch_size;
     let mut batch: Vec<Record> = Vec::with_capacity(batch_size);
     let mut last: Option<Arc<PartitionSlot>> = None;
-    while !stop.load(Ordering::Acquire) {
+    while !inner.poll_stop.load(Ordering::Acquire) {
+        if inner.draining.load(Ordering::Acquire) {
+            // Serve callbacks only; fetched records are not handed out (nor
+            // registered, so they never count for a commit).
+            batch.clear();
+            last = None;
+            let _ = consumer.poll(inner.config.poll_timeout);
+            continue;
+        }
         let timeout = if batch.is_empty() {
             inner.config.poll_timeout
         } else {
@@ -645,13 +726,13 @@ fn poll_loop<C: ConsumerContext + 'static>(
         match consumer.poll(timeout) {
             None => {
                 if !batch.is_empty() && !hand_over(&inner, &tx, &mut batch, batch_size) {
-                    break;
+                    inner.draining.store(true, Ordering::Release);
                 }
             }
             Some(Ok(m)) => {
                 batch.push(to_record(&inner, &mut last, &m));
                 if batch.len() >= batch_size && !hand_over(&inner, &tx, &mut batch, batch_size) {
-                    break;
+                    inner.draining.store(true, Ordering::Release);
                 }
             }
             Some(Err(KafkaError::PartitionEOF(_))) => {}

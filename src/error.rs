@@ -53,6 +53,13 @@ pub enum BuildError {
     },
     /// The retry policy is inconsistent.
     InvalidBackoff(InvalidBackoff),
+    /// A setting needs another one that is not set.
+    MissingDependency {
+        /// The builder setter that was used, e.g. `replay_failed_offsets`.
+        setting: &'static str,
+        /// The setter it needs, e.g. `failed_offset_log`.
+        requires: &'static str,
+    },
     /// The failed-offset log could not be opened (`failed_offset_log`).
     FailedOffsetLog(crate::failure_log::LogError),
     /// rdkafka refused to create the consumer.
@@ -69,6 +76,7 @@ impl BuildError {
             | BuildError::InvalidCount { setting, .. } => Some(setting),
             BuildError::InvalidBackoff(e) => Some(e.setting),
             BuildError::FailedOffsetLog(_) => Some("failed_offset_log"),
+            BuildError::MissingDependency { setting, .. } => Some(setting),
             BuildError::Kafka(_) => None,
         }
     }
@@ -90,6 +98,9 @@ impl fmt::Display for BuildError {
             BuildError::InvalidCount { setting, reason } => write!(f, "{setting}: {reason}"),
             BuildError::InvalidBackoff(e) => write!(f, "retry: {e}"),
             BuildError::FailedOffsetLog(e) => write!(f, "failed_offset_log: {e}"),
+            BuildError::MissingDependency { setting, requires } => {
+                write!(f, "{setting} needs {requires} to be set")
+            }
             BuildError::Kafka(e) => write!(f, "creating the consumer failed: {e}"),
         }
     }

@@ -16,6 +16,11 @@
 //! - optionally, unchanged offsets of idle partitions re-committed every period
 //!   ([`GuardBuilder::recommit_idle_every`]) so the broker does not expire them;
 //! - a final synchronous commit on [`GuardedConsumer::shutdown`], within a deadline;
+//! - rebalance safety ([`rebalance`]): on revoke (eager, or the revoked subset
+//!   under cooperative-sticky) the revoked partitions' acked offsets are
+//!   committed before hand-off through the same committer; lost partitions are
+//!   never committed; your own `ConsumerContext` can be wrapped
+//!   ([`GuardBuilder::context`]) and hooks run on assign, revoke and lost;
 //! - every offset given up on goes to a [`FailureSink`] with its reason; with
 //!   [`GuardBuilder::failed_offset_log`] to a durable JSON Lines log
 //!   ([`failure_log`]), read back with [`failure_log::LogReader`] or the
@@ -98,7 +103,7 @@ pub use failure_log::{
     FailedOffsetLog, FailureRecord, FsyncPolicy, LogEntry, LogError, LogReader, LogStatus,
     PartitionSummary, ReadIssue, ReadIssueKind, Resolution, ResolutionKind,
 };
-pub use rebalance::{Assigned, GuardContext, Lost, Revoked};
+pub use rebalance::{Assigned, DroppedOffset, GuardContext, Lost, Revoked};
 pub use retry::RetryPolicy;
 pub use sink::{FailedOffset, FailureReason, FailureSink, MemorySink, UnknownFailureReason};
 pub use stats::Stats;

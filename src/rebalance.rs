@@ -47,8 +47,9 @@ use tracing::{debug, error, info, info_span, warn};
 
 use crate::assignment::PartitionSlot;
 use crate::commit::queue::Offer;
-use crate::commit::worker::{CommittedOffset, RevokeJob, RevokeOutcome};
+use crate::commit::worker::{Carried, CommittedOffset, RevokeJob, RevokeOutcome};
 use crate::consumer::Inner;
+use crate::failure_log::Resolution;
 use crate::sink::{FailedOffset, FailureReason};
 use crate::stats::Metrics;
 
@@ -63,8 +64,32 @@ pub struct Assigned {
     /// because the partition came back and they were ahead of the group's
     /// committed offset; fetching starts at them.
     pub resumed: Vec<CommittedOffset>,
+    /// Unresolved offsets of the failed-offset log (with
+    /// [`replay_failed_offsets`](crate::GuardBuilder::replay_failed_offsets))
+    /// that were ahead of the group's committed offset, so are committed again
+    /// now; fetching starts at them.
+    pub replayed: Vec<CommittedOffset>,
+    /// Offsets kept from the rebalance that just ended whose partition went to
+    /// another member: never committed (also in the failure sink, reason
+    /// `rebalance_dropped`). The new owner processes again the records from
+    /// `committed_before` up to `offset`.
+    pub dropped: Vec<DroppedOffset>,
     /// The group uses the cooperative (incremental) protocol.
     pub cooperative: bool,
+}
+
+/// A kept offset dropped at an assign (see [`Assigned::dropped`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DroppedOffset {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The acked offset whose commit the broker refused.
+    pub offset: i64,
+    /// The last offset this consumer committed for the partition, if any.
+    pub committed_before: Option<i64>,
 }
 
 /// Partitions revoked from this consumer, after the guard's commit (hook
@@ -238,7 +263,7 @@ impl<C: ConsumerContext> GuardContext<C> {
                 slot
             })
             .collect();
-        let resumed = self.resolve_carry(base_consumer, tpl, &slots);
+        let (resumed, replayed, dropped) = self.resolve_carry(base_consumer, tpl, &slots);
         let res = if cooperative {
             base_consumer.incremental_assign(tpl)
         } else {
@@ -255,7 +280,7 @@ impl<C: ConsumerContext> GuardContext<C> {
         {
             let mut core = inner.lock_core();
             core.rebalance_gen += 1;
-            if !resumed.is_empty() {
+            if !resumed.is_empty() || !replayed.is_empty() {
                 core.trigger = true;
             }
         }
@@ -264,6 +289,8 @@ impl<C: ConsumerContext> GuardContext<C> {
             hook(&Assigned {
                 partitions: parts,
                 resumed,
+                replayed,
+                dropped,
                 cooperative,
             });
         }
@@ -279,27 +306,62 @@ impl<C: ConsumerContext> GuardContext<C> {
         base_consumer: &BaseConsumer<Self>,
         tpl: &mut TopicPartitionList,
         slots: &[Arc<PartitionSlot>],
-    ) -> Vec<CommittedOffset> {
+    ) -> (
+        Vec<CommittedOffset>,
+        Vec<CommittedOffset>,
+        Vec<DroppedOffset>,
+    ) {
         let inner = &self.inner;
-        let carry: Vec<_> = inner.lock_core().carry.drain().collect();
-        if carry.is_empty() {
-            return Vec::new();
+        let carry: Vec<_> = {
+            let mut core = inner.lock_core();
+            let all: Vec<_> = core.carry.drain().collect();
+            // A later commit (e.g. the revoke's) already covered some.
+            all.into_iter()
+                .filter_map(|(tp, c)| {
+                    let committed = core.queue.committed_offset(&tp);
+                    (committed < Some(c.offset)).then_some((tp, c, committed))
+                })
+                .collect()
+        };
+        // Unresolved entries of the failed-offset log for the assigned
+        // partitions (with `replay_failed_offsets`).
+        let replay: Vec<(Arc<PartitionSlot>, i64)> = {
+            let mut core = inner.lock_core();
+            slots
+                .iter()
+                .filter_map(|s| core.replay.remove(&s.key()).map(|o| (s.clone(), o)))
+                .collect()
+        };
+        if carry.is_empty() && replay.is_empty() {
+            return (Vec::new(), Vec::new(), Vec::new());
         }
-        let mut back = Vec::new();
+        let mut back: Vec<(Arc<PartitionSlot>, Carried, bool)> = replay
+            .into_iter()
+            .map(|(s, offset)| {
+                let c = Carried {
+                    epoch: s.epoch,
+                    offset,
+                    code: None,
+                    message: "unresolved in the failed-offset log".into(),
+                };
+                (s, c, true)
+            })
+            .collect();
         let mut dropped = Vec::new();
-        for (tp, c) in carry {
+        for (tp, c, committed) in carry {
             if let Some(slot) = slots.iter().find(|s| s.key() == tp) {
-                back.push((slot.clone(), c));
+                back.push((slot.clone(), c, false));
             } else if inner.assignment.epoch(&tp.0, tp.1) == Some(c.epoch) {
                 // Still ours, same assignment: the next commit covers it.
                 let mut core = inner.lock_core();
                 core.queue.offer(&tp, c.epoch, c.offset, true);
                 core.trigger = true;
             } else {
-                dropped.push((tp, c));
+                dropped.push((tp, c, committed));
             }
         }
-        for (tp, c) in dropped {
+        let mut dropped_offsets = Vec::with_capacity(dropped.len());
+        for (tp, c, committed_before) in dropped {
             Metrics::inc(&inner.metrics.offsets_rebalance_dropped);
             debug!(topic = %tp.0, partition = tp.1, offset = c.offset, "kept offset dropped: the partition went to another member");
             let mut f = inner.failure(
@@ -314,19 +376,29 @@ impl<C: ConsumerContext> GuardContext<C> {
             );
             f.error_code = c.code;
             inner.record_failure(f);
+            dropped_offsets.push(DroppedOffset {
+                topic: tp.0.to_string(),
+                partition: tp.1,
+                offset: c.offset,
+                committed_before,
+            });
         }
         if back.is_empty() {
-            return Vec::new();
+            return (Vec::new(), Vec::new(), dropped_offsets);
         }
+        // Highest first: the offer of a lower one for the same partition is
+        // then stale, and fetching starts at the highest.
+        back.sort_by_key(|b| std::cmp::Reverse(b.1.offset));
         // Never move the group's offset backwards: read it first.
         let mut query = TopicPartitionList::with_capacity(back.len());
-        for (s, _) in &back {
+        for (s, _, _) in &back {
             let _ = query.add_partition(&s.topic, s.partition);
         }
         let timeout = inner.config.revoke_timeout;
         let committed = base_consumer.committed_offsets(query, timeout);
         let mut resumed = Vec::new();
-        for (slot, c) in back {
+        let mut replayed = Vec::new();
+        for (slot, c, from_log) in back {
             let group = match &committed {
                 Ok(list) => match list
                     .find_partition(&slot.topic, slot.partition)
@@ -339,28 +411,56 @@ impl<C: ConsumerContext> GuardContext<C> {
             };
             match group {
                 Ok(g) if g.is_none_or(|g| g < c.offset) => {
-                    let _ = tpl.set_partition_offset(
-                        &slot.topic,
-                        slot.partition,
-                        Offset::Offset(c.offset),
-                    );
                     let offer =
                         inner
                             .lock_core()
                             .queue
                             .offer(&slot.key(), slot.epoch, c.offset, true);
                     if offer == Offer::Queued {
+                        let _ = tpl.set_partition_offset(
+                            &slot.topic,
+                            slot.partition,
+                            Offset::Offset(c.offset),
+                        );
+                    }
+                    let co = CommittedOffset {
+                        topic: slot.topic.to_string(),
+                        partition: slot.partition,
+                        offset: c.offset,
+                    };
+                    if from_log {
+                        // Resolved in the log once the commit lands (worker).
+                        inner
+                            .lock_core()
+                            .replay_pending
+                            .insert(slot.key(), c.offset);
+                        Metrics::inc(&inner.metrics.offsets_replayed);
+                        info!(topic = %slot.topic, partition = slot.partition, offset = c.offset, group_offset = ?g, "failed offset from the log is ahead of the group's: committing it again; fetching starts there");
+                        replayed.push(co);
+                    } else if offer == Offer::Queued {
                         Metrics::inc(&inner.metrics.offsets_resumed);
                         debug!(topic = %slot.topic, partition = slot.partition, offset = c.offset, group_offset = ?g, "kept offset committed again; fetching starts there");
-                        resumed.push(CommittedOffset {
-                            topic: slot.topic.to_string(),
-                            partition: slot.partition,
-                            offset: c.offset,
-                        });
+                        resumed.push(co);
                     }
                 }
                 Ok(g) => {
-                    debug!(topic = %slot.topic, partition = slot.partition, offset = c.offset, group_offset = ?g, "kept offset superseded by the group's committed offset");
+                    if from_log {
+                        let committed = g.unwrap_or(c.offset);
+                        info!(topic = %slot.topic, partition = slot.partition, offset = c.offset, group_offset = committed, "failed offset from the log is not ahead of the group's: resolved as superseded");
+                        inner.resolve_logged(Resolution::superseded(
+                            inner.config.group_id.clone(),
+                            slot.topic.to_string(),
+                            slot.partition,
+                            c.offset,
+                            committed,
+                        ));
+                    } else {
+                        debug!(topic = %slot.topic, partition = slot.partition, offset = c.offset, group_offset = ?g, "kept offset superseded by the group's committed offset");
+                    }
+                }
+                Err(e) if from_log => {
+                    warn!(topic = %slot.topic, partition = slot.partition, offset = c.offset, error = %e, "could not read the group's committed offset; the logged offset is tried again at the next assign");
+                    inner.lock_core().replay.insert(slot.key(), c.offset);
                 }
                 Err(e) => {
                     warn!(topic = %slot.topic, partition = slot.partition, offset = c.offset, error = %e, "could not read the group's committed offset; kept offset not committed");
@@ -377,7 +477,7 @@ impl<C: ConsumerContext> GuardContext<C> {
                 }
             }
         }
-        resumed
+        (resumed, replayed, dropped_offsets)
     }
 
     fn on_revoke(&self, tpl: &TopicPartitionList, cooperative: bool) {
@@ -431,8 +531,9 @@ impl<C: ConsumerContext> GuardContext<C> {
         // deadline still ends by itself.
         let wait_until = job.deadline + Duration::from_secs(1);
         let mut core = inner.lock_core();
-        if core.shutting_down || core.stop || core.finish.is_some() {
-            // The final commit already ran (or is running) for these partitions.
+        if core.stop {
+            // The worker is done (the consumer is closing): its final commit
+            // already ran for these partitions.
             drop(core);
             for s in &slots {
                 inner.assignment.revoke_slot(s);
@@ -505,20 +606,21 @@ impl<C: ConsumerContext> GuardContext<C> {
         let parts = partitions(tpl);
         let mut not_committed = Vec::new();
         for (topic, partition) in &parts {
+            // End the assignment under the shared lock, so the worker cannot
+            // keep a refused offset of it for later (see worker::carry).
+            let mut core = inner.lock_core();
             let Some(slot) = inner.assignment.revoke(topic, *partition) else {
                 continue;
             };
             Metrics::inc(&inner.metrics.partitions_lost);
             let cp = slot.view().0;
             let key = slot.key();
-            let (pending, committed, carried) = {
-                let mut core = inner.lock_core();
-                (
-                    core.queue.forget(&key),
-                    core.queue.committed_offset(&key),
-                    core.carry.remove(&key).map(|c| c.offset),
-                )
-            };
+            let (pending, committed, carried) = (
+                core.queue.forget(&key),
+                core.queue.committed_offset(&key),
+                core.carry.remove(&key).map(|c| c.offset),
+            );
+            drop(core);
             let offset = cp.max(pending).max(carried);
             if let Some(offset) = offset.filter(|o| Some(*o) > committed) {
                 warn!(

@@ -180,6 +180,17 @@ impl RetryState {
         self.attempts
     }
 
+    /// A deferral (the group was rebalancing) does not count against the
+    /// attempt budget: takes back the attempt just counted.
+    pub(crate) fn forgive(&mut self) {
+        self.attempts = self.attempts.saturating_sub(1);
+    }
+
+    /// Until when retries and deferrals may go on (the policy's `max_elapsed`).
+    pub(crate) fn time_bound(&self) -> Instant {
+        self.deadline
+    }
+
     /// The delay before the next attempt, or `None` when the budget is spent.
     /// The delay never runs past the time bound.
     pub(crate) fn next_delay(&mut self) -> Option<Duration> {

@@ -31,6 +31,7 @@ pub(crate) struct Metrics {
     pub offsets_revoke_committed: AtomicU64,
     pub offsets_deferred: AtomicU64,
     pub offsets_resumed: AtomicU64,
+    pub offsets_replayed: AtomicU64,
     pub offsets_rebalance_dropped: AtomicU64,
 }
 
@@ -76,6 +77,7 @@ impl Metrics {
             offsets_revoke_committed: l(&self.offsets_revoke_committed),
             offsets_deferred: l(&self.offsets_deferred),
             offsets_resumed: l(&self.offsets_resumed),
+            offsets_replayed: l(&self.offsets_replayed),
             offsets_rebalance_dropped: l(&self.offsets_rebalance_dropped),
         }
     }
@@ -142,6 +144,9 @@ pub struct Stats {
     /// Kept offsets committed after the partition was assigned back (only when
     /// ahead of the group's committed offset; fetching starts there).
     pub offsets_resumed: u64,
+    /// Unresolved failed offsets from the log committed again at an assign
+    /// (`replay_failed_offsets`), being ahead of the group's committed offset.
+    pub offsets_replayed: u64,
     /// Kept offsets dropped because the rebalance gave the partition to
     /// another member (recorded with reason `rebalance_dropped`).
     pub offsets_rebalance_dropped: u64,

@@ -7,26 +7,12 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{Fixture, fast_retry, unique};
-use offset_guard::{AckToken, FailureReason, GuardedConsumer, MemorySink, Record};
+use common::{Fixture, fast_retry, recv_n, unique};
+use offset_guard::{AckToken, FailureReason, MemorySink, Record};
 use rdkafka::types::RDKafkaApiKey;
 use rdkafka::types::RDKafkaRespErr;
 
 /// Receives exactly `n` records (or panics after `timeout`).
-async fn recv_n(c: &mut GuardedConsumer, n: usize, timeout: Duration) -> Vec<Record> {
-    let mut out = Vec::with_capacity(n);
-    let deadline = tokio::time::Instant::now() + timeout;
-    while out.len() < n {
-        match tokio::time::timeout_at(deadline, c.recv()).await {
-            Ok(Ok(Some(r))) => out.push(r),
-            Ok(Ok(None)) => panic!("consumer stopped after {} of {n} records", out.len()),
-            Ok(Err(e)) => panic!("recv error after {} records: {e}", out.len()),
-            Err(_) => panic!("timed out after {} of {n} records", out.len()),
-        }
-    }
-    out
-}
-
 /// Acks tokens from many tasks in a shuffled order.
 async fn ack_concurrently(tokens: Vec<AckToken>) {
     let mut tokens = tokens;

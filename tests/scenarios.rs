@@ -12,27 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use common::{Fixture, fast_retry, unique, wait_until};
+use common::{Fixture, fast_retry, recv_n, unique, wait_until};
 use offset_guard::failure_log::LogReader;
-use offset_guard::{Error, FailureReason, GuardedConsumer, MemorySink, OffsetGuard, Record};
+use offset_guard::{Error, FailureReason, MemorySink, OffsetGuard};
 use rdkafka::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-
-/// Receives exactly `n` records (or panics after `timeout`).
-async fn recv_n(c: &mut GuardedConsumer, n: usize, timeout: Duration) -> Vec<Record> {
-    let mut out = Vec::with_capacity(n);
-    let deadline = tokio::time::Instant::now() + timeout;
-    while out.len() < n {
-        match tokio::time::timeout_at(deadline, c.recv()).await {
-            Ok(Ok(Some(r))) => out.push(r),
-            Ok(Ok(None)) => panic!("consumer stopped after {} of {n} records", out.len()),
-            Ok(Err(e)) => panic!("recv error after {} records: {e}", out.len()),
-            Err(_) => panic!("timed out after {} of {n} records", out.len()),
-        }
-    }
-    out
-}
 
 /// Held by the crash test while it has child processes and by tests that
 /// need `broker_down` to close connections. MockCluster's brokers `accept()`

@@ -113,17 +113,16 @@ impl CommitQueue {
     pub(crate) fn take_only(&mut self, keys: &[(TopicPartition, u64)]) -> Vec<Entry> {
         let mut batch = Vec::new();
         for (tp, epoch) in keys {
-            if let Some(st) = self.parts.get_mut(tp) {
-                if st.epoch == *epoch {
-                    if let Some(p) = st.pending.take() {
-                        st.in_flight = Some(p);
-                        batch.push(Entry {
-                            tp: tp.clone(),
-                            epoch: *epoch,
-                            offset: p,
-                        });
-                    }
-                }
+            if let Some(st) = self.parts.get_mut(tp)
+                && st.epoch == *epoch
+                && let Some(p) = st.pending.take()
+            {
+                st.in_flight = Some(p);
+                batch.push(Entry {
+                    tp: tp.clone(),
+                    epoch: *epoch,
+                    offset: p,
+                });
             }
         }
         batch.sort_by(|a, b| a.tp.cmp(&b.tp));

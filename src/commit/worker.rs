@@ -131,7 +131,7 @@ enum BatchEnd {
 enum Mode {
     /// Interval, count, async, `commit_now`: yields to a revoke between attempts.
     Normal,
-    /// The final commit of shutdown.
+    /// The final commit of shutdown (also yields to a revoke).
     Final,
     /// A revoke's commit: never waits for the rebalance to end (it cannot end
     /// while the callback waits); what it refuses is carried.
@@ -147,6 +147,9 @@ pub(crate) fn spawn(inner: Arc<Inner>, committer: Arc<dyn Committer>) -> std::io
 
 fn run(inner: Arc<Inner>, committer: Arc<dyn Committer>) {
     run_cycles(&inner, &*committer);
+    inner
+        .poll_stop
+        .store(true, std::sync::atomic::Ordering::Release);
     {
         // A revoke that arrived as the worker stopped: release its callback.
         let mut core = inner.lock_core();
@@ -201,8 +204,11 @@ fn run_cycles(inner: &Inner, committer: &dyn Committer) {
         drop(core);
         next_tick = interval.map(|i| Instant::now() + i);
 
-        let mode = if finishing { Mode::Final } else { Mode::Normal };
-        let result = match commit_cycle_in(inner, committer, mode, deadline) {
+        if finishing {
+            finish(inner, committer, waiters, deadline);
+            return;
+        }
+        let result = match commit_cycle_in(inner, committer, Mode::Normal, None) {
             Some(result) => result,
             None => {
                 // Interrupted by a revoke: the batch went back to the queue;
@@ -216,17 +222,66 @@ fn run_cycles(inner: &Inner, committer: &dyn Committer) {
         for w in waiters {
             let _ = w.send(result.clone());
         }
-        if finishing {
-            record_unresolved_carry(inner);
-            let mut core = inner.lock_core();
-            if let Some(done) = core.finish.take().and_then(|mut f| f.done.take()) {
-                let _ = done.send(());
-            }
-            core.stop = true;
-            return;
-        }
         idle.after_cycle(inner, committer);
     }
+}
+
+/// The final commit. A rebalance may be under way (a rolling restart stops
+/// members one after another): the poll thread still serves its callbacks, so
+/// revokes are committed here as they come, and offsets refused until the
+/// rebalance ends are committed once the assign settled them, all within the
+/// shutdown deadline. Then the poll thread is stopped.
+fn finish(
+    inner: &Inner,
+    committer: &dyn Committer,
+    waiters: Vec<Waiter>,
+    deadline: Option<Instant>,
+) {
+    let mut waiters = waiters;
+    loop {
+        let job = inner.lock_core().revoke.take();
+        if let Some(job) = job {
+            run_revoke(inner, committer, &job);
+            continue;
+        }
+        let seen_gen = inner.lock_core().rebalance_gen;
+        let Some(result) = commit_cycle_in(inner, committer, Mode::Final, deadline) else {
+            continue; // a revoke came first; its partitions are committed by it
+        };
+        let mut core = inner.lock_core();
+        let waiting_on_rebalance = core
+            .carry
+            .iter()
+            .any(|(tp, c)| core.queue.committed_offset(tp) < Some(c.offset));
+        let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
+        if !waiting_on_rebalance || out_of_time || core.abandoned {
+            drop(core);
+            for w in waiters.drain(..) {
+                let _ = w.send(result.clone());
+            }
+            break;
+        }
+        debug!("final commit waits for the rebalance under way to end");
+        while core.rebalance_gen == seen_gen && core.revoke.is_none() && !core.abandoned {
+            let now = Instant::now();
+            let until = deadline.unwrap_or(now + Duration::from_secs(1));
+            if now >= until {
+                break;
+            }
+            core = inner.wait_core_timeout(core, until - now);
+        }
+    }
+    record_unresolved_carry(inner);
+    let mut core = inner.lock_core();
+    if let Some(done) = core.finish.take().and_then(|mut f| f.done.take()) {
+        let _ = done.send(());
+    }
+    core.stop = true;
+    drop(core);
+    inner
+        .poll_stop
+        .store(true, std::sync::atomic::Ordering::Release);
+    inner.notify();
 }
 
 /// Snapshots every owned partition's commit point and commits what moved.
@@ -280,7 +335,7 @@ fn commit_cycle_in(
         BatchEnd::Committed => Some(Ok(batch.iter().map(committed_offset).collect())),
         BatchEnd::Failed(e) => Some(Err(e)),
         BatchEnd::Deferred(e) => {
-            carry(inner, &batch, &e);
+            carry(inner, &batch, &e, true);
             Some(Err(Error::Kafka(e)))
         }
         BatchEnd::Interrupted => None,
@@ -296,10 +351,19 @@ fn committed_offset(e: &Entry) -> CommittedOffset {
 }
 
 /// Keeps refused offsets to the next assign (see [`Carried`]).
-fn carry(inner: &Inner, batch: &[Entry], err: &KafkaError) {
+/// With `owned_only`, an offset whose assignment ended meanwhile (a lost
+/// assignment, recorded by the lost callback) is not kept: lost partitions are
+/// never committed. The check and the insertion happen under the shared lock,
+/// which the lost callback also holds while it ends the assignment.
+fn carry(inner: &Inner, batch: &[Entry], err: &KafkaError, owned_only: bool) {
     let mut core = inner.lock_core();
     core.queue.failed(batch, false);
     for e in batch {
+        if owned_only && inner.assignment.epoch(&e.tp.0, e.tp.1) != Some(e.epoch) {
+            Metrics::inc(&inner.metrics.offsets_stale_dropped);
+            debug!(topic = %e.tp.0, partition = e.tp.1, offset = e.offset, "refused offset not kept: its assignment ended");
+            continue;
+        }
         debug!(topic = %e.tp.0, partition = e.tp.1, offset = e.offset, error = %err, "offset kept until the rebalance ends");
         let keep = core.carry.get(&e.tp).is_none_or(|c| c.offset < e.offset);
         if keep {
@@ -371,10 +435,12 @@ fn run_revoke(inner: &Inner, committer: &dyn Committer, job: &RevokeJob) {
     // From here on acks of these assignments are stale.
     let mut keys = Vec::with_capacity(job.slots.len());
     for s in &job.slots {
-        if let Some(cp) = inner.assignment.revoke_slot(s) {
-            if core.queue.offer(&s.key(), s.epoch, cp, true) == Offer::Stale {
-                Metrics::inc(&inner.metrics.offsets_stale_dropped);
-            }
+        let cp = inner.assignment.revoke_slot(s);
+        debug!(topic = %s.topic, partition = s.partition, epoch = s.epoch, commit_point = ?cp, committed = ?core.queue.committed_offset(&s.key()), "revoking");
+        if let Some(cp) = cp
+            && core.queue.offer(&s.key(), s.epoch, cp, true) == Offer::Stale
+        {
+            Metrics::inc(&inner.metrics.offsets_stale_dropped);
         }
         keys.push((s.key(), s.epoch));
     }
@@ -395,7 +461,9 @@ fn run_revoke(inner: &Inner, committer: &dyn Committer, job: &RevokeJob) {
                 outcome.committed = batch.iter().map(committed_offset).collect();
             }
             BatchEnd::Deferred(e) => {
-                carry(inner, &batch, &e);
+                // The revoke callback is waiting on us: no lost callback can
+                // run meanwhile; the slots were ended by this revoke.
+                carry(inner, &batch, &e, false);
                 outcome.deferred = batch.iter().map(committed_offset).collect();
             }
             BatchEnd::Failed(_) | BatchEnd::Interrupted => {
@@ -449,6 +517,7 @@ fn commit_batch(
         let err = match res {
             Ok(()) => {
                 inner.lock_core().queue.committed(&batch);
+                inner.on_batch_committed(&batch);
                 Metrics::inc(&inner.metrics.commits_succeeded);
                 for e in &batch {
                     debug!(topic = %e.tp.0, partition = e.tp.1, offset = e.offset, attempt, "offset committed");
@@ -496,7 +565,62 @@ fn commit_batch(
             }
             ErrorClass::UnknownPartition => unknown_partition_attempts += 1,
             ErrorClass::Retry => {}
-            ErrorClass::DeferUntilRebalanced => Metrics::inc(&inner.metrics.commits_deferred),
+            ErrorClass::DeferUntilRebalanced => {
+                // Keep the offsets and wait for the rebalance to end (every
+                // rebalance ends with an assign callback, empty under
+                // cooperative when nothing is added); not an attempt against
+                // the budget, bounded by the policy's time and the deadline.
+                Metrics::inc(&inner.metrics.commits_deferred);
+                retry.forgive();
+                let (bound, reason) = match deadline {
+                    Some((d, why)) if d < retry.time_bound() => (d, why),
+                    _ => (retry.time_bound(), FailureReason::RetriesExhausted),
+                };
+                if Instant::now() >= bound {
+                    return give_up(inner, &batch, reason, &err, attempt, started);
+                }
+                debug!(
+                    attempt,
+                    "commit refused while the group rebalances; waiting for the rebalance to end"
+                );
+                // Without a rebalance callback (e.g. the poll thread stopped
+                // at shutdown) try again every second.
+                let until = bound.min(Instant::now() + Duration::from_secs(1));
+                let mut core = inner.lock_core();
+                while core.rebalance_gen == seen_rebalance && !core.abandoned {
+                    if mode != Mode::Revoke && core.revoke.is_some() {
+                        core.queue.failed(&batch, true);
+                        return BatchEnd::Interrupted;
+                    }
+                    let now = Instant::now();
+                    if now >= until {
+                        break;
+                    }
+                    core = inner.wait_core_timeout(core, until - now);
+                }
+                seen_rebalance = core.rebalance_gen;
+                // Only partitions still owned in the same assignment are
+                // committed again; a revoke committed the others' latest offsets.
+                let (owned, gone): (Vec<Entry>, Vec<Entry>) = batch
+                    .into_iter()
+                    .partition(|e| inner.assignment.epoch(&e.tp.0, e.tp.1) == Some(e.epoch));
+                if !gone.is_empty() {
+                    core.queue.failed(&gone, false);
+                    inner
+                        .metrics
+                        .offsets_stale_dropped
+                        .fetch_add(gone.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    for e in &gone {
+                        debug!(topic = %e.tp.0, partition = e.tp.1, offset = e.offset, "deferred offset dropped: partition no longer owned");
+                    }
+                }
+                batch = owned;
+                drop(core);
+                if batch.is_empty() {
+                    return BatchEnd::Committed;
+                }
+                continue;
+            }
         }
         // Retry after a backoff, within the policy and the deadline.
         let delay = retry.next_delay();
@@ -511,60 +635,23 @@ fn commit_batch(
         };
         Metrics::inc(&inner.metrics.commits_retried);
         warn!(attempt, error_code = ?code, error = %err, delay_ms = delay.as_millis() as u64, "commit failed; retrying");
-        if class == ErrorClass::DeferUntilRebalanced {
-            // Wait for the rebalance to end (or the backoff), then keep only the
-            // partitions still owned in the same assignment.
-            let mut core = inner.lock_core();
-            let until = Instant::now() + delay;
-            while core.rebalance_gen == seen_rebalance && !core.abandoned {
-                if mode == Mode::Normal && core.revoke.is_some() {
-                    core.queue.failed(&batch, true);
-                    return BatchEnd::Interrupted;
-                }
-                let now = Instant::now();
-                if now >= until {
-                    break;
-                }
-                core = inner.wait_core_timeout(core, until - now);
+        // Back off; a revoke (for a normal commit) or shutdown's abandon cuts
+        // the wait short.
+        let until = Instant::now() + delay;
+        let mut core = inner.lock_core();
+        loop {
+            if core.abandoned {
+                break;
             }
-            seen_rebalance = core.rebalance_gen;
-            let (owned, gone): (Vec<Entry>, Vec<Entry>) = batch
-                .into_iter()
-                .partition(|e| inner.assignment.epoch(&e.tp.0, e.tp.1) == Some(e.epoch));
-            if !gone.is_empty() {
-                core.queue.failed(&gone, false);
-                inner
-                    .metrics
-                    .offsets_stale_dropped
-                    .fetch_add(gone.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                for e in &gone {
-                    debug!(topic = %e.tp.0, partition = e.tp.1, offset = e.offset, "deferred offset dropped: partition no longer owned");
-                }
+            if mode != Mode::Revoke && core.revoke.is_some() {
+                core.queue.failed(&batch, true);
+                return BatchEnd::Interrupted;
             }
-            batch = owned;
-            drop(core);
-            if batch.is_empty() {
-                return BatchEnd::Committed;
+            let now = Instant::now();
+            if now >= until {
+                break;
             }
-        } else {
-            // Back off; a revoke (for a normal commit) or shutdown's abandon
-            // cuts the wait short.
-            let until = Instant::now() + delay;
-            let mut core = inner.lock_core();
-            loop {
-                if core.abandoned {
-                    break;
-                }
-                if mode == Mode::Normal && core.revoke.is_some() {
-                    core.queue.failed(&batch, true);
-                    return BatchEnd::Interrupted;
-                }
-                let now = Instant::now();
-                if now >= until {
-                    break;
-                }
-                core = inner.wait_core_timeout(core, until - now);
-            }
+            core = inner.wait_core_timeout(core, until - now);
         }
     }
 }

@@ -2,7 +2,11 @@
 //!
 //! [`FailedOffsetLog`] is a [`FailureSink`](crate::FailureSink) that appends
 //! each [`FailedOffset`](crate::FailedOffset) to a JSON Lines file;
-//! [`LogReader`] reads it back; the `offset-guard failures` command prints it.
+//! [`LogReader`] reads it back; the `offset-guard failures` command prints it;
+//! with [`GuardBuilder::replay_failed_offsets`](crate::GuardBuilder::replay_failed_offsets)
+//! the next run commits each unresolved offset again when its partition is
+//! assigned, if that does not move the group's committed offset backwards,
+//! and appends the resolution either way.
 //!
 //! # Format
 //!

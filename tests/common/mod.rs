@@ -6,6 +6,8 @@
 //! guard's own state.
 #![allow(dead_code)]
 
+pub mod group;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -332,4 +334,23 @@ pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Receives `n` records, failing the test on an error, a stop or the timeout.
+pub async fn recv_n<C: rdkafka::consumer::ConsumerContext + 'static>(
+    c: &mut offset_guard::GuardedConsumer<C>,
+    n: usize,
+    timeout: Duration,
+) -> Vec<offset_guard::Record> {
+    let mut out = Vec::with_capacity(n);
+    let deadline = tokio::time::Instant::now() + timeout;
+    while out.len() < n {
+        match tokio::time::timeout_at(deadline, c.recv()).await {
+            Ok(Ok(Some(r))) => out.push(r),
+            Ok(Ok(None)) => panic!("consumer stopped after {} of {n} records", out.len()),
+            Ok(Err(e)) => panic!("recv error after {} records: {e}", out.len()),
+            Err(_) => panic!("timed out after {} of {n} records", out.len()),
+        }
+    }
+    out
 }

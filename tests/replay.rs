@@ -1,0 +1,169 @@
+//! Replay of the failed-offset log on the next run (`replay_failed_offsets`):
+//! an unresolved offset ahead of the group's committed offset is committed
+//! again (and fetching starts there); one behind it is refused (never move an
+//! offset backwards); both get their resolution in the log.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Fixture, recv_n, unique};
+use offset_guard::failure_log::{LogEntry, LogReader, ResolutionKind};
+use offset_guard::{BuildError, OffsetGuard, RetryPolicy};
+use rdkafka::ClientConfig;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_recommits_a_logged_offset_ahead_and_refuses_one_behind() {
+    let fx = Fixture::mock();
+    let (topic, group) = (unique("replay"), unique("g-replay"));
+    let log_path = std::env::temp_dir().join(format!("{group}.jsonl"));
+    fx.create_topic(&topic, 2);
+    fx.produce(&topic, 2, 50, 0);
+
+    // Run 1: 10 records per partition committed, then commits fail for good
+    // (the final one at shutdown too): 25 on p0 and 20 on p1 are logged.
+    let mut c = fx
+        .guard(&group)
+        .no_commit_interval()
+        .retry(RetryPolicy::none())
+        .failed_offset_log(&log_path)
+        .build()
+        .unwrap();
+    c.subscribe(&[&topic]).unwrap();
+    let records = recv_n(&mut c, 100, Duration::from_secs(30)).await;
+    let upto = |p: i32| if p == 0 { 25 } else { 20 };
+    let (first, later): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| r.offset() < 10);
+    for r in first {
+        r.ack();
+    }
+    c.commit_now().await.unwrap();
+    assert_eq!(fx.committed(&group, &topic, 2), vec![Some(10), Some(10)]);
+    fx.mock_cluster().request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 2],
+    );
+    for r in later {
+        if r.offset() < upto(r.partition()) {
+            r.ack();
+        }
+    }
+    assert!(c.commit_now().await.is_err());
+    let report = c.shutdown().await.unwrap();
+    assert_eq!(report.not_committed.len(), 2, "{:?}", report.not_committed);
+    assert_eq!(fx.committed(&group, &topic, 2), vec![Some(10), Some(10)]);
+    let before = LogReader::open(&log_path).unwrap();
+    let mut unresolved: Vec<_> = before
+        .unresolved()
+        .iter()
+        .map(|f| (f.partition, f.offset))
+        .collect();
+    unresolved.sort();
+    unresolved.dedup();
+    assert_eq!(unresolved, vec![(0, 25), (1, 20)]);
+
+    // Meanwhile another member processed p1 further and committed 30 (it
+    // acks nothing of p0).
+    let mut other = fx.guard(&group).no_commit_interval().build().unwrap();
+    other.subscribe(&[&topic]).unwrap();
+    for r in recv_n(&mut other, 80, Duration::from_secs(30)).await {
+        if r.partition() == 1 && r.offset() < 30 {
+            r.ack();
+        }
+    }
+    other.shutdown().await.unwrap();
+    assert_eq!(fx.committed(&group, &topic, 2), vec![Some(10), Some(30)]);
+
+    // Run 2, replaying the log: p0's 25 is ahead of 10 -> committed again and
+    // fetching starts there; p1's 20 is behind 30 -> refused.
+    let replayed = Arc::new(Mutex::new(Vec::new()));
+    let r2 = replayed.clone();
+    let mut c = fx
+        .guard(&group)
+        .no_commit_interval()
+        .failed_offset_log(&log_path)
+        .replay_failed_offsets()
+        .on_assign(move |a| r2.lock().unwrap().extend(a.replayed.clone()))
+        .build()
+        .unwrap();
+    c.subscribe(&[&topic]).unwrap();
+    let records = recv_n(&mut c, 45, Duration::from_secs(30)).await;
+    let first = |p: i32| {
+        records
+            .iter()
+            .filter(|r| r.partition() == p)
+            .map(|r| r.offset())
+            .min()
+    };
+    assert_eq!(first(0), Some(25), "p0 resumes at the replayed offset");
+    assert_eq!(first(1), Some(30), "p1 resumes at the group's offset");
+    assert_eq!(
+        replayed
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|o| (o.partition, o.offset))
+            .collect::<Vec<_>>(),
+        vec![(0, 25)]
+    );
+    common::wait_until(Duration::from_secs(10), "the replayed commit lands", || {
+        fx.committed(&group, &topic, 2) == vec![Some(25), Some(30)]
+    });
+    assert_eq!(c.stats().offsets_replayed, 1);
+    for r in records {
+        r.ack();
+    }
+    c.shutdown().await.unwrap();
+    assert_eq!(fx.committed(&group, &topic, 2), vec![Some(50), Some(50)]);
+
+    // The log says how each was resolved, and nothing is left to replay.
+    let after = LogReader::open(&log_path).unwrap();
+    assert!(after.unresolved().is_empty(), "{:?}", after.unresolved());
+    let mut resolutions: Vec<_> = after
+        .entries()
+        .iter()
+        .filter_map(|e| match e {
+            LogEntry::Resolved(r) => Some((r.partition, r.offset, r.how)),
+            _ => None,
+        })
+        .collect();
+    resolutions.sort_by_key(|r| r.0);
+    assert_eq!(
+        resolutions,
+        vec![
+            (0, 25, ResolutionKind::Recommitted),
+            (
+                1,
+                20,
+                ResolutionKind::Superseded {
+                    committed_offset: 30
+                }
+            ),
+        ]
+    );
+    println!(
+        "replay: p0 logged 25 over committed 10 -> recommitted; p1 logged 20 under committed 30 -> superseded"
+    );
+    let _ = std::fs::remove_file(&log_path);
+}
+
+#[test]
+fn replay_needs_the_failed_offset_log() {
+    let err = OffsetGuard::builder(
+        ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:9")
+            .set("group.id", "g")
+            .clone(),
+    )
+    .replay_failed_offsets()
+    .build()
+    .err()
+    .expect("a build error");
+    assert!(matches!(err, BuildError::MissingDependency { .. }), "{err}");
+    assert_eq!(err.setting(), Some("replay_failed_offsets"));
+    assert_eq!(
+        err.to_string(),
+        "replay_failed_offsets needs failed_offset_log to be set"
+    );
+}
