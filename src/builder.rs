@@ -28,6 +28,7 @@ impl OffsetGuard {
                 retry: RetryPolicy::exponential(),
                 commit_interval: Some(Duration::from_secs(5)),
                 commit_every: None,
+                recommit_idle_every: None,
                 async_commits: false,
                 shutdown_timeout: Duration::from_secs(10),
                 poll_timeout: Duration::from_millis(100),
@@ -58,6 +59,7 @@ struct Settings {
     retry: RetryPolicy,
     commit_interval: Option<Duration>,
     commit_every: Option<u64>,
+    recommit_idle_every: Option<Duration>,
     async_commits: bool,
     shutdown_timeout: Duration,
     poll_timeout: Duration,
@@ -115,6 +117,25 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// Also commit after every `n` acks. Default: off. Must be at least 1.
     pub fn commit_every(mut self, n: u64) -> Self {
         self.s.commit_every = Some(n);
+        self
+    }
+
+    /// Re-commit, every `period`, the offsets of owned partitions whose
+    /// position has not moved since their last commit, so that a partition
+    /// that receives nothing for a long time does not lose its committed
+    /// offset to the broker's `offsets.retention.minutes` (counted from the
+    /// last commit on Kafka before 2.1 and for groups without members, e.g.
+    /// manual `assign`). Only an offset this consumer committed, with every
+    /// record before it acked in the partition's current assignment and none
+    /// after it, is sent again: never a lower one, never past an un-acked
+    /// record. The re-commit goes through the same serialized commit worker,
+    /// one attempt per period; a failure is logged with `tracing` and tried
+    /// again a period later (the offset is still committed, so it is not a
+    /// failed offset). Counted in [`Stats::idle_recommits`](crate::Stats::idle_recommits)
+    /// and `commits_sent`. Pick a period well below the broker's retention.
+    /// Default: off. Must be non-zero.
+    pub fn recommit_idle_every(mut self, period: Duration) -> Self {
+        self.s.recommit_idle_every = Some(period);
         self
     }
 
@@ -267,6 +288,12 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
                 reason: "must be at least 1".into(),
             });
         }
+        if self.s.recommit_idle_every.is_some_and(|d| d.is_zero()) {
+            return Err(BuildError::InvalidDuration {
+                setting: "recommit_idle_every",
+                reason: "must be greater than zero (leave it unset to turn re-commits off)".into(),
+            });
+        }
         if self.s.batch_size == 0 {
             return Err(BuildError::InvalidCount {
                 setting: "batch_size",
@@ -300,6 +327,7 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
             retry: self.s.retry,
             commit_interval: self.s.commit_interval,
             commit_every: self.s.commit_every,
+            recommit_idle_every: self.s.recommit_idle_every,
             async_commits: self.s.async_commits,
             shutdown_timeout: self.s.shutdown_timeout,
             poll_timeout: self.s.poll_timeout,

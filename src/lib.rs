@@ -13,6 +13,8 @@
 //!   ([`RetryPolicy`]), with Kafka errors classified by [`retry::classify`];
 //! - commits by interval, by count, on every ack ([`GuardBuilder::async_commits`])
 //!   or on demand ([`GuardedConsumer::commit_now`]);
+//! - optionally, unchanged offsets of idle partitions re-committed every period
+//!   ([`GuardBuilder::recommit_idle_every`]) so the broker does not expire them;
 //! - a final synchronous commit on [`GuardedConsumer::shutdown`], within a deadline;
 //! - rebalance safety ([`rebalance`]): on revoke (eager, or the revoked subset
 //!   under cooperative-sticky) the revoked partitions' acked offsets are

@@ -18,6 +18,7 @@ pub(crate) struct Metrics {
     pub commits_failed: AtomicU64,
     pub commits_noop: AtomicU64,
     pub commits_deferred: AtomicU64,
+    pub idle_recommits: AtomicU64,
     pub offsets_stale_dropped: AtomicU64,
     pub offsets_failed: AtomicU64,
     pub latency_last_us: AtomicU64,
@@ -63,6 +64,7 @@ impl Metrics {
             commits_failed: l(&self.commits_failed),
             commits_noop: l(&self.commits_noop),
             commits_deferred: l(&self.commits_deferred),
+            idle_recommits: l(&self.idle_recommits),
             offsets_stale_dropped: l(&self.offsets_stale_dropped),
             offsets_failed: l(&self.offsets_failed),
             commit_latency_last: Duration::from_micros(l(&self.latency_last_us)),
@@ -112,6 +114,10 @@ pub struct Stats {
     pub commits_noop: u64,
     /// Commits deferred because the group was rebalancing.
     pub commits_deferred: u64,
+    /// Unchanged offsets re-committed by
+    /// [`recommit_idle_every`](crate::GuardBuilder::recommit_idle_every)
+    /// (one per partition and period; their requests count in `commits_sent`).
+    pub idle_recommits: u64,
     /// Offsets dropped as stale: older epoch, already committed, or a stale generation.
     pub offsets_stale_dropped: u64,
     /// Offsets handed to the failure sink.

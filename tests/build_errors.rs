@@ -120,3 +120,21 @@ fn unopenable_failed_offset_log() {
     assert_eq!(s, "failed_offset_log");
     assert!(msg.contains("log.jsonl"), "{msg}");
 }
+
+#[test]
+fn zero_idle_recommit_period() {
+    let (s, msg) = setting(
+        OffsetGuard::builder(config())
+            .recommit_idle_every(Duration::ZERO)
+            .build(),
+    );
+    assert_eq!(s, "recommit_idle_every");
+    assert!(msg.contains("recommit_idle_every"), "{msg}");
+    // off by default, and any non-zero period is accepted
+    assert!(
+        OffsetGuard::builder(config())
+            .recommit_idle_every(Duration::from_millis(1))
+            .build()
+            .is_ok()
+    );
+}

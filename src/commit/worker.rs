@@ -167,6 +167,7 @@ fn run(inner: Arc<Inner>, committer: Arc<dyn Committer>) {
 fn run_cycles(inner: &Inner, committer: &dyn Committer) {
     let interval = inner.config.commit_interval;
     let mut next_tick = interval.map(|i| Instant::now() + i);
+    let mut idle = super::idle::IdleRecommit::new(inner.config.recommit_idle_every);
     loop {
         // Wait for a reason to commit.
         let mut core = inner.lock_core();
@@ -186,7 +187,7 @@ fn run_cycles(inner: &Inner, committer: &dyn Committer) {
             if core.trigger || !core.waiters.is_empty() {
                 break false;
             }
-            match next_tick {
+            match idle.wake_at(next_tick) {
                 Some(t) => {
                     let now = Instant::now();
                     if now >= t {
@@ -221,6 +222,7 @@ fn run_cycles(inner: &Inner, committer: &dyn Committer) {
         for w in waiters {
             let _ = w.send(result.clone());
         }
+        idle.after_cycle(inner, committer);
     }
 }
 
