@@ -22,8 +22,9 @@ async fn replay_recommits_a_logged_offset_ahead_and_refuses_one_behind() {
     fx.create_topic(&topic, 2);
     fx.produce(&topic, 2, 50, 0);
 
-    // Run 1: 10 records per partition committed, then commits fail for good
-    // (the final one at shutdown too): 25 on p0 and 20 on p1 are logged.
+    // Run 1: 10 records per partition committed, then a commit fails for good
+    // (fatal: not tried again, not even by the final commit at shutdown): 25
+    // on p0 and 20 on p1 are logged.
     let mut c = fx
         .guard(&group)
         .no_commit_interval()
@@ -42,7 +43,7 @@ async fn replay_recommits_a_logged_offset_ahead_and_refuses_one_behind() {
     assert_eq!(fx.committed(&group, &topic, 2), vec![Some(10), Some(10)]);
     fx.mock_cluster().request_errors(
         RDKafkaApiKey::OffsetCommit,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 2],
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
     );
     for r in later {
         if r.offset() < upto(r.partition()) {
@@ -51,7 +52,11 @@ async fn replay_recommits_a_logged_offset_ahead_and_refuses_one_behind() {
     }
     assert!(c.commit_now().await.is_err());
     let report = c.shutdown().await.unwrap();
-    assert_eq!(report.not_committed.len(), 2, "{:?}", report.not_committed);
+    assert!(
+        report.not_committed.is_empty(),
+        "{:?}",
+        report.not_committed
+    );
     assert_eq!(fx.committed(&group, &topic, 2), vec![Some(10), Some(10)]);
     let before = LogReader::open(&log_path).unwrap();
     let mut unresolved: Vec<_> = before
@@ -60,8 +65,7 @@ async fn replay_recommits_a_logged_offset_ahead_and_refuses_one_behind() {
         .map(|f| (f.partition, f.offset))
         .collect();
     unresolved.sort();
-    unresolved.dedup();
-    assert_eq!(unresolved, vec![(0, 25), (1, 20)]);
+    assert_eq!(unresolved, vec![(0, 25), (1, 20)], "each logged once");
 
     // Meanwhile another member processed p1 further and committed 30 (it
     // acks nothing of p0).

@@ -237,6 +237,12 @@ async fn fenced_instance_id_is_fatal_recorded_and_reported_without_retrying() {
         log.failures().count()
     );
     assert_eq!(fenced, BTreeSet::from([(0, 10, 1), (1, 10, 1)]));
+    assert_eq!(
+        log.failures().count(),
+        2,
+        "a fatally refused offset is not tried (and logged) again at shutdown"
+    );
+    assert!(report.not_committed.is_empty());
     std::fs::remove_file(&path).unwrap();
 }
 

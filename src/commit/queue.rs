@@ -17,6 +17,9 @@ struct PartState {
     in_flight: Option<i64>,
     /// Highest offset given up on; offered again only by a forced (final) offer.
     given_up: Option<i64>,
+    /// The broker refused `given_up` for good (fatal class): not even the
+    /// final, forced offer sends it again.
+    fatal: bool,
 }
 
 /// Result of offering an offset to the queue.
@@ -66,6 +69,7 @@ impl CommitQueue {
             st.epoch = epoch;
             st.pending = None;
             st.given_up = None;
+            st.fatal = false;
         }
         if st.committed.is_some_and(|c| offset < c) {
             return Offer::Stale;
@@ -74,7 +78,7 @@ impl CommitQueue {
         match ahead {
             Some(a) if offset < a => Offer::Stale,
             Some(a) if offset == a => Offer::Unchanged,
-            _ if !force && st.given_up == Some(offset) => Offer::Unchanged,
+            _ if (!force || st.fatal) && st.given_up == Some(offset) => Offer::Unchanged,
             _ => {
                 st.pending = Some(offset);
                 Offer::Queued
@@ -156,8 +160,25 @@ impl CommitQueue {
                         st.pending = Some(e.offset);
                     }
                 } else {
+                    if st.given_up != Some(e.offset) {
+                        st.fatal = false;
+                    }
                     st.given_up = st.given_up.max(Some(e.offset));
                 }
+            }
+        }
+    }
+
+    /// The batch was given up for a reason retrying cannot fix: its offsets are
+    /// not offered again, not even by the final commit.
+    pub(crate) fn failed_fatally(&mut self, batch: &[Entry]) {
+        self.failed(batch, false);
+        for e in batch {
+            if let Some(st) = self.parts.get_mut(&e.tp)
+                && e.epoch == st.epoch
+                && st.given_up == Some(e.offset)
+            {
+                st.fatal = true;
             }
         }
     }
@@ -288,6 +309,20 @@ mod tests {
         let (batch, _) = q.take(|_, _| true);
         q.failed(&batch, true);
         assert_eq!(q.unsettled()[0].offset, 5, "requeued");
+    }
+
+    #[test]
+    fn fatally_refused_offsets_are_not_offered_again_even_forced() {
+        let mut q = CommitQueue::default();
+        q.offer(&tp(0), 1, 5, false);
+        let (batch, _) = q.take(|_, _| true);
+        q.failed_fatally(&batch);
+        assert_eq!(q.offer(&tp(0), 1, 5, true), Offer::Unchanged);
+        assert_eq!(
+            q.offer(&tp(0), 1, 6, false),
+            Offer::Queued,
+            "a higher offset is tried"
+        );
     }
 
     proptest! {

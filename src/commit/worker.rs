@@ -675,7 +675,11 @@ fn give_up(
     started: Instant,
 ) -> BatchEnd {
     let code = err.rdkafka_error_code();
-    inner.lock_core().queue.failed(batch, false);
+    if reason == FailureReason::Fatal {
+        inner.lock_core().queue.failed_fatally(batch);
+    } else {
+        inner.lock_core().queue.failed(batch, false);
+    }
     Metrics::inc(&inner.metrics.commits_failed);
     let elapsed = started.elapsed();
     for e in batch {
