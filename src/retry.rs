@@ -215,14 +215,20 @@ pub enum ErrorClass {
     /// The group is rebalancing: keep the offsets and commit them again, for the
     /// partitions still owned, once the rebalance is over.
     DeferUntilRebalanced,
-    /// The commit belongs to an old generation or membership: drop it (counted).
+    /// The commit belongs to an old generation or membership: not retried.
+    /// The offsets are kept to the next assign, which commits them if the
+    /// partition comes back to this member (and they are ahead of the group's
+    /// committed offset) or records them as `rebalance_dropped`; librdkafka
+    /// usually treats these errors as the loss of the assignment, and a lost
+    /// assignment's offsets are recorded as `lost`, never committed.
     Stale,
     /// Nothing to commit: a success.
     NoOp,
     /// Will not succeed by retrying: record the offsets as failed.
     Fatal,
-    /// The topic or partition is unknown: retry a bounded number of times, then
-    /// drop the offsets as stale and record them.
+    /// The topic or partition is unknown: retry a bounded number of times (3
+    /// attempts), then give the offsets up: recorded with reason `fatal` and
+    /// the error code, and not sent again.
     UnknownPartition,
 }
 
