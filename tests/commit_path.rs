@@ -182,22 +182,14 @@ async fn retriable_errors_are_retried_and_the_commit_lands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_retries_go_to_the_sink_and_later_commits_still_land() {
     let fx = Fixture::mock();
-    let (topic, group) = (unique("exhaust"), unique("g-exhaust"));
-    fx.create_topic(&topic, 1);
-    fx.produce(&topic, 1, 30, 0);
-
-    let sink = MemorySink::new();
-    let log_path = std::env::temp_dir().join(format!("{group}.jsonl"));
-    let mut c = fx
-        .guard(&group)
-        .retry(fast_retry(3))
-        .no_commit_interval()
-        .failure_sink(sink.clone())
-        .failed_offset_log(&log_path)
-        .build()
-        .unwrap();
-    c.subscribe(&[&topic]).unwrap();
-    let records = recv_n(&mut c, 30, Duration::from_secs(60)).await;
+    let common::Injected {
+        topic,
+        group,
+        sink,
+        log_path,
+        consumer: c,
+        records,
+    } = fx.injected("exhaust", 1, 30, 3).await;
     let (first, rest) = records.split_at(10);
     for r in first {
         r.ack_token().ack();

@@ -253,22 +253,15 @@ async fn fenced_instance_id_is_fatal_recorded_and_reported_without_retrying() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_offset_is_a_noop_success_never_a_failure() {
     let fx = Fixture::mock();
-    let (topic, group) = (unique("nooffset"), unique("g-nooffset"));
-    fx.create_topic(&topic, 1);
-    fx.produce(&topic, 1, 10, 0);
-
-    let sink = MemorySink::new();
-    let path = log_path(&group);
-    let mut c = fx
-        .guard(&group)
-        .retry(fast_retry(10))
-        .no_commit_interval()
-        .failure_sink(sink.clone())
-        .failed_offset_log(&path)
-        .build()
-        .unwrap();
-    c.subscribe(&[&topic]).unwrap();
-    for r in recv_n(&mut c, 10, Duration::from_secs(60)).await {
+    let common::Injected {
+        topic,
+        group,
+        sink,
+        log_path: path,
+        consumer: c,
+        records,
+    } = fx.injected("nooffset", 1, 10, 10).await;
+    for r in records {
         r.ack();
     }
     fx.mock_cluster().request_errors(
@@ -311,22 +304,14 @@ async fn no_offset_is_a_noop_success_never_a_failure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_topic_or_partition_is_retried_a_bounded_number_of_times_then_logged() {
     let fx = Fixture::mock();
-    let (topic, group) = (unique("unknown"), unique("g-unknown"));
-    fx.create_topic(&topic, 1);
-    fx.produce(&topic, 1, 20, 0);
-
-    let sink = MemorySink::new();
-    let path = log_path(&group);
-    let mut c = fx
-        .guard(&group)
-        .retry(fast_retry(10))
-        .no_commit_interval()
-        .failure_sink(sink.clone())
-        .failed_offset_log(&path)
-        .build()
-        .unwrap();
-    c.subscribe(&[&topic]).unwrap();
-    let records = recv_n(&mut c, 20, Duration::from_secs(60)).await;
+    let common::Injected {
+        topic,
+        group,
+        sink,
+        log_path: path,
+        consumer: c,
+        records,
+    } = fx.injected("unknown", 1, 20, 10).await;
     let (first, rest) = records.split_at(10);
     for r in first {
         r.ack_token().ack();

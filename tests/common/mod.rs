@@ -354,3 +354,51 @@ pub async fn recv_n<C: rdkafka::consumer::ConsumerContext + 'static>(
     }
     out
 }
+
+/// A consumer set up to watch commits fail: its own topic and group, fast
+/// retries (`attempts`), no periodic commits, a memory sink and a durable log
+/// at a fresh path; subscribed, with every produced record received.
+pub struct Injected {
+    pub topic: String,
+    pub group: String,
+    pub sink: offset_guard::MemorySink,
+    pub log_path: std::path::PathBuf,
+    pub consumer: offset_guard::GuardedConsumer,
+    pub records: Vec<offset_guard::Record>,
+}
+
+impl Fixture {
+    pub async fn injected(
+        &self,
+        name: &str,
+        partitions: i32,
+        per_partition: usize,
+        attempts: u32,
+    ) -> Injected {
+        let (topic, group) = (unique(name), unique(&format!("g-{name}")));
+        self.create_topic(&topic, partitions);
+        self.produce(&topic, partitions, per_partition, 0);
+        let sink = offset_guard::MemorySink::new();
+        let log_path = std::env::temp_dir().join(format!("{group}.jsonl"));
+        let _ = std::fs::remove_file(&log_path);
+        let mut consumer = self
+            .guard(&group)
+            .retry(fast_retry(attempts))
+            .no_commit_interval()
+            .failure_sink(sink.clone())
+            .failed_offset_log(&log_path)
+            .build()
+            .unwrap();
+        consumer.subscribe(&[&topic]).unwrap();
+        let n = partitions as usize * per_partition;
+        let records = recv_n(&mut consumer, n, Duration::from_secs(60)).await;
+        Injected {
+            topic,
+            group,
+            sink,
+            log_path,
+            consumer,
+            records,
+        }
+    }
+}
