@@ -40,7 +40,8 @@ pub(crate) struct Config {
 }
 
 impl Config {
-    /// Defaults for a group (the builder's defaults; used by unit tests and benches).
+    /// Settings for unit tests and benches: the builder's defaults except that
+    /// nothing commits on a timer (no `commit_interval`).
     pub(crate) fn with_group(group_id: &str) -> Config {
         Config {
             group_id: group_id.to_string(),
