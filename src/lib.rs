@@ -24,7 +24,10 @@
 //! - every offset given up on goes to a [`FailureSink`] with its reason; with
 //!   [`GuardBuilder::failed_offset_log`] to a durable JSON Lines log
 //!   ([`failure_log`]), read back with [`failure_log::LogReader`] or the
-//!   `offset-guard failures PATH` command.
+//!   `offset-guard failures PATH` command; with
+//!   [`GuardBuilder::replay_failed_offsets`] the next run commits them again
+//!   when their partition is assigned, if that does not move the group's
+//!   offset backwards.
 //!
 //! rdkafka's synchronous commit blocks its thread, so commits run on a thread
 //! of the guard's own, as does polling; `recv`, `ack` and `commit_now` never
