@@ -86,24 +86,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .create()?;
-    for i in 0..2_000 {
-        let payload = format!("event-{i}");
-        producer
-            .send(
-                BaseRecord::<(), str>::to("events")
-                    .partition(i % 4)
-                    .payload(&payload),
-            )
-            .map_err(|(e, _)| e)?;
-    }
-    producer.flush(Duration::from_secs(10))?;
+    let produce = |from: i32, to: i32| -> Result<(), Box<dyn std::error::Error>> {
+        for i in from..to {
+            let payload = format!("event-{i}");
+            producer
+                .send(
+                    BaseRecord::<(), str>::to("events")
+                        .partition(i % 4)
+                        .payload(&payload),
+                )
+                .map_err(|(e, _)| e)?;
+        }
+        producer.flush(Duration::from_secs(10))?;
+        Ok(())
+    };
+    produce(0, 1_000)?;
 
     let ctx_a = ServiceContext::default();
     let mut a = guarded(&bootstrap, "a", ctx_a.clone())?;
     a.subscribe(&["events"])?;
     let mut processed = 0u64;
-    // Consume half, then a second member joins: a's revoke commits first.
-    while processed < 600 {
+    // a consumes the first 1,000; then a second member joins (a's revoke
+    // commits first) and, once it has partitions, 1,000 more records arrive.
+    while processed < 1_000 {
         if let Some(r) = a.recv().await? {
             r.ack();
             processed += 1;
@@ -112,6 +117,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ctx_b = ServiceContext::default();
     let mut b = guarded(&bootstrap, "b", ctx_b.clone())?;
     b.subscribe(&["events"])?;
+    // Keep a consuming until the rebalance gave b its share.
+    let joined = tokio::time::Instant::now() + Duration::from_secs(30);
+    while b.partitions().is_empty() && tokio::time::Instant::now() < joined {
+        tokio::select! {
+            r = a.recv() => if let Some(r) = r? {
+                r.ack();
+                processed += 1;
+            },
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+    produce(1_000, 2_000)?;
     let b_task = tokio::spawn(async move {
         let mut n = 0u64;
         while let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_secs(8), b.recv()).await {
