@@ -24,23 +24,30 @@ impl OffsetGuard {
         GuardBuilder {
             client_config,
             context: DefaultConsumerContext,
-            s: Settings {
-                retry: RetryPolicy::exponential(),
-                commit_interval: Some(Duration::from_secs(5)),
-                commit_every: None,
-                recommit_idle_every: None,
-                async_commits: false,
-                shutdown_timeout: Duration::from_secs(10),
-                poll_timeout: Duration::from_millis(100),
-                batch_size: 256,
-                channel_capacity: 8,
-                revoke_timeout: Duration::from_secs(10),
-                revoke_grace: Duration::from_secs(1),
-                sink: None,
-                log_path: None,
-                replay: false,
-                hooks: Hooks::default(),
-            },
+            s: Settings::defaults(),
+        }
+    }
+}
+
+impl Settings {
+    fn defaults() -> Settings {
+        let d = Config::with_group("");
+        Settings {
+            retry: d.retry,
+            commit_interval: d.commit_interval,
+            commit_every: d.commit_every,
+            recommit_idle_every: d.recommit_idle_every,
+            async_commits: d.async_commits,
+            shutdown_timeout: d.shutdown_timeout,
+            poll_timeout: d.poll_timeout,
+            batch_size: d.batch_size,
+            channel_capacity: d.channel_capacity,
+            revoke_timeout: d.revoke_timeout,
+            revoke_grace: d.revoke_grace,
+            sink: None,
+            log_path: None,
+            replay: false,
+            hooks: Hooks::default(),
         }
     }
 }

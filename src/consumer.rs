@@ -40,13 +40,12 @@ pub(crate) struct Config {
 }
 
 impl Config {
-    /// Settings for unit tests and benches: the builder's defaults except that
-    /// nothing commits on a timer (no `commit_interval`).
+    /// The builder's defaults (the one place they are written down).
     pub(crate) fn with_group(group_id: &str) -> Config {
         Config {
             group_id: group_id.to_string(),
             retry: RetryPolicy::exponential(),
-            commit_interval: None,
+            commit_interval: Some(Duration::from_secs(5)),
             commit_every: None,
             recommit_idle_every: None,
             async_commits: false,

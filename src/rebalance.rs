@@ -364,18 +364,11 @@ impl<C: ConsumerContext> GuardContext<C> {
         for (tp, c, committed_before) in dropped {
             Metrics::inc(&inner.metrics.offsets_rebalance_dropped);
             debug!(topic = %tp.0, partition = tp.1, offset = c.offset, "kept offset dropped: the partition went to another member");
-            let mut f = inner.failure(
-                &tp.0,
-                tp.1,
-                c.offset,
-                FailureReason::RebalanceDropped,
-                format!(
-                    "commit refused during a rebalance ({}); the partition was not assigned back",
-                    c.message
-                ),
-            );
-            f.error_code = c.code;
-            inner.record_failure(f);
+            inner.record_failure(c.dropped(
+                inner,
+                &tp,
+                "commit refused during a rebalance; the partition was not assigned back",
+            ));
             dropped_offsets.push(DroppedOffset {
                 topic: tp.0.to_string(),
                 partition: tp.1,

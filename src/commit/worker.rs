@@ -14,7 +14,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::oneshot;
 use tracing::{debug, info_span, warn};
 
-use crate::assignment::PartitionSlot;
+use crate::assignment::{PartitionSlot, TopicPartition};
 use crate::commit::queue::{Entry, Offer};
 use crate::consumer::Inner;
 use crate::error::Error;
@@ -57,6 +57,22 @@ pub(crate) struct Carried {
     pub offset: i64,
     pub code: Option<RDKafkaErrorCode>,
     pub message: String,
+}
+
+impl Carried {
+    /// The failure record of a kept offset given up with reason
+    /// `rebalance_dropped`; `why` says how, the refusal's message follows.
+    pub(crate) fn dropped(&self, inner: &Inner, tp: &TopicPartition, why: &str) -> FailedOffset {
+        let mut f = inner.failure(
+            &tp.0,
+            tp.1,
+            self.offset,
+            FailureReason::RebalanceDropped,
+            format!("{why} (refused with: {})", self.message),
+        );
+        f.error_code = self.code;
+        f
+    }
 }
 
 /// A revoke, handed by the rebalance callback (poll thread) to the worker so
@@ -394,18 +410,11 @@ fn record_unresolved_carry(inner: &Inner) {
         if core.queue.committed_offset(&tp) >= Some(c.offset) {
             continue;
         }
-        let mut f = inner.failure(
-            &tp.0,
-            tp.1,
-            c.offset,
-            FailureReason::RebalanceDropped,
-            format!(
-                "kept across a rebalance and never re-owned before the consumer stopped ({})",
-                c.message
-            ),
-        );
-        f.error_code = c.code;
-        failures.push(f);
+        failures.push(c.dropped(
+            inner,
+            &tp,
+            "kept across a rebalance and never re-owned before the consumer stopped",
+        ));
     }
     drop(core);
     for f in failures {
