@@ -132,9 +132,9 @@ mod rfc3339;
 mod writer;
 
 pub use reader::{
-    LogReader, PartitionSummary, ReadIssue, ReadIssueKind, resolution_status, summarize, unresolved,
+    LogReader, PartitionSummary, ReadIssue, resolution_status, summarize, unresolved,
 };
-pub use record::{FORMAT_VERSION, FailureRecord, LogEntry, Resolution, ResolutionKind};
+pub use record::{FORMAT_VERSION, FailureRecord, LogEntry, ReadIssueKind, Resolution, ResolutionKind};
 pub use rfc3339::{InvalidTimestamp, format_rfc3339, parse_rfc3339};
 pub use writer::{FailedOffsetLog, FsyncPolicy, LogBuilder, LogStatus};
 

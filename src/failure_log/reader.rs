@@ -7,47 +7,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::record::{FailureRecord, LogEntry};
+use super::record::{FailureRecord, LogEntry, ReadIssueKind};
 use super::{LogError, rotated_siblings};
 use crate::sink::FailureReason;
-
-/// What is wrong with a line the reader skipped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ReadIssueKind {
-    /// The last line of a file is cut short: no newline and not a complete
-    /// record (a write interrupted by a crash). Skipped.
-    TornLine,
-    /// The last line of a file is a complete record but lacks its newline
-    /// (a crash right before it was written). The record **is** returned; the
-    /// issue says the file was not closed cleanly.
-    UnterminatedLine,
-    /// Not JSON, not UTF-8, or not a JSON object. Skipped.
-    Garbage(String),
-    /// Written by a newer format version than this reader knows. Skipped.
-    UnsupportedVersion(u64),
-    /// JSON of the right version with missing or invalid fields. Skipped.
-    Invalid(String),
-    /// A file of the log could not be read (line 0). Its records are missing.
-    Io(String),
-}
-
-impl fmt::Display for ReadIssueKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ReadIssueKind::TornLine => f.write_str("torn last line (incomplete write)"),
-            ReadIssueKind::UnterminatedLine => {
-                f.write_str("last line has no newline (read anyway)")
-            }
-            ReadIssueKind::Garbage(e) => write!(f, "not a log record: {e}"),
-            ReadIssueKind::UnsupportedVersion(v) => {
-                write!(f, "format version {v} is newer than this reader (1)")
-            }
-            ReadIssueKind::Invalid(e) => write!(f, "invalid record: {e}"),
-            ReadIssueKind::Io(e) => write!(f, "could not read the file: {e}"),
-        }
-    }
-}
 
 /// A line the reader could not use, and where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]

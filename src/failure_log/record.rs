@@ -1,11 +1,11 @@
 //! The records of the failed-offset log and their JSON Lines form.
 
+use std::fmt;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::reader::ReadIssueKind;
 use super::rfc3339::{format_rfc3339, parse_rfc3339};
 use crate::sink::{FailedOffset, FailureReason};
 
@@ -374,6 +374,44 @@ struct WireResolved {
     resolution: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     committed_offset: Option<i64>,
+}
+
+/// What is wrong with a line the reader skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReadIssueKind {
+    /// The last line of a file is cut short: no newline and not a complete
+    /// record (a write interrupted by a crash). Skipped.
+    TornLine,
+    /// The last line of a file is a complete record but lacks its newline
+    /// (a crash right before it was written). The record **is** returned; the
+    /// issue says the file was not closed cleanly.
+    UnterminatedLine,
+    /// Not JSON, not UTF-8, or not a JSON object. Skipped.
+    Garbage(String),
+    /// Written by a newer format version than this reader knows. Skipped.
+    UnsupportedVersion(u64),
+    /// JSON of the right version with missing or invalid fields. Skipped.
+    Invalid(String),
+    /// A file of the log could not be read (line 0). Its records are missing.
+    Io(String),
+}
+
+impl fmt::Display for ReadIssueKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadIssueKind::TornLine => f.write_str("torn last line (incomplete write)"),
+            ReadIssueKind::UnterminatedLine => {
+                f.write_str("last line has no newline (read anyway)")
+            }
+            ReadIssueKind::Garbage(e) => write!(f, "not a log record: {e}"),
+            ReadIssueKind::UnsupportedVersion(v) => {
+                write!(f, "format version {v} is newer than this reader (1)")
+            }
+            ReadIssueKind::Invalid(e) => write!(f, "invalid record: {e}"),
+            ReadIssueKind::Io(e) => write!(f, "could not read the file: {e}"),
+        }
+    }
 }
 
 #[cfg(test)]
