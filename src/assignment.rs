@@ -1,34 +1,97 @@
 //! The partitions this consumer owns, one slot per assignment (epoch), and the
 //! ack token that points straight at its slot.
+//!
+//! Shared by the front-end (delivery, acks), the rebalance callbacks (assign,
+//! revoke, lost) and the commit worker (commit points). Locks: the slot map's
+//! `RwLock`, then one slot's `Mutex`, never the other way round, and neither is
+//! held while calling out of this module.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::consumer::Inner;
+use crate::partition::TopicPartition;
 use crate::stats::Metrics;
 use crate::tracker::{AckOutcome, PartitionTracker};
 
-/// A topic and a partition.
-pub(crate) type TopicPartition = (Arc<str>, i32);
+/// Why an ack rings the commit worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ring {
+    /// A commit is due (`async_commits`, or `commit_every` acks since the last cycle).
+    CommitDue,
+    /// A record of a partition being revoked was acked (the revoke waits for it).
+    Acked,
+}
+
+/// What acks need besides their slot: the counters, the commit triggers and a
+/// way to ring the commit worker. Holds no reference to the worker's state.
+pub(crate) struct AckSignal {
+    pub(crate) metrics: Arc<Metrics>,
+    async_commits: bool,
+    commit_every: Option<u64>,
+    pending: AtomicBool,
+    acks_at_last_cycle: AtomicU64,
+    ring: Box<dyn Fn(Ring) + Send + Sync>,
+}
+
+impl AckSignal {
+    pub(crate) fn new(
+        metrics: Arc<Metrics>,
+        async_commits: bool,
+        commit_every: Option<u64>,
+        ring: Box<dyn Fn(Ring) + Send + Sync>,
+    ) -> Self {
+        AckSignal {
+            metrics,
+            async_commits,
+            commit_every,
+            pending: AtomicBool::new(false),
+            acks_at_last_cycle: AtomicU64::new(0),
+            ring,
+        }
+    }
+
+    /// Hot path: called once per recorded ack.
+    #[inline]
+    fn on_acked(&self) {
+        let n = self.metrics.acked.fetch_add(1, Ordering::Relaxed) + 1;
+        let due = self.async_commits
+            || self.commit_every.is_some_and(|every| {
+                n.saturating_sub(self.acks_at_last_cycle.load(Ordering::Relaxed)) >= every
+            });
+        if due
+            && !self.pending.load(Ordering::Relaxed)
+            && !self.pending.swap(true, Ordering::AcqRel)
+        {
+            (self.ring)(Ring::CommitDue);
+        }
+    }
+
+    /// Called by the commit worker at the start of each cycle, before it
+    /// reads the commit points.
+    pub(crate) fn reset(&self) {
+        self.acks_at_last_cycle.store(
+            self.metrics.acked.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        self.pending.store(false, Ordering::Release);
+    }
+}
 
 /// Tracking state of one assignment of one partition.
 pub(crate) struct PartitionSlot {
-    /// Shared guard state, reached by acks without another reference count.
-    /// (The cycle Inner -> Assignment -> slot -> Inner is broken by `revoke_all`.)
-    pub inner: Arc<Inner>,
-    pub topic: Arc<str>,
-    pub partition: i32,
+    signal: Arc<AckSignal>,
+    pub tp: TopicPartition,
     /// Unique per assignment; a partition assigned again gets a new, higher epoch.
     pub epoch: u64,
     state: Mutex<SlotState>,
     /// Mirror of `SlotState::revoked` for a lock-free check on the delivery path.
     revoked_hint: AtomicBool,
-    /// The revoke of this assignment started: `recv` hands out no more of its
-    /// records, and acks wake the worker waiting out the revoke grace period.
+    /// The revoke of this assignment started: no more of its records are
+    /// handed out, and acks ring the worker waiting out the revoke grace period.
     closing: AtomicBool,
-    /// The highest offset handed to the application by `recv` (-1: none yet).
+    /// The highest offset handed to the application (-1: none yet).
     handed_out: AtomicI64,
 }
 
@@ -37,12 +100,19 @@ struct SlotState {
     revoked: bool,
 }
 
+/// A slot's figures at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SlotView {
+    pub commit_point: Option<i64>,
+    pub first_unacked: Option<i64>,
+    pub outstanding: usize,
+}
+
 impl PartitionSlot {
-    fn new(inner: Arc<Inner>, topic: Arc<str>, partition: i32, epoch: u64) -> Self {
+    fn new(signal: Arc<AckSignal>, tp: TopicPartition, epoch: u64) -> Self {
         PartitionSlot {
-            inner,
-            topic,
-            partition,
+            signal,
+            tp,
             epoch,
             state: Mutex::new(SlotState {
                 tracker: PartitionTracker::new(),
@@ -65,9 +135,9 @@ impl PartitionSlot {
         !s.revoked && s.tracker.deliver(offset)
     }
 
-    /// Registers a run of delivered offsets under one lock (the poll thread
-    /// hands records over in batches). Calls `refused(i)` for the index of
-    /// every offset not registered (slot revoked, or not increasing).
+    /// Registers a run of delivered offsets under one lock. Calls `refused(i)`
+    /// for the index of every offset not registered (slot revoked, or not
+    /// increasing).
     pub(crate) fn deliver_run(
         &self,
         offsets: impl Iterator<Item = i64>,
@@ -81,7 +151,7 @@ impl PartitionSlot {
         }
     }
 
-    pub(crate) fn ack(&self, offset: i64) -> AckStatus {
+    fn ack(&self, offset: i64) -> AckStatus {
         let status = {
             let mut s = self.lock();
             if s.revoked {
@@ -94,17 +164,13 @@ impl PartitionSlot {
             }
         };
         if self.closing.load(Ordering::Relaxed) {
-            // The worker waits for in-flight acks of this partition (revoke
-            // grace period) under the shared lock: take it so the wake-up
-            // cannot fall between its check and its wait.
-            drop(self.inner.lock_core());
-            self.inner.notify();
+            (self.signal.ring)(Ring::Acked);
         }
         status
     }
 
-    /// `recv` is about to hand out `offset`. False if the revoke of this
-    /// assignment started: the record is skipped instead.
+    /// The front-end is about to hand out `offset`. False if the revoke of
+    /// this assignment started: the record is skipped instead.
     #[inline]
     pub(crate) fn hand_out(&self, offset: i64) -> bool {
         // Store first, then check: a revoke that starts concurrently either sees
@@ -124,6 +190,7 @@ impl PartitionSlot {
         h < 0 || self.lock().tracker.commit_point().is_some_and(|cp| cp > h)
     }
 
+    /// Where a commit would go now; `None` once revoked.
     pub(crate) fn commit_point(&self) -> Option<i64> {
         let s = self.lock();
         if s.revoked {
@@ -133,17 +200,17 @@ impl PartitionSlot {
         }
     }
 
-    pub(crate) fn view(&self) -> (Option<i64>, Option<i64>, usize) {
+    pub(crate) fn view(&self) -> SlotView {
         let s = self.lock();
-        (
-            s.tracker.commit_point(),
-            s.tracker.first_unacked(),
-            s.tracker.outstanding(),
-        )
+        SlotView {
+            commit_point: s.tracker.commit_point(),
+            first_unacked: s.tracker.first_unacked(),
+            outstanding: s.tracker.outstanding(),
+        }
     }
 
     /// Ends this assignment: later acks are stale. Returns the final commit point.
-    pub(crate) fn revoke(&self) -> Option<i64> {
+    fn end(&self) -> Option<i64> {
         let mut s = self.lock();
         s.revoked = true;
         self.closing.store(true, Ordering::SeqCst);
@@ -154,122 +221,144 @@ impl PartitionSlot {
     pub(crate) fn is_revoked(&self) -> bool {
         self.revoked_hint.load(Ordering::Acquire)
     }
-
-    pub(crate) fn key(&self) -> TopicPartition {
-        (self.topic.clone(), self.partition)
-    }
 }
 
 /// Live slots by topic, then partition.
 type SlotMap = HashMap<Arc<str>, HashMap<i32, Arc<PartitionSlot>>>;
 
 /// All live slots.
-#[derive(Default)]
 pub(crate) struct Assignment {
+    signal: Arc<AckSignal>,
     slots: RwLock<SlotMap>,
     next_epoch: AtomicU64,
 }
 
 impl Assignment {
+    pub(crate) fn new(signal: Arc<AckSignal>) -> Self {
+        Assignment {
+            signal,
+            slots: RwLock::new(HashMap::new()),
+            next_epoch: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn signal(&self) -> &AckSignal {
+        &self.signal
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, SlotMap> {
+        self.slots.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, SlotMap> {
+        self.slots.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Starts a new assignment of a partition (a new epoch), ending any previous one.
-    pub(crate) fn assign(
-        &self,
-        inner: &Arc<Inner>,
-        topic: &str,
-        partition: i32,
-    ) -> Arc<PartitionSlot> {
+    pub(crate) fn assign(&self, topic: &str, partition: i32) -> Arc<PartitionSlot> {
         let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
+        let mut slots = self.write();
         let topic_arc: Arc<str> = match slots.get_key_value(topic) {
             Some((k, _)) => k.clone(),
             None => Arc::from(topic),
         };
-        let slot = Arc::new(PartitionSlot::new(
-            inner.clone(),
-            topic_arc.clone(),
-            partition,
-            epoch,
-        ));
+        let tp = TopicPartition::new(topic_arc.clone(), partition);
+        let slot = Arc::new(PartitionSlot::new(self.signal.clone(), tp, epoch));
         if let Some(old) = slots
             .entry(topic_arc)
             .or_default()
             .insert(partition, slot.clone())
         {
-            old.revoke();
+            old.end();
         }
         slot
     }
 
-    /// Ends the assignment of a partition; returns its slot if it was owned.
-    pub(crate) fn revoke(&self, topic: &str, partition: i32) -> Option<Arc<PartitionSlot>> {
-        let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
-        let parts = slots.get_mut(topic)?;
-        let slot = parts.remove(&partition)?;
-        if parts.is_empty() {
-            slots.remove(topic);
-        }
-        slot.revoke();
-        Some(slot)
+    /// Ends the assignment of a partition; returns its slot and final commit
+    /// point if it was owned.
+    pub(crate) fn revoke(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Option<(Arc<PartitionSlot>, Option<i64>)> {
+        let slot = {
+            let mut slots = self.write();
+            let parts = slots.get_mut(topic)?;
+            let slot = parts.remove(&partition)?;
+            if parts.is_empty() {
+                slots.remove(topic);
+            }
+            slot
+        };
+        let cp = slot.end();
+        Some((slot, cp))
     }
 
     /// Ends this exact assignment (if it is still the current one) and returns
     /// its final commit point.
     pub(crate) fn revoke_slot(&self, slot: &Arc<PartitionSlot>) -> Option<i64> {
         {
-            let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
-            if let Some(parts) = slots.get_mut(&*slot.topic) {
+            let mut slots = self.write();
+            if let Some(parts) = slots.get_mut(&*slot.tp.topic) {
                 if parts
-                    .get(&slot.partition)
+                    .get(&slot.tp.partition)
                     .is_some_and(|s| Arc::ptr_eq(s, slot))
                 {
-                    parts.remove(&slot.partition);
+                    parts.remove(&slot.tp.partition);
                 }
                 if parts.is_empty() {
-                    slots.remove(&*slot.topic);
+                    slots.remove(&*slot.tp.topic);
                 }
             }
         }
-        slot.revoke()
+        slot.end()
     }
 
     pub(crate) fn get(&self, topic: &str, partition: i32) -> Option<Arc<PartitionSlot>> {
-        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
-        slots.get(topic)?.get(&partition).cloned()
+        self.read().get(topic)?.get(&partition).cloned()
     }
 
     /// The slot for a delivered record, creating one when the partition was
     /// assigned without a rebalance callback (manual `assign`).
-    pub(crate) fn get_or_assign(
-        &self,
-        inner: &Arc<Inner>,
-        topic: &str,
-        partition: i32,
-    ) -> Arc<PartitionSlot> {
+    pub(crate) fn get_or_assign(&self, topic: &str, partition: i32) -> Arc<PartitionSlot> {
         match self.get(topic, partition) {
             Some(s) => s,
-            None => self.assign(inner, topic, partition),
+            None => self.assign(topic, partition),
         }
     }
 
     /// The current epoch of a partition, if owned.
-    pub(crate) fn epoch(&self, topic: &str, partition: i32) -> Option<u64> {
-        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
-        slots.get(topic)?.get(&partition).map(|s| s.epoch)
+    pub(crate) fn epoch(&self, tp: &TopicPartition) -> Option<u64> {
+        self.read()
+            .get(&tp.topic)?
+            .get(&tp.partition)
+            .map(|s| s.epoch)
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<PartitionSlot>> {
-        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
-        slots.values().flat_map(|p| p.values().cloned()).collect()
+        self.read()
+            .values()
+            .flat_map(|p| p.values().cloned())
+            .collect()
     }
 
-    /// Ends every assignment (shutdown).
+    /// Ends every assignment (the guard stopped).
     pub(crate) fn revoke_all(&self) -> Vec<Arc<PartitionSlot>> {
-        let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
-        let all: Vec<_> = slots.drain().flat_map(|(_, p)| p.into_values()).collect();
+        let all: Vec<_> = self
+            .write()
+            .drain()
+            .flat_map(|(_, p)| p.into_values())
+            .collect();
         for s in &all {
-            s.revoke();
+            s.end();
         }
         all
+    }
+
+    /// Acks by coordinates: `None` if the partition is not owned.
+    pub(crate) fn token(&self, topic: &str, partition: i32, offset: i64) -> Option<AckToken> {
+        self.get(topic, partition)
+            .map(|slot| AckToken { slot, offset })
     }
 }
 
@@ -301,6 +390,10 @@ pub struct AckToken {
 }
 
 impl AckToken {
+    pub(crate) fn new(slot: Arc<PartitionSlot>, offset: i64) -> Self {
+        AckToken { slot, offset }
+    }
+
     /// Marks the record as processed.
     pub fn ack(self) -> AckStatus {
         self.ack_ref()
@@ -308,10 +401,10 @@ impl AckToken {
 
     pub(crate) fn ack_ref(&self) -> AckStatus {
         let status = self.slot.ack(self.offset);
-        let inner = &self.slot.inner;
-        let m = &inner.metrics;
+        let signal = &self.slot.signal;
+        let m = &signal.metrics;
         match status {
-            AckStatus::Recorded => inner.on_acked(),
+            AckStatus::Recorded => signal.on_acked(),
             AckStatus::Stale => Metrics::inc(&m.acks_stale),
             AckStatus::Duplicate => Metrics::inc(&m.acks_duplicate),
             AckStatus::Unknown => Metrics::inc(&m.acks_unknown),
@@ -321,12 +414,12 @@ impl AckToken {
 
     /// Topic of the record.
     pub fn topic(&self) -> &str {
-        &self.slot.topic
+        &self.slot.tp.topic
     }
 
     /// Partition of the record.
     pub fn partition(&self) -> i32 {
-        self.slot.partition
+        self.slot.tp.partition
     }
 
     /// Offset of the record.
@@ -343,8 +436,8 @@ impl AckToken {
 impl fmt::Debug for AckToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AckToken")
-            .field("topic", &&*self.slot.topic)
-            .field("partition", &self.slot.partition)
+            .field("topic", &&*self.slot.tp.topic)
+            .field("partition", &self.slot.tp.partition)
             .field("offset", &self.offset)
             .field("epoch", &self.slot.epoch)
             .finish()
@@ -352,26 +445,74 @@ impl fmt::Debug for AckToken {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::consumer::Config;
+    use std::sync::Mutex as StdMutex;
 
-    fn inner() -> Arc<Inner> {
-        Arc::new(Inner::new(Config::with_group("g"), None))
+    /// An assignment whose rings are recorded.
+    pub(crate) fn assignment(
+        async_commits: bool,
+        commit_every: Option<u64>,
+    ) -> (Assignment, Arc<StdMutex<Vec<Ring>>>) {
+        let rings = Arc::new(StdMutex::new(Vec::new()));
+        let r = rings.clone();
+        let signal = AckSignal::new(
+            Arc::new(Metrics::default()),
+            async_commits,
+            commit_every,
+            Box::new(move |ring| r.lock().unwrap().push(ring)),
+        );
+        (Assignment::new(Arc::new(signal)), rings)
     }
 
     #[test]
     fn deliver_run_refuses_non_increasing_offsets_and_revoked_slots() {
-        let inner = inner();
-        let slot = inner.assignment.assign(&inner, "t", 0);
+        let (a, _) = assignment(false, None);
+        let slot = a.assign("t", 0);
         let mut refused = Vec::new();
         slot.deliver_run([5, 6, 6, 4, 9].into_iter(), |i| refused.push(i));
         assert_eq!(refused, vec![2, 3]);
-        assert_eq!(slot.view(), (None, Some(5), 3));
-        slot.revoke();
+        assert_eq!(
+            slot.view(),
+            SlotView {
+                commit_point: None,
+                first_unacked: Some(5),
+                outstanding: 3
+            }
+        );
+        a.revoke_slot(&slot);
         refused.clear();
         slot.deliver_run([10, 11].into_iter(), |i| refused.push(i));
         assert_eq!(refused, vec![0, 1], "a revoked slot registers nothing");
-        inner.assignment.revoke_all();
+    }
+
+    #[test]
+    fn count_trigger_rings_once_per_cycle_and_closing_acks_ring() {
+        let (a, rings) = assignment(false, Some(2));
+        let slot = a.assign("t", 0);
+        for o in 0..6 {
+            slot.deliver(o);
+        }
+        for o in 0..4 {
+            AckToken::new(slot.clone(), o).ack();
+        }
+        assert_eq!(
+            *rings.lock().unwrap(),
+            vec![Ring::CommitDue],
+            "once until reset"
+        );
+        a.signal().reset();
+        AckToken::new(slot.clone(), 4).ack();
+        AckToken::new(slot.clone(), 5).ack();
+        assert_eq!(rings.lock().unwrap().len(), 2);
+        let other = a.assign("t", 1);
+        other.deliver(0);
+        other.begin_close();
+        AckToken::new(other.clone(), 0).ack();
+        assert_eq!(rings.lock().unwrap().last(), Some(&Ring::Acked));
+        // a new assignment of the same partition makes old tokens stale
+        let again = a.assign("t", 1);
+        assert!(again.epoch > other.epoch);
+        assert_eq!(AckToken::new(other, 0).ack(), AckStatus::Stale);
     }
 }

@@ -1,20 +1,26 @@
 //! Hooks for the crate's own benchmarks (`benches/`). Not part of the API:
 //! hidden from the docs and free to change in any release.
 //!
-//! [`AckBench`] builds the real shared state of a guard (slots, tracker,
-//! counters, commit queue) without a Kafka connection, hands out real
-//! [`AckToken`]s, and runs the worker's real commit cycle against a committer
-//! that sends nothing, so the hot path (`AckToken::ack`: slot mutex, tracker,
-//! `on_acked`) and the coalescing path can be timed in isolation.
+//! [`AckBench`] builds the real assignment, ack tokens, counters and commit
+//! worker of a guard without a Kafka connection, and runs the worker's real
+//! commit cycle (on the caller's thread) against a committer that sends
+//! nothing, so the hot path (`AckToken::ack`: slot mutex, tracker, trigger)
+//! and the coalescing path can be timed in isolation.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rdkafka::TopicPartitionList;
 use rdkafka::error::KafkaResult;
 
-use crate::assignment::{AckToken, PartitionSlot};
-use crate::commit::worker::{self, Committer};
-use crate::consumer::{Config, Inner};
+use crate::assignment::{AckSignal, AckToken, Assignment, PartitionSlot};
+use crate::commit::handle::{self, BenchWorker, Committer, WorkerParts};
+use crate::config::Config;
+use crate::failures::FailureRecorder;
+use crate::partition::TopicPartition;
+use crate::stats::Metrics;
+use crate::threads::Lifecycle;
 
 struct NoopCommitter;
 
@@ -22,12 +28,17 @@ impl Committer for NoopCommitter {
     fn commit(&self, _offsets: &TopicPartitionList) -> KafkaResult<()> {
         Ok(())
     }
+    fn committed(&self, tps: &[TopicPartition], _: Duration) -> KafkaResult<Vec<Option<i64>>> {
+        Ok(vec![None; tps.len()])
+    }
 }
 
-/// A guard's shared state with `partitions` owned partitions of topic `bench`
-/// and no Kafka behind it.
+/// A guard's state with `partitions` owned partitions of topic `bench` and no
+/// Kafka behind it.
 pub struct AckBench {
-    inner: Arc<Inner>,
+    assignment: Arc<Assignment>,
+    metrics: Arc<Metrics>,
+    worker: BenchWorker,
     slots: Vec<Arc<PartitionSlot>>,
     next: Vec<i64>,
 }
@@ -36,16 +47,40 @@ impl AckBench {
     /// `commit_every`: as [`GuardBuilder::commit_every`](crate::GuardBuilder::commit_every)
     /// (asks for a commit cycle every `n` acks; run it with [`Self::commit_cycle`]).
     pub fn new(partitions: usize, commit_every: Option<u64>) -> Self {
-        let config = Config {
+        let config = Arc::new(Config {
             commit_every,
             ..Config::with_group("bench")
+        });
+        let metrics = Arc::new(Metrics::default());
+        let (commits, mailbox) = handle::mailbox(Arc::new(Lifecycle::default()));
+        let signal = AckSignal::new(
+            metrics.clone(),
+            false,
+            commit_every,
+            Box::new(move |r| commits.ring(r)),
+        );
+        let assignment = Arc::new(Assignment::new(Arc::new(signal)));
+        let recorder = Arc::new(FailureRecorder::new(
+            "bench".into(),
+            None,
+            None,
+            metrics.clone(),
+        ));
+        let parts = WorkerParts {
+            config,
+            assignment: assignment.clone(),
+            recorder,
+            metrics: metrics.clone(),
+            replay: HashMap::new(),
         };
-        let inner = Arc::new(Inner::new(config, None));
+        let worker = handle::bench_worker(parts, Arc::new(NoopCommitter), mailbox);
         let slots = (0..partitions)
-            .map(|p| inner.assignment.assign(&inner, "bench", p as i32))
+            .map(|p| assignment.assign("bench", p as i32))
             .collect();
         AckBench {
-            inner,
+            assignment,
+            metrics,
+            worker,
             slots,
             next: vec![0; partitions],
         }
@@ -60,10 +95,7 @@ impl AckBench {
         (start..start + n as i64)
             .map(|offset| {
                 assert!(slot.deliver(offset));
-                AckToken {
-                    slot: slot.clone(),
-                    offset,
-                }
+                AckToken::new(slot.clone(), offset)
             })
             .collect()
     }
@@ -71,26 +103,18 @@ impl AckBench {
     /// One commit cycle of the commit worker (snapshot of every commit point,
     /// coalescing queue, OffsetCommit request built), against a committer that
     /// sends nothing. Returns how many partition offsets it committed.
-    pub fn commit_cycle(&self) -> usize {
-        worker::commit_cycle(&self.inner, &NoopCommitter, false, None)
-            .map(|v| v.len())
-            .unwrap_or(0)
+    pub fn commit_cycle(&mut self) -> usize {
+        self.worker.cycle()
     }
 
     /// The guard's counters.
     pub fn stats(&self) -> crate::Stats {
-        self.inner.metrics.snapshot()
+        self.metrics.snapshot()
     }
 
     /// The commit point of a partition.
     pub fn commit_point(&self, partition: usize) -> Option<i64> {
+        let _ = &self.assignment;
         self.slots[partition].commit_point()
-    }
-}
-
-impl Drop for AckBench {
-    fn drop(&mut self) {
-        // Break the Inner -> slot -> Inner cycle.
-        self.inner.assignment.revoke_all();
     }
 }

@@ -1,15 +1,17 @@
 //! [`GuardBuilder`]: configuration, validation and construction.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, DefaultConsumerContext};
-use std::sync::Arc;
+use rdkafka::consumer::{ConsumerContext, DefaultConsumerContext};
 
-use crate::consumer::{Config, GuardedConsumer, Inner};
+use crate::config::Config;
+use crate::consumer::{GuardedConsumer, Setup};
 use crate::error::BuildError;
 use crate::failure_log::FailedOffsetLog;
-use crate::rebalance::{Assigned, GuardContext, Hooks, Lost, Revoked};
+use crate::partition::TopicPartition;
+use crate::rebalance::{Assigned, Hooks, Lost, Revoked};
 use crate::retry::RetryPolicy;
 use crate::sink::FailureSink;
 
@@ -24,29 +26,8 @@ impl OffsetGuard {
         GuardBuilder {
             client_config,
             context: DefaultConsumerContext,
-            s: Settings::defaults(),
-        }
-    }
-}
-
-impl Settings {
-    fn defaults() -> Settings {
-        let d = Config::with_group("");
-        Settings {
-            retry: d.retry,
-            commit_interval: d.commit_interval,
-            commit_every: d.commit_every,
-            recommit_idle_every: d.recommit_idle_every,
-            async_commits: d.async_commits,
-            shutdown_timeout: d.shutdown_timeout,
-            poll_timeout: d.poll_timeout,
-            batch_size: d.batch_size,
-            channel_capacity: d.channel_capacity,
-            revoke_timeout: d.revoke_timeout,
-            revoke_grace: d.revoke_grace,
+            config: Config::default(),
             sink: None,
-            log_path: None,
-            replay: false,
             hooks: Hooks::default(),
         }
     }
@@ -54,29 +35,16 @@ impl Settings {
 
 /// Builds a [`GuardedConsumer`]. By value; every setter documents its default;
 /// [`build`](GuardBuilder::build) validates everything and names the setting at fault.
+///
+/// Durations: where a limit makes sense, `Duration::MAX` means "no limit"
+/// (the guard never adds a duration to the clock without checking); no
+/// setting, at any value, makes the guard panic.
 #[must_use = "a builder does nothing until build() is called"]
 pub struct GuardBuilder<C = DefaultConsumerContext> {
     client_config: ClientConfig,
     context: C,
-    s: Settings,
-}
-
-/// Everything but the client config and the context.
-struct Settings {
-    retry: RetryPolicy,
-    commit_interval: Option<Duration>,
-    commit_every: Option<u64>,
-    recommit_idle_every: Option<Duration>,
-    async_commits: bool,
-    shutdown_timeout: Duration,
-    poll_timeout: Duration,
-    batch_size: usize,
-    channel_capacity: usize,
-    revoke_timeout: Duration,
-    revoke_grace: Duration,
+    config: Config,
     sink: Option<Box<dyn FailureSink>>,
-    log_path: Option<std::path::PathBuf>,
-    replay: bool,
     hooks: Hooks,
 }
 
@@ -87,14 +55,16 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
         GuardBuilder {
             client_config: self.client_config,
             context,
-            s: self.s,
+            config: self.config,
+            sink: self.sink,
+            hooks: self.hooks,
         }
     }
 
     /// How failed commits are retried. Default: [`RetryPolicy::exponential`]
     /// (100 ms doubling to 5 s, jitter 0.5, at most 10 attempts and 30 s).
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.s.retry = policy;
+        self.config.retry = policy;
         self
     }
 
@@ -105,25 +75,27 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// run by interval, count, [`commit_now`](GuardedConsumer::commit_now),
     /// revoke and shutdown).
     pub fn async_commits(mut self) -> Self {
-        self.s.async_commits = true;
+        self.config.async_commits = true;
         self
     }
 
-    /// Commit acked offsets periodically. Default: every 5 s. Must be non-zero.
+    /// Commit acked offsets periodically. Default: every 5 s. Must be at least
+    /// 1 ms; `Duration::MAX` (or any period too long for the clock) never fires.
     pub fn commit_interval(mut self, interval: Duration) -> Self {
-        self.s.commit_interval = Some(interval);
+        self.config.commit_interval = Some(interval);
         self
     }
 
     /// No periodic commits (use `commit_every`, `async_commits` or `commit_now`).
     pub fn no_commit_interval(mut self) -> Self {
-        self.s.commit_interval = None;
+        self.config.commit_interval = None;
         self
     }
 
-    /// Also commit after every `n` acks. Default: off. Must be at least 1.
+    /// Also commit after every `n` acks. Default: off. Must be at least 1
+    /// (`u64::MAX` is accepted).
     pub fn commit_every(mut self, n: u64) -> Self {
-        self.s.commit_every = Some(n);
+        self.config.commit_every = Some(n);
         self
     }
 
@@ -140,23 +112,25 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// again a period later (the offset is still committed, so it is not a
     /// failed offset). Counted in [`Stats::idle_recommits`](crate::Stats::idle_recommits)
     /// and `commits_sent`. Pick a period well below the broker's retention.
-    /// Default: off. Must be non-zero.
+    /// Default: off. Must be at least 1 ms; `Duration::MAX` never fires.
     pub fn recommit_idle_every(mut self, period: Duration) -> Self {
-        self.s.recommit_idle_every = Some(period);
+        self.config.recommit_idle_every = Some(period);
         self
     }
 
     /// Deadline for [`shutdown`](GuardedConsumer::shutdown): its final commit
-    /// (with retries) and the close. Default: 10 s. Must be non-zero.
+    /// (with retries), the close and the flush of the failed-offset log.
+    /// Default: 10 s. Must be non-zero; `Duration::MAX` means no deadline (the
+    /// retry policy still bounds the final commit).
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.s.shutdown_timeout = timeout;
+        self.config.shutdown_timeout = timeout;
         self
     }
 
     /// Where offsets that could not be committed go. Default: none (they are
     /// still counted in [`Stats`](crate::Stats) and reported through tracing).
     pub fn failure_sink(mut self, sink: impl FailureSink) -> Self {
-        self.s.sink = Some(Box::new(sink));
+        self.sink = Some(Box::new(sink));
         self
     }
 
@@ -169,16 +143,18 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// [`BuildError::FailedOffsetLog`] if the file cannot be opened for appending.
     /// Default: off (failures still reach [`Stats`](crate::Stats) and tracing).
     pub fn failed_offset_log(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-        self.s.log_path = Some(path.into());
+        self.config.failed_offset_log = Some(path.into());
         self
     }
 
     /// How long a revoke may take: waiting for in-flight acks
     /// ([`revoke_grace`](Self::revoke_grace)) plus the synchronous commit of
     /// the revoked partitions with its retries. Keep it well below the group's
-    /// rebalance timeout (`max.poll.interval.ms`). Default: 10 s. Must be non-zero.
+    /// rebalance timeout (`max.poll.interval.ms`). Default: 10 s. Must be
+    /// non-zero; `Duration::MAX` means no limit (the retry policy still bounds
+    /// the commit; librdkafka calls take at most `i32::MAX` ms).
     pub fn revoke_timeout(mut self, timeout: Duration) -> Self {
-        self.s.revoke_timeout = timeout;
+        self.config.revoke_timeout = timeout;
         self
     }
 
@@ -189,7 +165,7 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// not handed out yet are never handed out. Zero commits at once. Default:
     /// 1 s. Must not exceed [`revoke_timeout`](Self::revoke_timeout).
     pub fn revoke_grace(mut self, grace: Duration) -> Self {
-        self.s.revoke_grace = grace;
+        self.config.revoke_grace = grace;
         self
     }
 
@@ -197,7 +173,7 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// from the rebalance and committed now. Runs in the rebalance callback
     /// (the guard's poll thread): keep it short. Default: none.
     pub fn on_assign(mut self, hook: impl Fn(&Assigned) + Send + Sync + 'static) -> Self {
-        self.s.hooks.on_assign = Some(Box::new(hook));
+        self.hooks.on_assign = Some(Box::new(hook));
         self
     }
 
@@ -205,7 +181,7 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// revoked partitions, with what it committed, deferred and gave up.
     /// Runs in the rebalance callback: keep it short. Default: none.
     pub fn on_revoke(mut self, hook: impl Fn(&Revoked) + Send + Sync + 'static) -> Self {
-        self.s.hooks.on_revoke = Some(Box::new(hook));
+        self.hooks.on_revoke = Some(Box::new(hook));
         self
     }
 
@@ -213,7 +189,7 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// acked offsets that were not committed. Runs in the rebalance callback.
     /// Default: none.
     pub fn on_lost(mut self, hook: impl Fn(&Lost) + Send + Sync + 'static) -> Self {
-        self.s.hooks.on_lost = Some(Box::new(hook));
+        self.hooks.on_lost = Some(Box::new(hook));
         self
     }
 
@@ -227,171 +203,114 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// `superseded`. Needs [`failed_offset_log`](Self::failed_offset_log)
     /// ([`BuildError::MissingDependency`] otherwise). Default: off.
     pub fn replay_failed_offsets(mut self) -> Self {
-        self.s.replay = true;
+        self.config.replay_failed_offsets = true;
         self
     }
 
     /// How many fetched records the poll thread hands over at once. Default: 256.
-    /// Must be at least 1.
+    /// Must be at least 1; any larger value is accepted (a batch is also handed
+    /// over whenever a poll finds nothing new).
     pub fn batch_size(mut self, n: usize) -> Self {
-        self.s.batch_size = n;
+        self.config.batch_size = n;
         self
     }
 
     /// How many batches may wait between the poll thread and `recv`. Default: 8.
-    /// Must be at least 1.
+    /// Must be from 1 to [`MAX_PREFETCH_BATCHES`](crate::MAX_PREFETCH_BATCHES) (65,536).
     pub fn prefetch_batches(mut self, n: usize) -> Self {
-        self.s.channel_capacity = n;
+        self.config.prefetch_batches = n;
         self
     }
 
     /// Validates the settings, creates the consumer and starts the guard's
     /// poll and commit threads.
+    ///
+    /// # Errors
+    ///
+    /// A [`BuildError`] naming the setting at fault (see
+    /// [`BuildError::setting`]), the failed-offset log that cannot be opened,
+    /// rdkafka's refusal to create the consumer, or a thread that could not
+    /// be started.
     pub fn build(self) -> Result<GuardedConsumer<C>, BuildError> {
-        let mut cc = self.client_config;
-        let group_id = match cc.get("group.id") {
-            Some(g) if !g.trim().is_empty() => g.to_string(),
-            _ => return Err(BuildError::MissingGroupId),
-        };
-        for (key, reason) in [
-            (
-                "enable.auto.commit",
-                "librdkafka would commit offsets on its own timer, past records not yet processed; the guard commits only acked offsets",
-            ),
-            (
-                "enable.auto.offset.store",
-                "librdkafka would store the offset of every record handed out, acked or not; the guard tracks acks itself",
-            ),
-        ] {
-            match cc.get(key) {
-                Some(v) if v.trim().eq_ignore_ascii_case("false") => {}
-                Some(v) => {
-                    return Err(BuildError::ConflictingSetting {
-                        key,
-                        value: v.to_string(),
-                        reason,
-                    });
-                }
-                None => {
-                    cc.set(key, "false");
-                }
+        let (client_config, group_id) = guarded_client_config(self.client_config)?;
+        let mut config = self.config;
+        config.group_id = group_id;
+        config.validate()?;
+        let (log, replay) = match &config.failed_offset_log {
+            Some(path) => {
+                let log = FailedOffsetLog::open(path).map_err(BuildError::FailedOffsetLog)?;
+                let replay = if config.replay_failed_offsets {
+                    replay_entries(path, &config.group_id)?
+                } else {
+                    HashMap::new()
+                };
+                (Some(log), replay)
             }
-        }
-        if self.s.commit_interval.is_some_and(|d| d.is_zero()) {
-            return Err(BuildError::InvalidDuration {
-                setting: "commit_interval",
-                reason: "must be greater than zero (use no_commit_interval() to turn periodic commits off)".into(),
-            });
-        }
-        if self.s.shutdown_timeout.is_zero() {
-            return Err(BuildError::InvalidDuration {
-                setting: "shutdown_timeout",
-                reason: "must be greater than zero".into(),
-            });
-        }
-        if self.s.commit_every == Some(0) {
-            return Err(BuildError::InvalidCount {
-                setting: "commit_every",
-                reason: "must be at least 1".into(),
-            });
-        }
-        if self.s.recommit_idle_every.is_some_and(|d| d.is_zero()) {
-            return Err(BuildError::InvalidDuration {
-                setting: "recommit_idle_every",
-                reason: "must be greater than zero (leave it unset to turn re-commits off)".into(),
-            });
-        }
-        if self.s.batch_size == 0 {
-            return Err(BuildError::InvalidCount {
-                setting: "batch_size",
-                reason: "must be at least 1".into(),
-            });
-        }
-        if self.s.channel_capacity == 0 {
-            return Err(BuildError::InvalidCount {
-                setting: "prefetch_batches",
-                reason: "must be at least 1".into(),
-            });
-        }
-        if self.s.revoke_timeout.is_zero() {
-            return Err(BuildError::InvalidDuration {
-                setting: "revoke_timeout",
-                reason: "must be greater than zero".into(),
-            });
-        }
-        if self.s.revoke_grace > self.s.revoke_timeout {
-            return Err(BuildError::InvalidDuration {
-                setting: "revoke_grace",
-                reason: format!(
-                    "{:?} exceeds revoke_timeout ({:?}); the grace period is part of the revoke",
-                    self.s.revoke_grace, self.s.revoke_timeout
-                ),
-            });
-        }
-        self.s.retry.validate()?;
-        let config = Config {
-            group_id,
-            retry: self.s.retry,
-            commit_interval: self.s.commit_interval,
-            commit_every: self.s.commit_every,
-            recommit_idle_every: self.s.recommit_idle_every,
-            async_commits: self.s.async_commits,
-            shutdown_timeout: self.s.shutdown_timeout,
-            poll_timeout: self.s.poll_timeout,
-            batch_size: self.s.batch_size,
-            channel_capacity: self.s.channel_capacity,
-            revoke_timeout: self.s.revoke_timeout,
-            revoke_grace: self.s.revoke_grace,
+            None => (None, HashMap::new()),
         };
-        let log = match &self.s.log_path {
-            Some(path) => Some(FailedOffsetLog::open(path).map_err(BuildError::FailedOffsetLog)?),
-            None => None,
-        };
-        let sink: Option<Box<dyn FailureSink>> = match (self.s.sink, &log) {
-            (Some(user), Some(log)) => Some(Box::new(Tee(user, log.clone()))),
-            (None, Some(log)) => Some(Box::new(log.clone())),
-            (user, None) => user,
-        };
-        let replay = match (&self.s.log_path, self.s.replay) {
-            (None, true) => {
-                return Err(BuildError::MissingDependency {
-                    setting: "replay_failed_offsets",
-                    requires: "failed_offset_log",
+        GuardedConsumer::start(Setup {
+            client_config,
+            config,
+            context: self.context,
+            hooks: self.hooks,
+            sink: self.sink,
+            log,
+            replay,
+        })
+    }
+}
+
+/// The user's client config with the guard's requirements: a `group.id`, and
+/// librdkafka's own commits and offset stores off.
+fn guarded_client_config(mut cc: ClientConfig) -> Result<(ClientConfig, String), BuildError> {
+    let group_id = match cc.get("group.id") {
+        Some(g) if !g.trim().is_empty() => g.to_string(),
+        _ => return Err(BuildError::MissingGroupId),
+    };
+    for (key, reason) in [
+        (
+            "enable.auto.commit",
+            "librdkafka would commit offsets on its own timer, past records not yet processed; the guard commits only acked offsets",
+        ),
+        (
+            "enable.auto.offset.store",
+            "librdkafka would store the offset of every record handed out, acked or not; the guard tracks acks itself",
+        ),
+    ] {
+        match cc.get(key) {
+            Some(v) if v.trim().eq_ignore_ascii_case("false") => {}
+            Some(v) => {
+                return Err(BuildError::ConflictingSetting {
+                    key,
+                    value: v.to_string(),
+                    reason,
                 });
             }
-            (Some(path), true) => replay_entries(path, &config.group_id)?,
-            (_, false) => std::collections::HashMap::new(),
-        };
-        let inner = Arc::new(Inner::new(config, sink));
-        inner.lock_core().replay = replay;
-        if let Some(log) = &log {
-            let _ = inner.log.set(log.clone());
+            None => {
+                cc.set(key, "false");
+            }
         }
-        let consumer: BaseConsumer<GuardContext<C>> = cc
-            .create_with_context(GuardContext::new(self.context, inner.clone(), self.s.hooks))
-            .map_err(BuildError::Kafka)?;
-        let mut guarded = GuardedConsumer::start(consumer, inner)?;
-        guarded.log = log;
-        Ok(guarded)
     }
+    Ok((cc, group_id))
 }
 
 /// The highest unresolved logged offset per partition of this group.
 fn replay_entries(
     path: &std::path::Path,
     group_id: &str,
-) -> Result<std::collections::HashMap<crate::assignment::TopicPartition, i64>, BuildError> {
+) -> Result<HashMap<TopicPartition, i64>, BuildError> {
     let reader = crate::failure_log::LogReader::open(path).map_err(BuildError::FailedOffsetLog)?;
     for issue in reader.issues() {
         tracing::warn!(%issue, "failed-offset log: line skipped");
     }
-    let mut map = std::collections::HashMap::new();
+    let mut map = HashMap::new();
     for f in reader.unresolved() {
         if f.group_id != group_id {
             continue;
         }
-        let key: crate::assignment::TopicPartition = (Arc::from(f.topic.as_str()), f.partition);
-        let e = map.entry(key).or_insert(f.offset);
+        let e = map
+            .entry(TopicPartition::new(f.topic.as_str(), f.partition))
+            .or_insert(f.offset);
         *e = (*e).max(f.offset);
     }
     if !map.is_empty() {
@@ -401,14 +320,4 @@ fn replay_entries(
         );
     }
     Ok(map)
-}
-
-/// Hands each failure to the user's sink and to the failed-offset log.
-struct Tee(Box<dyn FailureSink>, FailedOffsetLog);
-
-impl FailureSink for Tee {
-    fn record(&self, failure: crate::sink::FailedOffset) {
-        self.0.record(failure.clone());
-        self.1.record(failure);
-    }
 }

@@ -4,6 +4,8 @@ use std::fmt;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
+use crate::threads::GuardThread;
+
 /// A retry policy parameter is out of range.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidBackoff {
@@ -64,6 +66,13 @@ pub enum BuildError {
     FailedOffsetLog(crate::failure_log::LogError),
     /// rdkafka refused to create the consumer.
     Kafka(KafkaError),
+    /// The operating system refused to start one of the guard's threads.
+    SpawnThread {
+        /// Which thread.
+        thread: GuardThread,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
 }
 
 impl BuildError {
@@ -77,7 +86,7 @@ impl BuildError {
             BuildError::InvalidBackoff(e) => Some(e.setting),
             BuildError::FailedOffsetLog(_) => Some("failed_offset_log"),
             BuildError::MissingDependency { setting, .. } => Some(setting),
-            BuildError::Kafka(_) => None,
+            BuildError::Kafka(_) | BuildError::SpawnThread { .. } => None,
         }
     }
 }
@@ -102,6 +111,9 @@ impl fmt::Display for BuildError {
                 write!(f, "{setting} needs {requires} to be set")
             }
             BuildError::Kafka(e) => write!(f, "creating the consumer failed: {e}"),
+            BuildError::SpawnThread { thread, source } => {
+                write!(f, "starting the {thread} thread failed: {source}")
+            }
         }
     }
 }
@@ -112,6 +124,7 @@ impl std::error::Error for BuildError {
             BuildError::InvalidBackoff(e) => Some(e),
             BuildError::Kafka(e) => Some(e),
             BuildError::FailedOffsetLog(e) => Some(e),
+            BuildError::SpawnThread { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -148,6 +161,13 @@ pub enum Error {
     },
     /// The consumer hit an error it cannot continue from (e.g. FENCED_INSTANCE_ID).
     Fatal(KafkaError),
+    /// One of the guard's threads panicked; the guard has stopped. Acked
+    /// offsets not committed before are not committed (nothing past an
+    /// un-acked record ever is).
+    ThreadDied {
+        /// Which thread.
+        thread: GuardThread,
+    },
 }
 
 impl Error {
@@ -155,9 +175,10 @@ impl Error {
     pub fn is_shutdown(&self) -> bool {
         matches!(self, Error::ShutDown)
     }
-    /// True when the consumer cannot continue.
+    /// True when the consumer cannot continue (a fatal Kafka error, or one of
+    /// the guard's threads died).
     pub fn is_fatal(&self) -> bool {
-        matches!(self, Error::Fatal(_))
+        matches!(self, Error::Fatal(_) | Error::ThreadDied { .. })
     }
 }
 
@@ -177,6 +198,9 @@ impl fmt::Display for Error {
                 None => write!(f, "commit failed after {attempts} attempt(s)"),
             },
             Error::Fatal(e) => write!(f, "fatal consumer error: {e}"),
+            Error::ThreadDied { thread } => {
+                write!(f, "the guard's {thread} thread panicked; the guard stopped")
+            }
         }
     }
 }

@@ -83,30 +83,47 @@
 
 #![warn(missing_docs)]
 
+// Layers (imports point down only; see DESIGN.md "Target structure"):
+// 5 assembly: builder
+// 4 front-end: consumer (handle), poll (poll thread), delivery (Record)
+// 3 rebalance: rdkafka callbacks turned into commands to the commit worker
+// 2 commit/: the worker behind its mailbox (commit::handle is the only door)
+// 1 assignment (slots, epochs, acks), failures (one recorder), config, retry, error
+// 0 partition, deadline, threads, tracker, sink, stats, failure_log
 mod assignment;
 #[doc(hidden)]
 pub mod bench_support;
 mod builder;
 mod commit;
+mod config;
 mod consumer;
+mod deadline;
+mod delivery;
 mod error;
 pub mod failure_log;
+mod failures;
+mod partition;
+mod poll;
 pub mod rebalance;
 pub mod retry;
 mod sink;
 mod stats;
+mod threads;
 pub mod tracker;
 
 pub use assignment::{AckStatus, AckToken};
 pub use builder::{GuardBuilder, OffsetGuard};
-pub use commit::CommittedOffset;
-pub use consumer::{GuardedConsumer, PartitionStatus, Record, ShutdownReport};
+pub use config::MAX_PREFETCH_BATCHES;
+pub use consumer::{GuardedConsumer, PartitionStatus, ShutdownReport};
+pub use delivery::Record;
 pub use error::{BuildError, Error, InvalidBackoff};
 pub use failure_log::{
     FailedOffsetLog, FailureRecord, FsyncPolicy, LogEntry, LogError, LogReader, LogStatus,
     PartitionSummary, ReadIssue, ReadIssueKind, Resolution, ResolutionKind,
 };
-pub use rebalance::{Assigned, DroppedOffset, GuardContext, Lost, Revoked};
+pub use partition::{CommittedOffset, DroppedOffset};
+pub use rebalance::{Assigned, GuardContext, Lost, Revoked};
 pub use retry::RetryPolicy;
 pub use sink::{FailedOffset, FailureReason, FailureSink, MemorySink, UnknownFailureReason};
 pub use stats::Stats;
+pub use threads::GuardThread;

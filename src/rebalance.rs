@@ -33,6 +33,7 @@
 //! after the guard's own work; keep them short.
 
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,12 +46,12 @@ use rdkafka::util::Timeout;
 use rdkafka::{Offset, Statistics, TopicPartitionList};
 use tracing::{debug, error, info, info_span, warn};
 
-use crate::assignment::PartitionSlot;
-use crate::commit::queue::Offer;
-use crate::commit::worker::{Carried, CommittedOffset, RevokeJob, RevokeOutcome};
-use crate::consumer::Inner;
-use crate::failure_log::Resolution;
-use crate::sink::{FailedOffset, FailureReason};
+use crate::assignment::{Assignment, PartitionSlot};
+use crate::commit::handle::{CommitHandle, RevokeOutcome};
+use crate::config::Config;
+use crate::deadline::Deadline;
+use crate::failures::FailureRecorder;
+use crate::partition::{CommittedOffset, DroppedOffset};
 use crate::stats::Metrics;
 
 /// Partitions assigned to this consumer (hook argument of
@@ -76,20 +77,6 @@ pub struct Assigned {
     pub dropped: Vec<DroppedOffset>,
     /// The group uses the cooperative (incremental) protocol.
     pub cooperative: bool,
-}
-
-/// A kept offset dropped at an assign (see [`Assigned::dropped`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct DroppedOffset {
-    /// Topic.
-    pub topic: String,
-    /// Partition.
-    pub partition: i32,
-    /// The acked offset whose commit the broker refused.
-    pub offset: i64,
-    /// The last offset this consumer committed for the partition, if any.
-    pub committed_before: Option<i64>,
 }
 
 /// Partitions revoked from this consumer, after the guard's commit (hook
@@ -156,13 +143,22 @@ impl fmt::Debug for Hooks {
 /// [`on_lost`](crate::GuardBuilder::on_lost), which also say what was committed.
 pub struct GuardContext<C> {
     user: C,
-    pub(crate) inner: Arc<Inner>,
+    parts: ContextParts,
     hooks: Hooks,
 }
 
+/// What the rebalance callbacks work with.
+pub(crate) struct ContextParts {
+    pub config: Arc<Config>,
+    pub assignment: Arc<Assignment>,
+    pub commits: CommitHandle,
+    pub recorder: Arc<FailureRecorder>,
+    pub metrics: Arc<Metrics>,
+}
+
 impl<C> GuardContext<C> {
-    pub(crate) fn new(user: C, inner: Arc<Inner>, hooks: Hooks) -> Self {
-        GuardContext { user, inner, hooks }
+    pub(crate) fn new(user: C, parts: ContextParts, hooks: Hooks) -> Self {
+        GuardContext { user, parts, hooks }
     }
 
     /// The wrapped user context.
@@ -243,244 +239,70 @@ impl<C: ConsumerContext> ConsumerContext for GuardContext<C> {
     }
 }
 
+/// A callback may answer a little after its own deadline: a request in flight
+/// at the deadline still ends by itself.
+const REPLY_SLACK: Duration = Duration::from_secs(1);
+
 impl<C: ConsumerContext> GuardContext<C> {
+    /// Every assigned partition starts a new epoch; the commit worker settles
+    /// kept and replayed offsets, and fetching starts where it committed them.
     fn on_assign(
         &self,
         base_consumer: &BaseConsumer<Self>,
         tpl: &mut TopicPartitionList,
         cooperative: bool,
     ) {
-        let inner = &self.inner;
+        let p = &self.parts;
         let parts = partitions(tpl);
-        let span = info_span!("offset_guard_assign", group = %inner.config.group_id, partitions = parts.len(), cooperative);
+        let span = info_span!("offset_guard_assign", group = %p.config.group_id, partitions = parts.len(), cooperative);
         let _enter = span.enter();
-        Metrics::inc(&inner.metrics.assigns);
+        Metrics::inc(&p.metrics.assigns);
         let slots: Vec<Arc<PartitionSlot>> = parts
             .iter()
-            .map(|(t, p)| {
-                let slot = inner.assignment.assign(inner, t, *p);
-                debug!(topic = %t, partition = p, epoch = slot.epoch, "partition assigned");
+            .map(|(t, part)| {
+                let slot = p.assignment.assign(t, *part);
+                debug!(topic = %t, partition = part, epoch = slot.epoch, "partition assigned");
                 slot
             })
             .collect();
-        let (resumed, replayed, dropped) = self.resolve_carry(base_consumer, tpl, &slots);
+        p.recorder.set_member_id(member_id(base_consumer));
+        let wait = Deadline::after(p.config.revoke_timeout.saturating_add(REPLY_SLACK));
+        let settled = p.commits.assigned(slots, wait).unwrap_or_default();
+        for (tp, offset) in &settled.start_at {
+            let _ = tpl.set_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset));
+        }
         let res = if cooperative {
             base_consumer.incremental_assign(tpl)
         } else {
             base_consumer.assign(tpl)
         };
         log_result("assign", res);
-        inner.set_member_id(member_id(base_consumer));
         info!(
             partitions = parts.len(),
-            resumed = resumed.len(),
+            resumed = settled.resumed.len(),
             cooperative,
             "partitions assigned"
         );
-        {
-            let mut core = inner.lock_core();
-            core.rebalance_gen += 1;
-            if !resumed.is_empty() || !replayed.is_empty() {
-                core.trigger = true;
-            }
-        }
-        inner.notify();
         if let Some(hook) = &self.hooks.on_assign {
-            hook(&Assigned {
+            let arg = Assigned {
                 partitions: parts,
-                resumed,
-                replayed,
-                dropped,
+                resumed: settled.resumed,
+                replayed: settled.replayed,
+                dropped: settled.dropped,
                 cooperative,
-            });
-        }
-    }
-
-    /// Settles the offsets kept from the rebalance that just ended. Partitions
-    /// assigned back: commit the kept offset if it is ahead of the group's
-    /// committed offset, and start fetching there. Partitions still owned in
-    /// the same assignment (cooperative): offer the offset again. The rest:
-    /// dropped, counted and recorded.
-    fn resolve_carry(
-        &self,
-        base_consumer: &BaseConsumer<Self>,
-        tpl: &mut TopicPartitionList,
-        slots: &[Arc<PartitionSlot>],
-    ) -> (
-        Vec<CommittedOffset>,
-        Vec<CommittedOffset>,
-        Vec<DroppedOffset>,
-    ) {
-        let inner = &self.inner;
-        let carry: Vec<_> = {
-            let mut core = inner.lock_core();
-            let all: Vec<_> = core.carry.drain().collect();
-            // A later commit (e.g. the revoke's) already covered some.
-            all.into_iter()
-                .filter_map(|(tp, c)| {
-                    let committed = core.queue.committed_offset(&tp);
-                    (committed < Some(c.offset)).then_some((tp, c, committed))
-                })
-                .collect()
-        };
-        // Unresolved entries of the failed-offset log for the assigned
-        // partitions (with `replay_failed_offsets`).
-        let replay: Vec<(Arc<PartitionSlot>, i64)> = {
-            let mut core = inner.lock_core();
-            slots
-                .iter()
-                .filter_map(|s| core.replay.remove(&s.key()).map(|o| (s.clone(), o)))
-                .collect()
-        };
-        if carry.is_empty() && replay.is_empty() {
-            return (Vec::new(), Vec::new(), Vec::new());
-        }
-        let mut back: Vec<(Arc<PartitionSlot>, Carried, bool)> = replay
-            .into_iter()
-            .map(|(s, offset)| {
-                let c = Carried {
-                    epoch: s.epoch,
-                    offset,
-                    code: None,
-                    message: "unresolved in the failed-offset log".into(),
-                };
-                (s, c, true)
-            })
-            .collect();
-        let mut dropped = Vec::new();
-        for (tp, c, committed) in carry {
-            if let Some(slot) = slots.iter().find(|s| s.key() == tp) {
-                back.push((slot.clone(), c, false));
-            } else if inner.assignment.epoch(&tp.0, tp.1) == Some(c.epoch) {
-                // Still ours, same assignment: the next commit covers it.
-                let mut core = inner.lock_core();
-                core.queue.offer(&tp, c.epoch, c.offset, true);
-                core.trigger = true;
-            } else {
-                dropped.push((tp, c, committed));
-            }
-        }
-        let mut dropped_offsets = Vec::with_capacity(dropped.len());
-        for (tp, c, committed_before) in dropped {
-            Metrics::inc(&inner.metrics.offsets_rebalance_dropped);
-            debug!(topic = %tp.0, partition = tp.1, offset = c.offset, "kept offset dropped: the partition went to another member");
-            inner.record_failure(c.dropped(
-                inner,
-                &tp,
-                "commit refused during a rebalance; the partition was not assigned back",
-            ));
-            dropped_offsets.push(DroppedOffset {
-                topic: tp.0.to_string(),
-                partition: tp.1,
-                offset: c.offset,
-                committed_before,
-            });
-        }
-        if back.is_empty() {
-            return (Vec::new(), Vec::new(), dropped_offsets);
-        }
-        // Highest first: the offer of a lower one for the same partition is
-        // then stale, and fetching starts at the highest.
-        back.sort_by_key(|b| std::cmp::Reverse(b.1.offset));
-        // Never move the group's offset backwards: read it first.
-        let mut query = TopicPartitionList::with_capacity(back.len());
-        for (s, _, _) in &back {
-            let _ = query.add_partition(&s.topic, s.partition);
-        }
-        let timeout = inner.config.revoke_timeout;
-        let committed = base_consumer.committed_offsets(query, timeout);
-        let mut resumed = Vec::new();
-        let mut replayed = Vec::new();
-        for (slot, c, from_log) in back {
-            let group = match &committed {
-                Ok(list) => match list
-                    .find_partition(&slot.topic, slot.partition)
-                    .map(|e| e.offset())
-                {
-                    Some(Offset::Offset(o)) => Ok(Some(o)),
-                    Some(_) | None => Ok(None),
-                },
-                Err(e) => Err(e.clone()),
             };
-            match group {
-                Ok(g) if g.is_none_or(|g| g < c.offset) => {
-                    let offer =
-                        inner
-                            .lock_core()
-                            .queue
-                            .offer(&slot.key(), slot.epoch, c.offset, true);
-                    if offer == Offer::Queued {
-                        let _ = tpl.set_partition_offset(
-                            &slot.topic,
-                            slot.partition,
-                            Offset::Offset(c.offset),
-                        );
-                    }
-                    let co = CommittedOffset {
-                        topic: slot.topic.to_string(),
-                        partition: slot.partition,
-                        offset: c.offset,
-                    };
-                    if from_log {
-                        // Resolved in the log once the commit lands (worker).
-                        inner
-                            .lock_core()
-                            .replay_pending
-                            .insert(slot.key(), c.offset);
-                        Metrics::inc(&inner.metrics.offsets_replayed);
-                        info!(topic = %slot.topic, partition = slot.partition, offset = c.offset, group_offset = ?g, "failed offset from the log is ahead of the group's: committing it again; fetching starts there");
-                        replayed.push(co);
-                    } else if offer == Offer::Queued {
-                        Metrics::inc(&inner.metrics.offsets_resumed);
-                        debug!(topic = %slot.topic, partition = slot.partition, offset = c.offset, group_offset = ?g, "kept offset committed again; fetching starts there");
-                        resumed.push(co);
-                    }
-                }
-                Ok(g) => {
-                    if from_log {
-                        let committed = g.unwrap_or(c.offset);
-                        info!(topic = %slot.topic, partition = slot.partition, offset = c.offset, group_offset = committed, "failed offset from the log is not ahead of the group's: resolved as superseded");
-                        inner.resolve_logged(Resolution::superseded(
-                            inner.config.group_id.clone(),
-                            slot.topic.to_string(),
-                            slot.partition,
-                            c.offset,
-                            committed,
-                        ));
-                    } else {
-                        debug!(topic = %slot.topic, partition = slot.partition, offset = c.offset, group_offset = ?g, "kept offset superseded by the group's committed offset");
-                    }
-                }
-                Err(e) if from_log => {
-                    warn!(topic = %slot.topic, partition = slot.partition, offset = c.offset, error = %e, "could not read the group's committed offset; the logged offset is tried again at the next assign");
-                    inner.lock_core().replay.insert(slot.key(), c.offset);
-                }
-                Err(e) => {
-                    warn!(topic = %slot.topic, partition = slot.partition, offset = c.offset, error = %e, "could not read the group's committed offset; kept offset not committed");
-                    Metrics::inc(&inner.metrics.offsets_rebalance_dropped);
-                    let mut f = inner.failure(
-                        &slot.topic,
-                        slot.partition,
-                        c.offset,
-                        FailureReason::RebalanceDropped,
-                        format!("the group's committed offset could not be read to check the kept offset: {e}"),
-                    );
-                    f.error_code = e.rdkafka_error_code();
-                    inner.record_failure(f);
-                }
-            }
+            run_hook("on_assign", || hook(&arg));
         }
-        (resumed, replayed, dropped_offsets)
     }
 
     fn on_revoke(&self, tpl: &TopicPartitionList, cooperative: bool) {
-        let inner = &self.inner;
+        let p = &self.parts;
         let parts = partitions(tpl);
         let started = Instant::now();
-        Metrics::inc(&inner.metrics.revokes);
+        Metrics::inc(&p.metrics.revokes);
         let slots: Vec<Arc<PartitionSlot>> = parts
             .iter()
-            .filter_map(|(t, p)| inner.assignment.get(t, *p))
+            .filter_map(|(t, part)| p.assignment.get(t, *part))
             .collect();
         // No more records of these assignments are handed out.
         for s in &slots {
@@ -497,158 +319,84 @@ impl<C: ConsumerContext> GuardContext<C> {
             "partitions revoked"
         );
         if let Some(hook) = &self.hooks.on_revoke {
-            hook(&Revoked {
+            let arg = Revoked {
                 partitions: parts,
                 committed: outcome.committed,
                 deferred: outcome.deferred,
                 failed: outcome.failed,
                 cooperative,
                 elapsed: started.elapsed(),
-            });
+            };
+            run_hook("on_revoke", || hook(&arg));
         }
     }
 
-    /// Hands the revoke to the worker and waits for it (bounded by the revoke
-    /// timeout). Without a worker (shutting down) the partitions are just ended.
+    /// Hands the revoke to the commit worker and waits for it (bounded by the
+    /// revoke timeout). If the worker does not answer in time, the
+    /// assignments end here (later acks are stale) and the worker records
+    /// what it could not commit.
     fn commit_revoked(&self, slots: Vec<Arc<PartitionSlot>>) -> RevokeOutcome {
-        let inner = &self.inner;
+        let p = &self.parts;
         if slots.is_empty() {
             return RevokeOutcome::default();
         }
-        let job = Arc::new(RevokeJob::new(
-            slots.clone(),
-            inner.config.revoke_grace,
-            inner.config.revoke_timeout,
-        ));
-        // Wait a little past the job's deadline: a request in flight at the
-        // deadline still ends by itself.
-        let wait_until = job.deadline + Duration::from_secs(1);
-        let mut core = inner.lock_core();
-        if core.stop {
-            // The worker is done (the consumer is closing): its final commit
-            // already ran for these partitions.
-            drop(core);
-            for s in &slots {
-                inner.assignment.revoke_slot(s);
-                inner.lock_core().queue.forget(&s.key());
-            }
-            return RevokeOutcome::default();
+        let now = Instant::now();
+        let grace = Deadline::after_from(now, p.config.revoke_grace);
+        let deadline = Deadline::after_from(now, p.config.revoke_timeout);
+        let wait = Deadline::after_from(now, p.config.revoke_timeout.saturating_add(REPLY_SLACK));
+        if let Some(outcome) = p.commits.revoke(slots.clone(), grace, deadline, wait) {
+            return outcome;
         }
-        core.revoke = Some(job.clone());
-        drop(core);
-        inner.notify();
-        let mut core = inner.lock_core();
-        loop {
-            if job.is_done() {
-                drop(core);
-                return job.take_outcome().unwrap_or_default();
-            }
-            let now = Instant::now();
-            if now >= wait_until || core.stop {
-                break;
-            }
-            core = inner.wait_core_timeout(core, wait_until - now);
-        }
-        // The worker did not finish in time.
-        job.cancelled
-            .store(true, std::sync::atomic::Ordering::Release);
-        let never_started = core.revoke.as_ref().is_some_and(|j| Arc::ptr_eq(j, &job));
-        if never_started {
-            core.revoke = None;
-        }
-        drop(core);
         warn!(
-            never_started,
-            "revoke timeout passed before the revoked partitions were committed"
+            "revoke timeout passed before the revoked partitions were committed (or the commit thread is gone)"
         );
-        let mut outcome = RevokeOutcome::default();
         for s in &slots {
-            let cp = inner.assignment.revoke_slot(s);
-            let (pending, committed) = {
-                let mut core = inner.lock_core();
-                (
-                    core.queue.forget(&s.key()),
-                    core.queue.committed_offset(&s.key()),
-                )
-            };
-            if !never_started {
-                continue; // the worker records whatever it gives up on
-            }
-            if let Some(offset) = cp.max(pending).filter(|o| Some(*o) > committed) {
-                outcome.failed.push(CommittedOffset {
-                    topic: s.topic.to_string(),
-                    partition: s.partition,
-                    offset,
-                });
-                inner.record_failure(inner.failure(
-                    &s.topic,
-                    s.partition,
-                    offset,
-                    FailureReason::RebalanceDropped,
-                    "revoke timeout passed before the commit was sent".into(),
-                ));
-            }
+            p.assignment.revoke_slot(s);
         }
-        outcome
+        RevokeOutcome::default()
     }
 
     /// A lost assignment: nothing is committed; acked offsets not committed
     /// (and offsets kept from an earlier rebalance) go to the sink as `lost`.
     fn on_lost(&self, tpl: &TopicPartitionList) {
-        let inner = &self.inner;
+        let p = &self.parts;
         let parts = partitions(tpl);
-        let mut not_committed = Vec::new();
-        for (topic, partition) in &parts {
-            // End the assignment under the shared lock, so the worker cannot
-            // keep a refused offset of it for later (see worker::carry).
-            let mut core = inner.lock_core();
-            let Some(slot) = inner.assignment.revoke(topic, *partition) else {
-                continue;
-            };
-            Metrics::inc(&inner.metrics.partitions_lost);
-            let cp = slot.view().0;
-            let key = slot.key();
-            let (pending, committed, carried) = (
-                core.queue.forget(&key),
-                core.queue.committed_offset(&key),
-                core.carry.remove(&key).map(|c| c.offset),
-            );
-            drop(core);
-            let offset = cp.max(pending).max(carried);
-            if let Some(offset) = offset.filter(|o| Some(*o) > committed) {
-                warn!(
-                    topic,
-                    partition, offset, "partition lost with acked offsets not committed"
-                );
-                not_committed.push(CommittedOffset {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    offset,
-                });
-                inner.record_failure(lost_failure(inner, topic, *partition, offset));
-            }
-        }
+        // End the assignments first: later acks are stale, and the worker
+        // keeps nothing of them for later.
+        let ended: Vec<_> = parts
+            .iter()
+            .filter_map(|(t, part)| p.assignment.revoke(t, *part))
+            .collect();
+        let not_committed = if ended.is_empty() {
+            Vec::new()
+        } else {
+            let wait = Deadline::after(p.config.revoke_timeout);
+            p.commits.lost(ended, wait).unwrap_or_default()
+        };
         warn!(
             partitions = parts.len(),
+            not_committed = not_committed.len(),
             "partitions lost; nothing committed for them"
         );
         if let Some(hook) = &self.hooks.on_lost {
-            hook(&Lost {
+            let arg = Lost {
                 partitions: parts,
                 not_committed,
-            });
+            };
+            run_hook("on_lost", || hook(&arg));
         }
     }
 }
 
-fn lost_failure(inner: &Inner, topic: &str, partition: i32, offset: i64) -> FailedOffset {
-    inner.failure(
-        topic,
-        partition,
-        offset,
-        FailureReason::Lost,
-        "partition lost before the offset was committed".into(),
-    )
+/// Runs a user hook inside librdkafka's callback, where a panic would abort
+/// the process: the panic is caught and reported instead.
+fn run_hook(name: &'static str, hook: impl FnOnce()) {
+    if catch_unwind(AssertUnwindSafe(hook)).is_err() {
+        error!(
+            hook = name,
+            "a rebalance hook panicked; the guard carries on"
+        );
+    }
 }
 
 fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {

@@ -9,7 +9,13 @@ use std::time::{Duration, Instant};
 use backoff::backoff::Backoff as _;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
+use crate::deadline::Deadline;
 use crate::error::InvalidBackoff;
+
+/// The longest single delay between two attempts: longer intervals (up to
+/// `Duration::MAX`) are accepted and treated as this (the backoff arithmetic
+/// works in nanoseconds and must not overflow).
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(24 * 3600);
 
 /// How failed commits are retried: exponential backoff with jitter, bounded by a
 /// number of attempts and by total time.
@@ -59,7 +65,8 @@ impl RetryPolicy {
         Self::exponential().max_attempts(1)
     }
 
-    /// Delay before the first retry. Default: 100 ms. Must be non-zero.
+    /// Delay before the first retry. Default: 100 ms. Must be non-zero;
+    /// delays above [`MAX_RETRY_DELAY`] (one day) are treated as one day.
     #[must_use]
     pub fn initial_interval(mut self, d: Duration) -> Self {
         self.initial_interval = d;
@@ -94,7 +101,9 @@ impl RetryPolicy {
         self
     }
 
-    /// Total time from the first attempt after which no retry starts. Default: 30 s. Must be non-zero.
+    /// Total time from the first attempt after which no retry starts. Default:
+    /// 30 s. Must be non-zero; `Duration::MAX` means no time bound (attempts
+    /// still bound the retries).
     #[must_use]
     pub fn max_elapsed(mut self, d: Duration) -> Self {
         self.max_elapsed = d;
@@ -145,8 +154,8 @@ impl RetryPolicy {
     /// Starts the backoff for one commit.
     pub(crate) fn start(&self) -> RetryState {
         let inner = backoff::ExponentialBackoffBuilder::new()
-            .with_initial_interval(self.initial_interval)
-            .with_max_interval(self.max_interval)
+            .with_initial_interval(self.initial_interval.min(MAX_RETRY_DELAY))
+            .with_max_interval(self.max_interval.min(MAX_RETRY_DELAY))
             .with_multiplier(self.multiplier)
             .with_randomization_factor(self.randomization_factor)
             .with_max_elapsed_time(None) // bounded by `deadline` below
@@ -155,7 +164,7 @@ impl RetryPolicy {
             inner,
             attempts: 0,
             max_attempts: self.max_attempts,
-            deadline: Instant::now() + self.max_elapsed,
+            deadline: Deadline::after(self.max_elapsed),
         }
     }
 }
@@ -165,7 +174,7 @@ pub(crate) struct RetryState {
     inner: backoff::ExponentialBackoff,
     attempts: u32,
     max_attempts: u32,
-    deadline: Instant,
+    deadline: Deadline,
 }
 
 impl RetryState {
@@ -187,7 +196,7 @@ impl RetryState {
     }
 
     /// Until when retries and deferrals may go on (the policy's `max_elapsed`).
-    pub(crate) fn time_bound(&self) -> Instant {
+    pub(crate) fn time_bound(&self) -> Deadline {
         self.deadline
     }
 
@@ -198,11 +207,14 @@ impl RetryState {
             return None;
         }
         let now = Instant::now();
-        if now >= self.deadline {
+        if self.deadline.is_past(now) {
             return None;
         }
         let d = self.inner.next_backoff()?;
-        Some(d.min(self.deadline - now))
+        Some(match self.deadline.remaining(now) {
+            Some(left) => d.min(left),
+            None => d,
+        })
     }
 }
 
@@ -371,5 +383,23 @@ mod tests {
         s.attempt();
         std::thread::sleep(Duration::from_millis(2));
         assert_eq!(s.next_delay(), None, "time bound spent");
+    }
+
+    #[test]
+    fn extreme_intervals_neither_overflow_nor_panic() {
+        let p = RetryPolicy::exponential()
+            .initial_interval(Duration::MAX)
+            .max_interval(Duration::MAX)
+            .multiplier(f64::MAX)
+            .max_elapsed(Duration::MAX)
+            .max_attempts(u32::MAX);
+        assert!(p.validate().is_ok());
+        let mut s = p.start();
+        assert!(s.time_bound().is_never());
+        for _ in 0..5 {
+            s.attempt();
+            let d = s.next_delay().expect("no bound reached");
+            assert!(d <= MAX_RETRY_DELAY * 2, "{d:?}");
+        }
     }
 }

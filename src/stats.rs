@@ -128,7 +128,8 @@ pub struct Stats {
     pub commit_latency_max: Duration,
     /// Mean commit attempt duration.
     pub commit_latency_mean: Duration,
-    /// Errors reported by the failure sink (e.g. a log file that cannot be written).
+    /// Calls of the user's failure sink that panicked (the panic is caught;
+    /// the failure is still counted and written to the failed-offset log).
     pub sink_errors: u64,
     /// Assign rebalance callbacks (each starts a new epoch for its partitions).
     pub assigns: u64,

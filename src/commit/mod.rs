@@ -1,7 +1,18 @@
-//! The commit path: a coalescing queue and the one worker that commits.
+//! The commit path: one worker that owns every OffsetCommit, behind a mailbox.
+//!
+//! Outside this module only [`handle`] is named: it is the only door into the
+//! worker. Inside, the decisions are pure functions with table tests
+//! ([`attempt`]: what follows a failed attempt; [`kept`]: offsets kept across a
+//! rebalance and what becomes of them at assign; [`schedule`]: when the next
+//! cycle is due; [`idle`]: which idle offsets are due; [`queue`]: coalescing),
+//! and [`worker`] does the I/O.
 
-pub(crate) mod idle;
-pub(crate) mod queue;
-pub(crate) mod worker;
-
-pub use worker::CommittedOffset;
+mod attempt;
+mod command;
+pub(crate) mod handle;
+mod idle;
+mod kept;
+mod queue;
+mod schedule;
+mod view;
+mod worker;

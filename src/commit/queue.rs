@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use crate::assignment::TopicPartition;
+use crate::partition::TopicPartition;
 
 #[derive(Debug, Default, Clone)]
 struct PartState {
@@ -189,11 +189,19 @@ impl CommitQueue {
         self.parts.get_mut(tp).and_then(|st| st.pending.take())
     }
 
+    /// An offset of the partition is pending or in flight.
+    pub(crate) fn is_unsettled(&self, tp: &TopicPartition) -> bool {
+        self.parts
+            .get(tp)
+            .is_some_and(|st| st.pending.is_some() || st.in_flight.is_some())
+    }
+
     pub(crate) fn committed_offset(&self, tp: &TopicPartition) -> Option<i64> {
         self.parts.get(tp).and_then(|st| st.committed)
     }
 
     /// Offsets not known to be committed: pending or in flight.
+    #[cfg(test)]
     pub(crate) fn unsettled(&self) -> Vec<Entry> {
         let mut v: Vec<Entry> = self
             .parts
@@ -209,27 +217,15 @@ impl CommitQueue {
         v.sort_by(|a, b| a.tp.cmp(&b.tp));
         v
     }
-
-    /// Every partition with a committed offset.
-    pub(crate) fn all_committed(&self) -> Vec<(TopicPartition, i64)> {
-        let mut v: Vec<_> = self
-            .parts
-            .iter()
-            .filter_map(|(tp, st)| st.committed.map(|c| (tp.clone(), c)))
-            .collect();
-        v.sort();
-        v
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::sync::Arc;
 
     fn tp(p: i32) -> TopicPartition {
-        (Arc::from("t"), p)
+        TopicPartition::new("t", p)
     }
 
     #[test]

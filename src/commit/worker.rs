@@ -3,131 +3,48 @@
 //! A single thread owns every OffsetCommit this consumer sends: at most one is
 //! in flight, it is never cancelled, and whatever is acked meanwhile coalesces
 //! into the next one. rdkafka's synchronous commit blocks its thread, so the
-//! worker runs on a thread of its own, never on the async executor.
+//! worker runs on a thread of its own, never on the async executor. It waits
+//! for the next command or the next due time, and serves revokes before
+//! anything else, also between the attempts of a batch.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::time::{Instant, SystemTime};
 
-use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::oneshot;
-use tracing::{debug, info_span, warn};
+use tracing::{debug, info, info_span, warn};
 
-use crate::assignment::{PartitionSlot, TopicPartition};
-use crate::commit::queue::{Entry, Offer};
-use crate::consumer::Inner;
+use super::attempt::{self, Attempt, Mode, Next};
+use super::command::{
+    AssignJob, AssignOutcome, Command, Committer, FinishJob, LostJob, RevokeJob, RevokeOutcome,
+    Waiter, WorkerParts,
+};
+use super::idle::{IdleInput, IdleRecommit};
+use super::kept::{self, Candidate, Kept, KeptOffset, Source, Verdict};
+use super::queue::{CommitQueue, Entry, Offer};
+use super::schedule::{Schedule, Step};
+use super::view::CommitView;
+use crate::assignment::{Assignment, Ring};
+use crate::config::Config;
+use crate::deadline::{Deadline, kafka_timeout};
 use crate::error::Error;
+use crate::failure_log::Resolution;
+use crate::failures::FailureRecorder;
+use crate::partition::{CommittedOffset, DroppedOffset, TopicPartition};
 use crate::retry::{ErrorClass, classify};
 use crate::sink::{FailedOffset, FailureReason};
 use crate::stats::Metrics;
 
-/// An offset that was committed.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CommittedOffset {
-    /// Topic.
-    pub topic: String,
-    /// Partition.
-    pub partition: i32,
-    /// The committed offset: the next record to read.
-    pub offset: i64,
-}
-
-/// Sends one synchronous OffsetCommit. Implemented by the rdkafka consumer; a
-/// trait so the worker's logic can be unit-tested.
-pub(crate) trait Committer: Send + Sync + 'static {
-    fn commit(&self, offsets: &TopicPartitionList) -> KafkaResult<()>;
-}
-
-pub(crate) type Waiter = oneshot::Sender<Result<Vec<CommittedOffset>, Error>>;
-
-/// A request for the last commit before the worker stops.
-pub(crate) struct Finish {
-    pub deadline: Instant,
-    pub done: Option<oneshot::Sender<()>>,
-}
-
-/// An offset kept across a rebalance: its commit was refused with
-/// REBALANCE_IN_PROGRESS inside a revoke, or with a stale generation. The next
-/// assign resolves it: committed if the partition came back to us and the
-/// offset is ahead of the group's, else dropped and recorded.
-#[derive(Debug, Clone)]
-pub(crate) struct Carried {
-    pub epoch: u64,
-    pub offset: i64,
-    pub code: Option<RDKafkaErrorCode>,
-    pub message: String,
-}
-
-impl Carried {
-    /// The failure record of a kept offset given up with reason
-    /// `rebalance_dropped`; `why` says how, the refusal's message follows.
-    pub(crate) fn dropped(&self, inner: &Inner, tp: &TopicPartition, why: &str) -> FailedOffset {
-        let mut f = inner.failure(
-            &tp.0,
-            tp.1,
-            self.offset,
-            FailureReason::RebalanceDropped,
-            format!("{why} (refused with: {})", self.message),
-        );
-        f.error_code = self.code;
-        f
-    }
-}
-
-/// A revoke, handed by the rebalance callback (poll thread) to the worker so
-/// the revoked partitions' commit goes through the one serialized path.
-pub(crate) struct RevokeJob {
-    pub slots: Vec<Arc<PartitionSlot>>,
-    /// Until when to wait for acks of records already handed out.
-    pub grace_until: Instant,
-    /// The revoke's deadline (commit retries included).
-    pub deadline: Instant,
-    /// Set by the callback when it stopped waiting.
-    pub cancelled: AtomicBool,
-    /// Set by the worker (under the core lock) when done.
-    pub outcome: Mutex<Option<RevokeOutcome>>,
-}
-
-/// What the worker did for a revoke.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct RevokeOutcome {
-    pub committed: Vec<CommittedOffset>,
-    pub deferred: Vec<CommittedOffset>,
-    pub failed: Vec<CommittedOffset>,
-    /// Time spent waiting for in-flight acks.
-    pub waited: Duration,
-}
-
-impl RevokeJob {
-    pub(crate) fn new(slots: Vec<Arc<PartitionSlot>>, grace: Duration, timeout: Duration) -> Self {
-        let now = Instant::now();
-        RevokeJob {
-            slots,
-            grace_until: now + grace.min(timeout),
-            deadline: now + timeout,
-            cancelled: AtomicBool::new(false),
-            outcome: Mutex::new(None),
-        }
-    }
-
-    fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn take_outcome(&self) -> Option<RevokeOutcome> {
-        self.outcome
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-    }
-
-    pub(crate) fn is_done(&self) -> bool {
-        self.outcome
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
-    }
+/// A failed attempt, as [`Worker::follow`] needs it.
+struct FailedAttempt {
+    err: KafkaError,
+    class: ErrorClass,
+    attempt: u32,
+    mode: Mode,
+    started: Instant,
 }
 
 /// How a batch ended.
@@ -135,577 +52,892 @@ enum BatchEnd {
     Committed,
     Failed(Error),
     /// Refused until the rebalance ends (revoke) or by a stale generation:
-    /// the offsets are to be kept (carried) to the next assign.
+    /// the offsets are to be kept to the next assign.
     Deferred(KafkaError),
-    /// A revoke arrived while a normal batch waited to retry: the batch was
-    /// put back in the queue.
+    /// A revoke (or, for a normal commit, the finish) came first: the batch
+    /// went back to the queue.
     Interrupted,
 }
 
-/// Which commit a batch is.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// Interval, count, async, `commit_now`: yields to a revoke between attempts.
-    Normal,
-    /// The final commit of shutdown (also yields to a revoke).
-    Final,
-    /// A revoke's commit: never waits for the rebalance to end (it cannot end
-    /// while the callback waits); what it refuses is carried.
-    Revoke,
-}
-
-pub(crate) fn spawn(inner: Arc<Inner>, committer: Arc<dyn Committer>) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("offset-guard-commit".into())
-        .spawn(move || run(inner, committer))
-        .map(|_| ())
-}
-
-fn run(inner: Arc<Inner>, committer: Arc<dyn Committer>) {
-    run_cycles(&inner, &*committer);
-    inner
-        .poll_stop
-        .store(true, std::sync::atomic::Ordering::Release);
-    {
-        // A revoke that arrived as the worker stopped: release its callback.
-        let mut core = inner.lock_core();
-        if let Some(job) = core.revoke.take() {
-            *job.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(RevokeOutcome::default());
-        }
-    }
-    inner.notify();
-    record_unresolved_carry(&inner);
-    // The guard is done: end every assignment, so late acks are stale and the
-    // slots' references to the shared state are released.
-    inner.assignment.revoke_all();
-}
-
-fn run_cycles(inner: &Inner, committer: &dyn Committer) {
-    let interval = inner.config.commit_interval;
-    let mut next_tick = interval.map(|i| Instant::now() + i);
-    let mut idle = super::idle::IdleRecommit::new(inner.config.recommit_idle_every);
-    loop {
-        // Wait for a reason to commit.
-        let mut core = inner.lock_core();
-        let finishing = loop {
-            if let Some(job) = core.revoke.take() {
-                drop(core);
-                run_revoke(inner, committer, &job);
-                core = inner.lock_core();
-                continue;
-            }
-            if core.finish.is_some() {
-                break true;
-            }
-            if core.stop {
-                return;
-            }
-            if core.trigger || !core.waiters.is_empty() {
-                break false;
-            }
-            match idle.wake_at(next_tick) {
-                Some(t) => {
-                    let now = Instant::now();
-                    if now >= t {
-                        break false;
-                    }
-                    core = inner.wait_core_timeout(core, t - now);
-                }
-                None => core = inner.wait_core(core),
-            }
-        };
-        core.trigger = false;
-        let waiters = std::mem::take(&mut core.waiters);
-        let deadline = core.finish.as_ref().map(|f| f.deadline);
-        drop(core);
-        next_tick = interval.map(|i| Instant::now() + i);
-
-        if finishing {
-            finish(inner, committer, waiters, deadline);
-            return;
-        }
-        let result = match commit_cycle_in(inner, committer, Mode::Normal, None) {
-            Some(result) => result,
-            None => {
-                // Interrupted by a revoke: the batch went back to the queue;
-                // the next cycle (after the revoke) serves these callers.
-                let mut core = inner.lock_core();
-                core.trigger = true;
-                core.waiters.extend(waiters);
-                continue;
-            }
-        };
-        for w in waiters {
-            let _ = w.send(result.clone());
-        }
-        idle.after_cycle(inner, committer);
-    }
-}
-
-/// The final commit. A rebalance may be under way (a rolling restart stops
-/// members one after another): the poll thread still serves its callbacks, so
-/// revokes are committed here as they come, and offsets refused until the
-/// rebalance ends are committed once the assign settled them, all within the
-/// shutdown deadline. Then the poll thread is stopped.
-fn finish(
-    inner: &Inner,
-    committer: &dyn Committer,
+pub(super) struct Worker {
+    config: Arc<Config>,
+    committer: Arc<dyn Committer>,
+    mailbox: Receiver<Command>,
+    assignment: Arc<Assignment>,
+    recorder: Arc<FailureRecorder>,
+    metrics: Arc<Metrics>,
+    view: Arc<CommitView>,
+    queue: CommitQueue,
+    kept: Kept,
+    replay: HashMap<TopicPartition, i64>,
+    /// Replayed offsets whose commit is queued: resolved in the log once it lands.
+    replay_pending: HashMap<TopicPartition, i64>,
+    schedule: Schedule,
+    idle: IdleRecommit,
+    /// Revokes, assigns and losts, in arrival order, waiting their turn.
+    stash: VecDeque<Command>,
+    /// A cycle was asked for.
+    asked: bool,
     waiters: Vec<Waiter>,
-    deadline: Option<Instant>,
-) {
-    let mut waiters = waiters;
-    loop {
-        let job = inner.lock_core().revoke.take();
-        if let Some(job) = job {
-            run_revoke(inner, committer, &job);
-            continue;
+    finish: Option<FinishJob>,
+    /// Bumped at every assign (a rebalance ended).
+    rebalance_gen: u64,
+}
+
+impl Worker {
+    pub(super) fn new(
+        parts: WorkerParts,
+        committer: Arc<dyn Committer>,
+        mailbox: Receiver<Command>,
+        view: Arc<CommitView>,
+    ) -> Self {
+        let now = Instant::now();
+        Worker {
+            schedule: Schedule::new(parts.config.commit_interval, now),
+            idle: IdleRecommit::new(parts.config.recommit_idle_every),
+            config: parts.config,
+            committer,
+            mailbox,
+            assignment: parts.assignment,
+            recorder: parts.recorder,
+            metrics: parts.metrics,
+            view,
+            queue: CommitQueue::default(),
+            kept: Kept::default(),
+            replay: parts.replay,
+            replay_pending: HashMap::new(),
+            stash: VecDeque::new(),
+            asked: false,
+            waiters: Vec::new(),
+            finish: None,
+            rebalance_gen: 0,
         }
-        let seen_gen = inner.lock_core().rebalance_gen;
-        let Some(result) = commit_cycle_in(inner, committer, Mode::Final, deadline) else {
-            continue; // a revoke came first; its partitions are committed by it
-        };
-        let mut core = inner.lock_core();
-        let waiting_on_rebalance = core
-            .carry
-            .iter()
-            .any(|(tp, c)| core.queue.committed_offset(tp) < Some(c.offset));
-        let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
-        if !waiting_on_rebalance || out_of_time || core.abandoned {
-            drop(core);
-            for w in waiters.drain(..) {
-                let _ = w.send(result.clone());
+    }
+
+    /// Serves the mailbox until the finish command is done.
+    pub(super) fn run(mut self) {
+        loop {
+            self.receive(Deadline::at(Instant::now()));
+            if let Some(c) = self.stash.pop_front() {
+                self.serve(c);
+                continue;
             }
-            break;
-        }
-        debug!("final commit waits for the rebalance under way to end");
-        while core.rebalance_gen == seen_gen && core.revoke.is_none() && !core.abandoned {
-            let now = Instant::now();
-            let until = deadline.unwrap_or(now + Duration::from_secs(1));
-            if now >= until {
+            if self.finish.is_some() {
+                self.finish();
                 break;
             }
-            core = inner.wait_core_timeout(core, until - now);
-        }
-    }
-    record_unresolved_carry(inner);
-    let mut core = inner.lock_core();
-    if let Some(done) = core.finish.take().and_then(|mut f| f.done.take()) {
-        let _ = done.send(());
-    }
-    core.stop = true;
-    drop(core);
-    inner
-        .poll_stop
-        .store(true, std::sync::atomic::Ordering::Release);
-    inner.notify();
-}
-
-/// Snapshots every owned partition's commit point and commits what moved.
-/// Returns what this cycle committed.
-pub(crate) fn commit_cycle(
-    inner: &Inner,
-    committer: &dyn Committer,
-    force: bool,
-    deadline: Option<Instant>,
-) -> Result<Vec<CommittedOffset>, Error> {
-    let mode = if force { Mode::Final } else { Mode::Normal };
-    commit_cycle_in(inner, committer, mode, deadline).unwrap_or(Ok(Vec::new()))
-}
-
-/// A commit cycle; `None` if a revoke interrupted it (its batch is queued again).
-fn commit_cycle_in(
-    inner: &Inner,
-    committer: &dyn Committer,
-    mode: Mode,
-    deadline: Option<Instant>,
-) -> Option<Result<Vec<CommittedOffset>, Error>> {
-    let force = mode == Mode::Final;
-    inner.reset_count_trigger();
-    let points: Vec<_> = inner
-        .assignment
-        .all()
-        .into_iter()
-        .filter_map(|s| s.commit_point().map(|cp| (s.key(), s.epoch, cp)))
-        .collect();
-    let batch = {
-        let mut core = inner.lock_core();
-        for (tp, epoch, cp) in &points {
-            if core.queue.offer(tp, *epoch, *cp, force) == Offer::Stale {
-                Metrics::inc(&inner.metrics.offsets_stale_dropped);
-            }
-        }
-        let (batch, stale) = core
-            .queue
-            .take(|(t, p), e| inner.assignment.epoch(t, *p) == Some(e));
-        inner
-            .metrics
-            .offsets_stale_dropped
-            .fetch_add(stale, std::sync::atomic::Ordering::Relaxed);
-        batch
-    };
-    if batch.is_empty() {
-        return Some(Ok(Vec::new()));
-    }
-    let deadline = deadline.map(|d| (d, FailureReason::ShutdownDeadline));
-    match commit_batch(inner, committer, &batch, mode, deadline) {
-        BatchEnd::Committed => Some(Ok(batch.iter().map(committed_offset).collect())),
-        BatchEnd::Failed(e) => Some(Err(e)),
-        BatchEnd::Deferred(e) => {
-            carry(inner, &batch, &e, true);
-            Some(Err(Error::Kafka(e)))
-        }
-        BatchEnd::Interrupted => None,
-    }
-}
-
-fn committed_offset(e: &Entry) -> CommittedOffset {
-    CommittedOffset {
-        topic: e.tp.0.to_string(),
-        partition: e.tp.1,
-        offset: e.offset,
-    }
-}
-
-/// Keeps refused offsets to the next assign (see [`Carried`]).
-/// With `owned_only`, an offset whose assignment ended meanwhile (a lost
-/// assignment, recorded by the lost callback) is not kept: lost partitions are
-/// never committed. The check and the insertion happen under the shared lock,
-/// which the lost callback also holds while it ends the assignment.
-fn carry(inner: &Inner, batch: &[Entry], err: &KafkaError, owned_only: bool) {
-    let mut core = inner.lock_core();
-    core.queue.failed(batch, false);
-    for e in batch {
-        if owned_only && inner.assignment.epoch(&e.tp.0, e.tp.1) != Some(e.epoch) {
-            Metrics::inc(&inner.metrics.offsets_stale_dropped);
-            debug!(topic = %e.tp.0, partition = e.tp.1, offset = e.offset, "refused offset not kept: its assignment ended");
-            continue;
-        }
-        debug!(topic = %e.tp.0, partition = e.tp.1, offset = e.offset, error = %err, "offset kept until the rebalance ends");
-        let keep = core.carry.get(&e.tp).is_none_or(|c| c.offset < e.offset);
-        if keep {
-            core.carry.insert(
-                e.tp.clone(),
-                Carried {
-                    epoch: e.epoch,
-                    offset: e.offset,
-                    code: err.rdkafka_error_code(),
-                    message: err.to_string(),
-                },
+            let step = self.schedule.step(
+                Instant::now(),
+                self.asked || !self.waiters.is_empty(),
+                self.idle.due_at(),
             );
-        }
-    }
-    inner
-        .metrics
-        .offsets_deferred
-        .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// The worker stops: kept offsets nobody resolved are recorded as given up
-/// (unless a later commit covered them).
-fn record_unresolved_carry(inner: &Inner) {
-    let mut core = inner.lock_core();
-    let carry: Vec<_> = core.carry.drain().collect();
-    let mut failures = Vec::new();
-    for (tp, c) in carry {
-        if core.queue.committed_offset(&tp) >= Some(c.offset) {
-            continue;
-        }
-        failures.push(c.dropped(
-            inner,
-            &tp,
-            "kept across a rebalance and never re-owned before the consumer stopped",
-        ));
-    }
-    drop(core);
-    for f in failures {
-        warn!(topic = %f.topic, partition = f.partition, offset = f.offset, "offset kept across a rebalance was never committed");
-        inner.record_failure(f);
-    }
-}
-
-/// Commits a revoke's partitions synchronously, through this worker (so the
-/// one-in-flight invariant holds across the rebalance callback), after waiting
-/// up to the grace period for acks of records already handed out.
-fn run_revoke(inner: &Inner, committer: &dyn Committer, job: &RevokeJob) {
-    let span =
-        info_span!("offset_revoke", group = %inner.config.group_id, partitions = job.slots.len());
-    let _enter = span.enter();
-    let started = Instant::now();
-    let mut core = inner.lock_core();
-    while !job.is_cancelled() && !job.slots.iter().all(|s| s.drained()) {
-        let now = Instant::now();
-        if now >= job.grace_until {
-            debug!("revoke grace period over with acks outstanding; committing what is contiguous");
-            break;
-        }
-        core = inner.wait_core_timeout(core, job.grace_until - now);
-    }
-    let waited = started.elapsed();
-    // From here on acks of these assignments are stale.
-    let mut keys = Vec::with_capacity(job.slots.len());
-    for s in &job.slots {
-        let cp = inner.assignment.revoke_slot(s);
-        debug!(topic = %s.topic, partition = s.partition, epoch = s.epoch, commit_point = ?cp, committed = ?core.queue.committed_offset(&s.key()), "revoking");
-        if let Some(cp) = cp
-            && core.queue.offer(&s.key(), s.epoch, cp, true) == Offer::Stale
-        {
-            Metrics::inc(&inner.metrics.offsets_stale_dropped);
-        }
-        keys.push((s.key(), s.epoch));
-    }
-    let batch = core.queue.take_only(&keys);
-    drop(core);
-    let mut outcome = RevokeOutcome {
-        waited,
-        ..Default::default()
-    };
-    if !batch.is_empty() {
-        let deadline = Some((job.deadline, FailureReason::RebalanceDropped));
-        match commit_batch(inner, committer, &batch, Mode::Revoke, deadline) {
-            BatchEnd::Committed => {
-                inner
-                    .metrics
-                    .offsets_revoke_committed
-                    .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                outcome.committed = batch.iter().map(committed_offset).collect();
-            }
-            BatchEnd::Deferred(e) => {
-                // The revoke callback is waiting on us: no lost callback can
-                // run meanwhile; the slots were ended by this revoke.
-                carry(inner, &batch, &e, false);
-                outcome.deferred = batch.iter().map(committed_offset).collect();
-            }
-            BatchEnd::Failed(_) | BatchEnd::Interrupted => {
-                outcome.failed = batch.iter().map(committed_offset).collect();
+            match step {
+                Step::Cycle => self.cycle(),
+                Step::Wait(until) => self.receive(until),
             }
         }
+        self.close();
     }
-    let mut core = inner.lock_core();
-    for (k, _) in &keys {
-        core.queue.forget(k);
-    }
-    *job.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
-    drop(core);
-    inner.notify();
-}
 
-fn to_tpl(batch: &[Entry]) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::with_capacity(batch.len());
-    for e in batch {
-        // Adding a partition of a valid topic name cannot fail.
-        let _ = tpl.add_partition_offset(&e.tp.0, e.tp.1, Offset::Offset(e.offset));
-    }
-    tpl
-}
+    // ----- the mailbox -----
 
-/// Commits one batch with the retry policy. The batch's offsets are in flight
-/// in the queue until this returns.
-fn commit_batch(
-    inner: &Inner,
-    committer: &dyn Committer,
-    batch: &[Entry],
-    mode: Mode,
-    deadline: Option<(Instant, FailureReason)>,
-) -> BatchEnd {
-    let span =
-        info_span!("offset_commit", group = %inner.config.group_id, partitions = batch.len());
-    let _enter = span.enter();
-    let mut batch: Vec<Entry> = batch.to_vec();
-    let mut retry = inner.config.retry.start();
-    let started = Instant::now();
-    let mut unknown_partition_attempts = 0u32;
-    let mut seen_rebalance = inner.lock_core().rebalance_gen;
-    loop {
-        let attempt = retry.attempt();
-        let tpl = to_tpl(&batch);
-        Metrics::inc(&inner.metrics.commits_sent);
-        let t0 = Instant::now();
-        let res = committer.commit(&tpl);
-        drop(tpl);
-        inner.metrics.record_latency(t0.elapsed());
-        let err = match res {
-            Ok(()) => {
-                inner.lock_core().queue.committed(&batch);
-                inner.on_batch_committed(&batch);
-                Metrics::inc(&inner.metrics.commits_succeeded);
-                for e in &batch {
-                    debug!(topic = %e.tp.0, partition = e.tp.1, offset = e.offset, attempt, "offset committed");
-                }
-                return BatchEnd::Committed;
-            }
-            Err(e) => e,
+    /// Takes the commands that arrive until `until` (only those already queued
+    /// once `until` is past). Those that only set state are absorbed at once;
+    /// revokes, assigns and losts are stashed in order.
+    fn receive(&mut self, until: Deadline) {
+        let first = match until.remaining(Instant::now()) {
+            Some(d) if d.is_zero() => self.mailbox.try_recv().map_err(|e| match e {
+                TryRecvError::Empty => RecvTimeoutError::Timeout,
+                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+            }),
+            Some(d) => self.mailbox.recv_timeout(d),
+            None => self
+                .mailbox
+                .recv()
+                .map_err(|_| RecvTimeoutError::Disconnected),
         };
-        let code = err.rdkafka_error_code();
-        let class = classify(&err);
-        if inner.lock_core().abandoned {
-            // shutdown gave up on this commit and recorded its offsets already
-            return BatchEnd::Failed(Error::ShutDown);
-        }
-        match class {
-            ErrorClass::NoOp => {
-                inner.lock_core().queue.committed(&batch);
-                Metrics::inc(&inner.metrics.commits_noop);
-                debug!(attempt, "nothing to commit (_NO_OFFSET)");
-                return BatchEnd::Committed;
-            }
-            ErrorClass::Stale => {
-                // Not retried: the generation is gone. The offsets are kept to
-                // the next assign, which commits them if the partition comes
-                // back (and they are ahead) or records them as dropped.
-                warn!(attempt, error_code = ?code, error = %err, "commit rejected: stale generation; offsets kept until the rebalance ends");
-                Metrics::inc(&inner.metrics.commits_failed);
-                return BatchEnd::Deferred(err);
-            }
-            ErrorClass::DeferUntilRebalanced if mode == Mode::Revoke => {
-                // The rebalance cannot end while the revoke callback waits:
-                // never retry inside it.
-                Metrics::inc(&inner.metrics.commits_deferred);
-                debug!(
-                    attempt,
-                    "revoke commit refused with REBALANCE_IN_PROGRESS; offsets kept until the rebalance ends"
-                );
-                return BatchEnd::Deferred(err);
-            }
-            ErrorClass::Fatal => {
-                return give_up(inner, &batch, FailureReason::Fatal, &err, attempt, started);
-            }
-            ErrorClass::UnknownPartition if unknown_partition_attempts >= 2 => {
-                return give_up(inner, &batch, FailureReason::Fatal, &err, attempt, started);
-            }
-            ErrorClass::UnknownPartition => unknown_partition_attempts += 1,
-            ErrorClass::Retry => {}
-            ErrorClass::DeferUntilRebalanced => {
-                // Keep the offsets and wait for the rebalance to end (every
-                // rebalance ends with an assign callback, empty under
-                // cooperative when nothing is added); not an attempt against
-                // the budget, bounded by the policy's time and the deadline.
-                Metrics::inc(&inner.metrics.commits_deferred);
-                retry.forgive();
-                let (bound, reason) = match deadline {
-                    Some((d, why)) if d < retry.time_bound() => (d, why),
-                    _ => (retry.time_bound(), FailureReason::RetriesExhausted),
-                };
-                if Instant::now() >= bound {
-                    return give_up(inner, &batch, reason, &err, attempt, started);
+        match first {
+            Ok(c) => self.absorb(c),
+            Err(RecvTimeoutError::Timeout) => return,
+            Err(RecvTimeoutError::Disconnected) => {
+                // Every handle is gone: finish on our own.
+                if self.finish.is_none() {
+                    self.finish = Some(FinishJob {
+                        deadline: Deadline::after(self.config.shutdown_timeout),
+                        reply: super::command::Reply::detached(),
+                    });
                 }
+                return;
+            }
+        }
+        while let Ok(c) = self.mailbox.try_recv() {
+            self.absorb(c);
+        }
+    }
+
+    fn absorb(&mut self, c: Command) {
+        match c {
+            Command::CommitNow(w) => self.waiters.push(w),
+            Command::Ring(Ring::CommitDue) => self.asked = true,
+            Command::Ring(Ring::Acked) => {}
+            Command::Finish(job) => match self.finish {
+                None => self.finish = Some(job),
+                Some(_) => {
+                    let _ = job.reply.send(());
+                }
+            },
+            other => self.stash.push_back(other),
+        }
+    }
+
+    fn serve(&mut self, c: Command) {
+        match c {
+            Command::Revoke(job) => self.revoke(job),
+            Command::Assigned(job) => self.assigned(job),
+            Command::Lost(job) => self.lost(job),
+            other => self.absorb(other),
+        }
+    }
+
+    fn revoke_waiting(&self) -> bool {
+        self.stash.iter().any(|c| matches!(c, Command::Revoke(_)))
+    }
+
+    /// Shutdown gave up waiting for the final commit (and recorded what was
+    /// not committed).
+    fn abandoned(&self) -> bool {
+        self.finish.as_ref().is_some_and(|f| f.reply.abandoned())
+    }
+
+    /// Waits until `until` or until `done` holds, serving assigns and losts as
+    /// they come. A batch that is not a revoke's yields to a revoke (and a
+    /// normal batch to the finish): it goes back to the queue and `false` is
+    /// returned.
+    fn pause(
+        &mut self,
+        until: Deadline,
+        mode: Mode,
+        batch: &[Entry],
+        done: impl Fn(&Self) -> bool,
+    ) -> bool {
+        loop {
+            while let Some(c) = self.stash.pop_front() {
+                if matches!(c, Command::Revoke(_)) {
+                    self.stash.push_front(c);
+                    break;
+                }
+                self.serve(c);
+            }
+            let yields = match mode {
+                Mode::Revoke => false,
+                Mode::Final => self.revoke_waiting(),
+                Mode::Normal => self.revoke_waiting() || self.finish.is_some(),
+            };
+            if yields {
+                self.queue.failed(batch, true);
+                self.view.settled(&[]);
+                return false;
+            }
+            if done(self) || self.abandoned() || until.is_past(Instant::now()) {
+                return true;
+            }
+            self.receive(until);
+        }
+    }
+
+    // ----- commit cycles -----
+
+    fn cycle(&mut self) {
+        self.asked = false;
+        let waiters = std::mem::take(&mut self.waiters);
+        self.schedule.reset(Instant::now());
+        match self.commit_cycle(Mode::Normal, Deadline::NEVER) {
+            Some(result) => {
+                for w in waiters {
+                    let _ = w.send(result.clone());
+                }
+                self.recommit_idle();
+            }
+            None => {
+                // Interrupted: the next cycle (after the revoke) serves them.
+                self.asked = true;
+                self.waiters.extend(waiters);
+            }
+        }
+    }
+
+    pub(super) fn bench_cycle(&mut self) -> usize {
+        self.commit_cycle(Mode::Normal, Deadline::NEVER)
+            .and_then(|r| r.ok())
+            .map_or(0, |v| v.len())
+    }
+
+    /// Offers every owned partition's commit point and commits what moved.
+    /// `None` if a revoke (or the finish) interrupted it.
+    fn commit_cycle(
+        &mut self,
+        mode: Mode,
+        deadline: Deadline,
+    ) -> Option<Result<Vec<CommittedOffset>, Error>> {
+        self.assignment.signal().reset();
+        let force = mode == Mode::Final;
+        for slot in self.assignment.all() {
+            if let Some(cp) = slot.commit_point()
+                && self.queue.offer(&slot.tp, slot.epoch, cp, force) == Offer::Stale
+            {
+                Metrics::inc(&self.metrics.offsets_stale_dropped);
+            }
+        }
+        let assignment = &self.assignment;
+        let (batch, stale) = self.queue.take(|tp, e| assignment.epoch(tp) == Some(e));
+        self.metrics.offsets_stale_dropped.fetch_add(stale, Relaxed);
+        if batch.is_empty() {
+            return Some(Ok(Vec::new()));
+        }
+        let reason = FailureReason::ShutdownDeadline;
+        match self.commit_batch(&batch, mode, deadline, reason) {
+            BatchEnd::Committed => Some(Ok(batch.iter().map(Entry::committed).collect())),
+            BatchEnd::Failed(e) => Some(Err(e)),
+            BatchEnd::Deferred(e) => {
+                self.keep(&batch, &e, true);
+                Some(Err(Error::Kafka(e)))
+            }
+            BatchEnd::Interrupted => None,
+        }
+    }
+
+    /// Commits one batch with the retry policy.
+    fn commit_batch(
+        &mut self,
+        batch: &[Entry],
+        mode: Mode,
+        deadline: Deadline,
+        deadline_reason: FailureReason,
+    ) -> BatchEnd {
+        let span =
+            info_span!("offset_commit", group = %self.config.group_id, partitions = batch.len());
+        let _enter = span.enter();
+        let mut batch = batch.to_vec();
+        let mut retry = self.config.retry.start();
+        let started = Instant::now();
+        let mut unknown_partition_attempts = 0;
+        let mut seen_rebalance = self.rebalance_gen;
+        loop {
+            if self.abandoned() {
+                // shutdown gave up on this commit and recorded its offsets
+                self.queue.failed(&batch, false);
+                self.view.settled(&[]);
+                return BatchEnd::Failed(Error::ShutDown);
+            }
+            let attempt_no = retry.attempt();
+            let err = match self.send(&batch) {
+                Ok(()) => {
+                    self.landed(&batch);
+                    return BatchEnd::Committed;
+                }
+                Err(e) => e,
+            };
+            let class = classify(&err);
+            if class == ErrorClass::UnknownPartition {
+                unknown_partition_attempts += 1;
+            }
+            let delay = attempt::backs_off(class, unknown_partition_attempts)
+                .then(|| retry.next_delay())
+                .flatten();
+            let next = attempt::decide(&Attempt {
+                class,
+                mode,
+                unknown_partition_attempts,
+                delay,
+                time_bound: retry.time_bound(),
+                deadline,
+                deadline_reason,
+                now: Instant::now(),
+            });
+            if matches!(next, Next::AwaitRebalance(_)) {
+                retry.forgive(); // a deferral is not an attempt against the budget
+            }
+            let failed = FailedAttempt {
+                err,
+                class,
+                attempt: attempt_no,
+                mode,
+                started,
+            };
+            if let Some(end) = self.follow(next, failed, &batch, &mut seen_rebalance) {
+                return end;
+            }
+            if mode != Mode::Revoke {
+                batch = self.still_owned(batch);
+                if batch.is_empty() {
+                    self.view.settled(&[]);
+                    return BatchEnd::Committed;
+                }
+            }
+        }
+    }
+
+    /// Carries out what [`attempt::decide`] said. `None`: send the batch again.
+    fn follow(
+        &mut self,
+        next: Next,
+        f: FailedAttempt,
+        batch: &[Entry],
+        seen_rebalance: &mut u64,
+    ) -> Option<BatchEnd> {
+        let (attempt, code, err) = (f.attempt, f.err.rdkafka_error_code(), &f.err);
+        match next {
+            Next::Done => {
+                Metrics::inc(&self.metrics.commits_noop);
+                debug!(attempt, "nothing to commit (_NO_OFFSET)");
+                self.landed_quietly(batch);
+                Some(BatchEnd::Committed)
+            }
+            Next::Keep => {
+                if f.class == ErrorClass::Stale {
+                    Metrics::inc(&self.metrics.commits_failed);
+                    warn!(attempt, error_code = ?code, error = %err, "commit rejected: stale generation; offsets kept until the rebalance ends");
+                } else {
+                    Metrics::inc(&self.metrics.commits_deferred);
+                    debug!(
+                        attempt,
+                        "revoke commit refused with REBALANCE_IN_PROGRESS; offsets kept until the rebalance ends"
+                    );
+                }
+                self.view.settled(&[]);
+                Some(BatchEnd::Deferred(f.err))
+            }
+            Next::GiveUp(reason) => Some(self.give_up(batch, reason, err, attempt, f.started)),
+            Next::RetryAt(at) => {
+                Metrics::inc(&self.metrics.commits_retried);
+                let delay_ms = at
+                    .remaining(Instant::now())
+                    .map_or(u64::MAX, |d| d.as_millis() as u64);
+                warn!(attempt, error_code = ?code, error = %err, delay_ms, "commit failed; retrying");
+                (!self.pause(at, f.mode, batch, |_| false)).then_some(BatchEnd::Interrupted)
+            }
+            Next::AwaitRebalance(until) => {
+                Metrics::inc(&self.metrics.commits_deferred);
                 debug!(
                     attempt,
                     "commit refused while the group rebalances; waiting for the rebalance to end"
                 );
-                // Without a rebalance callback (e.g. the poll thread stopped
-                // at shutdown) try again every second.
-                let until = bound.min(Instant::now() + Duration::from_secs(1));
-                let core = inner.lock_core();
-                let Some(mut core) = wait_yielding(inner, core, until, mode, &batch, |c| {
-                    c.rebalance_gen != seen_rebalance || c.abandoned
-                }) else {
-                    return BatchEnd::Interrupted;
-                };
-                seen_rebalance = core.rebalance_gen;
-                // Only partitions still owned in the same assignment are
-                // committed again; a revoke committed the others' latest offsets.
-                let (owned, gone): (Vec<Entry>, Vec<Entry>) = batch
-                    .into_iter()
-                    .partition(|e| inner.assignment.epoch(&e.tp.0, e.tp.1) == Some(e.epoch));
-                if !gone.is_empty() {
-                    core.queue.failed(&gone, false);
-                    inner
-                        .metrics
-                        .offsets_stale_dropped
-                        .fetch_add(gone.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    for e in &gone {
-                        debug!(topic = %e.tp.0, partition = e.tp.1, offset = e.offset, "deferred offset dropped: partition no longer owned");
-                    }
-                }
-                batch = owned;
-                drop(core);
-                if batch.is_empty() {
-                    return BatchEnd::Committed;
-                }
-                continue;
+                let seen = *seen_rebalance;
+                let waited = self.pause(until, f.mode, batch, |w| w.rebalance_gen != seen);
+                *seen_rebalance = self.rebalance_gen;
+                (!waited).then_some(BatchEnd::Interrupted)
             }
         }
-        // Retry after a backoff, within the policy and the deadline.
-        let delay = retry.next_delay();
-        let now = Instant::now();
-        let (delay, reason) = match (delay, deadline) {
-            (_, Some((d, why))) if now >= d => (None, why),
-            (Some(delay), Some((d, why))) if now + delay > d => (Some(d - now), why),
-            (delay, _) => (delay, FailureReason::RetriesExhausted),
-        };
-        let Some(delay) = delay else {
-            return give_up(inner, &batch, reason, &err, attempt, started);
-        };
-        Metrics::inc(&inner.metrics.commits_retried);
-        warn!(attempt, error_code = ?code, error = %err, delay_ms = delay.as_millis() as u64, "commit failed; retrying");
-        // Back off; a revoke (for a normal commit) or shutdown's abandon cuts
-        // the wait short.
-        let until = Instant::now() + delay;
-        let core = inner.lock_core();
-        if wait_yielding(inner, core, until, mode, &batch, |c| c.abandoned).is_none() {
-            return BatchEnd::Interrupted;
+    }
+
+    /// Between attempts: only partitions still owned in the same assignment
+    /// are sent again (a revoke committed the others; lost ones never are).
+    fn still_owned(&mut self, batch: Vec<Entry>) -> Vec<Entry> {
+        let (owned, gone): (Vec<Entry>, Vec<Entry>) = batch
+            .into_iter()
+            .partition(|e| self.assignment.epoch(&e.tp) == Some(e.epoch));
+        if !gone.is_empty() {
+            self.queue.failed(&gone, false);
+            self.metrics
+                .offsets_stale_dropped
+                .fetch_add(gone.len() as u64, Relaxed);
+            for e in &gone {
+                debug!(topic = %e.tp.topic, partition = e.tp.partition, offset = e.offset, "offset not sent again: partition no longer owned");
+            }
         }
+        owned
+    }
+
+    fn send(&mut self, batch: &[Entry]) -> rdkafka::error::KafkaResult<()> {
+        let mut tpl = TopicPartitionList::with_capacity(batch.len());
+        for e in batch {
+            // Adding a partition of a valid topic name cannot fail.
+            let _ = tpl.add_partition_offset(&e.tp.topic, e.tp.partition, Offset::Offset(e.offset));
+        }
+        self.view.sending(batch);
+        Metrics::inc(&self.metrics.commits_sent);
+        let t0 = Instant::now();
+        let res = self.committer.commit(&tpl);
+        self.metrics.record_latency(t0.elapsed());
+        res
+    }
+
+    fn landed(&mut self, batch: &[Entry]) {
+        Metrics::inc(&self.metrics.commits_succeeded);
+        for e in batch {
+            debug!(topic = %e.tp.topic, partition = e.tp.partition, offset = e.offset, "offset committed");
+        }
+        self.landed_quietly(batch);
+        self.resolve_replayed(batch);
+    }
+
+    fn landed_quietly(&mut self, batch: &[Entry]) {
+        self.queue.committed(batch);
+        self.view.settled(batch);
+    }
+
+    /// A batch landed: resolves in the log the replayed offsets it covers.
+    fn resolve_replayed(&mut self, batch: &[Entry]) {
+        if self.replay_pending.is_empty() {
+            return;
+        }
+        for e in batch {
+            let Some(&k) = self.replay_pending.get(&e.tp) else {
+                continue;
+            };
+            if e.offset < k {
+                continue;
+            }
+            self.replay_pending.remove(&e.tp);
+            info!(topic = %e.tp.topic, partition = e.tp.partition, offset = k, committed = e.offset, "failed offset from the log committed again");
+            let (g, t, p) = (
+                self.config.group_id.clone(),
+                e.tp.topic.to_string(),
+                e.tp.partition,
+            );
+            self.recorder.resolve(if e.offset == k {
+                Resolution::recommitted(g, t, p, k)
+            } else {
+                Resolution::superseded(g, t, p, k, e.offset)
+            });
+        }
+    }
+
+    fn give_up(
+        &mut self,
+        batch: &[Entry],
+        reason: FailureReason,
+        err: &KafkaError,
+        attempts: u32,
+        started: Instant,
+    ) -> BatchEnd {
+        let code = err.rdkafka_error_code();
+        if reason == FailureReason::Fatal {
+            self.queue.failed_fatally(batch);
+        } else {
+            self.queue.failed(batch, false);
+        }
+        self.view.settled(&[]);
+        Metrics::inc(&self.metrics.commits_failed);
+        let elapsed = started.elapsed();
+        for e in batch {
+            warn!(topic = %e.tp.topic, partition = e.tp.partition, offset = e.offset, attempts, error_code = ?code, reason = %reason, "giving up on offset commit");
+            let mut f = self
+                .recorder
+                .failure(&e.tp, e.offset, reason, err.to_string());
+            f.error_code = code;
+            f.attempts = attempts;
+            f.elapsed = elapsed;
+            f.time = SystemTime::now();
+            self.recorder.record(f);
+        }
+        BatchEnd::Failed(Error::CommitFailed { code, attempts })
+    }
+
+    /// Keeps refused offsets to the next assign. With `owned_only`, an offset
+    /// whose assignment ended meanwhile (lost) is not kept: lost partitions are
+    /// never committed.
+    fn keep(&mut self, batch: &[Entry], err: &KafkaError, owned_only: bool) {
+        self.queue.failed(batch, false);
+        for e in batch {
+            if owned_only && self.assignment.epoch(&e.tp) != Some(e.epoch) {
+                Metrics::inc(&self.metrics.offsets_stale_dropped);
+                debug!(topic = %e.tp.topic, partition = e.tp.partition, offset = e.offset, "refused offset not kept: its assignment ended");
+                continue;
+            }
+            debug!(topic = %e.tp.topic, partition = e.tp.partition, offset = e.offset, error = %err, "offset kept until the rebalance ends");
+            self.kept
+                .keep(&e.tp, KeptOffset::refused(e.epoch, e.offset, err));
+        }
+        self.metrics
+            .offsets_deferred
+            .fetch_add(batch.len() as u64, Relaxed);
+    }
+
+    /// Re-sends unchanged offsets of idle partitions (one attempt).
+    fn recommit_idle(&mut self) {
+        if !self.idle.is_on() {
+            return;
+        }
+        let owned: Vec<IdleInput> = self
+            .assignment
+            .all()
+            .iter()
+            .map(|s| IdleInput {
+                tp: s.tp.clone(),
+                committed: self.queue.committed_offset(&s.tp),
+                commit_point: s.commit_point(),
+                settled: !self.queue.is_unsettled(&s.tp),
+            })
+            .collect();
+        let due = self.idle.plan(Instant::now(), &owned);
+        if due.is_empty() {
+            return;
+        }
+        let entries: Vec<Entry> = due
+            .iter()
+            .map(|(tp, o)| Entry {
+                tp: tp.clone(),
+                epoch: 0,
+                offset: *o,
+            })
+            .collect();
+        let res = self.send(&entries);
+        self.view.settled(&[]);
+        match res {
+            Ok(()) => {
+                Metrics::inc(&self.metrics.commits_succeeded);
+                self.metrics
+                    .idle_recommits
+                    .fetch_add(due.len() as u64, Relaxed);
+                for (tp, offset) in &due {
+                    debug!(topic = %tp.topic, partition = tp.partition, offset, "idle offset re-committed");
+                }
+            }
+            // The offset is still committed on the broker: nothing is lost
+            // now, so this is not a failed offset; it is tried again after
+            // another period.
+            Err(e) => {
+                warn!(partitions = due.len(), error_code = ?e.rdkafka_error_code(), error = %e, "re-commit of idle offsets failed; trying again after another period")
+            }
+        }
+    }
+
+    // ----- rebalance commands -----
+
+    /// Commits a revoke's partitions synchronously, after waiting up to the
+    /// grace period for acks of records already handed out.
+    fn revoke(&mut self, job: RevokeJob) {
+        let span = info_span!("offset_revoke", group = %self.config.group_id, partitions = job.slots.len());
+        let _enter = span.enter();
+        let started = Instant::now();
+        while !job.reply.abandoned() && !job.slots.iter().all(|s| s.drained()) {
+            if job.grace.is_past(Instant::now()) {
+                debug!(
+                    "revoke grace period over with acks outstanding; committing what is contiguous"
+                );
+                break;
+            }
+            self.receive(job.grace);
+        }
+        let mut outcome = RevokeOutcome {
+            waited: started.elapsed(),
+            ..Default::default()
+        };
+        // From here on acks of these assignments are stale.
+        let mut keys = Vec::with_capacity(job.slots.len());
+        for s in &job.slots {
+            let cp = self.assignment.revoke_slot(s);
+            debug!(topic = %s.tp.topic, partition = s.tp.partition, epoch = s.epoch, commit_point = ?cp, committed = ?self.queue.committed_offset(&s.tp), "revoking");
+            if let Some(cp) = cp
+                && self.queue.offer(&s.tp, s.epoch, cp, true) == Offer::Stale
+            {
+                Metrics::inc(&self.metrics.offsets_stale_dropped);
+            }
+            keys.push((s.tp.clone(), s.epoch));
+        }
+        let batch = self.queue.take_only(&keys);
+        if !batch.is_empty() {
+            self.commit_revoked(&batch, &job, &mut outcome);
+        }
+        for (tp, _) in &keys {
+            self.queue.forget(tp);
+        }
+        let _ = job.reply.send(outcome);
+    }
+
+    fn commit_revoked(&mut self, batch: &[Entry], job: &RevokeJob, outcome: &mut RevokeOutcome) {
+        let offsets = || batch.iter().map(Entry::committed).collect::<Vec<_>>();
+        if job.reply.abandoned() {
+            // The callback stopped waiting: the partitions may be someone
+            // else's already. Nothing is sent; what was acked is recorded.
+            self.queue.failed(batch, false);
+            warn!(
+                partitions = batch.len(),
+                "revoke timeout passed before the commit was sent"
+            );
+            for e in batch {
+                let f = self.recorder.failure(
+                    &e.tp,
+                    e.offset,
+                    FailureReason::RebalanceDropped,
+                    "revoke timeout passed before the commit was sent",
+                );
+                self.recorder.record(f);
+            }
+            outcome.failed = offsets();
+            return;
+        }
+        let reason = FailureReason::RebalanceDropped;
+        match self.commit_batch(batch, Mode::Revoke, job.deadline, reason) {
+            BatchEnd::Committed => {
+                self.metrics
+                    .offsets_revoke_committed
+                    .fetch_add(batch.len() as u64, Relaxed);
+                outcome.committed = offsets();
+            }
+            BatchEnd::Deferred(e) => {
+                // The slots were ended by this revoke: keep regardless.
+                self.keep(batch, &e, false);
+                outcome.deferred = offsets();
+            }
+            BatchEnd::Failed(_) | BatchEnd::Interrupted => outcome.failed = offsets(),
+        }
+    }
+
+    /// A rebalance ended: settles kept offsets and log entries to replay for
+    /// the assigned partitions.
+    fn assigned(&mut self, job: AssignJob) {
+        self.rebalance_gen += 1;
+        let assigned: Vec<(TopicPartition, u64)> =
+            job.slots.iter().map(|s| (s.tp.clone(), s.epoch)).collect();
+        let (assignment, queue) = (&self.assignment, &self.queue);
+        let plan = kept::plan_assign(
+            &mut self.kept,
+            &mut self.replay,
+            &assigned,
+            |tp| assignment.epoch(tp),
+            |tp| queue.committed_offset(tp),
+        );
+        for (tp, epoch, offset) in &plan.reoffer {
+            self.queue.offer(tp, *epoch, *offset, true);
+            self.asked = true;
+        }
+        let mut out = AssignOutcome::default();
+        for (tp, k, committed_before) in plan.dropped {
+            Metrics::inc(&self.metrics.offsets_rebalance_dropped);
+            debug!(topic = %tp.topic, partition = tp.partition, offset = k.offset, "kept offset dropped: the partition went to another member");
+            self.record_kept(
+                &tp,
+                &k,
+                "commit refused during a rebalance; the partition was not assigned back",
+            );
+            out.dropped.push(DroppedOffset {
+                topic: tp.topic.to_string(),
+                partition: tp.partition,
+                offset: k.offset,
+                committed_before,
+            });
+        }
+        if !plan.back.is_empty() {
+            self.settle_back(plan.back, &mut out);
+        }
+        let _ = job.reply.send(out);
+    }
+
+    /// Reads the group's committed offsets of the candidates and commits each
+    /// one that is ahead (never backwards).
+    fn settle_back(&mut self, back: Vec<Candidate>, out: &mut AssignOutcome) {
+        let tps: Vec<TopicPartition> = back.iter().map(|c| c.tp.clone()).collect();
+        let group = self
+            .committer
+            .committed(&tps, kafka_timeout(self.config.revoke_timeout));
+        for (i, c) in back.into_iter().enumerate() {
+            let g = match &group {
+                Ok(v) => Ok(v.get(i).copied().flatten()),
+                Err(_) => Err(()),
+            };
+            match kept::judge(&c, g) {
+                Verdict::Commit => self.commit_at_assign(c, g.ok().flatten(), out),
+                Verdict::Superseded { group } => {
+                    if c.source == Source::Log {
+                        info!(topic = %c.tp.topic, partition = c.tp.partition, offset = c.offset, group_offset = group, "failed offset from the log is not ahead of the group's: resolved as superseded");
+                        self.recorder.resolve(Resolution::superseded(
+                            self.config.group_id.clone(),
+                            c.tp.topic.to_string(),
+                            c.tp.partition,
+                            c.offset,
+                            group,
+                        ));
+                    } else {
+                        debug!(topic = %c.tp.topic, partition = c.tp.partition, offset = c.offset, group_offset = group, "kept offset superseded by the group's committed offset");
+                    }
+                }
+                Verdict::ReplayLater => {
+                    warn!(topic = %c.tp.topic, partition = c.tp.partition, offset = c.offset, "could not read the group's committed offset; the logged offset is tried again at the next assign");
+                    self.replay.insert(c.tp, c.offset);
+                }
+                Verdict::GiveUp => {
+                    let e = group.as_ref().err();
+                    warn!(topic = %c.tp.topic, partition = c.tp.partition, offset = c.offset, error = ?e, "could not read the group's committed offset; kept offset not committed");
+                    Metrics::inc(&self.metrics.offsets_rebalance_dropped);
+                    let mut f = self.recorder.failure(
+                        &c.tp,
+                        c.offset,
+                        FailureReason::RebalanceDropped,
+                        format!("the group's committed offset could not be read to check the kept offset: {}", e.map_or(String::new(), |e| e.to_string())),
+                    );
+                    f.error_code = e.and_then(|e| e.rdkafka_error_code());
+                    self.recorder.record(f);
+                }
+            }
+        }
+    }
+
+    fn commit_at_assign(&mut self, c: Candidate, group: Option<i64>, out: &mut AssignOutcome) {
+        let offer = self.queue.offer(&c.tp, c.epoch, c.offset, true);
+        if offer == Offer::Queued {
+            out.start_at.push((c.tp.clone(), c.offset));
+            self.asked = true;
+        }
+        let co = CommittedOffset::new(&c.tp, c.offset);
+        match c.source {
+            Source::Log => {
+                // Resolved in the log once the commit lands.
+                self.replay_pending.insert(c.tp.clone(), c.offset);
+                self.asked = true;
+                Metrics::inc(&self.metrics.offsets_replayed);
+                info!(topic = %c.tp.topic, partition = c.tp.partition, offset = c.offset, group_offset = ?group, "failed offset from the log is ahead of the group's: committing it again; fetching starts there");
+                out.replayed.push(co);
+            }
+            Source::Kept(_) if offer == Offer::Queued => {
+                Metrics::inc(&self.metrics.offsets_resumed);
+                debug!(topic = %c.tp.topic, partition = c.tp.partition, offset = c.offset, group_offset = ?group, "kept offset committed again; fetching starts there");
+                out.resumed.push(co);
+            }
+            Source::Kept(_) => {}
+        }
+    }
+
+    /// Partitions lost: nothing is committed for them; what was acked (or
+    /// kept) and not committed is recorded as `lost`.
+    fn lost(&mut self, job: LostJob) {
+        let mut not_committed = Vec::new();
+        for (slot, cp) in &job.ended {
+            Metrics::inc(&self.metrics.partitions_lost);
+            let tp = &slot.tp;
+            let pending = self.queue.forget(tp);
+            let kept = self.kept.remove(tp).map(|k| k.offset);
+            let committed = self.queue.committed_offset(tp);
+            let Some(offset) = (*cp)
+                .max(pending)
+                .max(kept)
+                .filter(|o| Some(*o) > committed)
+            else {
+                continue;
+            };
+            warn!(topic = %tp.topic, partition = tp.partition, offset, "partition lost with acked offsets not committed");
+            not_committed.push(CommittedOffset::new(tp, offset));
+            let f = self.recorder.failure(
+                tp,
+                offset,
+                FailureReason::Lost,
+                "partition lost before the offset was committed",
+            );
+            self.recorder.record(f);
+        }
+        let _ = job.reply.send(not_committed);
+    }
+
+    fn record_kept(&self, tp: &TopicPartition, k: &KeptOffset, why: &str) {
+        let mut f: FailedOffset = self.recorder.failure(
+            tp,
+            k.offset,
+            FailureReason::RebalanceDropped,
+            format!("{why} (refused with: {})", k.message),
+        );
+        f.error_code = k.code;
+        self.recorder.record(f);
+    }
+
+    // ----- the end -----
+
+    /// The final commit. A rebalance may be under way (a rolling restart stops
+    /// members one after another): the poll thread still serves its callbacks,
+    /// so revokes are committed here as they come, and offsets refused until
+    /// the rebalance ends are committed once the assign settled them, all
+    /// within the shutdown deadline.
+    fn finish(&mut self) {
+        let deadline = self.finish.as_ref().map_or(Deadline::NEVER, |f| f.deadline);
+        loop {
+            self.receive(Deadline::at(Instant::now()));
+            if let Some(c) = self.stash.pop_front() {
+                self.serve(c);
+                continue;
+            }
+            if self.abandoned() {
+                break;
+            }
+            let seen = self.rebalance_gen;
+            let waiters = std::mem::take(&mut self.waiters);
+            let Some(result) = self.commit_cycle(Mode::Final, deadline) else {
+                self.waiters.extend(waiters);
+                continue; // a revoke came first
+            };
+            for w in waiters {
+                let _ = w.send(result.clone());
+            }
+            let queue = &self.queue;
+            let waiting = self.kept.any_ahead(|tp| queue.committed_offset(tp));
+            if !waiting || deadline.is_past(Instant::now()) || self.abandoned() {
+                break;
+            }
+            debug!("final commit waits for the rebalance under way to end");
+            // A rebalance ends with the assign after its revokes: waiting
+            // longer than a revoke may take is pointless.
+            let until = deadline.min(Deadline::after(self.config.revoke_timeout));
+            let _ = self.pause(until, Mode::Revoke, &[], |w| {
+                w.rebalance_gen != seen || w.revoke_waiting()
+            });
+            if until.is_past(Instant::now()) && self.rebalance_gen == seen {
+                break;
+            }
+        }
+        self.record_unresolved_kept();
+        if let Some(job) = self.finish.take() {
+            let _ = job.reply.send(());
+        }
+    }
+
+    /// Kept offsets nobody resolved are recorded as given up.
+    fn record_unresolved_kept(&mut self) {
+        let queue = &self.queue;
+        for (tp, k) in self.kept.drain_ahead(|tp| queue.committed_offset(tp)) {
+            warn!(topic = %tp.topic, partition = tp.partition, offset = k.offset, "offset kept across a rebalance was never committed");
+            self.record_kept(
+                &tp,
+                &k,
+                "kept across a rebalance and never re-owned before the consumer stopped",
+            );
+        }
+    }
+
+    /// The worker stops: every command still queued gets its answer, and every
+    /// assignment ends (late acks are stale).
+    fn close(&mut self) {
+        while let Ok(c) = self.mailbox.try_recv() {
+            self.stash.push_back(c);
+        }
+        for c in std::mem::take(&mut self.stash) {
+            match c {
+                Command::CommitNow(w) => {
+                    let _ = w.send(Err(Error::ShutDown));
+                }
+                Command::Revoke(job) => {
+                    for s in &job.slots {
+                        self.assignment.revoke_slot(s);
+                    }
+                    let _ = job.reply.send(RevokeOutcome::default());
+                }
+                Command::Assigned(job) => {
+                    let _ = job.reply.send(AssignOutcome::default());
+                }
+                Command::Lost(job) => self.lost(job),
+                Command::Finish(job) => {
+                    let _ = job.reply.send(());
+                }
+                Command::Ring(_) => {}
+            }
+        }
+        for w in self.waiters.drain(..) {
+            let _ = w.send(Err(Error::ShutDown));
+        }
+        self.assignment.revoke_all();
     }
 }
 
-/// Waits on the shared state until `until` or until `done` holds. A batch that
-/// is not a revoke's yields to a revoke that arrives: it goes back to the
-/// queue and `None` is returned.
-fn wait_yielding<'a>(
-    inner: &'a Inner,
-    mut core: std::sync::MutexGuard<'a, crate::consumer::Core>,
-    until: Instant,
-    mode: Mode,
-    batch: &[Entry],
-    done: impl Fn(&crate::consumer::Core) -> bool,
-) -> Option<std::sync::MutexGuard<'a, crate::consumer::Core>> {
-    loop {
-        if done(&core) {
-            return Some(core);
-        }
-        if mode != Mode::Revoke && core.revoke.is_some() {
-            core.queue.failed(batch, true);
-            return None;
-        }
-        let now = Instant::now();
-        if now >= until {
-            return Some(core);
-        }
-        core = inner.wait_core_timeout(core, until - now);
+impl Entry {
+    fn committed(&self) -> CommittedOffset {
+        CommittedOffset::new(&self.tp, self.offset)
     }
-}
-
-fn give_up(
-    inner: &Inner,
-    batch: &[Entry],
-    reason: FailureReason,
-    err: &KafkaError,
-    attempts: u32,
-    started: Instant,
-) -> BatchEnd {
-    let code = err.rdkafka_error_code();
-    if reason == FailureReason::Fatal {
-        inner.lock_core().queue.failed_fatally(batch);
-    } else {
-        inner.lock_core().queue.failed(batch, false);
-    }
-    Metrics::inc(&inner.metrics.commits_failed);
-    let elapsed = started.elapsed();
-    for e in batch {
-        warn!(topic = %e.tp.0, partition = e.tp.1, offset = e.offset, attempts, error_code = ?code, reason = %reason, "giving up on offset commit");
-        inner.record_failure(FailedOffset {
-            time: SystemTime::now(),
-            group_id: inner.config.group_id.clone(),
-            member_id: inner.member_id(),
-            topic: e.tp.0.to_string(),
-            partition: e.tp.1,
-            offset: e.offset,
-            reason,
-            error_code: code,
-            error_message: err.to_string(),
-            attempts,
-            elapsed,
-        });
-    }
-    BatchEnd::Failed(Error::CommitFailed { code, attempts })
 }

@@ -134,7 +134,9 @@ mod writer;
 pub use reader::{
     LogReader, PartitionSummary, ReadIssue, resolution_status, summarize, unresolved,
 };
-pub use record::{FORMAT_VERSION, FailureRecord, LogEntry, ReadIssueKind, Resolution, ResolutionKind};
+pub use record::{
+    FORMAT_VERSION, FailureRecord, LogEntry, ReadIssueKind, Resolution, ResolutionKind,
+};
 pub use rfc3339::{InvalidTimestamp, format_rfc3339, parse_rfc3339};
 pub use writer::{FailedOffsetLog, FsyncPolicy, LogBuilder, LogStatus};
 

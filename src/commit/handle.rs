@@ -1,0 +1,189 @@
+//! The only door into the commit worker: commands, each with its reply.
+//!
+//! The worker owns the coalescing queue, the schedule, the idle re-commit
+//! state, the kept and replayed offsets and the batch in flight, and serves one
+//! mailbox (the shape of tower's buffer worker). Everything else sends it a
+//! command: commit now, revoke (served before anything else), rebalance ended
+//! (assign), lost, finish with a deadline. Callers that wait do so with a
+//! deadline; a caller that stops waiting says so (see [`Reply`]), and the
+//! worker then records what it could not hand back.
+
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+
+use super::command::{
+    AssignJob, Command, FinishJob, LostJob, Pending, Reply, RevokeJob, reply_pair,
+};
+pub(crate) use super::command::{AssignOutcome, Committer, RevokeOutcome, WorkerParts};
+use super::view::CommitView;
+use super::worker::Worker;
+use crate::assignment::{PartitionSlot, Ring};
+use crate::deadline::Deadline;
+use crate::error::Error;
+use crate::partition::CommittedOffset;
+use crate::threads::{self, GuardThread, Lifecycle};
+
+/// A handle on the worker: cheap to clone.
+#[derive(Clone)]
+pub(crate) struct CommitHandle {
+    tx: Sender<Command>,
+    view: Arc<CommitView>,
+    life: Arc<Lifecycle>,
+}
+
+/// The worker's inbox, before it starts.
+pub(crate) struct Mailbox {
+    rx: Receiver<Command>,
+    view: Arc<CommitView>,
+}
+
+/// A mailbox and its handle. The handle exists before the worker so that the
+/// acks' ring and the rebalance context can be built first.
+pub(crate) fn mailbox(life: Arc<Lifecycle>) -> (CommitHandle, Mailbox) {
+    let (tx, rx) = mpsc::channel();
+    let view = Arc::new(CommitView::default());
+    (
+        CommitHandle {
+            tx,
+            view: view.clone(),
+            life,
+        },
+        Mailbox { rx, view },
+    )
+}
+
+/// Starts the worker on its own thread.
+pub(crate) fn start(
+    parts: WorkerParts,
+    committer: Arc<dyn Committer>,
+    mailbox: Mailbox,
+    life: Arc<Lifecycle>,
+) -> std::io::Result<JoinHandle<()>> {
+    threads::spawn(GuardThread::Commit, move || {
+        let _exit = life.exit_guard(GuardThread::Commit);
+        Worker::new(parts, committer, mailbox.rx, mailbox.view).run();
+    })
+}
+
+/// A worker that runs on the caller's thread, for the benchmarks.
+pub(crate) fn bench_worker(
+    parts: WorkerParts,
+    committer: Arc<dyn Committer>,
+    mailbox: Mailbox,
+) -> BenchWorker {
+    BenchWorker(Worker::new(parts, committer, mailbox.rx, mailbox.view))
+}
+
+/// See [`bench_worker`].
+pub(crate) struct BenchWorker(Worker);
+
+impl BenchWorker {
+    /// One normal commit cycle; how many partition offsets it committed.
+    pub(crate) fn cycle(&mut self) -> usize {
+        self.0.bench_cycle()
+    }
+}
+
+impl CommitHandle {
+    /// Sends a command; false if the worker is gone.
+    fn send(&self, c: Command) -> bool {
+        self.tx.send(c).is_ok()
+    }
+
+    /// The error for a worker that is gone: it died, or it finished.
+    pub(crate) fn gone(&self) -> Error {
+        match self.life.died() {
+            Some(thread) => Error::ThreadDied { thread },
+            None => Error::ShutDown,
+        }
+    }
+
+    /// For the acks' [`Ring`].
+    pub(crate) fn ring(&self, r: Ring) {
+        let _ = self.send(Command::Ring(r));
+    }
+
+    pub(crate) fn view(&self) -> &CommitView {
+        &self.view
+    }
+
+    /// Commits everything acked so far; resolves when that commit landed or
+    /// was given up.
+    pub(crate) async fn commit_now(&self) -> Result<Vec<CommittedOffset>, Error> {
+        if let Some(thread) = self.life.died() {
+            return Err(Error::ThreadDied { thread });
+        }
+        let (tx, rx) = oneshot::channel();
+        if !self.send(Command::CommitNow(tx)) {
+            return Err(self.gone());
+        }
+        rx.await.unwrap_or_else(|_| Err(self.gone()))
+    }
+
+    /// Hands a revoke to the worker and waits for it until `wait_until`.
+    /// `None`: the worker is gone or did not answer in time.
+    pub(crate) fn revoke(
+        &self,
+        slots: Vec<Arc<PartitionSlot>>,
+        grace: Deadline,
+        deadline: Deadline,
+        wait_until: Deadline,
+    ) -> Option<RevokeOutcome> {
+        let (reply, pending) = reply_pair();
+        let job = RevokeJob {
+            slots,
+            grace,
+            deadline,
+            reply,
+        };
+        if !self.send(Command::Revoke(job)) {
+            return None;
+        }
+        pending.wait(wait_until)
+    }
+
+    /// Tells the worker a rebalance ended with these slots assigned.
+    pub(crate) fn assigned(
+        &self,
+        slots: Vec<Arc<PartitionSlot>>,
+        wait_until: Deadline,
+    ) -> Option<AssignOutcome> {
+        let (reply, pending) = reply_pair();
+        if !self.send(Command::Assigned(AssignJob { slots, reply })) {
+            return None;
+        }
+        pending.wait(wait_until)
+    }
+
+    /// Tells the worker these assignments were lost (already ended).
+    pub(crate) fn lost(
+        &self,
+        ended: Vec<(Arc<PartitionSlot>, Option<i64>)>,
+        wait_until: Deadline,
+    ) -> Option<Vec<CommittedOffset>> {
+        let (reply, pending) = reply_pair();
+        if !self.send(Command::Lost(LostJob { ended, reply })) {
+            return None;
+        }
+        pending.wait(wait_until)
+    }
+
+    /// Asks for the final commit within `deadline`; the worker stops after it.
+    /// `None`: the worker is gone already.
+    pub(crate) fn finish(&self, deadline: Deadline) -> Option<Pending<()>> {
+        let (reply, pending) = reply_pair();
+        self.send(Command::Finish(FinishJob { deadline, reply }))
+            .then_some(pending)
+    }
+
+    /// The same, with nobody waiting (the handle was dropped).
+    pub(crate) fn finish_detached(&self, deadline: Deadline) {
+        let _ = self.send(Command::Finish(FinishJob {
+            deadline,
+            reply: Reply::detached(),
+        }));
+    }
+}

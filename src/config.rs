@@ -1,0 +1,222 @@
+//! Every setting of the guard, its default and its validation, written once.
+//!
+//! The builder writes into a [`Config`]; `build()` calls [`Config::validate`].
+//! Durations use checked arithmetic everywhere (see `deadline.rs`): where a
+//! limit makes sense, `Duration::MAX` means "no limit".
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::BuildError;
+use crate::retry::RetryPolicy;
+
+/// The largest accepted [`prefetch_batches`](crate::GuardBuilder::prefetch_batches).
+pub const MAX_PREFETCH_BATCHES: usize = 1 << 16;
+
+/// The smallest accepted period for periodic work (`commit_interval`,
+/// `recommit_idle_every`): below it the commit thread would spin.
+pub const MIN_PERIOD: Duration = Duration::from_millis(1);
+
+/// Validated settings. Defaults are those of [`Config::default`], documented on
+/// each builder setter.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// From the client config's `group.id` (filled in by `build()`).
+    pub group_id: String,
+    pub retry: RetryPolicy,
+    pub commit_interval: Option<Duration>,
+    pub commit_every: Option<u64>,
+    pub recommit_idle_every: Option<Duration>,
+    pub async_commits: bool,
+    pub shutdown_timeout: Duration,
+    pub revoke_timeout: Duration,
+    pub revoke_grace: Duration,
+    /// How long one poll of the consumer waits (internal).
+    pub poll_timeout: Duration,
+    pub batch_size: usize,
+    pub prefetch_batches: usize,
+    pub failed_offset_log: Option<PathBuf>,
+    pub replay_failed_offsets: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            group_id: String::new(),
+            retry: RetryPolicy::exponential(),
+            commit_interval: Some(Duration::from_secs(5)),
+            commit_every: None,
+            recommit_idle_every: None,
+            async_commits: false,
+            shutdown_timeout: Duration::from_secs(10),
+            revoke_timeout: Duration::from_secs(10),
+            revoke_grace: Duration::from_secs(1),
+            poll_timeout: Duration::from_millis(100),
+            batch_size: 256,
+            prefetch_batches: 8,
+            failed_offset_log: None,
+            replay_failed_offsets: false,
+        }
+    }
+}
+
+impl Config {
+    /// The defaults, for a group (tests and benchmarks).
+    pub(crate) fn with_group(group_id: &str) -> Config {
+        Config {
+            group_id: group_id.to_string(),
+            ..Config::default()
+        }
+    }
+
+    /// Checks every setting, naming the first one at fault.
+    pub(crate) fn validate(&self) -> Result<(), BuildError> {
+        let duration = |setting: &'static str, reason: String| {
+            Err(BuildError::InvalidDuration { setting, reason })
+        };
+        let count = |setting: &'static str, reason: String| {
+            Err(BuildError::InvalidCount { setting, reason })
+        };
+        if self.commit_interval.is_some_and(|d| d < MIN_PERIOD) {
+            return duration(
+                "commit_interval",
+                format!(
+                    "{:?} is below the minimum of {MIN_PERIOD:?} (use no_commit_interval() to turn periodic commits off)",
+                    self.commit_interval.unwrap_or_default()
+                ),
+            );
+        }
+        if self.recommit_idle_every.is_some_and(|d| d < MIN_PERIOD) {
+            return duration(
+                "recommit_idle_every",
+                format!(
+                    "{:?} is below the minimum of {MIN_PERIOD:?} (leave it unset to turn re-commits off)",
+                    self.recommit_idle_every.unwrap_or_default()
+                ),
+            );
+        }
+        if self.shutdown_timeout.is_zero() {
+            return duration("shutdown_timeout", "must be greater than zero".into());
+        }
+        if self.revoke_timeout.is_zero() {
+            return duration("revoke_timeout", "must be greater than zero".into());
+        }
+        if self.revoke_grace > self.revoke_timeout {
+            return duration(
+                "revoke_grace",
+                format!(
+                    "{:?} exceeds revoke_timeout ({:?}); the grace period is part of the revoke",
+                    self.revoke_grace, self.revoke_timeout
+                ),
+            );
+        }
+        if self.commit_every == Some(0) {
+            return count("commit_every", "must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return count("batch_size", "must be at least 1".into());
+        }
+        if !(1..=MAX_PREFETCH_BATCHES).contains(&self.prefetch_batches) {
+            return count(
+                "prefetch_batches",
+                format!(
+                    "{} is outside 1..={MAX_PREFETCH_BATCHES}",
+                    self.prefetch_batches
+                ),
+            );
+        }
+        if self.replay_failed_offsets && self.failed_offset_log.is_none() {
+            return Err(BuildError::MissingDependency {
+                setting: "replay_failed_offsets",
+                requires: "failed_offset_log",
+            });
+        }
+        self.retry.validate()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setting(c: Config) -> Option<&'static str> {
+        c.validate().err().and_then(|e| e.setting())
+    }
+
+    #[test]
+    fn defaults_are_valid_and_extremes_are_accepted_or_named() {
+        assert_eq!(setting(Config::with_group("g")), None);
+        let max = Config {
+            commit_interval: Some(Duration::MAX),
+            recommit_idle_every: Some(Duration::MAX),
+            shutdown_timeout: Duration::MAX,
+            revoke_timeout: Duration::MAX,
+            revoke_grace: Duration::MAX,
+            commit_every: Some(u64::MAX),
+            batch_size: usize::MAX,
+            prefetch_batches: MAX_PREFETCH_BATCHES,
+            retry: RetryPolicy::exponential()
+                .initial_interval(Duration::MAX)
+                .max_interval(Duration::MAX)
+                .max_elapsed(Duration::MAX)
+                .max_attempts(u32::MAX),
+            ..Config::with_group("g")
+        };
+        assert_eq!(setting(max), None);
+        let cases: Vec<(Config, &str)> = vec![
+            (
+                Config {
+                    commit_interval: Some(Duration::from_micros(999)),
+                    ..Config::default()
+                },
+                "commit_interval",
+            ),
+            (
+                Config {
+                    recommit_idle_every: Some(Duration::ZERO),
+                    ..Config::default()
+                },
+                "recommit_idle_every",
+            ),
+            (
+                Config {
+                    shutdown_timeout: Duration::ZERO,
+                    ..Config::default()
+                },
+                "shutdown_timeout",
+            ),
+            (
+                Config {
+                    revoke_grace: Duration::from_secs(11),
+                    ..Config::default()
+                },
+                "revoke_grace",
+            ),
+            (
+                Config {
+                    prefetch_batches: MAX_PREFETCH_BATCHES + 1,
+                    ..Config::default()
+                },
+                "prefetch_batches",
+            ),
+            (
+                Config {
+                    prefetch_batches: usize::MAX,
+                    ..Config::default()
+                },
+                "prefetch_batches",
+            ),
+            (
+                Config {
+                    replay_failed_offsets: true,
+                    ..Config::default()
+                },
+                "replay_failed_offsets",
+            ),
+        ];
+        for (c, want) in cases {
+            assert_eq!(setting(c), Some(want));
+        }
+    }
+}
