@@ -136,7 +136,12 @@ mod tests {
         ];
         assert!(idle.plan(half, &moved).is_empty());
 
-        type Case = (&'static str, Instant, Vec<IdleInput>, Vec<(TopicPartition, i64)>);
+        type Case = (
+            &'static str,
+            Instant,
+            Vec<IdleInput>,
+            Vec<(TopicPartition, i64)>,
+        );
         let cases: Vec<Case> = vec![
             (
                 "p0 due, p1 not yet",

@@ -16,3 +16,5 @@ mod queue;
 mod schedule;
 mod view;
 mod worker;
+#[cfg(test)]
+mod worker_tests;
