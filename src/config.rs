@@ -37,6 +37,9 @@ pub(crate) struct Config {
     pub prefetch_batches: usize,
     pub failed_offset_log: Option<PathBuf>,
     pub replay_failed_offsets: bool,
+    /// Unit tests only: this guard thread panics once it runs.
+    #[cfg(test)]
+    pub panic_in: Option<crate::threads::GuardThread>,
 }
 
 impl Default for Config {
@@ -56,6 +59,8 @@ impl Default for Config {
             prefetch_batches: 8,
             failed_offset_log: None,
             replay_failed_offsets: false,
+            #[cfg(test)]
+            panic_in: None,
         }
     }
 }

@@ -14,7 +14,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::assignment::{AckSignal, AckStatus, Assignment};
+use crate::assignment::{AckSignal, AckStatus, Assignment, PartitionSlot};
 use crate::commit::handle::{self, CommitHandle, Committer, WorkerParts};
 use crate::config::Config;
 use crate::deadline::Deadline;
@@ -182,6 +182,8 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             done,
             poll_timeout: config.poll_timeout,
             batch_size: config.batch_size,
+            #[cfg(test)]
+            panics: config.panic_in == Some(GuardThread::Poll),
         };
         let poll_thread = match poller.start() {
             Ok(t) => t,
@@ -336,6 +338,7 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
         self.life.drain();
         self.rx.close();
         self.recorder.start_capture();
+        let owned = self.assignment.all();
         let finished = match self.commits.finish(deadline) {
             Some(pending) => tokio::task::spawn_blocking(move || pending.wait(deadline))
                 .await
@@ -347,7 +350,7 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
         let died = self.life.died();
         let deadline_exceeded = !finished && died.is_none();
         if deadline_exceeded {
-            self.record_not_committed();
+            self.record_not_committed(&owned);
         }
         self.life.stop();
         if let Some(done) = self.poll_done.take() {
@@ -376,17 +379,25 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
         Ok(report)
     }
 
-    /// Shutdown's deadline passed with the final commit unfinished: record
-    /// every acked offset that is not known to be committed.
-    fn record_not_committed(&self) {
+    /// Shutdown's deadline passed with the final commit unfinished: records
+    /// every acked offset not known to be committed, of the partitions owned
+    /// when shutdown started and of those owned now (the commit thread may end
+    /// the assignments meanwhile; a slot keeps its figures after it ends).
+    fn record_not_committed(&self, owned_at_start: &[Arc<PartitionSlot>]) {
         let view = self.commits.view();
         let in_flight = view.in_flight();
+        let mut slots = owned_at_start.to_vec();
         for s in self.assignment.all() {
+            if !slots.iter().any(|o| Arc::ptr_eq(o, &s)) {
+                slots.push(s);
+            }
+        }
+        for s in slots {
             let flying = in_flight
                 .iter()
                 .find(|(tp, _)| *tp == s.tp)
                 .map(|(_, o)| *o);
-            let Some(offset) = s.commit_point().max(flying) else {
+            let Some(offset) = s.view().commit_point.max(flying) else {
                 continue;
             };
             if Some(offset) <= view.committed(&s.tp) {
@@ -458,5 +469,59 @@ impl<C: ConsumerContext + 'static> Drop for GuardedConsumer<C> {
         self.commits
             .finish_detached(Deadline::after(self.config.shutdown_timeout));
         debug!("guarded consumer dropped without shutdown; final commit runs in the background");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::mocking::MockCluster;
+
+    fn start(
+        cluster: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
+        dies: GuardThread,
+    ) -> GuardedConsumer {
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("enable.auto.commit", "false");
+        GuardedConsumer::start(Setup {
+            client_config: cc,
+            config: Config {
+                panic_in: Some(dies),
+                ..Config::with_group("g")
+            },
+            context: DefaultConsumerContext,
+            hooks: Hooks::default(),
+            sink: None,
+            log: None,
+            replay: HashMap::new(),
+        })
+        .unwrap()
+    }
+
+    /// A dead thread is an error naming it from `recv`, `commit_now` and
+    /// `shutdown`, never a hang.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_thread_that_died_is_named_by_every_call() {
+        let cluster = MockCluster::new(1).unwrap();
+        for dies in [GuardThread::Poll, GuardThread::Commit] {
+            let mut c = start(&cluster, dies);
+            let died = |r: Result<(), Error>| matches!(r, Err(Error::ThreadDied { thread }) if thread == dies);
+            let limit = Duration::from_secs(10);
+            let recv = tokio::time::timeout(limit, c.recv())
+                .await
+                .expect("recv returns");
+            assert!(died(recv.map(|_| ())), "{dies:?}");
+            if dies == GuardThread::Commit {
+                let commit = tokio::time::timeout(limit, c.commit_now())
+                    .await
+                    .expect("commit_now returns");
+                assert!(died(commit.map(|_| ())), "{dies:?}");
+            }
+            let shutdown = tokio::time::timeout(limit, c.shutdown())
+                .await
+                .expect("shutdown returns");
+            assert!(died(shutdown.map(|_| ())), "{dies:?}");
+        }
     }
 }

@@ -85,12 +85,20 @@ impl FailureRecorder {
 
     /// Counts a failed offset and hands it to the sink and the log. A sink
     /// that panics is counted in `sink_errors` and does not take the calling
-    /// guard thread down.
+    /// guard thread down. During shutdown an offset already recorded since
+    /// shutdown started (the commit thread and shutdown's own deadline can
+    /// both give it up) is recorded once.
     pub(crate) fn record(&self, f: FailedOffset) {
-        Metrics::inc(&self.metrics.offsets_failed);
         if let Some(captured) = self.lock().captured.as_mut() {
+            let seen = captured
+                .iter()
+                .any(|c| c.partition == f.partition && c.offset == f.offset && c.topic == f.topic);
+            if seen {
+                return;
+            }
             captured.push(f.clone());
         }
+        Metrics::inc(&self.metrics.offsets_failed);
         if let Some(log) = &self.log {
             log.record(f.clone());
         }

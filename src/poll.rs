@@ -33,15 +33,15 @@ pub(crate) struct Poller<C: ConsumerContext + 'static> {
     pub done: oneshot::Sender<()>,
     pub poll_timeout: Duration,
     pub batch_size: usize,
+    /// Unit tests only: the thread panics once it runs.
+    #[cfg(test)]
+    pub panics: bool,
 }
 
 impl<C: ConsumerContext + 'static> Poller<C> {
     /// Starts the poll thread.
     pub(crate) fn start(self) -> std::io::Result<JoinHandle<()>> {
-        threads::spawn(GuardThread::Poll, move || {
-            let _exit = self.life.exit_guard(GuardThread::Poll);
-            self.run();
-        })
+        threads::spawn(GuardThread::Poll, move || self.run())
     }
 
     fn new_batch(&self) -> Vec<Record> {
@@ -49,6 +49,13 @@ impl<C: ConsumerContext + 'static> Poller<C> {
     }
 
     fn run(self) {
+        // A local, so dropped before `self` (and its sender): a death is
+        // visible before `recv` sees the channel close.
+        let _exit = self.life.exit_guard(GuardThread::Poll);
+        #[cfg(test)]
+        if self.panics {
+            panic!("injected: the poll thread dies");
+        }
         let mut batch = self.new_batch();
         let mut last: Option<Arc<PartitionSlot>> = None;
         while !self.life.is_stopped() {

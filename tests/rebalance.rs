@@ -55,6 +55,12 @@ async fn join_then_leave(strategy: &str) {
         ledger.processed_by("a") >= 200
     })
     .await;
+    // b joins once a's own commits land (a commit that lands is the baseline
+    // the hand-off must keep).
+    until(Duration::from_secs(30), "a's first commits", || {
+        monitor.latest().iter().all(|o| o.is_some_and(|o| o > 0))
+    })
+    .await;
     let b = Member::start(
         "b",
         member_builder(&fx, &group, strategy).failure_sink(sinks[1].clone()),
@@ -139,7 +145,14 @@ async fn join_then_leave(strategy: &str) {
         dropped.len(),
         "every dropped offset is in the failure sink"
     );
-    if strategy == "cooperative-sticky" {
+    // MockCluster bumps the group's generation as soon as a member joins, so
+    // a commit made before the old member rejoined is refused
+    // (ILLEGAL_GENERATION, and REBALANCE_IN_PROGRESS for a cooperative
+    // revoke's commit) where a real broker accepts it (see DESIGN.md, facts
+    // measured). Those refusals are what `dropped` lists, and the duplicates
+    // they cause are bounded above; with none refused, a cooperative hand-off
+    // repeats no acked record.
+    if strategy == "cooperative-sticky" && (dropped.is_empty() || !fx.is_mock()) {
         assert!(
             dup_acked.is_empty(),
             "cooperative hand-off: 0 duplicates of acked records, got {dup_acked:?}"
@@ -494,6 +507,18 @@ async fn storm(strategy: &str, rounds: usize) {
     let hw = feeder.stop(PARTITIONS);
     until(Duration::from_secs(90), "every record processed", || {
         ledger.missing(&hw).is_empty()
+    })
+    .await;
+    // Processed is not yet committed by the partition's owner: when the last
+    // rebalance moved a partition whose previous owner had processed it to
+    // the end but whose revoke commit was refused (MockCluster, eager), that
+    // kept offset was dropped and the new owner processes [committed, hw)
+    // again. Stopping the members before it has would leave those records
+    // uncommitted (not lost: they come again), so wait for the group's
+    // commits (every 2 s) to reach the end first.
+    let end: Vec<Option<i64>> = hw.iter().map(|h| Some(*h)).collect();
+    until(Duration::from_secs(90), "every record committed", || {
+        monitor.latest() == end
     })
     .await;
     while let Some(m) = live.pop_front() {

@@ -63,8 +63,8 @@ pub(crate) fn start(
     life: Arc<Lifecycle>,
 ) -> std::io::Result<JoinHandle<()>> {
     threads::spawn(GuardThread::Commit, move || {
-        let _exit = life.exit_guard(GuardThread::Commit);
-        Worker::new(parts, committer, mailbox.rx, mailbox.view).run();
+        let exit = life.exit_guard(GuardThread::Commit);
+        Worker::new(parts, committer, mailbox.rx, mailbox.view).run(exit);
     })
 }
 

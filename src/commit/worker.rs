@@ -37,6 +37,7 @@ use crate::partition::{CommittedOffset, DroppedOffset, TopicPartition};
 use crate::retry::{ErrorClass, classify};
 use crate::sink::{FailedOffset, FailureReason};
 use crate::stats::Metrics;
+use crate::threads::ExitGuard;
 
 /// A failed attempt, as [`Worker::follow`] needs it.
 struct FailedAttempt {
@@ -114,8 +115,15 @@ impl Worker {
         }
     }
 
-    /// Serves the mailbox until the finish command is done.
-    pub(super) fn run(mut self) {
+    /// Serves the mailbox until the finish command is done. `exit` notes how
+    /// the thread ended; as the first local it is dropped before the worker,
+    /// so a death is visible before any waiter learns the worker is gone.
+    pub(super) fn run(mut self, exit: ExitGuard) {
+        let _exit = exit;
+        #[cfg(test)]
+        if self.config.panic_in == Some(crate::threads::GuardThread::Commit) {
+            panic!("injected: the commit thread dies");
+        }
         loop {
             self.receive(Deadline::at(Instant::now()));
             if let Some(c) = self.stash.pop_front() {
@@ -520,8 +528,13 @@ impl Worker {
         self.view.settled(&[]);
         Metrics::inc(&self.metrics.commits_failed);
         let elapsed = started.elapsed();
+        // Once shutdown stopped waiting it records what is left itself.
+        let shutdown_records = self.abandoned();
         for e in batch {
             warn!(topic = %e.tp.topic, partition = e.tp.partition, offset = e.offset, attempts, error_code = ?code, reason = %reason, "giving up on offset commit");
+            if shutdown_records {
+                continue;
+            }
             let mut f = self
                 .recorder
                 .failure(&e.tp, e.offset, reason, err.to_string());

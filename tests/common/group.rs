@@ -329,6 +329,8 @@ impl Feeder {
 pub struct CommitMonitor {
     stop: Arc<AtomicBool>,
     handle: std::thread::JoinHandle<Vec<Vec<i64>>>,
+    /// The last committed offset seen per partition (`None`: nothing yet).
+    latest: Arc<Mutex<Vec<Option<i64>>>>,
 }
 
 impl CommitMonitor {
@@ -341,6 +343,8 @@ impl CommitMonitor {
             .create()
             .expect("monitor consumer");
         let (topic, s) = (topic.to_string(), stop.clone());
+        let latest = Arc::new(Mutex::new(vec![None; partitions as usize]));
+        let l = latest.clone();
         let handle = std::thread::spawn(move || {
             let mut history: Vec<Vec<i64>> = vec![Vec::new(); partitions as usize];
             loop {
@@ -358,6 +362,7 @@ impl CommitMonitor {
                             h.push(o);
                         }
                     }
+                    *l.lock().unwrap() = history.iter().map(|h| h.last().copied()).collect();
                 }
                 if done {
                     break;
@@ -366,7 +371,16 @@ impl CommitMonitor {
             }
             history
         });
-        CommitMonitor { stop, handle }
+        CommitMonitor {
+            stop,
+            handle,
+            latest,
+        }
+    }
+
+    /// The group's committed offsets as last read (every 100 ms), per partition.
+    pub fn latest(&self) -> Vec<Option<i64>> {
+        self.latest.lock().unwrap().clone()
     }
 
     /// Stops watching; returns the distinct committed offsets seen per partition, in order.
