@@ -90,6 +90,17 @@
 // 2 commit/: the worker behind its mailbox (commit::handle is the only door)
 // 1 assignment (slots, epochs, acks), failures (one recorder), config, retry, error
 // 0 partition, deadline, threads, tracker, sink, stats, failure_log
+//
+// State and its owner: the commit worker (commit/worker.rs) alone owns the
+// queue, schedule, idle state, kept and replayed offsets and the batch in
+// flight; others send it commands (commit/handle.rs). Shared, each behind a
+// private lock: the assignment (assignment.rs), the failure recorder
+// (failures.rs), the committed-offset view (commit/view.rs, written only by the
+// worker). Counters and the run state are atomics.
+//
+// Lock order (the only nesting): the assignment's slot map, then one slot.
+// No other lock is held while taking another, calling out to user code
+// (sinks, hooks) or calling librdkafka.
 mod assignment;
 #[doc(hidden)]
 pub mod bench_support;

@@ -452,6 +452,29 @@ fn rotation_keeps_a_bounded_number_of_files_read_in_order() {
     assert!(!reader.entries().is_empty());
 }
 
+/// `max_files` at its maximum: rotation does work bounded by the files on
+/// disk, never by the setting (it used to walk every number below it).
+#[test]
+fn rotation_with_max_files_at_its_maximum_keeps_everything() {
+    let dir = TempDir::new("rotate-max");
+    let path = dir.join("failed.jsonl");
+    let log = FailedOffsetLog::builder(&path)
+        .max_file_bytes(1) // every record gets a file of its own
+        .max_files(usize::MAX)
+        .open()
+        .unwrap();
+    for offset in 0..6 {
+        log.record(failure("orders", 0, offset));
+    }
+    log.flush_timeout(Duration::from_secs(10)).unwrap();
+    log.close().unwrap();
+    assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 6);
+    assert_eq!(
+        offsets(LogReader::open(&path).unwrap().entries()),
+        [0, 1, 2, 3, 4, 5]
+    );
+}
+
 #[test]
 fn rotation_with_one_file_starts_afresh() {
     let dir = TempDir::new("rotate-one");

@@ -416,7 +416,7 @@ fn sync_dir(path: &Path) {
     let _ = path;
 }
 
-fn numbered(path: &Path, n: usize) -> PathBuf {
+fn numbered(path: &Path, n: u64) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(format!(".{n}"));
     PathBuf::from(s)
@@ -745,17 +745,20 @@ impl Writer {
     fn rotate(&mut self) -> io::Result<()> {
         self.sync();
         let path = self.cfg.path.clone();
-        let keep = self.cfg.max_files - 1; // rotated files kept
-        for (n, old) in rotated_siblings(&path) {
-            if n >= keep as u64 {
-                remove_if_exists(&old)?;
+        let keep = (self.cfg.max_files - 1) as u64; // rotated files kept
+        let siblings = rotated_siblings(&path);
+        for (n, old) in &siblings {
+            if *n >= keep {
+                remove_if_exists(old)?;
             }
         }
         if keep == 0 {
             remove_if_exists(&path)?;
         } else {
-            for n in (1..keep).rev() {
-                rename_if_exists(&numbered(&path, n), &numbered(&path, n + 1))?;
+            // Only the files that exist are renamed, newest number first: the
+            // work is bounded by the files on disk, whatever max_files says.
+            for (n, old) in siblings.iter().rev().filter(|(n, _)| *n < keep) {
+                rename_if_exists(old, &numbered(&path, n + 1))?;
             }
             rename_if_exists(&path, &numbered(&path, 1))?;
         }
