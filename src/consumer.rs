@@ -279,7 +279,11 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
 
     /// Commits everything acked so far and resolves when that commit landed
     /// (with what it committed; empty if nothing had moved) or was given up.
-    /// Goes through the same serialized path as every other commit.
+    /// Goes through the same serialized path as every other commit. An offset
+    /// given up earlier (retries exhausted) is sent again; one the broker
+    /// refused for good (fatal class) is not (it is in the failure sink).
+    /// A call made while another commit is retrying is answered by the commit
+    /// after it.
     ///
     /// # Errors
     ///

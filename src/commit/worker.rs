@@ -251,7 +251,7 @@ impl Worker {
             }
             let seen = self.rebalance_gen;
             let waiters = std::mem::take(&mut self.waiters);
-            let Some(result) = self.commit_cycle(Mode::Final, deadline) else {
+            let Some(result) = self.commit_cycle(Mode::Final, deadline, true) else {
                 self.waiters.extend(waiters);
                 continue; // a revoke came first
             };

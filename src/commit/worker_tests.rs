@@ -80,11 +80,16 @@ struct Guard {
 }
 
 fn guard(script: Arc<Script>) -> Guard {
+    let retry = RetryPolicy::exponential()
+        .initial_interval(Duration::from_millis(300))
+        .jitter(0.0);
+    guard_with(script, retry)
+}
+
+fn guard_with(script: Arc<Script>, retry: RetryPolicy) -> Guard {
     let config = Config {
         commit_interval: None,
-        retry: RetryPolicy::exponential()
-            .initial_interval(Duration::from_millis(300))
-            .jitter(0.0),
+        retry,
         ..Config::with_group("g")
     };
     let life = Arc::new(Lifecycle::default());
@@ -273,4 +278,37 @@ async fn a_dead_worker_is_an_error_never_a_hang() {
     assert!(matches!(err, Error::ThreadDied { .. }), "{err:?}");
     let (grace, deadline, wait) = soon();
     assert!(g.commits.revoke(vec![], grace, deadline, wait).is_none());
+}
+
+/// A `commit_now` after a commit was given up sends the offset again (and
+/// says so), instead of answering "nothing to commit" while nothing is committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_now_after_a_give_up_tries_the_offset_again() {
+    let timed_out = Some(RDKafkaErrorCode::RequestTimedOut);
+    let script = Arc::new(Script::answering(&[timed_out; 3]));
+    let retry = RetryPolicy::exponential()
+        .initial_interval(Duration::from_millis(50))
+        .jitter(0.0)
+        .max_attempts(3);
+    let g = guard_with(script.clone(), retry);
+    g.acked(0, 10);
+    // The second call arrives while the first one's commit is retrying.
+    let commits = g.commits.clone();
+    let first = tokio::spawn(async move { commits.commit_now().await });
+    wait_for("the first attempt", || !script.sent().is_empty());
+    let second = g.commits.commit_now().await;
+    let first = first.await.unwrap();
+    assert!(
+        matches!(first, Err(Error::CommitFailed { .. })),
+        "{first:?}"
+    );
+    let second = second.expect("the offset is sent again and lands");
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert_eq!(script.sent().last(), Some(&vec![(0, 10)]));
+    assert_eq!(
+        g.sink.records().len(),
+        1,
+        "given up once, by the first call"
+    );
+    g.finish();
 }

@@ -48,7 +48,11 @@ impl Worker {
         self.asked = false;
         let waiters = std::mem::take(&mut self.waiters);
         self.schedule.reset(Instant::now());
-        match self.commit_cycle(Mode::Normal, Deadline::NEVER) {
+        // An explicit `commit_now` sends again an offset given up earlier
+        // (not one refused for good); a periodic cycle does not, so a broker
+        // that keeps failing does not record the same offset every interval.
+        let explicit = !waiters.is_empty();
+        match self.commit_cycle(Mode::Normal, Deadline::NEVER, explicit) {
             Some(result) => {
                 for w in waiters {
                     let _ = w.send(result.clone());
@@ -64,20 +68,22 @@ impl Worker {
     }
 
     pub(in crate::commit) fn bench_cycle(&mut self) -> usize {
-        self.commit_cycle(Mode::Normal, Deadline::NEVER)
+        self.commit_cycle(Mode::Normal, Deadline::NEVER, false)
             .and_then(|r| r.ok())
             .map_or(0, |v| v.len())
     }
 
-    /// Offers every owned partition's commit point and commits what moved.
+    /// Offers every owned partition's commit point and commits what moved;
+    /// `explicit` (a `commit_now`) offers again offsets given up earlier.
     /// `None` if a revoke (or the finish) interrupted it.
     pub(super) fn commit_cycle(
         &mut self,
         mode: Mode,
         deadline: Deadline,
+        explicit: bool,
     ) -> Option<Result<Vec<CommittedOffset>, Error>> {
         self.assignment.signal().reset();
-        let force = mode == Mode::Final;
+        let force = explicit || mode == Mode::Final;
         for slot in self.assignment.all() {
             if let Some(cp) = slot.commit_point()
                 && self.queue.offer(&slot.tp, slot.epoch, cp, force) == Offer::Stale
