@@ -92,6 +92,11 @@ impl Lifecycle {
         }
     }
 
+    /// The thread returned or died (false while it runs or unwinds).
+    pub(crate) fn has_ended(&self, which: GuardThread) -> bool {
+        self.cell(which).load(Ordering::Acquire) != ALIVE
+    }
+
     fn cell(&self, which: GuardThread) -> &AtomicU8 {
         match which {
             GuardThread::Poll => &self.poll,

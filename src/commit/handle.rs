@@ -120,7 +120,21 @@ impl CommitHandle {
         if !self.send(Command::CommitNow(tx)) {
             return Err(self.gone());
         }
-        rx.await.unwrap_or_else(|_| Err(self.gone()))
+        match rx.await {
+            Ok(result) => result,
+            Err(_) => {
+                // The worker answers every caller before it returns, so an
+                // unanswered call means it is unwinding: let it finish
+                // marking itself dead (bounded), then say which thread died.
+                let since = std::time::Instant::now();
+                while !self.life.has_ended(GuardThread::Commit)
+                    && since.elapsed() < std::time::Duration::from_millis(500)
+                {
+                    tokio::task::yield_now().await;
+                }
+                Err(self.gone())
+            }
+        }
     }
 
     /// Hands a revoke to the worker and waits for it until `wait_until`.

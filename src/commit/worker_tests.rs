@@ -166,7 +166,12 @@ fn soon() -> (Deadline, Deadline, Deadline) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoke_is_served_between_the_attempts_of_a_normal_batch() {
     let script = Arc::new(Script::answering(&[Some(RDKafkaErrorCode::NotCoordinator)]));
-    let g = guard(script.clone());
+    // A long backoff: the revoke must not have to race the retry.
+    let retry = RetryPolicy::exponential()
+        .initial_interval(Duration::from_secs(5))
+        .max_interval(Duration::from_secs(5))
+        .jitter(0.0);
+    let g = guard_with(script.clone(), retry);
     let p0 = g.acked(0, 10);
     g.acked(1, 10);
     let commits = g.commits.clone();
@@ -247,7 +252,10 @@ fn a_finish_that_misses_its_deadline_is_abandoned_and_the_worker_stops_retrying(
         "the deadline passed first"
     );
     g.thread.take().unwrap().join().unwrap();
-    assert_eq!(script.sent().len(), 1, "no attempt after shutdown gave up");
+    assert!(
+        script.sent().len() <= 1,
+        "no attempt after shutdown gave up"
+    );
     assert!(
         g.sink.records().is_empty(),
         "shutdown, not the worker, records them"
