@@ -14,7 +14,7 @@ use std::time::Duration;
 use rdkafka::TopicPartitionList;
 use rdkafka::error::KafkaResult;
 
-use crate::assignment::{AckSignal, AckToken, Assignment, PartitionSlot};
+use crate::assignment::{AckToken, Assignment, PartitionSlot};
 use crate::commit::handle::{self, BenchWorker, Committer, WorkerParts};
 use crate::config::Config;
 use crate::failures::FailureRecorder;
@@ -52,14 +52,8 @@ impl AckBench {
             ..Config::with_group("bench")
         });
         let metrics = Arc::new(Metrics::default());
-        let (commits, mailbox) = handle::mailbox(Arc::new(Lifecycle::default()));
-        let signal = AckSignal::new(
-            metrics.clone(),
-            false,
-            commit_every,
-            Box::new(move |r| commits.ring(r)),
-        );
-        let assignment = Arc::new(Assignment::new(Arc::new(signal)));
+        let (_, mailbox, assignment) =
+            handle::wire(&config, &metrics, Arc::new(Lifecycle::default()));
         let recorder = Arc::new(FailureRecorder::new(
             "bench".into(),
             None,

@@ -14,7 +14,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::assignment::{AckSignal, AckStatus, Assignment, PartitionSlot};
+use crate::assignment::{AckStatus, Assignment, PartitionSlot};
 use crate::commit::handle::{self, CommitHandle, Committer, WorkerParts};
 use crate::config::Config;
 use crate::deadline::Deadline;
@@ -133,15 +133,7 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
         let config = Arc::new(setup.config);
         let life = Arc::new(Lifecycle::default());
         let metrics = Arc::new(Metrics::default());
-        let (commits, mailbox) = handle::mailbox(life.clone());
-        let ring = commits.clone();
-        let signal = AckSignal::new(
-            metrics.clone(),
-            config.async_commits,
-            config.commit_every,
-            Box::new(move |r| ring.ring(r)),
-        );
-        let assignment = Arc::new(Assignment::new(Arc::new(signal)));
+        let (commits, mailbox, assignment) = handle::wire(&config, &metrics, life.clone());
         let recorder = Arc::new(FailureRecorder::new(
             config.group_id.clone(),
             setup.sink,

@@ -20,10 +20,12 @@ use super::command::{
 pub(crate) use super::command::{AssignOutcome, Committer, RevokeOutcome, WorkerParts};
 use super::view::CommitView;
 use super::worker::Worker;
-use crate::assignment::{PartitionSlot, Ring};
+use crate::assignment::{AckSignal, Assignment, PartitionSlot, Ring};
+use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::error::Error;
 use crate::partition::CommittedOffset;
+use crate::stats::Metrics;
 use crate::threads::{self, GuardThread, Lifecycle};
 
 /// A handle on the worker: cheap to clone.
@@ -42,7 +44,7 @@ pub(crate) struct Mailbox {
 
 /// A mailbox and its handle. The handle exists before the worker so that the
 /// acks' ring and the rebalance context can be built first.
-pub(crate) fn mailbox(life: Arc<Lifecycle>) -> (CommitHandle, Mailbox) {
+fn mailbox(life: Arc<Lifecycle>) -> (CommitHandle, Mailbox) {
     let (tx, rx) = mpsc::channel();
     let view = Arc::new(CommitView::default());
     (
@@ -53,6 +55,25 @@ pub(crate) fn mailbox(life: Arc<Lifecycle>) -> (CommitHandle, Mailbox) {
         },
         Mailbox { rx, view },
     )
+}
+
+/// A mailbox, its handle, and the assignment whose acks ring the worker
+/// (with `config`'s commit triggers: `async_commits`, `commit_every`).
+pub(crate) fn wire(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    life: Arc<Lifecycle>,
+) -> (CommitHandle, Mailbox, Arc<Assignment>) {
+    let (commits, mailbox) = mailbox(life);
+    let ring = commits.clone();
+    let signal = AckSignal::new(
+        metrics.clone(),
+        config.async_commits,
+        config.commit_every,
+        Box::new(move |r| ring.ring(r)),
+    );
+    let assignment = Arc::new(Assignment::new(Arc::new(signal)));
+    (commits, mailbox, assignment)
 }
 
 /// Starts the worker on its own thread.

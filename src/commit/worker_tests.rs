@@ -11,7 +11,7 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::handle::{self, CommitHandle, Committer, WorkerParts};
-use crate::assignment::{AckSignal, AckToken, Assignment, PartitionSlot};
+use crate::assignment::{AckToken, Assignment, PartitionSlot};
 use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::error::Error;
@@ -94,15 +94,7 @@ fn guard_with(script: Arc<Script>, retry: RetryPolicy) -> Guard {
     };
     let life = Arc::new(Lifecycle::default());
     let metrics = Arc::new(Metrics::default());
-    let (commits, mailbox) = handle::mailbox(life.clone());
-    let ring = commits.clone();
-    let signal = AckSignal::new(
-        metrics.clone(),
-        false,
-        None,
-        Box::new(move |r| ring.ring(r)),
-    );
-    let assignment = Arc::new(Assignment::new(Arc::new(signal)));
+    let (commits, mailbox, assignment) = handle::wire(&config, &metrics, life.clone());
     let sink = MemorySink::new();
     let recorder = Arc::new(FailureRecorder::new(
         "g".into(),
