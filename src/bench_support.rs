@@ -31,6 +31,9 @@ impl Committer for NoopCommitter {
     fn committed(&self, tps: &[TopicPartition], _: Duration) -> KafkaResult<Vec<Option<i64>>> {
         Ok(vec![None; tps.len()])
     }
+    fn log_end(&self, _: &TopicPartition) -> Option<i64> {
+        None
+    }
 }
 
 /// A guard's state with `partitions` owned partitions of topic `bench` and no

@@ -301,7 +301,7 @@ fn replay_entries(
 ) -> Result<HashMap<TopicPartition, i64>, BuildError> {
     let reader = crate::failure_log::LogReader::open(path).map_err(BuildError::FailedOffsetLog)?;
     for issue in reader.issues() {
-        tracing::warn!(%issue, "failed-offset log: line skipped");
+        tracing::warn!(group = group_id, %issue, "failed-offset log: line skipped");
     }
     let mut map = HashMap::new();
     for f in reader.unresolved() {

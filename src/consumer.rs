@@ -27,6 +27,7 @@ use crate::poll::Poller;
 use crate::rebalance::{ContextParts, GuardContext, Hooks};
 use crate::sink::{FailedOffset, FailureReason, FailureSink};
 use crate::stats::{Metrics, Stats};
+use crate::telemetry;
 use crate::threads::{GuardThread, Lifecycle};
 
 impl<C: ConsumerContext + 'static> Committer for BaseConsumer<GuardContext<C>> {
@@ -59,6 +60,33 @@ impl<C: ConsumerContext + 'static> Committer for BaseConsumer<GuardContext<C>> {
             })
             .collect())
     }
+
+    fn log_end(&self, tp: &TopicPartition) -> Option<i64> {
+        cached_high_watermark(self, tp)
+    }
+}
+
+/// The partition's high watermark as librdkafka last saw it in a fetch
+/// response (`rd_kafka_get_watermark_offsets`: cached, no request); `None`
+/// before the first fetch.
+fn cached_high_watermark<C: ConsumerContext>(
+    c: &BaseConsumer<C>,
+    tp: &TopicPartition,
+) -> Option<i64> {
+    let topic = std::ffi::CString::new(tp.topic.as_bytes()).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid for the consumer's lifetime; the
+    // call only reads librdkafka's cached values into the two locals.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            c.client().native_ptr(),
+            topic.as_ptr(),
+            tp.partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
 }
 
 /// Per-partition view, from [`GuardedConsumer::partitions`].
@@ -79,6 +107,13 @@ pub struct PartitionStatus {
     pub first_unacked: Option<i64>,
     /// Delivered records not yet released by acks.
     pub outstanding: usize,
+    /// The partition's log-end offset (high watermark) as of the last fetch
+    /// response librdkafka received for it (no broker request; as fresh as the
+    /// fetching). `None` before the first fetch.
+    pub log_end: Option<i64>,
+    /// Records between the committed offset and the log end (`log_end -
+    /// committed`, at least 0); `None` unless both are known.
+    pub lag: Option<i64>,
 }
 
 /// What [`GuardedConsumer::shutdown`] did.
@@ -174,6 +209,7 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             done,
             poll_timeout: config.poll_timeout,
             batch_size: config.batch_size,
+            group: config.group_id.clone(),
             #[cfg(test)]
             panics: config.panic_in == Some(GuardThread::Poll),
         };
@@ -299,14 +335,18 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             .into_iter()
             .map(|s| {
                 let sv = s.view();
+                let committed = view.committed(&s.tp);
+                let log_end = cached_high_watermark(self.consumer(), &s.tp);
                 PartitionStatus {
                     topic: s.tp.topic.to_string(),
                     partition: s.tp.partition,
                     epoch: s.epoch,
-                    committed: view.committed(&s.tp),
+                    committed,
                     commit_point: sv.commit_point,
                     first_unacked: sv.first_unacked,
                     outstanding: sv.outstanding,
+                    log_end,
+                    lag: telemetry::lag(log_end, committed),
                 }
             })
             .collect();
@@ -399,7 +439,7 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             if Some(offset) <= view.committed(&s.tp) {
                 continue;
             }
-            warn!(topic = %s.tp.topic, partition = s.tp.partition, offset, "shutdown deadline passed before the offset was committed");
+            warn!(group = %self.config.group_id, topic = %s.tp.topic, partition = s.tp.partition, offset, "shutdown deadline passed before the offset was committed");
             let f = self.recorder.failure(
                 &s.tp,
                 offset,
@@ -430,7 +470,7 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             let log = log.clone();
             let flushed = tokio::task::spawn_blocking(move || log.flush_timeout(left)).await;
             if let Ok(Err(e)) = flushed {
-                warn!(error = %e, "failed-offset log not flushed at shutdown");
+                warn!(group = %self.config.group_id, error = %e, "failed-offset log not flushed at shutdown");
             }
         }
         for t in std::mem::take(&mut self.threads) {

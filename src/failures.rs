@@ -106,7 +106,7 @@ impl FailureRecorder {
             let (topic, partition, offset) = (f.topic.clone(), f.partition, f.offset);
             if catch_unwind(AssertUnwindSafe(|| sink.record(f))).is_err() {
                 self.metrics.sink_errors.fetch_add(1, Ordering::Relaxed);
-                error!(%topic, partition, offset, "the failure sink panicked; the failure is in the counters (and the failed-offset log, if any)");
+                error!(group = %self.group_id, %topic, partition, offset, "the failure sink panicked; the failure is in the counters (and the failed-offset log, if any)");
             }
         }
     }

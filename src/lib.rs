@@ -80,6 +80,46 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Events and logging
+//!
+//! The guard emits `tracing` spans and events with structured fields (`group`,
+//! `topic`, `partition`, `offset`, `error_code`, `attempt(s)`) and never
+//! installs a subscriber. With the default `log` feature, a service that logs
+//! through the `log` crate (env_logger and the like) and installs no `tracing`
+//! subscriber gets the same events as `log` records, fields written into the
+//! message. Warnings mean an offset was given up, a commit is being retried, a
+//! partition was lost, or a consumer error; per-record events are `debug` or
+//! below.
+//!
+//! # Metrics
+//!
+//! With the `metrics` cargo feature the guard reports through the
+//! [`metrics`](https://docs.rs/metrics) facade: install your recorder (for
+//! example `metrics-exporter-prometheus`) before `build()`;
+//! `examples/prometheus.rs` prints a scrape. The commit thread publishes after
+//! every commit cycle and at least once a second. Every series has a `group`
+//! label.
+//!
+//! | name | type | what |
+//! |---|---|---|
+//! | `offset_guard_<counter>_total` | counter | every counter of [`Stats`], e.g. `offset_guard_acked_total`, `offset_guard_commits_failed_total`, `offset_guard_offsets_failed_total` |
+//! | `offset_guard_commit_attempt_duration_seconds` | histogram | each OffsetCommit attempt |
+//! | `offset_guard_commit_duration_seconds` | histogram | a commit, from its first attempt to the one that landed |
+//! | `offset_guard_committed_offset` | gauge, + `topic`, `partition` | the offset this consumer last committed |
+//! | `offset_guard_commit_point` | gauge, + `topic`, `partition` | where a commit would go now |
+//! | `offset_guard_outstanding_records` | gauge, + `topic`, `partition` | delivered records not released by acks |
+//! | `offset_guard_log_end_offset` | gauge, + `topic`, `partition` | the high watermark librdkafka last saw in a fetch response (no extra request; as fresh as the fetching) |
+//! | `offset_guard_lag_records` | gauge, + `topic`, `partition` | `log_end_offset - committed_offset` (at least 0) |
+//! | `offset_guard_failed_log_{records_written,resolutions_written,write_errors,dropped,rotations}_total` | counter | the failed-offset log's [`failure_log::LogStatus`] |
+//! | `offset_guard_failed_log_unwritten_records` | gauge | records the log accepted and has not written yet |
+//!
+//! The same log-end offset and lag are in [`GuardedConsumer::partitions`].
+//!
+//! # Cargo features
+//!
+//! - `log` (default): `tracing`'s `log` compatibility (see above).
+//! - `metrics`: the metrics above; pulls in the `metrics` crate.
 
 #![warn(missing_docs)]
 
@@ -119,6 +159,7 @@ pub mod rebalance;
 pub mod retry;
 mod sink;
 mod stats;
+mod telemetry;
 mod threads;
 pub mod tracker;
 

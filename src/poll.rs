@@ -33,6 +33,8 @@ pub(crate) struct Poller<C: ConsumerContext + 'static> {
     pub done: oneshot::Sender<()>,
     pub poll_timeout: Duration,
     pub batch_size: usize,
+    /// For the events.
+    pub group: String,
     /// Unit tests only: the thread panics once it runs.
     #[cfg(test)]
     pub panics: bool,
@@ -87,11 +89,11 @@ impl<C: ConsumerContext + 'static> Poller<C> {
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
                 Some(Err(e)) => {
                     if let Some((code, reason)) = self.consumer.client().fatal_error() {
-                        warn!(error_code = ?code, %reason, "fatal consumer error; polling stops");
+                        warn!(group = %self.group, error_code = ?code, %reason, "fatal consumer error; polling stops");
                         let _ = self.tx.blocking_send(Delivery::Error(Error::Fatal(e)));
                         break;
                     }
-                    warn!(error = %e, "consumer error");
+                    warn!(group = %self.group, error_code = ?e.rdkafka_error_code(), error = %e, "consumer error");
                 }
             }
         }

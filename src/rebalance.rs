@@ -220,11 +220,11 @@ impl<C: ConsumerContext> ConsumerContext for GuardContext<C> {
                 } else {
                     base_consumer.unassign()
                 };
-                log_result("unassign", res);
+                log_result(&self.parts.config.group_id, "unassign", res);
             }
             other => {
                 let code: rdkafka::error::RDKafkaErrorCode = other.into();
-                error!(error_code = ?code, "rebalance error");
+                error!(group = %self.parts.config.group_id, error_code = ?code, "rebalance error");
                 let _ = base_consumer.unassign();
             }
         }
@@ -276,7 +276,7 @@ impl<C: ConsumerContext> GuardContext<C> {
         } else {
             base_consumer.assign(tpl)
         };
-        log_result("assign", res);
+        log_result(&p.config.group_id, "assign", res);
         info!(
             partitions = parts.len(),
             resumed = settled.resumed.len(),
@@ -347,7 +347,10 @@ impl<C: ConsumerContext> GuardContext<C> {
         if let Some(outcome) = p.commits.revoke(slots.clone(), grace, deadline, wait) {
             return outcome;
         }
+        let tps: Vec<String> = slots.iter().map(|s| s.tp.to_string()).collect();
         warn!(
+            group = %p.config.group_id,
+            partitions = ?tps,
             "revoke timeout passed before the revoked partitions were committed (or the commit thread is gone)"
         );
         for s in &slots {
@@ -374,8 +377,9 @@ impl<C: ConsumerContext> GuardContext<C> {
             p.commits.lost(ended, wait).unwrap_or_default()
         };
         warn!(
-            partitions = parts.len(),
-            not_committed = not_committed.len(),
+            group = %p.config.group_id,
+            partitions = ?parts,
+            not_committed = ?not_committed,
             "partitions lost; nothing committed for them"
         );
         if let Some(hook) = &self.hooks.on_lost {
@@ -406,9 +410,9 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
         .collect()
 }
 
-fn log_result(what: &str, res: KafkaResult<()>) {
+fn log_result(group: &str, what: &str, res: KafkaResult<()>) {
     if let Err(e) = res {
-        warn!(error = %e, "{what} failed");
+        warn!(group, error_code = ?e.rdkafka_error_code(), error = %e, "{what} failed");
     }
 }
 

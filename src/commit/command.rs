@@ -26,6 +26,9 @@ pub(crate) trait Committer: Send + Sync + 'static {
     /// The group's committed offset of each partition (`None`: none), in order.
     fn committed(&self, tps: &[TopicPartition], timeout: Duration)
     -> KafkaResult<Vec<Option<i64>>>;
+    /// The partition's high watermark as last seen in a fetch response
+    /// (cached by librdkafka; no request). `None` when not known.
+    fn log_end(&self, tp: &TopicPartition) -> Option<i64>;
 }
 
 pub(crate) type Waiter = oneshot::Sender<Result<Vec<CommittedOffset>, Error>>;

@@ -30,6 +30,7 @@ use crate::error::Error;
 use crate::failures::FailureRecorder;
 use crate::partition::TopicPartition;
 use crate::stats::Metrics;
+use crate::telemetry::{PUBLISH_EVERY, PartitionFigures, Telemetry};
 use crate::threads::ExitGuard;
 
 mod batch;
@@ -61,6 +62,9 @@ pub(super) struct Worker {
     finish: Option<FinishJob>,
     /// Bumped at every assign (a rebalance ended).
     rebalance_gen: u64,
+    telemetry: Telemetry,
+    /// When the metrics are published next (never without the `metrics` feature).
+    next_publish: Deadline,
 }
 
 impl Worker {
@@ -71,6 +75,12 @@ impl Worker {
         view: Arc<CommitView>,
     ) -> Self {
         let now = Instant::now();
+        let telemetry = Telemetry::new(&parts.config.group_id);
+        let next_publish = if telemetry.enabled() {
+            Deadline::at(now)
+        } else {
+            Deadline::NEVER
+        };
         Worker {
             schedule: Schedule::new(parts.config.commit_interval, now),
             idle: IdleRecommit::new(parts.config.recommit_idle_every),
@@ -90,7 +100,36 @@ impl Worker {
             waiters: Vec::new(),
             finish: None,
             rebalance_gen: 0,
+            next_publish,
+            telemetry,
         }
+    }
+
+    /// Publishes the metrics (`metrics` feature): counters, per-partition
+    /// gauges, the failed-offset log's status.
+    pub(super) fn publish(&mut self) {
+        if !self.telemetry.enabled() {
+            return;
+        }
+        let parts: Vec<PartitionFigures> = self
+            .assignment
+            .all()
+            .iter()
+            .map(|s| {
+                let v = s.view();
+                PartitionFigures {
+                    tp: s.tp.clone(),
+                    committed: self.queue.committed_offset(&s.tp),
+                    commit_point: v.commit_point,
+                    outstanding: v.outstanding,
+                    log_end: self.committer.log_end(&s.tp),
+                }
+            })
+            .collect();
+        let log = self.recorder.log().map(|l| l.status());
+        self.telemetry
+            .publish(&self.metrics.snapshot(), &parts, log);
+        self.next_publish = Deadline::after(PUBLISH_EVERY);
     }
 
     /// Serves the mailbox until the finish command is done. `exit` notes how
@@ -112,14 +151,18 @@ impl Worker {
                 self.finish();
                 break;
             }
+            let now = Instant::now();
+            if self.next_publish.is_past(now) {
+                self.publish();
+            }
             let step = self.schedule.step(
-                Instant::now(),
+                now,
                 self.asked || !self.waiters.is_empty(),
                 self.idle.due_at(),
             );
             match step {
                 Step::Cycle => self.cycle(),
-                Step::Wait(until) => self.receive(until),
+                Step::Wait(until) => self.receive(until.min(self.next_publish)),
             }
         }
         self.close();
@@ -275,6 +318,7 @@ impl Worker {
             }
         }
         self.record_unresolved_kept();
+        self.publish();
         if let Some(job) = self.finish.take() {
             let _ = job.reply.send(());
         }
@@ -284,7 +328,7 @@ impl Worker {
     pub(super) fn record_unresolved_kept(&mut self) {
         let queue = &self.queue;
         for (tp, k) in self.kept.drain_ahead(|tp| queue.committed_offset(tp)) {
-            warn!(topic = %tp.topic, partition = tp.partition, offset = k.offset, "offset kept across a rebalance was never committed");
+            warn!(group = %self.config.group_id, topic = %tp.topic, partition = tp.partition, offset = k.offset, "offset kept across a rebalance was never committed");
             self.record_kept(
                 &tp,
                 &k,

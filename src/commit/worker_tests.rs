@@ -55,6 +55,10 @@ impl Committer for Script {
         let g = self.group.lock().unwrap();
         Ok(tps.iter().map(|tp| g.get(&tp.partition).copied()).collect())
     }
+
+    fn log_end(&self, _: &TopicPartition) -> Option<i64> {
+        None
+    }
 }
 
 impl Script {

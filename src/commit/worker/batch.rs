@@ -54,6 +54,7 @@ impl Worker {
         let explicit = !waiters.is_empty();
         match self.commit_cycle(Mode::Normal, Deadline::NEVER, explicit) {
             Some(result) => {
+                self.publish();
                 for w in waiters {
                     let _ = w.send(result.clone());
                 }
@@ -135,6 +136,7 @@ impl Worker {
             let attempt_no = retry.attempt();
             let err = match self.send(&batch) {
                 Ok(()) => {
+                    self.telemetry.landed(started.elapsed());
                     self.landed(&batch);
                     return BatchEnd::Committed;
                 }
@@ -199,7 +201,7 @@ impl Worker {
             Next::Keep => {
                 if f.class == ErrorClass::Stale {
                     Metrics::inc(&self.metrics.commits_failed);
-                    warn!(attempt, error_code = ?code, error = %err, "commit rejected: stale generation; offsets kept until the rebalance ends");
+                    warn!(group = %self.config.group_id, attempt, error_code = ?code, error = %err, "commit rejected: stale generation; offsets kept until the rebalance ends");
                 } else {
                     Metrics::inc(&self.metrics.commits_deferred);
                     debug!(
@@ -216,7 +218,7 @@ impl Worker {
                 let delay_ms = at
                     .remaining(Instant::now())
                     .map_or(u64::MAX, |d| d.as_millis() as u64);
-                warn!(attempt, error_code = ?code, error = %err, delay_ms, "commit failed; retrying");
+                warn!(group = %self.config.group_id, attempt, error_code = ?code, error = %err, delay_ms, "commit failed; retrying");
                 (!self.pause(at, f.mode, batch, |_| false)).then_some(BatchEnd::Interrupted)
             }
             Next::AwaitRebalance(until) => {
@@ -262,6 +264,7 @@ impl Worker {
         let t0 = Instant::now();
         let res = self.committer.commit(&tpl);
         self.metrics.record_latency(t0.elapsed());
+        self.telemetry.attempt(t0.elapsed());
         res
     }
 
@@ -326,7 +329,7 @@ impl Worker {
         // Once shutdown stopped waiting it records what is left itself.
         let shutdown_records = self.abandoned();
         for e in batch {
-            warn!(topic = %e.tp.topic, partition = e.tp.partition, offset = e.offset, attempts, error_code = ?code, reason = %reason, "giving up on offset commit");
+            warn!(group = %self.config.group_id, topic = %e.tp.topic, partition = e.tp.partition, offset = e.offset, attempts, error_code = ?code, reason = %reason, "giving up on offset commit");
             if shutdown_records {
                 continue;
             }
@@ -406,7 +409,7 @@ impl Worker {
             // now, so this is not a failed offset; it is tried again after
             // another period.
             Err(e) => {
-                warn!(partitions = due.len(), error_code = ?e.rdkafka_error_code(), error = %e, "re-commit of idle offsets failed; trying again after another period")
+                warn!(group = %self.config.group_id, partitions = due.len(), error_code = ?e.rdkafka_error_code(), error = %e, "re-commit of idle offsets failed; trying again after another period")
             }
         }
     }

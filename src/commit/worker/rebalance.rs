@@ -74,6 +74,7 @@ impl Worker {
             // else's already. Nothing is sent; what was acked is recorded.
             self.queue.failed(batch, false);
             warn!(
+                group = %self.config.group_id,
                 partitions = batch.len(),
                 "revoke timeout passed before the commit was sent"
             );
@@ -175,12 +176,12 @@ impl Worker {
                     }
                 }
                 Verdict::ReplayLater => {
-                    warn!(topic = %c.tp.topic, partition = c.tp.partition, offset = c.offset, "could not read the group's committed offset; the logged offset is tried again at the next assign");
+                    warn!(group = %self.config.group_id, topic = %c.tp.topic, partition = c.tp.partition, offset = c.offset, "could not read the group's committed offset; the logged offset is tried again at the next assign");
                     self.replay.insert(c.tp, c.offset);
                 }
                 Verdict::GiveUp => {
                     let e = group.as_ref().err();
-                    warn!(topic = %c.tp.topic, partition = c.tp.partition, offset = c.offset, error = ?e, "could not read the group's committed offset; kept offset not committed");
+                    warn!(group = %self.config.group_id, topic = %c.tp.topic, partition = c.tp.partition, offset = c.offset, error = ?e, "could not read the group's committed offset; kept offset not committed");
                     Metrics::inc(&self.metrics.offsets_rebalance_dropped);
                     let mut f = self.recorder.failure(
                         &c.tp,
@@ -242,7 +243,7 @@ impl Worker {
             else {
                 continue;
             };
-            warn!(topic = %tp.topic, partition = tp.partition, offset, "partition lost with acked offsets not committed");
+            warn!(group = %self.config.group_id, topic = %tp.topic, partition = tp.partition, offset, "partition lost with acked offsets not committed");
             not_committed.push(CommittedOffset::new(tp, offset));
             let f = self.recorder.failure(
                 tp,
