@@ -7,9 +7,10 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{ConsumerContext, DefaultConsumerContext};
 
 use crate::config::Config;
-use crate::consumer::{GuardedConsumer, Setup};
+use crate::consumer::GuardedConsumer;
 use crate::error::BuildError;
 use crate::failure_log::FailedOffsetLog;
+use crate::guard::Setup;
 use crate::partition::TopicPartition;
 use crate::rebalance::{Assigned, Hooks, Lost, Revoked};
 use crate::retry::RetryPolicy;

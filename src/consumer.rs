@@ -1,237 +1,75 @@
 //! [`GuardedConsumer`], the owned front-end: records in, acks in, commits handled.
 
-use std::collections::{HashMap, VecDeque};
-use std::future::Future;
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, DefaultConsumerContext,
-};
-use rdkafka::error::KafkaResult;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, DefaultConsumerContext};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tracing::debug;
 
-use crate::assignment::{AckStatus, Assignment, PartitionSlot};
-use crate::commit::handle::{self, CommitHandle, Committer, WorkerParts};
-use crate::config::Config;
+use crate::assignment::AckStatus;
 use crate::deadline::Deadline;
 use crate::delivery::{Delivery, Record};
 use crate::error::{BuildError, Error};
-use crate::failure_log::FailedOffsetLog;
-use crate::failures::FailureRecorder;
-use crate::partition::{CommittedOffset, TopicPartition};
+use crate::guard::{Guard, PartitionStatus, Setup, ShutdownReport, spawn_error, within};
+use crate::partition::CommittedOffset;
 use crate::poll::Poller;
-use crate::rebalance::{ContextParts, GuardContext, Hooks};
-use crate::sink::{FailedOffset, FailureReason, FailureSink};
+use crate::rebalance::GuardContext;
 use crate::stats::{Metrics, Stats};
-use crate::telemetry;
-use crate::threads::{GuardThread, Lifecycle};
-
-impl<C: ConsumerContext + 'static> Committer for BaseConsumer<GuardContext<C>> {
-    fn commit(&self, offsets: &TopicPartitionList) -> KafkaResult<()> {
-        Consumer::commit(self, offsets, CommitMode::Sync)
-    }
-
-    fn committed(
-        &self,
-        tps: &[TopicPartition],
-        timeout: Duration,
-    ) -> KafkaResult<Vec<Option<i64>>> {
-        let mut query = TopicPartitionList::with_capacity(tps.len());
-        for tp in tps {
-            let _ = query.add_partition(&tp.topic, tp.partition);
-        }
-        // The list is dropped before returning (a live list blocks the
-        // consumer's close).
-        let list = self.committed_offsets(query, timeout)?;
-        Ok(tps
-            .iter()
-            .map(|tp| {
-                match list
-                    .find_partition(&tp.topic, tp.partition)
-                    .map(|e| e.offset())
-                {
-                    Some(Offset::Offset(o)) => Some(o),
-                    _ => None,
-                }
-            })
-            .collect())
-    }
-
-    fn log_end(&self, tp: &TopicPartition) -> Option<i64> {
-        cached_high_watermark(self, tp)
-    }
-}
-
-/// The partition's high watermark as librdkafka last saw it in a fetch
-/// response (`rd_kafka_get_watermark_offsets`: cached, no request); `None`
-/// before the first fetch.
-fn cached_high_watermark<C: ConsumerContext>(
-    c: &BaseConsumer<C>,
-    tp: &TopicPartition,
-) -> Option<i64> {
-    let topic = std::ffi::CString::new(tp.topic.as_bytes()).ok()?;
-    let (mut low, mut high) = (-1i64, -1i64);
-    // SAFETY: the client pointer is valid for the consumer's lifetime; the
-    // call only reads librdkafka's cached values into the two locals.
-    let err = unsafe {
-        rdkafka::bindings::rd_kafka_get_watermark_offsets(
-            c.client().native_ptr(),
-            topic.as_ptr(),
-            tp.partition,
-            &mut low,
-            &mut high,
-        )
-    };
-    (err == rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
-}
-
-/// Per-partition view, from [`GuardedConsumer::partitions`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PartitionStatus {
-    /// Topic.
-    pub topic: String,
-    /// Partition.
-    pub partition: i32,
-    /// Assignment epoch.
-    pub epoch: u64,
-    /// Offset last committed by this consumer.
-    pub committed: Option<i64>,
-    /// Where a commit would go now (all records before it are acked).
-    pub commit_point: Option<i64>,
-    /// The oldest delivered record not acked yet.
-    pub first_unacked: Option<i64>,
-    /// Delivered records not yet released by acks.
-    pub outstanding: usize,
-    /// The partition's log-end offset (high watermark) as of the last fetch
-    /// response librdkafka received for it (no broker request; as fresh as the
-    /// fetching). `None` before the first fetch.
-    pub log_end: Option<i64>,
-    /// Records between the committed offset and the log end (`log_end -
-    /// committed`, at least 0); `None` unless both are known.
-    pub lag: Option<i64>,
-}
-
-/// What [`GuardedConsumer::shutdown`] did.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ShutdownReport {
-    /// Every offset this consumer committed, per partition (the latest).
-    pub committed: Vec<CommittedOffset>,
-    /// Offsets that could not be committed during shutdown (also in the failure sink).
-    pub not_committed: Vec<FailedOffset>,
-    /// The deadline passed before the final commit finished.
-    pub deadline_exceeded: bool,
-    /// Time shutdown took.
-    pub elapsed: Duration,
-    /// Counters at the end.
-    pub stats: Stats,
-}
-
-/// Everything `build()` hands over to start a guard.
-pub(crate) struct Setup<C> {
-    pub client_config: ClientConfig,
-    pub config: Config,
-    pub context: C,
-    pub hooks: Hooks,
-    pub sink: Option<Box<dyn FailureSink>>,
-    pub log: Option<FailedOffsetLog>,
-    pub replay: HashMap<TopicPartition, i64>,
-}
+use crate::threads::GuardThread;
 
 /// A Kafka consumer whose offsets are committed for you: only what was acked,
 /// never backwards, one commit at a time, retried, and recorded when given up.
 ///
-/// Built with [`OffsetGuard::builder`](crate::OffsetGuard::builder).
+/// Built with [`OffsetGuard::builder`](crate::OffsetGuard::builder). It polls on
+/// a thread of its own and hands records out through [`recv`](Self::recv);
+/// to keep your own rdkafka consumer loop instead, see
+/// [`GuardBuilder::build_consumer`](crate::GuardBuilder::build_consumer).
 pub struct GuardedConsumer<C: ConsumerContext + 'static = DefaultConsumerContext> {
     consumer: Option<Arc<BaseConsumer<GuardContext<C>>>>,
-    config: Arc<Config>,
-    assignment: Arc<Assignment>,
-    metrics: Arc<Metrics>,
-    recorder: Arc<FailureRecorder>,
-    commits: CommitHandle,
-    life: Arc<Lifecycle>,
+    guard: Guard,
     rx: mpsc::Receiver<Delivery>,
     current: VecDeque<Record>,
     poll_done: Option<oneshot::Receiver<()>>,
-    threads: Vec<JoinHandle<()>>,
     shut_down: bool,
 }
 
 impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
     /// Wires the parts and starts the commit and poll threads.
     pub(crate) fn start(setup: Setup<C>) -> Result<Self, BuildError> {
-        let config = Arc::new(setup.config);
-        let life = Arc::new(Lifecycle::default());
-        let metrics = Arc::new(Metrics::default());
-        let (commits, mailbox, assignment) = handle::wire(&config, &metrics, life.clone());
-        let recorder = Arc::new(FailureRecorder::new(
-            config.group_id.clone(),
-            setup.sink,
-            setup.log,
-            metrics.clone(),
-        ));
-        let parts = ContextParts {
-            config: config.clone(),
-            assignment: assignment.clone(),
-            commits: commits.clone(),
-            recorder: recorder.clone(),
-            metrics: metrics.clone(),
-        };
-        let context = GuardContext::new(setup.context, parts, setup.hooks);
-        let consumer: BaseConsumer<GuardContext<C>> = setup
-            .client_config
-            .create_with_context(context)
-            .map_err(BuildError::Kafka)?;
-        let consumer = Arc::new(consumer);
-        let worker = WorkerParts {
-            config: config.clone(),
-            assignment: assignment.clone(),
-            recorder: recorder.clone(),
-            metrics: metrics.clone(),
-            replay: setup.replay,
-        };
-        let spawn_error = |thread| move |source| BuildError::SpawnThread { thread, source };
-        let commit_thread = handle::start(worker, consumer.clone(), mailbox, life.clone())
-            .map_err(spawn_error(GuardThread::Commit))?;
+        #[cfg(test)]
+        let panics = setup.config.panic_in == Some(GuardThread::Poll);
+        let (mut guard, consumer) = Guard::start::<C, BaseConsumer<GuardContext<C>>>(setup)?;
+        let config = guard.config.clone();
         let (tx, rx) = mpsc::channel(config.prefetch_batches);
         let (done, poll_done) = oneshot::channel();
         let poller = Poller {
             consumer: consumer.clone(),
-            assignment: assignment.clone(),
-            metrics: metrics.clone(),
-            life: life.clone(),
+            assignment: guard.assignment.clone(),
+            metrics: guard.metrics.clone(),
+            life: guard.life.clone(),
             tx,
             done,
             poll_timeout: config.poll_timeout,
             batch_size: config.batch_size,
             group: config.group_id.clone(),
             #[cfg(test)]
-            panics: config.panic_in == Some(GuardThread::Poll),
+            panics,
         };
-        let poll_thread = match poller.start() {
-            Ok(t) => t,
+        match poller.start() {
+            Ok(t) => guard.threads.push(t),
             Err(e) => {
-                commits.finish_detached(Deadline::at(Instant::now()));
+                guard.commits.finish_detached(Deadline::at(Instant::now()));
                 return Err(spawn_error(GuardThread::Poll)(e));
             }
-        };
+        }
         Ok(GuardedConsumer {
             consumer: Some(consumer),
-            config,
-            assignment,
-            metrics,
-            recorder,
-            commits,
-            life,
+            guard,
             rx,
             current: VecDeque::new(),
             poll_done: Some(poll_done),
-            threads: vec![commit_thread, poll_thread],
             shut_down: false,
         })
     }
@@ -267,12 +105,12 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
     /// of the guard's threads panicked (the guard stopped).
     pub async fn recv(&mut self) -> Result<Option<Record>, Error> {
         loop {
-            if let Some(thread) = self.life.died() {
+            if let Some(thread) = self.guard.life.died() {
                 return Err(Error::ThreadDied { thread });
             }
             while let Some(r) = self.current.pop_front() {
                 if !r.token.slot.hand_out(r.token.offset) {
-                    Metrics::inc(&self.metrics.skipped_revoked);
+                    Metrics::inc(&self.guard.metrics.skipped_revoked);
                     continue;
                 }
                 return Ok(Some(r));
@@ -281,7 +119,7 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
                 Some(Delivery::Batch(b)) => self.current = b.into(),
                 Some(Delivery::Error(e)) => return Err(e),
                 None => {
-                    return match self.life.died() {
+                    return match self.guard.life.died() {
                         Some(thread) => Err(Error::ThreadDied { thread }),
                         None => Ok(None),
                     };
@@ -293,16 +131,7 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
     /// Acks by coordinates instead of by token. A partition this consumer does
     /// not own is an [`Error::NotOwned`], never a commit.
     pub fn ack_offset(&self, topic: &str, partition: i32, offset: i64) -> Result<AckStatus, Error> {
-        match self.assignment.token(topic, partition, offset) {
-            Some(token) => Ok(token.ack()),
-            None => {
-                Metrics::inc(&self.metrics.acks_stale);
-                Err(Error::NotOwned {
-                    topic: topic.to_string(),
-                    partition,
-                })
-            }
-        }
+        self.guard.ack_offset(topic, partition, offset)
     }
 
     /// Commits everything acked so far and resolves when that commit landed
@@ -318,142 +147,46 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
     /// [`Error::CommitFailed`] when the commit was given up (the offsets are in
     /// the failure sink), [`Error::ThreadDied`] if the commit thread panicked.
     pub async fn commit_now(&self) -> Result<Vec<CommittedOffset>, Error> {
-        self.commits.commit_now().await
+        self.guard.commit_now().await
     }
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
-        self.metrics.snapshot()
+        self.guard.stats()
     }
 
-    /// Per-partition state of the current assignment, sorted.
+    /// Per-partition state of the current assignment, sorted: committed
+    /// offset, commit point, un-acked records, log-end offset and lag.
     pub fn partitions(&self) -> Vec<PartitionStatus> {
-        let view = self.commits.view();
-        let mut v: Vec<_> = self
-            .assignment
-            .all()
-            .into_iter()
-            .map(|s| {
-                let sv = s.view();
-                let committed = view.committed(&s.tp);
-                let log_end = cached_high_watermark(self.consumer(), &s.tp);
-                PartitionStatus {
-                    topic: s.tp.topic.to_string(),
-                    partition: s.tp.partition,
-                    epoch: s.epoch,
-                    committed,
-                    commit_point: sv.commit_point,
-                    first_unacked: sv.first_unacked,
-                    outstanding: sv.outstanding,
-                    log_end,
-                    lag: telemetry::lag(log_end, committed),
-                }
-            })
-            .collect();
-        v.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-        v
+        self.guard.partitions()
     }
 
     /// Stops handing out records, commits everything acked (synchronously, with
     /// retries, within the shutdown timeout), records what could not be
     /// committed in the failure sink, and closes the consumer. Nothing that was
-    /// not acked is committed (the consumer's `position()` never is).
+    /// not acked is committed (the consumer's `position()` never is). The poll
+    /// thread keeps serving rebalance callbacks while the final commit runs.
     ///
     /// # Errors
     ///
     /// [`Error::ThreadDied`] if one of the guard's threads had panicked; the
     /// consumer is closed all the same.
     pub async fn shutdown(mut self) -> Result<ShutdownReport, Error> {
-        let started = Instant::now();
-        let deadline = Deadline::after_from(started, self.config.shutdown_timeout);
         self.shut_down = true;
-        info!(group = %self.config.group_id, "offset guard shutting down");
-        // Hand out nothing more, but keep polling: a rebalance that is under
-        // way must be able to finish (its revoke commits, its assign settles
-        // kept offsets) while the final commit runs.
-        self.life.drain();
         self.rx.close();
-        self.recorder.start_capture();
-        let owned = self.assignment.all();
-        let finished = match self.commits.finish(deadline) {
-            Some(pending) => tokio::task::spawn_blocking(move || pending.wait(deadline))
-                .await
-                .ok()
-                .flatten()
-                .is_some(),
-            None => false,
-        };
-        let died = self.life.died();
-        let deadline_exceeded = !finished && died.is_none();
-        if deadline_exceeded {
-            self.record_not_committed(&owned);
-        }
-        self.life.stop();
-        if let Some(done) = self.poll_done.take() {
-            let _ = within(deadline, done).await;
-        }
-        let committed = self.commits.view().all_committed();
-        let not_committed = self.recorder.captured();
-        self.close(deadline).await;
-        if let Some(thread) = died.or_else(|| self.life.died()) {
-            return Err(Error::ThreadDied { thread });
-        }
-        let report = ShutdownReport {
-            committed,
-            not_committed,
-            deadline_exceeded,
-            elapsed: started.elapsed(),
-            stats: self.metrics.snapshot(),
-        };
-        info!(
-            committed = report.committed.len(),
-            not_committed = report.not_committed.len(),
-            deadline_exceeded,
-            elapsed_ms = report.elapsed.as_millis() as u64,
-            "offset guard shut down"
-        );
-        Ok(report)
-    }
-
-    /// Shutdown's deadline passed with the final commit unfinished: records
-    /// every acked offset not known to be committed, of the partitions owned
-    /// when shutdown started and of those owned now (the commit thread may end
-    /// the assignments meanwhile; a slot keeps its figures after it ends).
-    fn record_not_committed(&self, owned_at_start: &[Arc<PartitionSlot>]) {
-        let view = self.commits.view();
-        let in_flight = view.in_flight();
-        let mut slots = owned_at_start.to_vec();
-        for s in self.assignment.all() {
-            if !slots.iter().any(|o| Arc::ptr_eq(o, &s)) {
-                slots.push(s);
-            }
-        }
-        for s in slots {
-            let flying = in_flight
-                .iter()
-                .find(|(tp, _)| *tp == s.tp)
-                .map(|(_, o)| *o);
-            let Some(offset) = s.view().commit_point.max(flying) else {
-                continue;
-            };
-            if Some(offset) <= view.committed(&s.tp) {
-                continue;
-            }
-            warn!(group = %self.config.group_id, topic = %s.tp.topic, partition = s.tp.partition, offset, "shutdown deadline passed before the offset was committed");
-            let f = self.recorder.failure(
-                &s.tp,
-                offset,
-                FailureReason::ShutdownDeadline,
-                "shutdown deadline passed before the commit landed",
-            );
-            self.recorder.record(f);
-        }
-    }
-
-    /// Closes the consumer off the executor (it closes for real once the
-    /// guard's threads let go of it), flushes the failed-offset log, and joins
-    /// the threads that have ended, all within `deadline`.
-    async fn close(&mut self, deadline: Deadline) {
+        let run = self.guard.begin_shutdown();
+        let deadline = run.deadline;
+        let poll_done = self.poll_done.take();
+        let result = self
+            .guard
+            .end_shutdown(run, async move {
+                if let Some(done) = poll_done {
+                    let _ = done.await;
+                }
+            })
+            .await;
+        // Close the consumer off the executor; it closes for real once the
+        // guard's threads let go of it.
         if let Some(consumer) = self.consumer.take() {
             let (tx, rx) = oneshot::channel();
             let _ = std::thread::Builder::new()
@@ -464,46 +197,19 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
                 });
             let _ = within(deadline, rx).await;
         }
-        if let Some(log) = self.recorder.log() {
-            // Make the failures of this run durable, within what is left of the deadline.
-            let left = deadline.remaining(Instant::now()).unwrap_or(Duration::MAX);
-            let log = log.clone();
-            let flushed = tokio::task::spawn_blocking(move || log.flush_timeout(left)).await;
-            if let Ok(Err(e)) = flushed {
-                warn!(group = %self.config.group_id, error = %e, "failed-offset log not flushed at shutdown");
-            }
-        }
-        for t in std::mem::take(&mut self.threads) {
-            if t.is_finished() {
-                let _ = t.join();
-            }
-        }
-    }
-}
-
-/// Awaits `f` until `deadline` (for ever when there is none).
-async fn within<F: Future>(deadline: Deadline, f: F) -> Option<F::Output> {
-    match deadline.instant() {
-        Some(t) => tokio::time::timeout_at(tokio::time::Instant::from_std(t), f)
-            .await
-            .ok(),
-        None => Some(f.await),
+        result
     }
 }
 
 impl<C: ConsumerContext + 'static> Drop for GuardedConsumer<C> {
     fn drop(&mut self) {
         if self.shut_down {
-            self.life.stop();
+            self.guard.life.stop();
             return;
         }
-        // Dropped without shutdown: commit what was acked in the background,
-        // bounded by the shutdown timeout; never block the dropping thread.
         // The poll thread keeps serving rebalance callbacks until the commit
         // thread is done (its end stops the poll thread).
-        self.life.drain();
-        self.commits
-            .finish_detached(Deadline::after(self.config.shutdown_timeout));
+        self.guard.finish_in_background();
         debug!("guarded consumer dropped without shutdown; final commit runs in the background");
     }
 }
@@ -511,7 +217,12 @@ impl<C: ConsumerContext + 'static> Drop for GuardedConsumer<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::rebalance::Hooks;
+    use rdkafka::ClientConfig;
     use rdkafka::mocking::MockCluster;
+    use std::collections::HashMap;
+    use std::time::Duration;
 
     fn start(
         cluster: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,

@@ -153,6 +153,7 @@ mod delivery;
 mod error;
 pub mod failure_log;
 mod failures;
+mod guard;
 mod partition;
 mod poll;
 pub mod rebalance;
@@ -166,13 +167,14 @@ pub mod tracker;
 pub use assignment::{AckStatus, AckToken};
 pub use builder::{GuardBuilder, OffsetGuard};
 pub use config::MAX_PREFETCH_BATCHES;
-pub use consumer::{GuardedConsumer, PartitionStatus, ShutdownReport};
+pub use consumer::GuardedConsumer;
 pub use delivery::Record;
 pub use error::{BuildError, Error, InvalidBackoff};
 pub use failure_log::{
     FailedOffsetLog, FailureRecord, FsyncPolicy, LogEntry, LogError, LogReader, LogStatus,
     PartitionSummary, ReadIssue, ReadIssueKind, Resolution, ResolutionKind,
 };
+pub use guard::{PartitionStatus, ShutdownReport};
 pub use partition::{CommittedOffset, DroppedOffset};
 pub use rebalance::{Assigned, GuardContext, Lost, Revoked};
 pub use retry::RetryPolicy;
