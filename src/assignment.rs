@@ -231,6 +231,9 @@ pub(crate) struct Assignment {
     signal: Arc<AckSignal>,
     slots: RwLock<SlotMap>,
     next_epoch: AtomicU64,
+    /// A rebalance callback assigned partitions: the group decides what is
+    /// owned, so a record of a partition without a slot is not ours.
+    group_managed: AtomicBool,
 }
 
 impl Assignment {
@@ -239,6 +242,7 @@ impl Assignment {
             signal,
             slots: RwLock::new(HashMap::new()),
             next_epoch: AtomicU64::new(0),
+            group_managed: AtomicBool::new(false),
         }
     }
 
@@ -325,6 +329,32 @@ impl Assignment {
             Some(s) => s,
             None => self.assign(topic, partition),
         }
+    }
+
+    /// Partitions are assigned by the group's rebalance callbacks from now on.
+    pub(crate) fn set_group_managed(&self) {
+        self.group_managed.store(true, Ordering::Relaxed);
+    }
+
+    /// The slot for a record the application tracks: the current one; a new
+    /// one for a partition assigned without a rebalance callback (manual
+    /// `assign`); for a partition a group did not give us (any more), a slot
+    /// that is already ended, so its token's ack is stale.
+    pub(crate) fn for_tracking(&self, topic: &str, partition: i32) -> Arc<PartitionSlot> {
+        if let Some(s) = self.get(topic, partition) {
+            return s;
+        }
+        if !self.group_managed.load(Ordering::Relaxed) {
+            return self.assign(topic, partition);
+        }
+        let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed) + 1;
+        let slot = PartitionSlot::new(
+            self.signal.clone(),
+            TopicPartition::new(topic, partition),
+            epoch,
+        );
+        slot.end();
+        Arc::new(slot)
     }
 
     /// The current epoch of a partition, if owned.

@@ -10,8 +10,15 @@ use crate::config::Config;
 use crate::consumer::GuardedConsumer;
 use crate::error::BuildError;
 use crate::failure_log::FailedOffsetLog;
-use crate::guard::Setup;
+use std::sync::Arc;
+
+use rdkafka::config::FromClientConfigAndContext;
+use rdkafka::consumer::Consumer;
+
+use crate::guard::{Guard, Setup};
+use crate::own_loop::GuardHandle;
 use crate::partition::TopicPartition;
+use crate::rebalance::GuardContext;
 use crate::rebalance::{Assigned, Hooks, Lost, Revoked};
 use crate::retry::RetryPolicy;
 use crate::sink::FailureSink;
@@ -223,6 +230,48 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
         self
     }
 
+    /// Own-loop mode: creates your consumer type `T` (`StreamConsumer`,
+    /// `BaseConsumer`) with the guard's context installed, starts the commit
+    /// thread, and hands back the consumer and a [`GuardHandle`] beside it.
+    /// Keep polling `T` as before; [`GuardHandle::track`] each message you
+    /// process and ack its token. See [`crate::own_loop`] for what differs
+    /// from [`GuardedConsumer`] (rebalance callbacks run in your poll).
+    ///
+    /// ```no_run
+    /// # async fn run(config: rdkafka::ClientConfig) -> Result<(), Box<dyn std::error::Error>> {
+    /// use offset_guard::{GuardContext, OffsetGuard};
+    /// use rdkafka::consumer::{Consumer, StreamConsumer};
+    ///
+    /// let (consumer, guard) = OffsetGuard::builder(config)
+    ///     .build_consumer::<StreamConsumer<GuardContext>>()?;
+    /// consumer.subscribe(&["orders"])?;
+    /// loop {
+    ///     let message = consumer.recv().await?;
+    ///     let token = guard.track(&message);
+    ///     // ... process the message ...
+    ///     token.ack();
+    /// #   break;
+    /// }
+    /// guard.shutdown(&*consumer).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build).
+    pub fn build_consumer<T>(self) -> Result<(Arc<T>, GuardHandle), BuildError>
+    where
+        T: FromClientConfigAndContext<GuardContext<C>>
+            + Consumer<GuardContext<C>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let (guard, consumer) = Guard::start::<C, T>(self.setup()?)?;
+        Ok((consumer, GuardHandle::new(guard)))
+    }
+
     /// Validates the settings, creates the consumer and starts the guard's
     /// poll and commit threads.
     ///
@@ -233,6 +282,11 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// rdkafka's refusal to create the consumer, or a thread that could not
     /// be started.
     pub fn build(self) -> Result<GuardedConsumer<C>, BuildError> {
+        GuardedConsumer::start(self.setup()?)
+    }
+
+    /// Validates everything and opens the failed-offset log.
+    fn setup(self) -> Result<Setup<C>, BuildError> {
         let (client_config, group_id) = guarded_client_config(self.client_config)?;
         let mut config = self.config;
         config.group_id = group_id;
@@ -249,7 +303,7 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
             }
             None => (None, HashMap::new()),
         };
-        GuardedConsumer::start(Setup {
+        Ok(Setup {
             client_config,
             config,
             context: self.context,

@@ -154,6 +154,7 @@ mod error;
 pub mod failure_log;
 mod failures;
 mod guard;
+pub mod own_loop;
 mod partition;
 mod poll;
 pub mod rebalance;
@@ -175,6 +176,7 @@ pub use failure_log::{
     PartitionSummary, ReadIssue, ReadIssueKind, Resolution, ResolutionKind,
 };
 pub use guard::{PartitionStatus, ShutdownReport};
+pub use own_loop::GuardHandle;
 pub use partition::{CommittedOffset, DroppedOffset};
 pub use rebalance::{Assigned, GuardContext, Lost, Revoked};
 pub use retry::RetryPolicy;

@@ -141,7 +141,7 @@ impl fmt::Debug for Hooks {
 /// logic to [`GuardBuilder::on_assign`](crate::GuardBuilder::on_assign) /
 /// [`on_revoke`](crate::GuardBuilder::on_revoke) /
 /// [`on_lost`](crate::GuardBuilder::on_lost), which also say what was committed.
-pub struct GuardContext<C> {
+pub struct GuardContext<C = rdkafka::consumer::DefaultConsumerContext> {
     user: C,
     parts: ContextParts,
     hooks: Hooks,
@@ -257,6 +257,7 @@ impl<C: ConsumerContext> GuardContext<C> {
         let span = info_span!("offset_guard_assign", group = %p.config.group_id, partitions = parts.len(), cooperative);
         let _enter = span.enter();
         Metrics::inc(&p.metrics.assigns);
+        p.assignment.set_group_managed();
         let slots: Vec<Arc<PartitionSlot>> = parts
             .iter()
             .map(|(t, part)| {
