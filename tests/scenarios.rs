@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 
 use common::{Fixture, fast_retry, recv_n, unique, wait_until};
 use offset_guard::failure_log::LogReader;
-use offset_guard::{Error, FailureReason, MemorySink, OffsetGuard};
+use offset_guard::{Error, FailureReason, GuardContext, MemorySink, OffsetGuard};
 use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
@@ -488,6 +490,7 @@ async fn idle_offsets_are_recommitted_unchanged_every_period() {
 // children.
 
 const CRASH_TEST: &str = "crash_mid_stream_then_restart_loses_nothing";
+const CRASH_TEST_OWN_LOOP: &str = "crash_mid_stream_then_restart_loses_nothing_own_loop";
 const CRASH_CHILD_ENV: &str = "OFFSET_GUARD_CRASH_CHILD";
 /// Starts every line of the child's protocol on stdout.
 const MARK: &str = "@@ ";
@@ -519,8 +522,22 @@ impl ChildRun {
 /// child saw. Runs on MockCluster and, with `OFFSET_GUARD_BOOTSTRAP`, on Tansu.
 #[test]
 fn crash_mid_stream_then_restart_loses_nothing() {
+    crash_mid_stream(CRASH_TEST);
+}
+
+/// The same with the own-loop front-end (`build_consumer` + `track`).
+#[test]
+fn crash_mid_stream_then_restart_loses_nothing_own_loop() {
+    crash_mid_stream(CRASH_TEST_OWN_LOOP);
+}
+
+fn crash_mid_stream(test: &str) {
     if let Ok(spec) = std::env::var(CRASH_CHILD_ENV) {
-        crash_child(&spec);
+        if test == CRASH_TEST_OWN_LOOP {
+            crash_child_own_loop(&spec);
+        } else {
+            crash_child(&spec);
+        }
         return;
     }
     let _serial = CHILD_PROCESSES.blocking_lock();
@@ -539,7 +556,7 @@ fn crash_mid_stream_then_restart_loses_nothing() {
         "{}|{topic}|{group}|{partitions}|{per_partition}|",
         fx.bootstrap()
     );
-    run_child(&spec, &mut first, |run| {
+    run_child(test, &spec, &mut first, |run| {
         run.processed.len() >= total / 4 + 7 && run.committed.values().any(|o| *o > 0)
     });
     assert!(
@@ -579,7 +596,7 @@ fn crash_mid_stream_then_restart_loses_nothing() {
             .collect::<Vec<_>>()
             .join(",")
     );
-    run_child(&spec, &mut second, |_| false);
+    run_child(test, &spec, &mut second, |_| false);
     assert!(second.done, "restart did not finish: {}", second.stderr);
 
     // Nothing lost; duplicates only from the uncommitted tail of run 1.
@@ -600,7 +617,7 @@ fn crash_mid_stream_then_restart_loses_nothing() {
         .map(|p| first.processed_to(p) - starts[p as usize])
         .sum();
     println!(
-        "crash on {}: {total} records; run 1 processed {} before SIGKILL, broker committed \
+        "crash ({test}) on {}: {total} records; run 1 processed {} before SIGKILL, broker committed \
          {starts:?} (child had seen {:?}); run 2 processed {}; lost {}; duplicates \
          {duplicates} (bound: {acked_since_commit} acked since the last commit the child saw); \
          {:?} in all",
@@ -629,9 +646,9 @@ fn crash_mid_stream_then_restart_loses_nothing() {
 
 /// Runs one child consumer, collecting its output into `run`; kills it with
 /// SIGKILL as soon as `kill_when(run)` holds. Returns once it is gone.
-fn run_child(spec: &str, run: &mut ChildRun, kill_when: impl Fn(&ChildRun) -> bool) {
+fn run_child(test: &str, spec: &str, run: &mut ChildRun, kill_when: impl Fn(&ChildRun) -> bool) {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([CRASH_TEST, "--exact", "--nocapture", "--test-threads=1"])
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(CRASH_CHILD_ENV, spec)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -780,6 +797,92 @@ fn crash_child(spec: &str) {
             }
         }
         let report = c.shutdown().await.unwrap();
+        for co in &report.committed {
+            writeln!(out, "{MARK}COMMITTED {} {}", co.partition, co.offset).unwrap();
+        }
+        assert!(report.not_committed.is_empty(), "{report:?}");
+        writeln!(out, "{MARK}DONE").unwrap();
+        out.flush().unwrap();
+    });
+}
+
+/// The own-loop child: its own `StreamConsumer` loop, `track` and ack; prints each record it
+/// processes (then acks it) and each commit it sees land, one line each,
+/// flushed. Stops once every partition is processed to its end.
+fn crash_child_own_loop(spec: &str) {
+    let f: Vec<&str> = spec.split('|').collect();
+    let (bootstrap, topic, group) = (f[0], f[1], f[2]);
+    let partitions: usize = f[3].parse().unwrap();
+    let end: i64 = f[4].parse().unwrap();
+    let starts: Vec<i64> = if f[5].is_empty() {
+        vec![0; partitions]
+    } else {
+        f[5].split(',').map(|s| s.parse().unwrap()).collect()
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", group)
+            .set("auto.offset.reset", "earliest")
+            // Above MockCluster's 3 s first-join delay (a shorter session
+            // expires while the JoinGroup waits), short enough that the
+            // killed member leaves the group soon.
+            .set("session.timeout.ms", "4000")
+            .set("heartbeat.interval.ms", "400");
+        let (consumer, c) = OffsetGuard::builder(config)
+            .retry(fast_retry(5))
+            .commit_every(25)
+            .commit_interval(Duration::from_millis(100))
+            .shutdown_timeout(Duration::from_secs(5))
+            .build_consumer::<StreamConsumer<GuardContext>>()
+            .unwrap();
+        consumer.subscribe(&[topic]).unwrap();
+        let mut out = std::io::stdout().lock();
+        let mut next = starts.clone();
+        let mut seen_committed = vec![None; partitions];
+        let mut n = 0u64;
+        while next.iter().any(|o| *o < end) {
+            let r = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no record within 30 s; next {next:?}; {:?}", c.stats()))
+                .expect("recv");
+            let token = c.track(&r);
+            let (p, o) = (r.partition(), r.offset());
+            assert_eq!(o, next[p as usize], "p{p}: records in order from the start");
+            next[p as usize] = o + 1;
+            // Process (the output is the side effect), then ack.
+            writeln!(out, "{MARK}PROCESSED {p} {o}").unwrap();
+            out.flush().unwrap();
+            drop(r);
+            token.ack();
+            for s in c.partitions() {
+                let seen = &mut seen_committed[s.partition as usize];
+                if let Some(offset) = s.committed.filter(|_| s.committed != *seen) {
+                    *seen = s.committed;
+                    writeln!(out, "{MARK}COMMITTED {} {offset}", s.partition).unwrap();
+                    out.flush().unwrap();
+                }
+            }
+            n += 1;
+            if n.is_multiple_of(5) {
+                // Some work per record, so the parent's kill lands mid-stream.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        let report = c.shutdown(&*consumer).await.unwrap();
         for co in &report.committed {
             writeln!(out, "{MARK}COMMITTED {} {}", co.partition, co.offset).unwrap();
         }
