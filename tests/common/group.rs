@@ -184,6 +184,57 @@ impl Member {
         }
     }
 
+    /// The same member in own-loop mode: its own `StreamConsumer` loop
+    /// (`recv`, `track`, ack), the guard beside it.
+    pub fn start_own_loop(
+        name: &str,
+        builder: GuardBuilder,
+        topic: &str,
+        ledger: Arc<Ledger>,
+    ) -> Member {
+        use rdkafka::Message;
+        use rdkafka::consumer::StreamConsumer;
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let (e1, e2, e3) = (events.clone(), events.clone(), events.clone());
+        let (consumer, guard) = builder
+            .on_assign(move |a| e1.lock().unwrap().push(Event::Assigned(a.clone())))
+            .on_revoke(move |r| e2.lock().unwrap().push(Event::Revoked(r.clone())))
+            .on_lost(move |l| e3.lock().unwrap().push(Event::Lost(l.clone())))
+            .build_consumer::<StreamConsumer<offset_guard::GuardContext>>()
+            .expect("build guard");
+        consumer.subscribe(&[topic]).expect("subscribe");
+        let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+        let me = name.to_string();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = &mut stop_rx => break,
+                    r = consumer.recv() => match r {
+                        Ok(m) => {
+                            let token = guard.track(&m);
+                            let (p, o) = (m.partition(), m.offset());
+                            let status = token.ack();
+                            ledger.record(&me, p, o, status);
+                        }
+                        Err(e) => panic!("{me}: recv error: {e}"),
+                    }
+                }
+            }
+            let report = guard.shutdown(&*consumer).await.expect("shutdown");
+            // Leave the group off the executor (closing blocks).
+            tokio::task::spawn_blocking(move || drop(consumer))
+                .await
+                .expect("close");
+            report
+        });
+        Member {
+            name: name.to_string(),
+            stop: Some(stop_tx),
+            task,
+            events,
+        }
+    }
+
     /// Assign events seen so far.
     pub fn assigns(&self) -> usize {
         self.events
