@@ -37,6 +37,17 @@
 //! - `d-concurrent`: offset-guard, records handed in batches of 64 to 4 tasks on
 //!   a 2-thread runtime that ack them in reverse (concurrent, out-of-order acks),
 //!   commits every `--interval-ms`.
+//! - `s`: a plain `StreamConsumer::recv()` loop, no commits: the baseline of the
+//!   own-loop modes.
+//! - `e-base` / `e-stream`: offset-guard's own-loop mode (`build_consumer`,
+//!   `track`, inline ack) on a `BaseConsumer` poll loop / a `StreamConsumer`
+//!   `recv()` loop; commits every `--interval-ms`.
+//! - `e-pool`: own-loop mode on a `StreamConsumer`, each record processed in
+//!   the loop and its token handed, in batches of 64, to a fixed pool of 4
+//!   tasks that ack them (in reverse).
+//!
+//! CPU: user + system time of the whole process over the timed windows
+//! (`/proc/self/stat`, 10 ms ticks), per record.
 //!
 //! Commits: own count of commit calls (a, b), librdkafka's statistics
 //! (`brokers.*.req.OffsetCommit`, c), the guard's `Stats::commits_sent` (d, its
@@ -53,10 +64,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use offset_guard::{OffsetGuard, Record};
+use offset_guard::{AckToken, GuardContext, GuardHandle, OffsetGuard, Record};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedMessage;
 use rdkafka::mocking::MockCluster;
@@ -72,6 +83,10 @@ const MODES: &[&str] = &[
     "c",
     "d-inline",
     "d-concurrent",
+    "s",
+    "e-base",
+    "e-stream",
+    "e-pool",
 ];
 const PAYLOAD: usize = 100;
 
@@ -253,8 +268,8 @@ fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
 }
 
 /// Assigns every partition at its current end (where this run's records start).
-fn assign_at_end<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
+fn assign_at_end<C: ConsumerContext, T: Consumer<C>>(
+    consumer: &T,
     topic: &str,
     partitions: i32,
 ) -> Vec<i64> {
@@ -278,6 +293,8 @@ fn assign_at_end<C: ConsumerContext>(
 struct Sample {
     records: u64,
     secs: f64,
+    /// CPU seconds (user + system, whole process) over the timed windows.
+    cpu: f64,
     wall: f64,
     commits: u64,
     rss_start: f64,
@@ -303,6 +320,21 @@ impl Sample {
     fn rate(&self) -> f64 {
         self.records as f64 / self.secs
     }
+
+    fn cpu_us_per_record(&self) -> f64 {
+        self.cpu * 1e6 / self.records as f64
+    }
+}
+
+/// User + system CPU seconds of this process so far (`/proc/self/stat`).
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start at ") ".
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 here.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 struct Run<'a> {
@@ -354,6 +386,7 @@ fn run_base(mode: &str, run: &Run) -> Sample {
     for (i, n) in chunks.into_iter().enumerate() {
         feeder.produce(n);
         std::thread::sleep(run.args.settle);
+        let c0 = cpu_secs();
         let t0 = Instant::now();
         let target = consumed + n;
         while consumed < target {
@@ -396,6 +429,7 @@ fn run_base(mode: &str, run: &Run) -> Sample {
             s.commits += 1;
         }
         elapsed += t0.elapsed();
+        s.cpu += cpu_secs() - c0;
         if i == 0 {
             s.rss_first = rss_mib();
         }
@@ -496,6 +530,7 @@ fn run_handoff(run: &Run, rt: &tokio::runtime::Runtime) -> Sample {
         for (i, n) in run.chunks().into_iter().enumerate() {
             feeder.produce(n);
             std::thread::sleep(run.args.settle);
+            let c0 = cpu_secs();
             let t0 = Instant::now();
             let goal = consumed + n;
             rt.block_on(async {
@@ -508,6 +543,7 @@ fn run_handoff(run: &Run, rt: &tokio::runtime::Runtime) -> Sample {
                 }
             });
             elapsed += t0.elapsed();
+            s.cpu += cpu_secs() - c0;
             if i == 0 {
                 s.rss_first = rss_mib();
             }
@@ -573,6 +609,7 @@ fn run_guard(mode: &str, run: &Run, rt: &tokio::runtime::Runtime) -> Sample {
         for (i, n) in run.chunks().into_iter().enumerate() {
             feeder.produce(n);
             std::thread::sleep(run.args.settle);
+            let c0 = cpu_secs();
             let t0 = Instant::now();
             let goal = consumed + n;
             if mode == "d-inline" {
@@ -603,6 +640,7 @@ fn run_guard(mode: &str, run: &Run, rt: &tokio::runtime::Runtime) -> Sample {
                 }
             }
             elapsed += t0.elapsed();
+            s.cpu += cpu_secs() - c0;
             if i == 0 {
                 s.rss_first = rss_mib();
             }
@@ -621,6 +659,167 @@ fn run_guard(mode: &str, run: &Run, rt: &tokio::runtime::Runtime) -> Sample {
         let want: i64 = ends.iter().sum::<i64>() + run.records as i64;
         assert_eq!(committed, want, "{mode}: committed offsets");
         s.commits = report.stats.commits_sent;
+        s.wall = wall.elapsed().as_secs_f64();
+        s
+    })
+}
+
+/// `s` and the own-loop modes `e-*`: the application's own consumer loop.
+fn run_own_loop(mode: &str, run: &Run, rt: &tokio::runtime::Runtime) -> Sample {
+    rt.block_on(async {
+        let wall = Instant::now();
+        let cfg = consumer_config(run.bootstrap, &run.group);
+        let guarded = OffsetGuard::builder(cfg.clone())
+            .context(StatsCtx::default())
+            .commit_interval(run.args.interval)
+            .shutdown_timeout(Duration::from_secs(30));
+        let mut plain: Option<StreamConsumer<StatsCtx>> = None;
+        let mut stream: Option<(Arc<StreamConsumer<GuardContext<StatsCtx>>>, GuardHandle)> = None;
+        let mut base: Option<(Arc<BaseConsumer<GuardContext<StatsCtx>>>, GuardHandle)> = None;
+        let ends = match mode {
+            "s" => {
+                let mut cfg = cfg;
+                cfg.set("enable.auto.commit", "false");
+                let c: StreamConsumer<StatsCtx> = cfg
+                    .create_with_context(StatsCtx::default())
+                    .expect("consumer");
+                let ends = assign_at_end(&c, run.topic, run.partitions);
+                plain = Some(c);
+                ends
+            }
+            "e-base" => {
+                let (c, g) = guarded
+                    .build_consumer::<BaseConsumer<GuardContext<StatsCtx>>>()
+                    .expect("guard");
+                let ends = assign_at_end(&*c, run.topic, run.partitions);
+                base = Some((c, g));
+                ends
+            }
+            _ => {
+                let (c, g) = guarded
+                    .build_consumer::<StreamConsumer<GuardContext<StatsCtx>>>()
+                    .expect("guard");
+                let ends = assign_at_end(&*c, run.topic, run.partitions);
+                stream = Some((c, g));
+                ends
+            }
+        };
+        let mut feeder = Feeder::new(run.bootstrap, run.topic, run.partitions);
+        let mut s = Sample::start(run.records);
+        const WORKERS: usize = 4;
+        const BATCH: usize = 64;
+        let acked = Arc::new(AtomicU64::new(0));
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let mut senders = Vec::new();
+        let mut tasks = Vec::new();
+        if mode == "e-pool" {
+            for _ in 0..WORKERS {
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<AckToken>>(64);
+                let (acked, notify) = (acked.clone(), notify.clone());
+                tasks.push(tokio::spawn(async move {
+                    while let Some(mut batch) = rx.recv().await {
+                        let k = batch.len() as u64;
+                        while let Some(t) = batch.pop() {
+                            t.ack();
+                        }
+                        acked.fetch_add(k, Ordering::AcqRel);
+                        notify.notify_one();
+                    }
+                }));
+                senders.push(tx);
+            }
+        }
+        let mut elapsed = Duration::ZERO;
+        let mut consumed = 0u64;
+        let mut next_worker = 0;
+        for (i, n) in run.chunks().into_iter().enumerate() {
+            feeder.produce(n);
+            std::thread::sleep(run.args.settle);
+            let c0 = cpu_secs();
+            let t0 = Instant::now();
+            let goal = consumed + n;
+            match (&plain, &stream, &base) {
+                (Some(c), _, _) => {
+                    while consumed < goal {
+                        let m = c.recv().await.expect("recv");
+                        process(m.payload());
+                        consumed += 1;
+                    }
+                }
+                (_, Some((c, g)), _) if mode == "e-stream" => {
+                    while consumed < goal {
+                        let m = c.recv().await.expect("recv");
+                        let token = g.track(&m);
+                        process(m.payload());
+                        token.ack();
+                        consumed += 1;
+                    }
+                }
+                (_, Some((c, g)), _) => {
+                    let mut batch = Vec::with_capacity(BATCH);
+                    while consumed < goal {
+                        let m = c.recv().await.expect("recv");
+                        let token = g.track(&m);
+                        process(m.payload());
+                        batch.push(token);
+                        consumed += 1;
+                        if batch.len() == BATCH || consumed == goal {
+                            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                            senders[next_worker].send(full).await.expect("worker");
+                            next_worker = (next_worker + 1) % WORKERS;
+                        }
+                    }
+                    loop {
+                        let notified = notify.notified();
+                        if acked.load(Ordering::Acquire) >= goal {
+                            break;
+                        }
+                        notified.await;
+                    }
+                }
+                (_, _, Some((c, g))) => {
+                    while consumed < goal {
+                        match c.poll(Duration::from_millis(100)) {
+                            Some(Ok(m)) => {
+                                let token = g.track(&m);
+                                process(m.payload());
+                                token.ack();
+                                consumed += 1;
+                            }
+                            Some(Err(e)) => eprintln!("consumer error: {e}"),
+                            None => {}
+                        }
+                    }
+                }
+                _ => unreachable!(),
+            }
+            elapsed += t0.elapsed();
+            s.cpu += cpu_secs() - c0;
+            if i == 0 {
+                s.rss_first = rss_mib();
+            }
+            s.rss_max = s.rss_max.max(rss_mib());
+        }
+        drop(senders);
+        for t in tasks {
+            t.await.expect("worker task");
+        }
+        s.secs = elapsed.as_secs_f64();
+        s.rss_end = rss_mib();
+        s.peak = hwm_mib();
+        let want: i64 = ends.iter().sum::<i64>() + run.records as i64;
+        let report = match (stream, base) {
+            (Some((c, g)), _) => Some(g.shutdown(&*c).await.expect("shutdown")),
+            (_, Some((c, g))) => Some(g.shutdown(&*c).await.expect("shutdown")),
+            _ => None,
+        };
+        if let Some(report) = report {
+            assert!(report.not_committed.is_empty(), "{mode}: not committed");
+            let committed: i64 = report.committed.iter().map(|c| c.offset).sum();
+            assert_eq!(committed, want, "{mode}: committed offsets");
+            s.commits = report.stats.commits_sent;
+        }
+        drop(plain);
         s.wall = wall.elapsed().as_secs_f64();
         s
     })
@@ -679,6 +878,8 @@ fn main() {
                 };
                 let s = if mode.starts_with("d-") {
                     run_guard(mode, &run, &rt)
+                } else if mode == "s" || mode.starts_with("e-") {
+                    run_own_loop(mode, &run, &rt)
                 } else if mode == "a-handoff" {
                     run_handoff(&run, &rt)
                 } else {
@@ -704,15 +905,18 @@ fn main() {
 
     println!();
     println!(
-        "| partitions | mode | records | records/s median (min..max) | ratio to a (median, min..max) | ratio to a-handoff (median, min..max) | OffsetCommit requests (median) | run wall s | RSS start / after chunk 1 / end MiB (median) | peak - start MiB (median, max) |"
+        "| partitions | mode | records | records/s median (min..max) | ratio to a (median, min..max) | ratio to s (median, min..max) | ratio to a-handoff (median, min..max) | CPU µs/record (median) | OffsetCommit requests (median) | run wall s | RSS start / after chunk 1 / end MiB (median) | peak - start MiB (median, max) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &parts in &args.partitions {
         let base: Option<Vec<f64>> = results
             .get(&(parts, "a".to_string()))
             .map(|v| v.iter().map(Sample::rate).collect());
         let base_d: Option<Vec<f64>> = results
             .get(&(parts, "a-handoff".to_string()))
+            .map(|v| v.iter().map(Sample::rate).collect());
+        let base_s: Option<Vec<f64>> = results
+            .get(&(parts, "s".to_string()))
             .map(|v| v.iter().map(Sample::rate).collect());
         for mode in &args.modes {
             let Some(v) = results.get(&(parts, mode.clone())) else {
@@ -736,6 +940,8 @@ fn main() {
             };
             let ratio = ratio_to(&base);
             let ratio_d = ratio_to(&base_d);
+            let ratio_s = ratio_to(&base_s);
+            let mut cpu: Vec<f64> = v.iter().map(Sample::cpu_us_per_record).collect();
             let mut commits: Vec<f64> = v.iter().map(|s| s.commits as f64).collect();
             let mut walls: Vec<f64> = v.iter().map(|s| s.wall).collect();
             let mut rs: Vec<f64> = v.iter().map(|s| s.rss_start).collect();
@@ -744,11 +950,12 @@ fn main() {
             let mut growth: Vec<f64> = v.iter().map(|s| s.peak - s.rss_start).collect();
             let growth_max = growth.iter().copied().fold(0f64, f64::max);
             println!(
-                "| {parts} | {mode} | {} | {:.0} ({:.0}..{:.0}) | {ratio} | {ratio_d} | {:.0} | {:.1} | {:.0} / {:.0} / {:.0} | {:.0}, {:.0} |",
+                "| {parts} | {mode} | {} | {:.0} ({:.0}..{:.0}) | {ratio} | {ratio_s} | {ratio_d} | {:.2} | {:.0} | {:.1} | {:.0} / {:.0} / {:.0} | {:.0}, {:.0} |",
                 v[0].records,
                 med,
                 lo,
                 hi,
+                median(&mut cpu),
                 median(&mut commits),
                 median(&mut walls),
                 median(&mut rs),
