@@ -130,7 +130,6 @@ pub use reader::{
 pub use record::{
     FORMAT_VERSION, FailureRecord, LogEntry, ReadIssueKind, Resolution, ResolutionKind,
 };
-pub use rfc3339::{InvalidTimestamp, format_rfc3339, parse_rfc3339};
 pub use writer::{FailedOffsetLog, FsyncPolicy, LogBuilder, LogStatus};
 
 /// Errors opening, writing or reading the failed-offset log.
