@@ -5,8 +5,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use offset_guard::bench_support::AckBench;
-use offset_guard::tracker::PartitionTracker;
+use offset_guard::bench_support::{AckBench, PartitionTracker};
 
 /// Offsets `0..n` in an order that is random within consecutive windows of `w`.
 fn windowed_shuffle(n: usize, w: usize, seed: u64) -> Vec<usize> {

@@ -4,10 +4,12 @@
 //! in the same group and count duplicates. Exits non-zero if a check fails.
 //!
 //! ```sh
-//! cargo run --example quickstart
+//! cargo run --example quickstart             # the failed-offset log is removed at the end
+//! cargo run --example quickstart -- --keep-log
 //! ```
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use offset_guard::failure_log::LogReader;
@@ -29,6 +31,29 @@ fn check(ok: bool, what: &str) -> Res<()> {
         Ok(())
     } else {
         Err(format!("check failed: {what}").into())
+    }
+}
+
+/// The example's failed-offset log in the temp dir: removed when dropped (also
+/// when a step fails), unless `--keep-log` was given.
+struct TempLog {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for TempLog {
+    fn drop(&mut self) {
+        if self.keep {
+            println!(
+                "\nkept the failed-offset log {} (read it: cargo run --bin offset-guard -- failures {0})",
+                self.path.display()
+            );
+        } else if std::fs::remove_file(&self.path).is_ok() {
+            println!(
+                "\nremoved the failed-offset log {} (run with --keep-log to keep it)",
+                self.path.display()
+            );
+        }
     }
 }
 
@@ -108,6 +133,11 @@ async fn consume(c: &mut GuardedConsumer, n: usize, seen: &mut Vec<(i32, i64)>) 
 
 #[tokio::main]
 async fn main() -> Res<()> {
+    let keep_log = match std::env::args().nth(1).as_deref() {
+        None => false,
+        Some("--keep-log") => true,
+        Some(other) => return Err(format!("unknown argument {other:?} (only --keep-log)").into()),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -123,6 +153,10 @@ async fn main() -> Res<()> {
         std::process::id()
     ));
     let _ = std::fs::remove_file(&log_path);
+    let log = TempLog {
+        path: log_path.clone(),
+        keep: keep_log,
+    };
     let total = PER_PARTITION * PARTITIONS as usize;
 
     println!(
@@ -172,18 +206,27 @@ async fn main() -> Res<()> {
     let first: HashSet<_> = seen.iter().copied().collect();
     let duplicates = after.iter().filter(|k| first.contains(k)).count();
 
-    println!("\nsummary");
+    println!("\nsummary (commit counters: first run)");
     println!(
         "  records processed:      {} (+{} after restart)",
         seen.len(),
         after.len()
     );
+    // Every OffsetCommit attempt ends one way: landed, nothing to commit,
+    // failed and retried, given up (the commit failed), or deferred.
     println!(
-        "  commits sent/landed:    {}/{}",
-        stats.commits_sent, stats.commits_succeeded
+        "  commit attempts sent:   {} = {} landed + {} retried + {} given up + {} no-op + {} deferred",
+        stats.commits_sent,
+        stats.commits_succeeded,
+        stats.commits_retried,
+        stats.commits_failed,
+        stats.commits_noop,
+        stats.commits_deferred
     );
-    println!("  commit attempts retried {}", stats.commits_retried);
-    println!("  offsets abandoned:      {}", stats.offsets_failed);
+    println!(
+        "  offsets abandoned:      {} (from {} commit(s) given up)",
+        stats.offsets_failed, stats.commits_failed
+    );
     println!("  duplicates on restart:  {duplicates}");
     println!("  took:                   {:.1?}", started.elapsed());
 
@@ -200,10 +243,6 @@ async fn main() -> Res<()> {
             f.attempts
         );
     }
-    println!(
-        "  (also: cargo run --bin offset-guard -- failures {})",
-        log_path.display()
-    );
 
     check(
         seen.len() == total && first.len() == total,
@@ -216,5 +255,10 @@ async fn main() -> Res<()> {
         "failed offsets in the log",
     )?;
     check(duplicates == 0, "0 duplicates after a clean shutdown")?;
+    drop(log);
+    // The consumers finish closing on the guard's threads a moment after
+    // `shutdown` returns; tearing the embedded broker down under them makes
+    // librdkafka report "AllBrokersDown". The broker ends with the process.
+    std::mem::forget(cluster);
     Ok(())
 }

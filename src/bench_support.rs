@@ -22,6 +22,8 @@ use crate::partition::TopicPartition;
 use crate::stats::Metrics;
 use crate::threads::Lifecycle;
 
+pub use crate::tracker::{AckOutcome, PartitionTracker};
+
 struct NoopCommitter;
 
 impl Committer for NoopCommitter {

@@ -234,7 +234,7 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// `BaseConsumer`) with the guard's context installed, starts the commit
     /// thread, and hands back the consumer and a [`GuardHandle`] beside it.
     /// Keep polling `T` as before; [`GuardHandle::track`] each message you
-    /// process and ack its token. See [`crate::own_loop`] for what differs
+    /// process and ack its token. See [`GuardHandle`] for what differs
     /// from [`GuardedConsumer`] (rebalance callbacks run in your poll).
     ///
     /// ```no_run

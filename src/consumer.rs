@@ -90,7 +90,7 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
 
     /// Drops the subscription. At the resulting revoke the guard commits the
     /// acked offsets of every partition before giving them up (see
-    /// [`crate::rebalance`]); records still buffered are not handed out.
+    /// [the crate docs](crate#rebalances)); records still buffered are not handed out.
     pub fn unsubscribe(&self) {
         self.consumer().unsubscribe()
     }

@@ -8,6 +8,7 @@ use crate::threads::GuardThread;
 
 /// A retry policy parameter is out of range.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct InvalidBackoff {
     /// The [`RetryPolicy`](crate::RetryPolicy) setter at fault.
     pub setting: &'static str,

@@ -10,13 +10,13 @@
 //!   offset at or below what was committed, or from an older assignment of the
 //!   partition (epoch), is dropped and counted;
 //! - retries with exponential backoff and jitter, bounded by attempts and time
-//!   ([`RetryPolicy`]), with Kafka errors classified by [`retry::classify`];
+//!   ([`RetryPolicy`]), with Kafka errors classified by [`classify`];
 //! - commits by interval, by count, on every ack ([`GuardBuilder::async_commits`])
 //!   or on demand ([`GuardedConsumer::commit_now`]);
 //! - optionally, unchanged offsets of idle partitions re-committed every period
 //!   ([`GuardBuilder::recommit_idle_every`]) so the broker does not expire them;
 //! - a final synchronous commit on [`GuardedConsumer::shutdown`], within a deadline;
-//! - rebalance safety ([`rebalance`]): on revoke (eager, or the revoked subset
+//! - rebalance safety ([below](#rebalances)): on revoke (eager, or the revoked subset
 //!   under cooperative-sticky) the revoked partitions' acked offsets are
 //!   committed before hand-off through the same committer; lost partitions are
 //!   never committed; your own `ConsumerContext` can be wrapped
@@ -120,6 +120,42 @@
 //!
 //! - `log` (default): `tracing`'s `log` compatibility (see above).
 //! - `metrics`: the metrics above; pulls in the `metrics` crate.
+//! # Rebalances
+//!
+//! The guard installs its own `ConsumerContext` ([`GuardContext`], wrapping
+//! yours if you pass one to [`GuardBuilder::context`]):
+//!
+//! - **Assign**: every assigned partition starts a new epoch; acks and queued
+//!   offsets of an earlier assignment of the same partition are stale. Offsets
+//!   kept from the rebalance that just ended (see revoke) are committed if the
+//!   partition came back and they are ahead of the group's committed offset;
+//!   fetching then starts there, so those records are not delivered again.
+//! - **Revoke** (eager `range`/`roundrobin`, and the revoked subset under
+//!   `cooperative-sticky`): the callback hands the revoked partitions to the
+//!   guard's one commit worker and waits. The worker waits up to
+//!   [`revoke_grace`](crate::GuardBuilder::revoke_grace) for acks of records
+//!   already handed to the application, then ends the assignment (later acks
+//!   are stale), commits each partition's contiguous acked offset
+//!   synchronously (retried within
+//!   [`revoke_timeout`](crate::GuardBuilder::revoke_timeout)), and forgets the
+//!   partitions. Records fetched but not yet handed out are not handed out.
+//!   Under cooperative rebalancing the other partitions keep flowing.
+//! - **REBALANCE_IN_PROGRESS** on a revoke's commit (MockCluster answers an
+//!   eager revoke's commit so; a real broker usually accepts it): never retried
+//!   inside the callback. The offsets are kept; at the assign that ends the
+//!   rebalance they are committed for partitions assigned back to this member
+//!   (when ahead of the group's committed offset) and dropped for the rest
+//!   (counted in [`Stats::offsets_rebalance_dropped`](crate::Stats), recorded
+//!   with reason `rebalance_dropped`). A stale generation
+//!   (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID) on any commit is handled the same way.
+//! - **Lost** (`assignment_lost()`: session timeout, max.poll exceeded, fenced):
+//!   nothing is committed; acked offsets not committed go to the failure sink
+//!   with reason `lost`; later acks of those assignments are stale.
+//!
+//! User hooks ([`GuardBuilder::on_assign`](crate::GuardBuilder::on_assign),
+//! [`on_revoke`](crate::GuardBuilder::on_revoke),
+//! [`on_lost`](crate::GuardBuilder::on_lost)) run in the rebalance callback,
+//! after the guard's own work; keep them short.
 
 #![warn(missing_docs)]
 
@@ -154,16 +190,16 @@ mod error;
 pub mod failure_log;
 mod failures;
 mod guard;
-pub mod own_loop;
+mod own_loop;
 mod partition;
 mod poll;
-pub mod rebalance;
-pub mod retry;
+mod rebalance;
+mod retry;
 mod sink;
 mod stats;
 mod telemetry;
 mod threads;
-pub mod tracker;
+mod tracker;
 
 pub use assignment::{AckStatus, AckToken};
 pub use builder::{GuardBuilder, OffsetGuard};
@@ -171,15 +207,11 @@ pub use config::MAX_PREFETCH_BATCHES;
 pub use consumer::GuardedConsumer;
 pub use delivery::Record;
 pub use error::{BuildError, Error, InvalidBackoff};
-pub use failure_log::{
-    FailedOffsetLog, FailureRecord, FsyncPolicy, LogEntry, LogError, LogReader, LogStatus,
-    PartitionSummary, ReadIssue, ReadIssueKind, Resolution, ResolutionKind,
-};
 pub use guard::{PartitionStatus, ShutdownReport};
-pub use own_loop::GuardHandle;
+pub use own_loop::{GuardHandle, ServeCallbacks};
 pub use partition::{CommittedOffset, DroppedOffset};
 pub use rebalance::{Assigned, GuardContext, Lost, Revoked};
-pub use retry::RetryPolicy;
+pub use retry::{ErrorClass, MAX_RETRY_DELAY, RetryPolicy, classify, classify_code};
 pub use sink::{FailedOffset, FailureReason, FailureSink, MemorySink, UnknownFailureReason};
 pub use stats::Stats;
 pub use threads::GuardThread;

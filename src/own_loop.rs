@@ -1,34 +1,5 @@
-//! The own-loop front-end: keep your rdkafka consumer loop, track the
-//! messages you process, ack them from anywhere.
-//!
-//! [`GuardBuilder::build_consumer`](crate::GuardBuilder::build_consumer) creates
-//! your consumer type (`StreamConsumer`, `BaseConsumer`) with the guard's
-//! context installed and hands back a [`GuardHandle`] beside it. You poll as
-//! before (`recv()`, `.stream()`, `poll()`, subscribe or manual `assign`),
-//! call [`GuardHandle::track`] on each message you will process, and ack the
-//! token it returns when the message is done. The guard copies nothing: a
-//! token is a pointer to its partition's slot and an offset.
-//!
-//! Everything after the ack is the same commit core as
-//! [`GuardedConsumer`](crate::GuardedConsumer): only acked offsets, never past
-//! an un-acked record, never backwards, one commit in flight, retries,
-//! commits on revoke before hand-off, lost partitions never committed, the
-//! failed-offset log, a final commit at shutdown.
-//!
-//! What differs:
-//! - A message you polled but did not track is never committed past: the
-//!   commit point of its partition stops below it. Track every message you
-//!   receive (untracked gaps hold a partition back), or none of a partition.
-//! - Rebalance callbacks run inside your own poll (for a `StreamConsumer`,
-//!   inside `recv()` on your async task). A revoke waits there for the
-//!   revoked partitions' commit, up to
-//!   [`revoke_timeout`](crate::GuardBuilder::revoke_timeout), as a commit in
-//!   rdkafka's own `pre_rebalance` would: that task is blocked meanwhile.
-//!   Keep the revoke timeout short, or use the owned front-end, whose poll
-//!   thread takes that wait.
-//! - [`GuardHandle::shutdown`] borrows your consumer to keep serving rebalance
-//!   callbacks while the final commit runs; messages it polls meanwhile are
-//!   dropped (not tracked, so not committed).
+//! The own-loop front-end: the guard beside the application's own consumer
+//! loop (see [`GuardHandle`]).
 
 use std::future::Future;
 use std::time::Duration;
@@ -45,8 +16,40 @@ use crate::partition::CommittedOffset;
 use crate::rebalance::GuardContext;
 use crate::stats::{Metrics, Stats};
 
-/// The guard beside your own consumer (own-loop mode); from
-/// [`GuardBuilder::build_consumer`](crate::GuardBuilder::build_consumer).
+/// The own-loop front-end: keep your rdkafka consumer loop, track the
+/// messages you process, ack them from anywhere.
+///
+/// [`GuardBuilder::build_consumer`](crate::GuardBuilder::build_consumer) creates
+/// your consumer type (`StreamConsumer`, `BaseConsumer`) with the guard's
+/// context installed and hands back a [`GuardHandle`] beside it. You poll as
+/// before (`recv()`, `.stream()`, `poll()`, subscribe or manual `assign`),
+/// call [`GuardHandle::track`] on each message you will process, and ack the
+/// token it returns when the message is done. The guard copies nothing: a
+/// token is a pointer to its partition's slot and an offset.
+///
+/// Everything after the ack is the same commit core as
+/// [`GuardedConsumer`](crate::GuardedConsumer): only acked offsets, never past
+/// an un-acked record, never backwards, one commit in flight, retries,
+/// commits on revoke before hand-off, lost partitions never committed, the
+/// failed-offset log, a final commit at shutdown.
+///
+/// What differs:
+/// - Only tracked messages are protected. A message you polled but did not
+///   track is invisible to the guard: once a later message of its partition
+///   is tracked and acked, the commit moves past it (offsets have gaps anyway,
+///   from compaction and transaction markers, so a gap is not a sign of a
+///   missing message). Track every message you process, before you start on
+///   it; one you skip on purpose needs no ack.
+/// - Rebalance callbacks run inside your own poll (for a `StreamConsumer`,
+///   inside `recv()` on your async task). A revoke waits there for the
+///   revoked partitions' commit, up to
+///   [`revoke_timeout`](crate::GuardBuilder::revoke_timeout), as a commit in
+///   rdkafka's own `pre_rebalance` would: that task is blocked meanwhile.
+///   Keep the revoke timeout short, or use the owned front-end, whose poll
+///   thread takes that wait.
+/// - [`GuardHandle::shutdown`] borrows your consumer to keep serving rebalance
+///   callbacks while the final commit runs; messages it polls meanwhile are
+///   dropped (not tracked, so not committed).
 ///
 /// `Send + Sync`: share it (`Arc`) with the tasks that call
 /// [`commit_now`](Self::commit_now) or read [`partitions`](Self::partitions).

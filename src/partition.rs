@@ -27,6 +27,7 @@ impl fmt::Display for TopicPartition {
 
 /// An offset that was committed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub struct CommittedOffset {
     /// Topic.
     pub topic: String,
@@ -37,7 +38,17 @@ pub struct CommittedOffset {
 }
 
 impl CommittedOffset {
-    pub(crate) fn new(tp: &TopicPartition, offset: i64) -> Self {
+    /// `offset` committed for `topic`/`partition` (e.g. to compare with a
+    /// [`ShutdownReport`](crate::ShutdownReport) in a test).
+    pub fn new(topic: impl Into<String>, partition: i32, offset: i64) -> Self {
+        CommittedOffset {
+            topic: topic.into(),
+            partition,
+            offset,
+        }
+    }
+
+    pub(crate) fn of(tp: &TopicPartition, offset: i64) -> Self {
         CommittedOffset {
             topic: tp.topic.to_string(),
             partition: tp.partition,

@@ -1,36 +1,5 @@
-//! The `ConsumerContext` the guard installs, and what it does at each rebalance.
-//!
-//! - **Assign**: every assigned partition starts a new epoch; acks and queued
-//!   offsets of an earlier assignment of the same partition are stale. Offsets
-//!   kept from the rebalance that just ended (see revoke) are committed if the
-//!   partition came back and they are ahead of the group's committed offset;
-//!   fetching then starts there, so those records are not delivered again.
-//! - **Revoke** (eager `range`/`roundrobin`, and the revoked subset under
-//!   `cooperative-sticky`): the callback hands the revoked partitions to the
-//!   guard's one commit worker and waits. The worker waits up to
-//!   [`revoke_grace`](crate::GuardBuilder::revoke_grace) for acks of records
-//!   already handed to the application, then ends the assignment (later acks
-//!   are stale), commits each partition's contiguous acked offset
-//!   synchronously (retried within
-//!   [`revoke_timeout`](crate::GuardBuilder::revoke_timeout)), and forgets the
-//!   partitions. Records fetched but not yet handed out are not handed out.
-//!   Under cooperative rebalancing the other partitions keep flowing.
-//! - **REBALANCE_IN_PROGRESS** on a revoke's commit (MockCluster answers an
-//!   eager revoke's commit so; a real broker usually accepts it): never retried
-//!   inside the callback. The offsets are kept; at the assign that ends the
-//!   rebalance they are committed for partitions assigned back to this member
-//!   (when ahead of the group's committed offset) and dropped for the rest
-//!   (counted in [`Stats::offsets_rebalance_dropped`](crate::Stats), recorded
-//!   with reason `rebalance_dropped`). A stale generation
-//!   (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID) on any commit is handled the same way.
-//! - **Lost** (`assignment_lost()`: session timeout, max.poll exceeded, fenced):
-//!   nothing is committed; acked offsets not committed go to the failure sink
-//!   with reason `lost`; later acks of those assignments are stale.
-//!
-//! User hooks ([`GuardBuilder::on_assign`](crate::GuardBuilder::on_assign),
-//! [`on_revoke`](crate::GuardBuilder::on_revoke),
-//! [`on_lost`](crate::GuardBuilder::on_lost)) run in the rebalance callback,
-//! after the guard's own work; keep them short.
+//! The `ConsumerContext` the guard installs, and what it does at each
+//! rebalance (described in the crate docs, section "Rebalances").
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -135,7 +104,7 @@ impl fmt::Debug for Hooks {
 /// Every `ClientContext` callback (logging, statistics, errors, OAuth) and the
 /// consumer's `commit_callback` and `main_queue_min_poll_interval` go to `C`
 /// unchanged. The rebalance callback is the guard's own (see the
-/// [module docs](self)). rdkafka's `pre_rebalance` / `post_rebalance` of `C`
+/// [crate docs](crate#rebalances)). rdkafka's `pre_rebalance` / `post_rebalance` of `C`
 /// take a `&BaseConsumer<C>`, which the guard's consumer (a
 /// `BaseConsumer<GuardContext<C>>`) is not, so they cannot be called: move that
 /// logic to [`GuardBuilder::on_assign`](crate::GuardBuilder::on_assign) /

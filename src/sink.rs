@@ -42,6 +42,7 @@ impl FailureReason {
 
 /// The error returned when a string is not one of [`FailureReason`]'s names.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct UnknownFailureReason(pub String);
 
 impl fmt::Display for UnknownFailureReason {
@@ -76,6 +77,7 @@ impl fmt::Display for FailureReason {
 
 /// One offset that was not committed.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct FailedOffset {
     /// When the guard gave up.
     pub time: SystemTime,
@@ -99,6 +101,83 @@ pub struct FailedOffset {
     pub attempts: u32,
     /// Time spent from the first attempt until giving up.
     pub elapsed: Duration,
+}
+
+impl FailedOffset {
+    /// A failed offset with the fields every record has. The others start
+    /// empty: `time` is now, no member id, no error code, an empty message,
+    /// 0 attempts and no time elapsed; set them with the `with_*` methods or
+    /// through the public fields. Useful to test a custom [`FailureSink`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use offset_guard::{FailedOffset, FailureReason};
+    /// use rdkafka::error::RDKafkaErrorCode;
+    ///
+    /// let f = FailedOffset::new("billing", "orders", 0, 42, FailureReason::RetriesExhausted)
+    ///     .with_error_code(RDKafkaErrorCode::RequestTimedOut)
+    ///     .with_error_message("Broker: Request timed out")
+    ///     .with_attempts(5)
+    ///     .with_elapsed(Duration::from_secs(9));
+    /// assert_eq!(f.offset, 42);
+    /// ```
+    pub fn new(
+        group_id: impl Into<String>,
+        topic: impl Into<String>,
+        partition: i32,
+        offset: i64,
+        reason: FailureReason,
+    ) -> Self {
+        FailedOffset {
+            time: SystemTime::now(),
+            group_id: group_id.into(),
+            member_id: None,
+            topic: topic.into(),
+            partition,
+            offset,
+            reason,
+            error_code: None,
+            error_message: String::new(),
+            attempts: 0,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    /// Sets when the guard gave up.
+    pub fn with_time(mut self, time: SystemTime) -> Self {
+        self.time = time;
+        self
+    }
+
+    /// Sets the group member id.
+    pub fn with_member_id(mut self, member_id: impl Into<String>) -> Self {
+        self.member_id = Some(member_id.into());
+        self
+    }
+
+    /// Sets the Kafka error code of the last attempt.
+    pub fn with_error_code(mut self, code: RDKafkaErrorCode) -> Self {
+        self.error_code = Some(code);
+        self
+    }
+
+    /// Sets the readable error message.
+    pub fn with_error_message(mut self, message: impl Into<String>) -> Self {
+        self.error_message = message.into();
+        self
+    }
+
+    /// Sets the number of commit attempts made.
+    pub fn with_attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts;
+        self
+    }
+
+    /// Sets the time spent from the first attempt until giving up.
+    pub fn with_elapsed(mut self, elapsed: Duration) -> Self {
+        self.elapsed = elapsed;
+        self
+    }
 }
 
 /// Receives offsets the guard gave up on. Called from the guard's own threads,

@@ -55,19 +55,15 @@ const REASONS: [FailureReason; 5] = [
 ];
 
 fn failure(topic: &str, partition: i32, offset: i64) -> FailedOffset {
-    FailedOffset {
-        time: at_ms(T0_MS + offset as u64),
-        group_id: "billing".into(),
-        member_id: (offset % 2 == 0).then(|| format!("member-{offset}")),
-        topic: topic.into(),
-        partition,
-        offset,
-        reason: REASONS[offset as usize % REASONS.len()],
-        error_code: (offset % 3 != 0).then_some(RDKafkaErrorCode::RequestTimedOut),
-        error_message: format!("Broker: Request timed out (offset {offset}) \"é\""),
-        attempts: 5,
-        elapsed: Duration::from_millis(9_120 + offset as u64),
-    }
+    let reason = REASONS[offset as usize % REASONS.len()];
+    let mut f = FailedOffset::new("billing", topic, partition, offset, reason)
+        .with_time(at_ms(T0_MS + offset as u64))
+        .with_error_message(format!("Broker: Request timed out (offset {offset}) \"é\""))
+        .with_attempts(5)
+        .with_elapsed(Duration::from_millis(9_120 + offset as u64));
+    f.member_id = (offset % 2 == 0).then(|| format!("member-{offset}"));
+    f.error_code = (offset % 3 != 0).then_some(RDKafkaErrorCode::RequestTimedOut);
+    f
 }
 
 fn failure_entry(f: FailedOffset) -> LogEntry {

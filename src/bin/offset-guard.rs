@@ -31,9 +31,14 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use offset_guard::failure_log::{
-    LogEntry, LogReader, PartitionSummary, format_rfc3339, parse_rfc3339, resolution_status,
-    summarize,
+    LogEntry, LogReader, PartitionSummary, resolution_status, summarize,
 };
+
+// The library's RFC 3339 code, compiled into the command as well: the library
+// does not export date helpers.
+#[path = "../failure_log/rfc3339.rs"]
+mod rfc3339;
+use rfc3339::{format_rfc3339, parse_rfc3339};
 
 const USAGE: &str = "\
 usage: offset-guard failures PATH [--json] [--topic T] [--partition N]
@@ -41,7 +46,7 @@ usage: offset-guard failures PATH [--json] [--topic T] [--partition N]
        offset-guard --help | --version";
 
 const HELP: &str = "\
-offset-guard: read the failed-offset log written by offset_guard::FailedOffsetLog
+offset-guard: read the failed-offset log written by offset_guard::failure_log::FailedOffsetLog
 
 usage: offset-guard failures PATH [OPTIONS]
 

@@ -55,7 +55,7 @@ impl CommitView {
             .read()
             .committed
             .iter()
-            .map(|(tp, o)| CommittedOffset::new(tp, *o))
+            .map(|(tp, o)| CommittedOffset::of(tp, *o))
             .collect();
         v.sort();
         v

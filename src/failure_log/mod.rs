@@ -88,19 +88,12 @@
 //!
 //! let log = FailedOffsetLog::open(&path)?;
 //! for offset in [42, 43] {
-//!     log.record(FailedOffset {
-//!         time: SystemTime::now(),
-//!         group_id: "billing".into(),
-//!         member_id: None,
-//!         topic: "orders".into(),
-//!         partition: 3,
-//!         offset,
-//!         reason: FailureReason::RetriesExhausted,
-//!         error_code: None,
-//!         error_message: "Broker: Request timed out".into(),
-//!         attempts: 5,
-//!         elapsed: Duration::from_secs(9),
-//!     });
+//!     log.record(
+//!         FailedOffset::new("billing", "orders", 3, offset, FailureReason::RetriesExhausted)
+//!             .with_error_message("Broker: Request timed out")
+//!             .with_attempts(5)
+//!             .with_elapsed(Duration::from_secs(9)),
+//!     );
 //! }
 //! // Offset 57 was committed later: that covers 42, and 43 too (43 <= 57).
 //! log.resolve(Resolution::superseded("billing", "orders", 3, 42, 57));
@@ -137,7 +130,6 @@ pub use reader::{
 pub use record::{
     FORMAT_VERSION, FailureRecord, LogEntry, ReadIssueKind, Resolution, ResolutionKind,
 };
-pub use rfc3339::{InvalidTimestamp, format_rfc3339, parse_rfc3339};
 pub use writer::{FailedOffsetLog, FsyncPolicy, LogBuilder, LogStatus};
 
 /// Errors opening, writing or reading the failed-offset log.

@@ -13,6 +13,7 @@ use crate::sink::FailureReason;
 
 /// A line the reader could not use, and where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReadIssue {
     /// The file it is in.
     pub file: PathBuf,
@@ -248,6 +249,7 @@ pub fn resolution_status(entries: &[LogEntry]) -> Vec<bool> {
 
 /// The failures of one group/topic/partition.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct PartitionSummary {
     /// The consumer group.
     pub group_id: String,

@@ -15,6 +15,7 @@ pub const FORMAT_VERSION: u64 = 1;
 
 /// One offset the guard gave up on (a `"kind":"failure"` line).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct FailureRecord {
     /// When the guard gave up (stored with millisecond precision).
     pub time: SystemTime,
@@ -87,6 +88,7 @@ impl ResolutionKind {
 /// The log stays append-only: resolutions are new lines, failures are never
 /// rewritten.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Resolution {
     /// When it was resolved.
     pub time: SystemTime,

@@ -45,6 +45,7 @@ pub enum FsyncPolicy {
 
 /// A snapshot of the writer's counters ([`FailedOffsetLog::status`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LogStatus {
     /// Failure records written to the file.
     pub records_written: u64,

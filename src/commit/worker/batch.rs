@@ -417,6 +417,6 @@ impl Worker {
 
 impl Entry {
     pub(super) fn committed(&self) -> CommittedOffset {
-        CommittedOffset::new(&self.tp, self.offset)
+        CommittedOffset::of(&self.tp, self.offset)
     }
 }

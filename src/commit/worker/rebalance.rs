@@ -207,7 +207,7 @@ impl Worker {
             out.start_at.push((c.tp.clone(), c.offset));
             self.asked = true;
         }
-        let co = CommittedOffset::new(&c.tp, c.offset);
+        let co = CommittedOffset::of(&c.tp, c.offset);
         match c.source {
             Source::Log => {
                 // Resolved in the log once the commit lands.
@@ -244,7 +244,9 @@ impl Worker {
                 continue;
             };
             warn!(group = %self.config.group_id, topic = %tp.topic, partition = tp.partition, offset, "partition lost with acked offsets not committed");
-            not_committed.push(CommittedOffset::new(tp, offset));
+            not_committed.push(CommittedOffset::of(tp, offset));
+            warn!(topic = %tp.topic, partition = tp.partition, offset, "partition lost with acked offsets not committed");
+            not_committed.push(CommittedOffset::of(tp, offset));
             let f = self.recorder.failure(
                 tp,
                 offset,
