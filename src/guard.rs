@@ -155,7 +155,9 @@ pub(crate) struct Guard {
     pub recorder: Arc<FailureRecorder>,
     pub commits: CommitHandle,
     pub life: Arc<Lifecycle>,
-    broker: Arc<dyn Committer>,
+    /// The consumer, for the cached watermarks (`None` once shut down, so
+    /// that the guard does not keep the consumer open).
+    broker: Option<Arc<dyn Committer>>,
     pub threads: Vec<JoinHandle<()>>,
 }
 
@@ -215,15 +217,16 @@ impl Guard {
             recorder,
             commits,
             life,
-            broker,
+            broker: Some(broker.clone()),
             threads: Vec::new(),
         };
-        guard.start_worker(mailbox, setup.replay)?;
+        guard.start_worker(broker, mailbox, setup.replay)?;
         Ok((guard, consumer))
     }
 
     fn start_worker(
         &mut self,
+        broker: Arc<dyn Committer>,
         mailbox: Mailbox,
         replay: std::collections::HashMap<TopicPartition, i64>,
     ) -> Result<(), BuildError> {
@@ -234,7 +237,7 @@ impl Guard {
             metrics: self.metrics.clone(),
             replay,
         };
-        let thread = handle::start(parts, self.broker.clone(), mailbox, self.life.clone())
+        let thread = handle::start(parts, broker, mailbox, self.life.clone())
             .map_err(spawn_error(GuardThread::Commit))?;
         self.threads.push(thread);
         Ok(())
@@ -276,7 +279,7 @@ impl Guard {
             .map(|s| {
                 let sv = s.view();
                 let committed = view.committed(&s.tp);
-                let log_end = self.broker.log_end(&s.tp);
+                let log_end = self.broker.as_ref().and_then(|b| b.log_end(&s.tp));
                 PartitionStatus {
                     topic: s.tp.topic.to_string(),
                     partition: s.tp.partition,
@@ -331,14 +334,16 @@ impl Guard {
             self.record_not_committed(&run.owned);
         }
         self.life.stop();
+        self.broker = None;
         let _ = within(run.deadline, poll_done).await;
         let committed = self.commits.view().all_committed();
         let not_committed = self.recorder.captured();
         self.flush_log(run.deadline).await;
+        // The threads end now (the stop signal is set): wait for them, within
+        // the deadline, so that they have let go of the consumer and its close
+        // (leaving the group) happens when the application drops it.
         for t in std::mem::take(&mut self.threads) {
-            if t.is_finished() {
-                let _ = t.join();
-            }
+            let _ = within(run.deadline, tokio::task::spawn_blocking(move || t.join())).await;
         }
         if let Some(thread) = died.or_else(|| self.life.died()) {
             return Err(Error::ThreadDied { thread });

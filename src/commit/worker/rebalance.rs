@@ -245,8 +245,6 @@ impl Worker {
             };
             warn!(group = %self.config.group_id, topic = %tp.topic, partition = tp.partition, offset, "partition lost with acked offsets not committed");
             not_committed.push(CommittedOffset::of(tp, offset));
-            warn!(topic = %tp.topic, partition = tp.partition, offset, "partition lost with acked offsets not committed");
-            not_committed.push(CommittedOffset::of(tp, offset));
             let f = self.recorder.failure(
                 tp,
                 offset,
