@@ -342,8 +342,15 @@ impl Guard {
         // The threads end now (the stop signal is set): wait for them, within
         // the deadline, so that they have let go of the consumer and its close
         // (leaving the group) happens when the application drops it.
+        // (A thread still busy at the deadline, e.g. in a commit attempt
+        // against a broker that is gone, is left to end by itself.)
         for t in std::mem::take(&mut self.threads) {
-            let _ = within(run.deadline, tokio::task::spawn_blocking(move || t.join())).await;
+            while !t.is_finished() && !run.deadline.is_past(Instant::now()) {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
         }
         if let Some(thread) = died.or_else(|| self.life.died()) {
             return Err(Error::ThreadDied { thread });
