@@ -331,6 +331,12 @@ impl Assignment {
         }
     }
 
+    /// The slot was made by this assignment (of this guard).
+    #[inline]
+    pub(crate) fn owns(&self, slot: &PartitionSlot) -> bool {
+        Arc::ptr_eq(&self.signal, &slot.signal)
+    }
+
     /// Partitions are assigned by the group's rebalance callbacks from now on.
     pub(crate) fn set_group_managed(&self) {
         self.group_managed.store(true, Ordering::Relaxed);

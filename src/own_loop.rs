@@ -9,7 +9,10 @@ use rdkafka::consumer::{BaseConsumer, ConsumerContext, StreamConsumer};
 use rdkafka::util::AsyncRuntime;
 use tracing::debug;
 
-use crate::assignment::{AckStatus, AckToken};
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use crate::assignment::{AckStatus, AckToken, PartitionSlot};
 use crate::error::Error;
 use crate::guard::{Guard, PartitionStatus, ShutdownReport};
 use crate::partition::CommittedOffset;
@@ -88,12 +91,32 @@ impl GuardHandle {
     #[inline]
     pub fn track<M: Message>(&self, message: &M) -> AckToken {
         let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
-        let slot = self.guard.assignment.for_tracking(topic, partition);
+        let slot = self.slot(topic, partition);
         if slot.deliver(offset) {
             slot.hand_out(offset);
             Metrics::inc(&self.guard.metrics.delivered);
         }
         AckToken::new(slot, offset)
+    }
+
+    /// The slot of a partition: the one this thread used last when it is the
+    /// same, still current, partition of this guard (most messages in a row
+    /// come from one partition); else a look-up.
+    #[inline]
+    fn slot(&self, topic: &str, partition: i32) -> Arc<PartitionSlot> {
+        LAST_SLOT.with_borrow_mut(|last| {
+            if let Some(s) = last
+                && s.tp.partition == partition
+                && !s.is_revoked()
+                && self.guard.assignment.owns(s)
+                && &*s.tp.topic == topic
+            {
+                return s.clone();
+            }
+            let s = self.guard.assignment.for_tracking(topic, partition);
+            *last = Some(s.clone());
+            s
+        })
     }
 
     /// Acks by coordinates instead of by token (the offset must have been
@@ -156,6 +179,11 @@ impl Drop for GuardHandle {
         self.guard.finish_in_background();
         debug!("guard handle dropped without shutdown; final commit runs in the background");
     }
+}
+
+thread_local! {
+    /// The slot [`GuardHandle::track`] used last on this thread.
+    static LAST_SLOT: RefCell<Option<Arc<PartitionSlot>>> = const { RefCell::new(None) };
 }
 
 mod sealed {
