@@ -30,8 +30,17 @@
 //!   offset backwards.
 //!
 //! rdkafka's synchronous commit blocks its thread, so commits run on a thread
-//! of the guard's own, as does polling; `recv`, `ack` and `commit_now` never
-//! block the async executor.
+//! of the guard's own; `ack` and `commit_now` never block the async executor.
+//!
+//! Two front-ends share that commit core:
+//! - [`GuardedConsumer`] ([`GuardBuilder::build`]): the guard polls on a thread
+//!   of its own and hands out owned [`Record`]s through
+//!   [`recv`](GuardedConsumer::recv); rebalance callbacks and their commits
+//!   never wait for your code.
+//! - your own loop ([`GuardBuilder::build_consumer`]): your `StreamConsumer` or
+//!   `BaseConsumer` with the guard's context, and a [`GuardHandle`] beside it;
+//!   [`GuardHandle::track`] each message you process (no copy) and ack its
+//!   token. Rebalance callbacks run inside your own poll.
 //!
 //! # Example
 //!
