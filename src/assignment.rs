@@ -260,6 +260,16 @@ impl Assignment {
 
     /// Starts a new assignment of a partition (a new epoch), ending any previous one.
     pub(crate) fn assign(&self, topic: &str, partition: i32) -> Arc<PartitionSlot> {
+        self.assign_replacing(topic, partition).0
+    }
+
+    /// [`Self::assign`], also returning the assignment it ended, if any (its
+    /// epoch and final commit point).
+    pub(crate) fn assign_replacing(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> (Arc<PartitionSlot>, Option<(u64, Option<i64>)>) {
         let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed) + 1;
         let mut slots = self.write();
         let topic_arc: Arc<str> = match slots.get_key_value(topic) {
@@ -268,14 +278,36 @@ impl Assignment {
         };
         let tp = TopicPartition::new(topic_arc.clone(), partition);
         let slot = Arc::new(PartitionSlot::new(self.signal.clone(), tp, epoch));
-        if let Some(old) = slots
+        let replaced = slots
             .entry(topic_arc)
             .or_default()
             .insert(partition, slot.clone())
-        {
-            old.end();
-        }
-        slot
+            .map(|old| (old.epoch, old.end()));
+        (slot, replaced)
+    }
+
+    /// Ends every assignment not in `keep` (manual assignments a group's first
+    /// assign does not confirm); returns what they had acked.
+    pub(crate) fn end_except(
+        &self,
+        keep: &[(String, i32)],
+    ) -> Vec<(TopicPartition, u64, Option<i64>)> {
+        let ended: Vec<Arc<PartitionSlot>> = self
+            .all()
+            .into_iter()
+            .filter(|s| {
+                !keep
+                    .iter()
+                    .any(|(t, p)| *p == s.tp.partition && **t == *s.tp.topic)
+            })
+            .collect();
+        ended
+            .into_iter()
+            .map(|s| {
+                let cp = self.revoke_slot(&s);
+                (s.tp.clone(), s.epoch, cp)
+            })
+            .collect()
     }
 
     /// Ends the assignment of a partition; returns its slot and final commit
@@ -338,8 +370,9 @@ impl Assignment {
     }
 
     /// Partitions are assigned by the group's rebalance callbacks from now on.
-    pub(crate) fn set_group_managed(&self) {
-        self.group_managed.store(true, Ordering::Relaxed);
+    /// True the first time.
+    pub(crate) fn set_group_managed(&self) -> bool {
+        !self.group_managed.swap(true, Ordering::Relaxed)
     }
 
     /// The slot for a record the application tracks: the current one; a new

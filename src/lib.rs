@@ -123,7 +123,11 @@
 //! | `offset_guard_failed_log_{records_written,resolutions_written,write_errors,dropped,rotations}_total` | counter | the failed-offset log's [`failure_log::LogStatus`] |
 //! | `offset_guard_failed_log_unwritten_records` | gauge | records the log accepted and has not written yet |
 //!
-//! The same log-end offset and lag are in [`GuardedConsumer::partitions`].
+//! When a partition is no longer owned (revoked, lost), its
+//! `offset_guard_outstanding_records` and `offset_guard_lag_records` are set to
+//! 0 once and its series are no longer updated (the facade cannot remove a
+//! series; Prometheus exporters can expire idle ones). The same log-end offset
+//! and lag are in [`GuardedConsumer::partitions`].
 //!
 //! # Cargo features
 //!

@@ -226,18 +226,35 @@ impl<C: ConsumerContext> GuardContext<C> {
         let span = info_span!("offset_guard_assign", group = %p.config.group_id, partitions = parts.len(), cooperative);
         let _enter = span.enter();
         Metrics::inc(&p.metrics.assigns);
-        p.assignment.set_group_managed();
+        // Offsets acked under a manual `assign` that the group's assignment
+        // replaces (or, at the group's first assign, does not confirm) are
+        // settled like offsets kept across a rebalance: committed if the
+        // partition is ours and they are ahead, else recorded.
+        let mut replaced = Vec::new();
+        if p.assignment.set_group_managed() {
+            replaced = p.assignment.end_except(&parts);
+        }
         let slots: Vec<Arc<PartitionSlot>> = parts
             .iter()
             .map(|(t, part)| {
-                let slot = p.assignment.assign(t, *part);
+                let (slot, old) = p.assignment.assign_replacing(t, *part);
+                if let Some((epoch, cp)) = old {
+                    replaced.push((slot.tp.clone(), epoch, cp));
+                }
                 debug!(topic = %t, partition = part, epoch = slot.epoch, "partition assigned");
                 slot
             })
             .collect();
+        let replaced: Vec<_> = replaced
+            .into_iter()
+            .filter_map(|(tp, epoch, cp)| Some((tp, epoch, cp?)))
+            .collect();
         p.recorder.set_member_id(member_id(base_consumer));
         let wait = Deadline::after(p.config.revoke_timeout.saturating_add(REPLY_SLACK));
-        let settled = p.commits.assigned(slots, wait).unwrap_or_default();
+        let settled = p
+            .commits
+            .assigned(slots, replaced, wait)
+            .unwrap_or_default();
         for (tp, offset) in &settled.start_at {
             let _ = tpl.set_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset));
         }

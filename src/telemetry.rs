@@ -361,6 +361,18 @@ mod enabled {
                 }
                 self.unwritten.set(status.unwritten as f64);
             }
+            // Partitions no longer owned: their outstanding records and lag
+            // are no longer this member's; report 0 once and stop updating
+            // them (the facade cannot remove a series; exporters can expire
+            // idle ones).
+            self.partitions.retain(|tp, g| {
+                let owned = parts.iter().any(|p| p.tp == *tp);
+                if !owned {
+                    g.outstanding.set(0.0);
+                    g.lag.set(0.0);
+                }
+                owned
+            });
             for p in parts {
                 let group = &self.group;
                 let g = self.partitions.entry(p.tp.clone()).or_insert_with(|| {

@@ -297,3 +297,36 @@ async fn manual_assign_without_a_rebalance() {
     let report = guard.shutdown(&*consumer).await.unwrap();
     assert_eq!(report.committed.len(), 1);
 }
+
+/// Manual `assign`, then `subscribe`: what was acked under the manual
+/// assignment is committed when the group's assignment replaces it (not
+/// dropped without a trace).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_under_a_manual_assign_survive_the_switch_to_subscribe() {
+    let fx = Fixture::mock();
+    let (topic, group) = (unique("own-switch"), unique("g-own-switch"));
+    fx.create_topic(&topic, 2);
+    fx.produce(&topic, 2, 20, 0);
+    let (consumer, guard) = fx
+        .guard(&group)
+        .no_commit_interval()
+        .build_consumer::<StreamConsumer<GuardContext>>()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let got = recv_tracked(&consumer, &guard, 10).await;
+    for (_, _, t) in &got[..5] {
+        t.clone().ack();
+    }
+    consumer.subscribe(&[&topic]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while guard.stats().assigns == 0 {
+        assert!(std::time::Instant::now() < deadline, "no group assign");
+        let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
+    }
+    guard.commit_now().await.unwrap();
+    assert_eq!(fx.committed(&group, &topic, 2)[0], Some(5));
+    guard.shutdown(&*consumer).await.unwrap();
+}

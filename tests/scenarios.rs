@@ -721,10 +721,19 @@ fn run_child(test: &str, spec: &str, run: &mut ChildRun, kill_when: impl Fn(&Chi
     }
 }
 
-/// The child: consumes the topic with the guard, prints each record it
-/// processes (then acks it) and each commit it sees land, one line each,
-/// flushed. Stops once every partition is processed to its end.
-fn crash_child(spec: &str) {
+/// A child's spec (`bootstrap|topic|group|partitions|end|starts`): the topic,
+/// the partition count, the end offset, where each partition starts, the
+/// guard's builder, and a runtime (tracing to stderr).
+fn child_setup(
+    spec: &str,
+) -> (
+    String,
+    usize,
+    i64,
+    Vec<i64>,
+    offset_guard::GuardBuilder,
+    tokio::runtime::Runtime,
+) {
     let f: Vec<&str> = spec.split('|').collect();
     let (bootstrap, topic, group) = (f[0], f[1], f[2]);
     let partitions: usize = f[3].parse().unwrap();
@@ -746,25 +755,32 @@ fn crash_child(spec: &str) {
         .enable_all()
         .build()
         .unwrap();
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        // Above MockCluster's 3 s first-join delay (a shorter session
+        // expires while the JoinGroup waits), short enough that the
+        // killed member leaves the group soon.
+        .set("session.timeout.ms", "4000")
+        .set("heartbeat.interval.ms", "400");
+    let builder = OffsetGuard::builder(config)
+        .retry(fast_retry(5))
+        .commit_every(25)
+        .commit_interval(Duration::from_millis(100))
+        .shutdown_timeout(Duration::from_secs(5));
+    (topic.to_string(), partitions, end, starts, builder, rt)
+}
+
+/// The child: consumes the topic with the guard, prints each record it
+/// processes (then acks it) and each commit it sees land, one line each,
+/// flushed. Stops once every partition is processed to its end.
+fn crash_child(spec: &str) {
+    let (topic, partitions, end, starts, builder, rt) = child_setup(spec);
     rt.block_on(async {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", bootstrap)
-            .set("group.id", group)
-            .set("auto.offset.reset", "earliest")
-            // Above MockCluster's 3 s first-join delay (a shorter session
-            // expires while the JoinGroup waits), short enough that the
-            // killed member leaves the group soon.
-            .set("session.timeout.ms", "4000")
-            .set("heartbeat.interval.ms", "400");
-        let mut c = OffsetGuard::builder(config)
-            .retry(fast_retry(5))
-            .commit_every(25)
-            .commit_interval(Duration::from_millis(100))
-            .shutdown_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap();
-        c.subscribe(&[topic]).unwrap();
+        let mut c = builder.build().unwrap();
+        c.subscribe(&[&topic]).unwrap();
         let mut out = std::io::stdout().lock();
         let mut next = starts.clone();
         let mut seen_committed = vec![None; partitions];
@@ -810,46 +826,12 @@ fn crash_child(spec: &str) {
 /// processes (then acks it) and each commit it sees land, one line each,
 /// flushed. Stops once every partition is processed to its end.
 fn crash_child_own_loop(spec: &str) {
-    let f: Vec<&str> = spec.split('|').collect();
-    let (bootstrap, topic, group) = (f[0], f[1], f[2]);
-    let partitions: usize = f[3].parse().unwrap();
-    let end: i64 = f[4].parse().unwrap();
-    let starts: Vec<i64> = if f[5].is_empty() {
-        vec![0; partitions]
-    } else {
-        f[5].split(',').map(|s| s.parse().unwrap()).collect()
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (topic, partitions, end, starts, builder, rt) = child_setup(spec);
     rt.block_on(async {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", bootstrap)
-            .set("group.id", group)
-            .set("auto.offset.reset", "earliest")
-            // Above MockCluster's 3 s first-join delay (a shorter session
-            // expires while the JoinGroup waits), short enough that the
-            // killed member leaves the group soon.
-            .set("session.timeout.ms", "4000")
-            .set("heartbeat.interval.ms", "400");
-        let (consumer, c) = OffsetGuard::builder(config)
-            .retry(fast_retry(5))
-            .commit_every(25)
-            .commit_interval(Duration::from_millis(100))
-            .shutdown_timeout(Duration::from_secs(5))
+        let (consumer, c) = builder
             .build_consumer::<StreamConsumer<GuardContext>>()
             .unwrap();
-        consumer.subscribe(&[topic]).unwrap();
+        consumer.subscribe(&[&topic]).unwrap();
         let mut out = std::io::stdout().lock();
         let mut next = starts.clone();
         let mut seen_committed = vec![None; partitions];

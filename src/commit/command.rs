@@ -66,6 +66,9 @@ pub(crate) struct RevokeOutcome {
 /// A rebalance ended with these newly assigned slots.
 pub(crate) struct AssignJob {
     pub slots: Vec<Arc<PartitionSlot>>,
+    /// Assignments this assign ended without a revoke (manual `assign`
+    /// replaced by the group's): epoch and acked offset, settled as kept.
+    pub replaced: Vec<(TopicPartition, u64, i64)>,
     pub reply: Reply<AssignOutcome>,
 }
 

@@ -24,7 +24,7 @@ use crate::assignment::{AckSignal, Assignment, PartitionSlot, Ring};
 use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::error::Error;
-use crate::partition::CommittedOffset;
+use crate::partition::{CommittedOffset, TopicPartition};
 use crate::stats::Metrics;
 use crate::threads::{self, GuardThread, Lifecycle};
 
@@ -184,10 +184,16 @@ impl CommitHandle {
     pub(crate) fn assigned(
         &self,
         slots: Vec<Arc<PartitionSlot>>,
+        replaced: Vec<(TopicPartition, u64, i64)>,
         wait_until: Deadline,
     ) -> Option<AssignOutcome> {
         let (reply, pending) = reply_pair();
-        if !self.send(Command::Assigned(AssignJob { slots, reply })) {
+        let job = AssignJob {
+            slots,
+            replaced,
+            reply,
+        };
+        if !self.send(Command::Assigned(job)) {
             return None;
         }
         pending.wait(wait_until)

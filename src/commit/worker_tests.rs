@@ -203,7 +203,10 @@ fn a_kept_offset_is_committed_when_its_partition_comes_back_and_dropped_when_not
     // p0 comes back (the group has 3 committed), p1 goes elsewhere.
     script.group.lock().unwrap().insert(0, 3);
     let back = g.assignment.assign("t", 0);
-    let settled = g.commits.assigned(vec![back], Deadline::NEVER).unwrap();
+    let settled = g
+        .commits
+        .assigned(vec![back], vec![], Deadline::NEVER)
+        .unwrap();
     assert_eq!(settled.start_at, vec![(TopicPartition::new("t", 0), 7)]);
     assert_eq!(settled.resumed.len(), 1);
     assert_eq!(settled.dropped.len(), 1);

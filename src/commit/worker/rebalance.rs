@@ -111,6 +111,18 @@ impl Worker {
     /// the assigned partitions.
     pub(super) fn assigned(&mut self, job: AssignJob) {
         self.rebalance_gen += 1;
+        for (tp, epoch, offset) in &job.replaced {
+            if self.queue.committed_offset(tp) < Some(*offset) {
+                let k = KeptOffset {
+                    epoch: *epoch,
+                    offset: *offset,
+                    code: None,
+                    message: "acked under a manual assignment that the group's assignment replaced"
+                        .into(),
+                };
+                self.kept.keep(tp, k);
+            }
+        }
         let assigned: Vec<(TopicPartition, u64)> =
             job.slots.iter().map(|s| (s.tp.clone(), s.epoch)).collect();
         let (assignment, queue) = (&self.assignment, &self.queue);
