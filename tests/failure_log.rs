@@ -650,6 +650,37 @@ fn the_unwritten_queue_is_bounded_and_overflow_is_counted() {
     assert_eq!(offsets(LogReader::open(&path).unwrap().entries()), [3, 4]);
 }
 
+/// The bound applies to what waits for a failing disk, not to a burst that a
+/// healthy disk takes: 15,000 records recorded at once with a queue bound of
+/// 100 are all written.
+#[test]
+fn a_burst_larger_than_the_queue_bound_is_written_whole_on_a_healthy_disk() {
+    let dir = TempDir::new("burst");
+    let path = dir.join("failed.jsonl");
+    let log = FailedOffsetLog::builder(&path)
+        .max_unwritten(100)
+        .fsync(FsyncPolicy::Batched {
+            max_records: 1000,
+            max_delay: Duration::from_millis(50),
+        })
+        .open()
+        .unwrap();
+    for offset in 0..15_000 {
+        log.record(failure("orders", 0, offset));
+    }
+    log.flush().unwrap();
+    let status = log.status();
+    assert_eq!(
+        (status.records_written, status.dropped),
+        (15_000, 0),
+        "{status:?}"
+    );
+    log.close().unwrap();
+    let read = offsets(LogReader::open(&path).unwrap().entries());
+    assert_eq!(read.len(), 15_000);
+    assert!(read.windows(2).all(|w| w[1] == w[0] + 1));
+}
+
 #[test]
 fn records_after_close_are_dropped_and_counted() {
     let dir = TempDir::new("closed");

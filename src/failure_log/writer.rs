@@ -522,6 +522,13 @@ impl Writer {
     }
 
     fn enqueue(&mut self, entry: LogEntry) {
+        // The bound is on what waits for the disk: with a full queue, write
+        // it out first unless writes are failing (then wait for the retry).
+        if self.pending.len() >= self.cfg.max_unwritten
+            && self.retry_at.is_none_or(|t| Instant::now() >= t)
+        {
+            self.write_pending();
+        }
         let is_failure = matches!(entry, LogEntry::Failure(_));
         self.pending.push_back((entry.to_json_line(), is_failure));
         while self.pending.len() > self.cfg.max_unwritten {
