@@ -127,7 +127,9 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     }
 
     /// Deadline for [`shutdown`](GuardedConsumer::shutdown): its final commit
-    /// (with retries), the close and the flush of the failed-offset log.
+    /// (with retries), the close and the flush of the failed-offset log (which
+    /// gets at least [`LOG_FLUSH_ALLOWANCE`](crate::LOG_FLUSH_ALLOWANCE) past
+    /// the deadline, so that what could not be committed is durable).
     /// Default: 10 s. Must be non-zero; `Duration::MAX` means no deadline (the
     /// retry policy still bounds the final commit).
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {

@@ -68,7 +68,18 @@ pub struct ShutdownReport {
     pub elapsed: Duration,
     /// Counters at the end.
     pub stats: Stats,
+    /// Whether the failed-offset log was flushed (written and synced) before
+    /// shutdown returned, so that every offset in `not_committed` is in it;
+    /// `None` without a log. The flush gets what is left of the shutdown
+    /// deadline, and at least [`LOG_FLUSH_ALLOWANCE`] even when the deadline
+    /// has passed.
+    pub log_flushed: Option<bool>,
 }
+
+/// The least time shutdown gives the failed-offset log's flush, even past its
+/// deadline (1 s): the offsets it could not commit must be durable when it
+/// returns.
+pub const LOG_FLUSH_ALLOWANCE: Duration = Duration::from_secs(1);
 
 /// Everything `build()` hands over to start a guard.
 pub(crate) struct Setup<C> {
@@ -338,7 +349,7 @@ impl Guard {
         let _ = within(run.deadline, poll_done).await;
         let committed = self.commits.view().all_committed();
         let not_committed = self.recorder.captured();
-        self.flush_log(run.deadline).await;
+        let log_flushed = self.flush_log(run.deadline).await;
         // The threads end now (the stop signal is set): wait for them, within
         // the deadline, so that they have let go of the consumer and its close
         // (leaving the group) happens when the application drops it.
@@ -361,6 +372,7 @@ impl Guard {
             deadline_exceeded,
             elapsed: run.started.elapsed(),
             stats: self.metrics.snapshot(),
+            log_flushed,
         };
         info!(
             group = %self.config.group_id,
@@ -408,15 +420,22 @@ impl Guard {
         }
     }
 
-    /// Makes the failures of this run durable, within what is left of the deadline.
-    async fn flush_log(&self, deadline: Deadline) {
-        if let Some(log) = self.recorder.log() {
-            let left = deadline.remaining(Instant::now()).unwrap_or(Duration::MAX);
-            let log = log.clone();
-            let flushed = tokio::task::spawn_blocking(move || log.flush_timeout(left)).await;
-            if let Ok(Err(e)) = flushed {
+    /// Makes the failures of this run durable: within what is left of the
+    /// deadline, and at least [`LOG_FLUSH_ALLOWANCE`]. `None` without a log.
+    async fn flush_log(&self, deadline: Deadline) -> Option<bool> {
+        let log = self.recorder.log()?.clone();
+        let left = deadline
+            .remaining(Instant::now())
+            .unwrap_or(Duration::MAX)
+            .max(LOG_FLUSH_ALLOWANCE);
+        let flushed = tokio::task::spawn_blocking(move || log.flush_timeout(left)).await;
+        match flushed {
+            Ok(Ok(())) => Some(true),
+            Ok(Err(e)) => {
                 warn!(group = %self.config.group_id, error = %e, "failed-offset log not flushed at shutdown");
+                Some(false)
             }
+            Err(_) => Some(false),
         }
     }
 

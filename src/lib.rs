@@ -220,7 +220,7 @@ pub use config::MAX_PREFETCH_BATCHES;
 pub use consumer::GuardedConsumer;
 pub use delivery::Record;
 pub use error::{BuildError, Error, InvalidBackoff};
-pub use guard::{PartitionStatus, ShutdownReport};
+pub use guard::{LOG_FLUSH_ALLOWANCE, PartitionStatus, ShutdownReport};
 pub use own_loop::{GuardHandle, ServeCallbacks};
 pub use partition::{CommittedOffset, DroppedOffset};
 pub use rebalance::{Assigned, GuardContext, Lost, Revoked};

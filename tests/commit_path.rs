@@ -432,3 +432,50 @@ async fn drop_without_shutdown_neither_hangs_nor_loses_acked_work() {
         || fx.committed(&group, &topic, 1) == vec![Some(10)],
     );
 }
+
+/// A final commit that misses the shutdown deadline (3 s round trip, 1 s
+/// deadline): every offset in `not_committed` is in the failed-offset log, read
+/// by a fresh reader, when `shutdown()` returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_committed_offsets_are_durable_when_shutdown_returns() {
+    let fx = Fixture::mock();
+    let (topic, group) = (unique("durable"), unique("g-durable"));
+    fx.create_topic(&topic, 12);
+    fx.produce(&topic, 12, 1, 0);
+    let dir = std::env::temp_dir().join(unique("og-durable"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("failed.jsonl");
+    let mut c = fx
+        .guard(&group)
+        .no_commit_interval()
+        .shutdown_timeout(Duration::from_secs(1))
+        .failed_offset_log(&path)
+        .build()
+        .unwrap();
+    c.subscribe(&[&topic]).unwrap();
+    for r in recv_n(&mut c, 12, Duration::from_secs(60)).await {
+        r.ack();
+    }
+    fx.mock_cluster()
+        .broker_round_trip_time(1, Duration::from_secs(3))
+        .unwrap();
+    let report = c.shutdown().await.unwrap();
+    let logged: HashSet<(i32, i64)> = offset_guard::failure_log::LogReader::open(&path)
+        .unwrap()
+        .failures()
+        .map(|f| (f.partition, f.offset))
+        .collect();
+    fx.mock_cluster()
+        .broker_round_trip_time(1, Duration::ZERO)
+        .unwrap();
+    assert!(report.deadline_exceeded, "{report:?}");
+    assert_eq!(report.not_committed.len(), 12, "{report:?}");
+    assert_eq!(report.log_flushed, Some(true));
+    for f in &report.not_committed {
+        assert!(
+            logged.contains(&(f.partition, f.offset)),
+            "{f:?} not in the log"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
