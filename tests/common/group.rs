@@ -135,6 +135,17 @@ impl MemberEnd {
     }
 }
 
+/// Adds hooks that keep every rebalance event the member sees.
+fn with_events(builder: GuardBuilder) -> (GuardBuilder, Arc<Mutex<Vec<Event>>>) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let (e1, e2, e3) = (events.clone(), events.clone(), events.clone());
+    let builder = builder
+        .on_assign(move |a| e1.lock().unwrap().push(Event::Assigned(a.clone())))
+        .on_revoke(move |r| e2.lock().unwrap().push(Event::Revoked(r.clone())))
+        .on_lost(move |l| e3.lock().unwrap().push(Event::Lost(l.clone())));
+    (builder, events)
+}
+
 /// One consumer of the group, running as a task: receives, records in the
 /// ledger, acks at once.
 pub struct Member {
@@ -148,14 +159,8 @@ impl Member {
     /// Builds the guard from `builder` (hooks added here), subscribes to
     /// `topic` and starts consuming.
     pub fn start(name: &str, builder: GuardBuilder, topic: &str, ledger: Arc<Ledger>) -> Member {
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let (e1, e2, e3) = (events.clone(), events.clone(), events.clone());
-        let mut c = builder
-            .on_assign(move |a| e1.lock().unwrap().push(Event::Assigned(a.clone())))
-            .on_revoke(move |r| e2.lock().unwrap().push(Event::Revoked(r.clone())))
-            .on_lost(move |l| e3.lock().unwrap().push(Event::Lost(l.clone())))
-            .build()
-            .expect("build guard");
+        let (builder, events) = with_events(builder);
+        let mut c = builder.build().expect("build guard");
         c.subscribe(&[topic]).expect("subscribe");
         let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
         let me = name.to_string();
@@ -194,12 +199,8 @@ impl Member {
     ) -> Member {
         use rdkafka::Message;
         use rdkafka::consumer::StreamConsumer;
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let (e1, e2, e3) = (events.clone(), events.clone(), events.clone());
+        let (builder, events) = with_events(builder);
         let (consumer, guard) = builder
-            .on_assign(move |a| e1.lock().unwrap().push(Event::Assigned(a.clone())))
-            .on_revoke(move |r| e2.lock().unwrap().push(Event::Revoked(r.clone())))
-            .on_lost(move |l| e3.lock().unwrap().push(Event::Lost(l.clone())))
             .build_consumer::<StreamConsumer<offset_guard::GuardContext>>()
             .expect("build guard");
         consumer.subscribe(&[topic]).expect("subscribe");
