@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use offset_guard::failure_log::LogReader;
+use offset_guard::failure_log::{LogEntry, LogReader};
 use offset_guard::{GuardedConsumer, OffsetGuard, RetryPolicy};
 use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
@@ -232,16 +232,27 @@ async fn main() -> Res<()> {
 
     println!("\nfailed-offset log {} (read back):", log_path.display());
     let reader = LogReader::open(&log_path)?;
-    for f in reader.failures() {
-        println!(
-            "  {}[{}] offset {} reason {} error {} after {} attempt(s)",
-            f.topic,
-            f.partition,
-            f.offset,
-            f.reason,
-            f.error_code.as_deref().unwrap_or("-"),
-            f.attempts
-        );
+    for e in reader.entries() {
+        match e {
+            LogEntry::Failure(f) => println!(
+                "  failure   {}[{}] offset {} reason {} error {} after {} attempt(s)",
+                f.topic,
+                f.partition,
+                f.offset,
+                f.reason,
+                f.error_code.as_deref().unwrap_or("-"),
+                f.attempts
+            ),
+            LogEntry::Resolved(r) => println!(
+                "  resolved  {}[{}] offset {} {} (covers offsets up to {})",
+                r.topic,
+                r.partition,
+                r.offset,
+                r.how.as_str(),
+                r.covers()
+            ),
+            _ => {}
+        }
     }
 
     check(
@@ -253,6 +264,10 @@ async fn main() -> Res<()> {
     check(
         reader.failures().next().is_some() && reader.issues().is_empty(),
         "failed offsets in the log",
+    )?;
+    check(
+        reader.unresolved().is_empty(),
+        "every failed offset resolved in the log by the later commit that covered it",
     )?;
     check(duplicates == 0, "0 duplicates after a clean shutdown")?;
     drop(log);

@@ -1,10 +1,13 @@
 //! The one failure recorder: every offset the guard gives up on goes through
 //! [`FailureRecorder::record`] to the user's [`FailureSink`] and the durable
 //! failed-offset log, is counted, and (during shutdown) is kept for the
-//! shutdown report. Resolutions of replayed offsets go to the log from here too.
+//! shutdown report. Resolutions go to the log from here too: of replayed
+//! offsets, and of this run's failures once a later commit of their partition
+//! covers them ([`FailureRecorder::take_covered`]).
 
+use std::collections::{BTreeSet, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -23,6 +26,9 @@ pub(crate) struct FailureRecorder {
     log: Option<FailedOffsetLog>,
     metrics: Arc<Metrics>,
     state: Mutex<RecorderState>,
+    /// How many offsets `RecorderState::uncovered` holds: landed commits skip
+    /// the lock while it is 0 (the usual case).
+    uncovered: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -30,6 +36,10 @@ struct RecorderState {
     member_id: Option<String>,
     /// Failures recorded since shutdown started (for its report).
     captured: Option<Vec<FailedOffset>>,
+    /// Offsets logged as failed in this run that no commit has covered yet,
+    /// per partition (only with a log: they are what a later resolution
+    /// line resolves).
+    uncovered: HashMap<TopicPartition, BTreeSet<i64>>,
 }
 
 impl FailureRecorder {
@@ -45,6 +55,7 @@ impl FailureRecorder {
             log,
             metrics,
             state: Mutex::new(RecorderState::default()),
+            uncovered: AtomicUsize::new(0),
         }
     }
 
@@ -89,7 +100,8 @@ impl FailureRecorder {
     /// shutdown started (the commit thread and shutdown's own deadline can
     /// both give it up) is recorded once.
     pub(crate) fn record(&self, f: FailedOffset) {
-        if let Some(captured) = self.lock().captured.as_mut() {
+        let mut state = self.lock();
+        if let Some(captured) = state.captured.as_mut() {
             let seen = captured
                 .iter()
                 .any(|c| c.partition == f.partition && c.offset == f.offset && c.topic == f.topic);
@@ -100,8 +112,15 @@ impl FailureRecorder {
         }
         Metrics::inc(&self.metrics.offsets_failed);
         if let Some(log) = &self.log {
+            // Queued under the lock, so a resolution taken by `take_covered`
+            // after this is queued after the failure it resolves.
+            let tp = TopicPartition::new(f.topic.as_str(), f.partition);
+            if state.uncovered.entry(tp).or_default().insert(f.offset) {
+                self.uncovered.fetch_add(1, Ordering::Relaxed);
+            }
             log.record(f.clone());
         }
+        drop(state);
         if let Some(sink) = &self.sink {
             let (topic, partition, offset) = (f.topic.clone(), f.partition, f.offset);
             if catch_unwind(AssertUnwindSafe(|| sink.record(f))).is_err() {
@@ -116,6 +135,24 @@ impl FailureRecorder {
         if let Some(log) = &self.log {
             log.resolve(r);
         }
+    }
+
+    /// A commit of `committed` landed for `tp`: takes this run's logged
+    /// failures of `tp` at or below it, and returns the highest, if any (the
+    /// caller appends one resolution covering them all).
+    pub(crate) fn take_covered(&self, tp: &TopicPartition, committed: i64) -> Option<i64> {
+        if self.uncovered.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut state = self.lock();
+        let offsets = state.uncovered.get_mut(tp)?;
+        let above = offsets.split_off(&committed.saturating_add(1));
+        let covered = std::mem::replace(offsets, above);
+        if offsets.is_empty() {
+            state.uncovered.remove(tp);
+        }
+        self.uncovered.fetch_sub(covered.len(), Ordering::Relaxed);
+        covered.last().copied()
     }
 
     /// From now on, failures are also kept for the shutdown report.
@@ -162,5 +199,41 @@ mod tests {
         let captured = r.captured();
         assert_eq!(captured.len(), 1);
         assert_eq!(captured[0].offset, 2);
+    }
+
+    #[test]
+    fn a_landed_commit_covers_the_logged_failures_at_or_below_it() {
+        let dir = std::env::temp_dir().join(format!(
+            "offset-guard-recorder-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = FailedOffsetLog::open(dir.join("log.jsonl")).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let r = FailureRecorder::new("g".into(), None, Some(log), metrics);
+        let (tp, other) = (TopicPartition::new("t", 0), TopicPartition::new("t", 1));
+        assert_eq!(r.take_covered(&tp, 100), None, "nothing failed yet");
+        for o in [10, 20, 30] {
+            r.record(r.failure(&tp, o, FailureReason::RetriesExhausted, "x"));
+        }
+        r.record(r.failure(&other, 5, FailureReason::Lost, "x"));
+        assert_eq!(r.take_covered(&tp, 9), None);
+        assert_eq!(r.take_covered(&tp, 25), Some(20), "10 and 20, not 30");
+        assert_eq!(r.take_covered(&tp, 25), None, "taken once");
+        assert_eq!(r.take_covered(&tp, 30), Some(30), "equal is covered");
+        assert_eq!(r.take_covered(&tp, i64::MAX), None);
+        assert_eq!(r.take_covered(&other, i64::MAX), Some(5));
+        assert_eq!(r.uncovered.load(Ordering::Relaxed), 0);
+        r.log().unwrap().close().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn without_a_log_nothing_waits_for_a_resolution() {
+        let r = FailureRecorder::new("g".into(), None, None, Arc::new(Metrics::default()));
+        let tp = TopicPartition::new("t", 0);
+        r.record(r.failure(&tp, 10, FailureReason::RetriesExhausted, "x"));
+        assert_eq!(r.take_covered(&tp, 10), None);
     }
 }

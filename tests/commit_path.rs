@@ -235,6 +235,86 @@ async fn exhausted_retries_go_to_the_sink_and_later_commits_still_land() {
     assert_eq!(logged[0].reason, FailureReason::RetriesExhausted);
     assert_eq!(logged[0].group_id, group);
     assert_eq!(logged[0].error_code.as_deref(), Some("RequestTimedOut"));
+    // The later commit of 30 covered the failed 10: the log says so itself.
+    assert!(log.unresolved().is_empty(), "{:?}", log.unresolved());
+    let resolutions: Vec<_> = log
+        .entries()
+        .iter()
+        .filter_map(|e| match e {
+            offset_guard::failure_log::LogEntry::Resolved(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resolutions.len(), 1, "{resolutions:?}");
+    let r = &resolutions[0];
+    assert_eq!((r.partition, r.offset, r.covers()), (0, 10, 30), "{r:?}");
+    assert_eq!(r.how.as_str(), "superseded");
+    std::fs::remove_file(&log_path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_given_up_offset_committed_later_is_resolved_in_the_log_and_higher_ones_stay_open() {
+    let fx = Fixture::mock();
+    let common::Injected {
+        topic,
+        group,
+        log_path,
+        consumer: c,
+        records,
+        ..
+    } = fx.injected("covered", 2, 20, 2).await;
+    let (p0, p1): (Vec<_>, Vec<_>) = records.iter().partition(|r| r.partition() == 0);
+    for r in p0.iter().take(5).chain(p1.iter().take(7)) {
+        r.ack_token().ack();
+    }
+    fx.mock_cluster().request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 40],
+    );
+    c.commit_now().await.expect_err("retries exhausted");
+    fx.mock_cluster()
+        .clear_request_errors(RDKafkaApiKey::OffsetCommit);
+    // Partition 0 goes on to 8; partition 1 gets no new ack: commit_now
+    // offers its given-up 7 again.
+    for r in p0.iter().skip(5).take(3) {
+        r.ack_token().ack();
+    }
+    c.commit_now().await.unwrap();
+    assert_eq!(fx.committed(&group, &topic, 2), vec![Some(8), Some(7)]);
+    // A third failure, above every commit: it stays unresolved.
+    for r in p0.iter().skip(8).take(2) {
+        r.ack_token().ack();
+    }
+    fx.mock_cluster().request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 40],
+    );
+    c.commit_now().await.expect_err("retries exhausted");
+    // Shutdown's final commit of 10 fails too (the errors are still there).
+    let _ = c.shutdown().await;
+
+    let log = offset_guard::failure_log::LogReader::open(&log_path).unwrap();
+    let resolved: HashSet<(i32, i64, i64, &str)> = log
+        .entries()
+        .iter()
+        .filter_map(|e| match e {
+            offset_guard::failure_log::LogEntry::Resolved(r) => {
+                Some((r.partition, r.offset, r.covers(), r.how.as_str()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        resolved,
+        HashSet::from([(0, 5, 8, "superseded"), (1, 7, 7, "recommitted")])
+    );
+    let open: Vec<(i32, i64)> = log
+        .unresolved()
+        .iter()
+        .map(|f| (f.partition, f.offset))
+        .collect();
+    assert!(open.contains(&(0, 10)), "{open:?}");
+    assert!(open.iter().all(|&(p, o)| p == 0 && o == 10), "{open:?}");
     std::fs::remove_file(&log_path).unwrap();
 }
 

@@ -29,7 +29,10 @@
 //! - `resolution`: `recommitted` (the offset itself was committed later) or
 //!   `superseded` (a higher offset, `committed_offset`, was committed).
 //!
-//! Failures are never rewritten; a later `resolved` line marks them done. A
+//! Failures are never rewritten; a later `resolved` line marks them done:
+//! the guard appends one when a commit of the partition lands at or past
+//! failed offsets of the same run, and when replay settles an offset of an
+//! earlier run. A
 //! failure is resolved by a *later* resolution for the same group, topic and
 //! partition whose offset (or `committed_offset`) is `>=` its offset
 //! ([`unresolved`]). Readers ignore unknown fields, so version 1 may grow

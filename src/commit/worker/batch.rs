@@ -274,7 +274,7 @@ impl Worker {
             debug!(topic = %e.tp.topic, partition = e.tp.partition, offset = e.offset, "offset committed");
         }
         self.landed_quietly(batch);
-        self.resolve_replayed(batch);
+        self.resolve_covered(batch);
     }
 
     pub(super) fn landed_quietly(&mut self, batch: &[Entry]) {
@@ -282,20 +282,25 @@ impl Worker {
         self.view.settled(batch);
     }
 
-    /// A batch landed: resolves in the log the replayed offsets it covers.
-    pub(super) fn resolve_replayed(&mut self, batch: &[Entry]) {
-        if self.replay_pending.is_empty() {
-            return;
-        }
+    /// A batch landed: appends to the log one resolution per partition for
+    /// the failed offsets it covers, replayed from the log or given up in
+    /// this run (`recommitted` when the commit is that very offset,
+    /// `superseded` by the commit otherwise).
+    pub(super) fn resolve_covered(&mut self, batch: &[Entry]) {
         for e in batch {
-            let Some(&k) = self.replay_pending.get(&e.tp) else {
+            let replayed = match self.replay_pending.get(&e.tp) {
+                Some(&k) if k <= e.offset => self.replay_pending.remove(&e.tp),
+                _ => None,
+            };
+            let failed = self.recorder.take_covered(&e.tp, e.offset);
+            let Some(k) = replayed.max(failed) else {
                 continue;
             };
-            if e.offset < k {
-                continue;
+            if replayed.is_some() {
+                info!(topic = %e.tp.topic, partition = e.tp.partition, offset = k, committed = e.offset, "failed offset from the log committed again");
+            } else {
+                info!(topic = %e.tp.topic, partition = e.tp.partition, offset = k, committed = e.offset, "failed offsets covered by a later commit: resolved in the log");
             }
-            self.replay_pending.remove(&e.tp);
-            info!(topic = %e.tp.topic, partition = e.tp.partition, offset = k, committed = e.offset, "failed offset from the log committed again");
             let (g, t, p) = (
                 self.config.group_id.clone(),
                 e.tp.topic.to_string(),
