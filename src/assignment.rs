@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::partition::TopicPartition;
@@ -93,6 +93,25 @@ pub(crate) struct PartitionSlot {
     closing: AtomicBool,
     /// The highest offset handed to the application (-1: none yet).
     handed_out: AtomicI64,
+    /// The highest offset registered by the front-end (-1: none yet); above
+    /// `handed_out`, records of this slot wait in the hand-off.
+    registered: AtomicI64,
+    /// Mirror of the tracker's outstanding count, for the poll thread's flow
+    /// control without the slot lock.
+    outstanding_hint: AtomicUsize,
+    /// The application paused this partition (owned front-end): its records
+    /// are held back, not handed out.
+    user_paused: AtomicBool,
+}
+
+/// What [`PartitionSlot::hand_out`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HandOut {
+    Yes,
+    /// The revoke of this assignment started: skip the record.
+    Closing,
+    /// The application paused the partition: hold the record back.
+    Paused,
 }
 
 struct SlotState {
@@ -121,6 +140,9 @@ impl PartitionSlot {
             revoked_hint: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             handed_out: AtomicI64::new(-1),
+            registered: AtomicI64::new(-1),
+            outstanding_hint: AtomicUsize::new(0),
+            user_paused: AtomicBool::new(false),
         }
     }
 
@@ -144,11 +166,19 @@ impl PartitionSlot {
         mut refused: impl FnMut(usize),
     ) {
         let mut s = self.lock();
+        let mut last = None;
         for (i, offset) in offsets.enumerate() {
             if s.revoked || !s.tracker.deliver(offset) {
                 refused(i);
+            } else {
+                last = Some(offset);
             }
         }
+        if let Some(last) = last {
+            self.registered.store(last, Ordering::Relaxed);
+        }
+        self.outstanding_hint
+            .store(s.tracker.outstanding(), Ordering::Relaxed);
     }
 
     fn ack(&self, offset: i64) -> AckStatus {
@@ -158,7 +188,11 @@ impl PartitionSlot {
                 return AckStatus::Stale;
             }
             match s.tracker.ack(offset) {
-                AckOutcome::Recorded => AckStatus::Recorded,
+                AckOutcome::Recorded => {
+                    self.outstanding_hint
+                        .store(s.tracker.outstanding(), Ordering::Relaxed);
+                    AckStatus::Recorded
+                }
                 AckOutcome::Duplicate => AckStatus::Duplicate,
                 AckOutcome::Unknown => AckStatus::Unknown,
             }
@@ -169,14 +203,48 @@ impl PartitionSlot {
         status
     }
 
-    /// The front-end is about to hand out `offset`. False if the revoke of
-    /// this assignment started: the record is skipped instead.
+    /// The front-end is about to hand out `offset`: yes, or skip it (the
+    /// revoke of this assignment started), or hold it back (paused).
     #[inline]
-    pub(crate) fn hand_out(&self, offset: i64) -> bool {
+    pub(crate) fn hand_out(&self, offset: i64) -> HandOut {
+        if self.user_paused.load(Ordering::Acquire) {
+            return HandOut::Paused;
+        }
         // Store first, then check: a revoke that starts concurrently either sees
         // this offset as handed out (and waits for its ack) or is seen here.
         self.handed_out.store(offset, Ordering::SeqCst);
-        !self.closing.load(Ordering::SeqCst)
+        if self.closing.load(Ordering::SeqCst) {
+            HandOut::Closing
+        } else {
+            HandOut::Yes
+        }
+    }
+
+    /// The application pauses (`true`) or resumes the partition.
+    pub(crate) fn set_user_paused(&self, paused: bool) {
+        self.user_paused.store(paused, Ordering::Release);
+    }
+
+    pub(crate) fn is_user_paused(&self) -> bool {
+        self.user_paused.load(Ordering::Acquire)
+    }
+
+    /// Outstanding records as of the last delivery or ack (no lock).
+    #[inline]
+    pub(crate) fn outstanding_hint(&self) -> usize {
+        self.outstanding_hint.load(Ordering::Relaxed)
+    }
+
+    /// The poll thread's flow-control figures, without the slot lock.
+    pub(crate) fn figures(&self) -> crate::flow::Figures {
+        crate::flow::Figures {
+            tp: self.tp.clone(),
+            epoch: self.epoch,
+            waiting: self.registered.load(Ordering::Relaxed)
+                > self.handed_out.load(Ordering::Relaxed),
+            outstanding: self.outstanding_hint.load(Ordering::Relaxed),
+            user_paused: self.user_paused.load(Ordering::Relaxed),
+        }
     }
 
     /// Starts the revoke: no more records of this assignment are handed out.

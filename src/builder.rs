@@ -225,10 +225,39 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
         self
     }
 
-    /// How many batches may wait between the poll thread and `recv`. Default: 8.
-    /// Must be from 1 to [`MAX_PREFETCH_BATCHES`](crate::MAX_PREFETCH_BATCHES) (65,536).
+    /// Owned front-end: how many batches of fetched records may wait for
+    /// `recv` before the poll thread pauses the partitions they come from
+    /// (it never blocks: it keeps polling, so heartbeats, rebalance callbacks
+    /// and errors are served while the application is slow). The partitions
+    /// are resumed once half of that backlog was received. Default: 8 (with
+    /// the default `batch_size`, 2,048 records). Must be from 1 to
+    /// [`MAX_PREFETCH_BATCHES`](crate::MAX_PREFETCH_BATCHES) (65,536). See
+    /// the crate docs, "Backpressure".
     pub fn prefetch_batches(mut self, n: usize) -> Self {
         self.config.prefetch_batches = n;
+        self
+    }
+
+    /// Owned front-end: the most outstanding records of one partition
+    /// (delivered and not yet released by acks: not acked, or acked behind
+    /// one that is not; the records waiting for `recv` included) before its
+    /// fetching is paused; it is resumed once down to half. One record
+    /// that is never acked therefore stops its partition at this many
+    /// records, not the whole consumer, and memory stays bounded.
+    /// Default: [`DEFAULT_MAX_OUTSTANDING_PER_PARTITION`](crate::DEFAULT_MAX_OUTSTANDING_PER_PARTITION)
+    /// (10,000). Must be at least 1 ([`BuildError::InvalidCount`]).
+    pub fn max_outstanding_per_partition(mut self, records: usize) -> Self {
+        self.config.max_outstanding_per_partition = records;
+        self
+    }
+
+    /// Owned front-end: the most outstanding records of all partitions
+    /// together; when reached, every partition holding outstanding records
+    /// is paused until the total is down to half.
+    /// Default: [`DEFAULT_MAX_OUTSTANDING`](crate::DEFAULT_MAX_OUTSTANDING)
+    /// (100,000). Must be at least 1 ([`BuildError::InvalidCount`]).
+    pub fn max_outstanding(mut self, records: usize) -> Self {
+        self.config.max_outstanding = records;
         self
     }
 

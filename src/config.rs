@@ -10,6 +10,12 @@ use std::time::Duration;
 use crate::error::BuildError;
 use crate::retry::RetryPolicy;
 
+/// Default of [`max_outstanding_per_partition`](crate::GuardBuilder::max_outstanding_per_partition).
+pub const DEFAULT_MAX_OUTSTANDING_PER_PARTITION: usize = 10_000;
+
+/// Default of [`max_outstanding`](crate::GuardBuilder::max_outstanding).
+pub const DEFAULT_MAX_OUTSTANDING: usize = 100_000;
+
 /// The largest accepted [`prefetch_batches`](crate::GuardBuilder::prefetch_batches).
 pub const MAX_PREFETCH_BATCHES: usize = 1 << 16;
 
@@ -35,6 +41,8 @@ pub(crate) struct Config {
     pub poll_timeout: Duration,
     pub batch_size: usize,
     pub prefetch_batches: usize,
+    pub max_outstanding_per_partition: usize,
+    pub max_outstanding: usize,
     pub failed_offset_log: Option<PathBuf>,
     pub replay_failed_offsets: bool,
     /// Unit tests only: this guard thread panics once it runs.
@@ -57,6 +65,8 @@ impl Default for Config {
             poll_timeout: Duration::from_millis(100),
             batch_size: 256,
             prefetch_batches: 8,
+            max_outstanding_per_partition: DEFAULT_MAX_OUTSTANDING_PER_PARTITION,
+            max_outstanding: DEFAULT_MAX_OUTSTANDING,
             failed_offset_log: None,
             replay_failed_offsets: false,
             #[cfg(test)]
@@ -66,6 +76,15 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The owned front-end's flow-control limits.
+    pub(crate) fn flow_limits(&self) -> crate::flow::FlowLimits {
+        crate::flow::FlowLimits {
+            backlog: self.prefetch_batches.saturating_mul(self.batch_size),
+            outstanding_per_partition: self.max_outstanding_per_partition,
+            outstanding: self.max_outstanding,
+        }
+    }
+
     /// The defaults, for a group (tests and benchmarks).
     pub(crate) fn with_group(group_id: &str) -> Config {
         Config {
@@ -129,6 +148,12 @@ impl Config {
                     self.prefetch_batches
                 ),
             );
+        }
+        if self.max_outstanding_per_partition == 0 {
+            return count("max_outstanding_per_partition", "must be at least 1".into());
+        }
+        if self.max_outstanding == 0 {
+            return count("max_outstanding", "must be at least 1".into());
         }
         if self.replay_failed_offsets && self.failed_offset_log.is_none() {
             return Err(BuildError::MissingDependency {

@@ -2,19 +2,20 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, DefaultConsumerContext};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
-use crate::assignment::AckStatus;
+use crate::assignment::{AckStatus, HandOut, PartitionSlot};
 use crate::deadline::Deadline;
 use crate::delivery::{Delivery, Record};
 use crate::error::{BuildError, Error};
 use crate::guard::{Guard, PartitionStatus, Setup, ShutdownReport, spawn_error, within};
 use crate::partition::CommittedOffset;
-use crate::poll::Poller;
+use crate::poll::{PollRequest, Poller};
 use crate::rebalance::GuardContext;
 use crate::stats::{Metrics, Stats};
 use crate::threads::GuardThread;
@@ -29,8 +30,18 @@ use crate::threads::GuardThread;
 pub struct GuardedConsumer<C: ConsumerContext + 'static = DefaultConsumerContext> {
     consumer: Option<Arc<BaseConsumer<GuardContext<C>>>>,
     guard: Guard,
-    rx: mpsc::Receiver<Delivery>,
+    rx: mpsc::UnboundedReceiver<Delivery>,
     current: VecDeque<Record>,
+    /// Records of `current`'s batch not yet counted out of the backlog.
+    current_len: usize,
+    /// Records sent by the poll thread and not yet received (whole batches).
+    backlog: Arc<AtomicUsize>,
+    /// Records of partitions the application paused, oldest first.
+    held: VecDeque<Record>,
+    /// Bumped by every `resume`: `recv` then looks at `held` again.
+    resumes: Arc<AtomicUsize>,
+    resumes_seen: usize,
+    requests: std::sync::mpsc::Sender<PollRequest>,
     poll_done: Option<oneshot::Receiver<()>>,
     shut_down: bool,
 }
@@ -42,7 +53,9 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
         let panics = setup.config.panic_in == Some(GuardThread::Poll);
         let (mut guard, consumer) = Guard::start::<C, BaseConsumer<GuardContext<C>>>(setup)?;
         let config = guard.config.clone();
-        let (tx, rx) = mpsc::channel(config.prefetch_batches);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (requests, requests_rx) = std::sync::mpsc::channel();
+        let backlog = Arc::new(AtomicUsize::new(0));
         let (done, poll_done) = oneshot::channel();
         let poller = Poller {
             consumer: consumer.clone(),
@@ -50,6 +63,9 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             metrics: guard.metrics.clone(),
             life: guard.life.clone(),
             tx,
+            backlog: backlog.clone(),
+            requests: requests_rx,
+            limits: config.flow_limits(),
             done,
             poll_timeout: config.poll_timeout,
             batch_size: config.batch_size,
@@ -69,6 +85,12 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             guard,
             rx,
             current: VecDeque::new(),
+            current_len: 0,
+            backlog,
+            held: VecDeque::new(),
+            resumes: Arc::new(AtomicUsize::new(0)),
+            resumes_seen: 0,
+            requests,
             poll_done: Some(poll_done),
             shut_down: false,
         })
@@ -108,15 +130,22 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             if let Some(thread) = self.guard.life.died() {
                 return Err(Error::ThreadDied { thread });
             }
+            self.release_held();
             while let Some(r) = self.current.pop_front() {
-                if !r.token.slot.hand_out(r.token.offset) {
-                    Metrics::inc(&self.guard.metrics.skipped_revoked);
-                    continue;
+                match r.token.slot.hand_out(r.token.offset) {
+                    HandOut::Yes => return Ok(Some(r)),
+                    HandOut::Closing => Metrics::inc(&self.guard.metrics.skipped_revoked),
+                    HandOut::Paused => self.held.push_back(r),
                 }
-                return Ok(Some(r));
             }
+            // The batch is used up: out of the backlog the poll thread watches.
+            self.backlog
+                .fetch_sub(std::mem::take(&mut self.current_len), Ordering::Relaxed);
             match self.rx.recv().await {
-                Some(Delivery::Batch(b)) => self.current = b.into(),
+                Some(Delivery::Batch(b)) => {
+                    self.current_len = b.len();
+                    self.current = b.into();
+                }
                 Some(Delivery::Error(e)) => return Err(e),
                 None => {
                     return match self.guard.life.died() {
@@ -126,6 +155,88 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
                 }
             }
         }
+    }
+
+    /// After a `resume`: held records of partitions no longer paused go back
+    /// to the front, in their order (they are older than anything of theirs
+    /// still in the hand-off); those of ended assignments are dropped.
+    fn release_held(&mut self) {
+        let resumes = self.resumes.load(Ordering::Acquire);
+        if resumes == self.resumes_seen || self.held.is_empty() {
+            return;
+        }
+        self.resumes_seen = resumes;
+        let mut still = VecDeque::new();
+        let mut back = Vec::new();
+        for r in self.held.drain(..) {
+            if r.token.slot.is_revoked() {
+                Metrics::inc(&self.guard.metrics.skipped_revoked);
+            } else if r.token.slot.is_user_paused() {
+                still.push_back(r);
+            } else {
+                back.push(r);
+            }
+        }
+        self.held = still;
+        for r in back.into_iter().rev() {
+            self.current.push_front(r);
+        }
+    }
+
+    /// Pauses fetching and handing out of these partitions (Kafka's
+    /// `pause`): once this returns, `recv` hands out no record of them
+    /// (records already fetched are held back, in order) until
+    /// [`resume`](Self::resume). The pause ends with the partition's
+    /// assignment (a revoke or loss), as in Kafka's consumer.
+    ///
+    /// Pause and resume through the guard, not through
+    /// [`consumer()`](Self::consumer): the guard also pauses partitions
+    /// itself when the application falls behind (see the crate docs,
+    /// "Backpressure"), and would resume a partition paused behind its back.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotOwned`] naming the first partition not assigned to this
+    /// consumer; nothing is paused then.
+    pub fn pause(&self, partitions: &[(&str, i32)]) -> Result<(), Error> {
+        self.set_paused(partitions, true)
+    }
+
+    /// Resumes partitions paused with [`pause`](Self::pause): their held
+    /// records are handed out first, in order, then fetching goes on where
+    /// it stopped. Resuming a partition that is not paused does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotOwned`] naming the first partition not assigned to this
+    /// consumer; nothing is resumed then.
+    pub fn resume(&self, partitions: &[(&str, i32)]) -> Result<(), Error> {
+        self.set_paused(partitions, false)
+    }
+
+    fn set_paused(&self, partitions: &[(&str, i32)], paused: bool) -> Result<(), Error> {
+        let slots = partitions
+            .iter()
+            .map(|&(topic, partition)| self.owned_slot(topic, partition))
+            .collect::<Result<Vec<_>, _>>()?;
+        for s in &slots {
+            s.set_user_paused(paused);
+        }
+        if !paused {
+            self.resumes.fetch_add(1, Ordering::Release);
+        }
+        let _ = self.requests.send(PollRequest::Regulate);
+        Ok(())
+    }
+
+    fn owned_slot(&self, topic: &str, partition: i32) -> Result<Arc<PartitionSlot>, Error> {
+        self.guard
+            .assignment
+            .get(topic, partition)
+            .ok_or_else(|| Error::NotOwned {
+                topic: topic.to_string(),
+                partition,
+            })
     }
 
     /// Acks by coordinates instead of by token. A partition this consumer does

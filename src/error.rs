@@ -143,8 +143,8 @@ impl From<InvalidBackoff> for BuildError {
 pub enum Error {
     /// An error from rdkafka / the broker.
     Kafka(KafkaError),
-    /// An ack or commit names a partition this consumer does not own (or no
-    /// longer owns).
+    /// An ack, commit, pause or resume names a partition this consumer does
+    /// not own (or no longer owns).
     NotOwned {
         /// Topic of the ack.
         topic: String,

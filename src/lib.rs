@@ -133,6 +133,30 @@
 //!
 //! - `log` (default): `tracing`'s `log` compatibility (see above).
 //! - `metrics`: the metrics above; pulls in the `metrics` crate.
+//! # Backpressure
+//!
+//! The owned front-end's poll thread never waits for the application: it
+//! keeps polling (heartbeats, `max.poll.interval.ms`, rebalance callbacks,
+//! errors) however slow the processing is, and bounds memory by pausing
+//! partitions (librdkafka's `rd_kafka_pause_partitions`; the fetch goes on
+//! from the same position at resume):
+//!
+//! | limit | default | reached | lifted |
+//! |---|---|---|---|
+//! | backlog: records fetched and not yet received by [`recv`](GuardedConsumer::recv) | [`prefetch_batches`](GuardBuilder::prefetch_batches) x [`batch_size`](GuardBuilder::batch_size) = 2,048 | the partitions with records waiting are paused | at half |
+//! | outstanding records of one partition (delivered, not released by acks) | [`max_outstanding_per_partition`](GuardBuilder::max_outstanding_per_partition) = 10,000 | that partition is paused | at half |
+//! | outstanding records of all partitions | [`max_outstanding`](GuardBuilder::max_outstanding) = 100,000 | every partition holding outstanding records is paused | at half |
+//!
+//! A record that is never acked thus stops its own partition at the cap,
+//! not the consumer. Pauses are counted in [`Stats::partitions_paused`]. The
+//! application's own [`pause`](GuardedConsumer::pause) /
+//! [`resume`](GuardedConsumer::resume) go through the guard too (never through
+//! [`consumer()`](GuardedConsumer::consumer), whose pause the guard's flow
+//! control would lift): after `pause` returns, no record of the partition is
+//! handed out until `resume`, which hands out the held records first, in order.
+//! A pause ends with the partition's assignment, as in Kafka's consumer.
+//! The own-loop front-end polls in your loop, so none of this applies there.
+//!
 //! # Rebalances
 //!
 //! The guard installs its own `ConsumerContext` ([`GuardContext`], wrapping
@@ -202,6 +226,7 @@ mod delivery;
 mod error;
 pub mod failure_log;
 mod failures;
+mod flow;
 mod guard;
 mod own_loop;
 mod partition;
@@ -216,7 +241,9 @@ mod tracker;
 
 pub use assignment::{AckStatus, AckToken};
 pub use builder::{GuardBuilder, OffsetGuard};
-pub use config::MAX_PREFETCH_BATCHES;
+pub use config::{
+    DEFAULT_MAX_OUTSTANDING, DEFAULT_MAX_OUTSTANDING_PER_PARTITION, MAX_PREFETCH_BATCHES,
+};
 pub use consumer::GuardedConsumer;
 pub use delivery::Record;
 pub use error::{BuildError, Error, InvalidBackoff};

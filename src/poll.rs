@@ -1,21 +1,27 @@
 //! The poll thread of the owned front-end: polls the consumer (records,
-//! rebalance callbacks, errors) and hands records over in batches.
+//! rebalance callbacks, errors) and hands records over in batches. It never
+//! blocks on the application: the hand-off is unbounded and kept small by
+//! pausing partitions ([`crate::flow`]); this thread is the only one that
+//! pauses and resumes the consumer's partitions.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::Message;
+use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use tokio::sync::{mpsc, oneshot};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::assignment::{AckToken, Assignment, PartitionSlot};
 use crate::delivery::{Delivery, Record};
 use crate::error::Error;
+use crate::flow::{FlowLimits, FlowState};
+use crate::partition::TopicPartition;
 use crate::rebalance::GuardContext;
 use crate::stats::Metrics;
 use crate::threads::{self, GuardThread, Lifecycle};
@@ -23,13 +29,31 @@ use crate::threads::{self, GuardThread, Lifecycle};
 /// A batch is never allocated larger than this up front, whatever `batch_size` says.
 const MAX_PREALLOCATED: usize = 4096;
 
+/// How often flow control looks at the partitions while records flow.
+const REGULATE_EVERY: Duration = Duration::from_millis(5);
+
+/// The longest poll while the guard holds partitions back, so they are
+/// resumed soon after the application caught up.
+const HELD_BACK_POLL: Duration = Duration::from_millis(5);
+
+/// What the front-end asks of the poll thread.
+#[derive(Debug)]
+pub(crate) enum PollRequest {
+    /// Look at the partitions now (the application paused or resumed one).
+    Regulate,
+}
+
 /// What the poll thread works with.
 pub(crate) struct Poller<C: ConsumerContext + 'static> {
     pub consumer: Arc<BaseConsumer<GuardContext<C>>>,
     pub assignment: Arc<Assignment>,
     pub metrics: Arc<Metrics>,
     pub life: Arc<Lifecycle>,
-    pub tx: mpsc::Sender<Delivery>,
+    pub tx: mpsc::UnboundedSender<Delivery>,
+    /// Records sent to the front-end and not yet received by the application.
+    pub backlog: Arc<AtomicUsize>,
+    pub requests: std::sync::mpsc::Receiver<PollRequest>,
+    pub limits: FlowLimits,
     pub done: oneshot::Sender<()>,
     pub poll_timeout: Duration,
     pub batch_size: usize,
@@ -60,6 +84,10 @@ impl<C: ConsumerContext + 'static> Poller<C> {
         }
         let mut batch = self.new_batch();
         let mut last: Option<Arc<PartitionSlot>> = None;
+        let mut flow = Flow {
+            state: FlowState::default(),
+            checked: Instant::now(),
+        };
         while !self.life.is_stopped() {
             if self.life.is_draining() {
                 // Serve callbacks only; fetched records are not handed out (nor
@@ -69,28 +97,37 @@ impl<C: ConsumerContext + 'static> Poller<C> {
                 let _ = self.consumer.poll(self.poll_timeout);
                 continue;
             }
-            let timeout = if batch.is_empty() {
-                self.poll_timeout
-            } else {
+            let mut asked = false;
+            while let Ok(PollRequest::Regulate) = self.requests.try_recv() {
+                asked = true;
+            }
+            if asked {
+                self.regulate(&mut flow, true);
+            }
+            let timeout = if !batch.is_empty() {
                 Duration::ZERO
+            } else if flow.state.holds_back() {
+                self.poll_timeout.min(HELD_BACK_POLL)
+            } else {
+                self.poll_timeout
             };
             match self.consumer.poll(timeout) {
                 None => {
-                    if !batch.is_empty() {
-                        self.hand_over(&mut batch);
-                    }
+                    let urgent = !batch.is_empty() && self.hand_over(&mut batch);
+                    self.regulate(&mut flow, urgent);
                 }
                 Some(Ok(m)) => {
                     batch.push(self.to_record(&mut last, &m));
                     if batch.len() >= self.batch_size {
-                        self.hand_over(&mut batch);
+                        let urgent = self.hand_over(&mut batch);
+                        self.regulate(&mut flow, urgent);
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
                 Some(Err(e)) => {
                     if let Some((code, reason)) = self.consumer.client().fatal_error() {
                         warn!(group = %self.group, error_code = ?code, %reason, "fatal consumer error; polling stops");
-                        let _ = self.tx.blocking_send(Delivery::Error(Error::Fatal(e)));
+                        let _ = self.tx.send(Delivery::Error(Error::Fatal(e)));
                         break;
                     }
                     warn!(group = %self.group, error_code = ?e.rdkafka_error_code(), error = %e, "consumer error");
@@ -101,11 +138,45 @@ impl<C: ConsumerContext + 'static> Poller<C> {
         let _ = self.done.send(());
     }
 
+    /// Flow control: pauses and resumes partitions as [`FlowState::decide`]
+    /// says; at most every [`REGULATE_EVERY`] unless `now`.
+    fn regulate(&self, flow: &mut Flow, now: bool) {
+        if !now && flow.checked.elapsed() < REGULATE_EVERY {
+            return;
+        }
+        flow.checked = Instant::now();
+        let slots: Vec<_> = self.assignment.all().iter().map(|s| s.figures()).collect();
+        let backlog = self.backlog.load(Ordering::Relaxed);
+        let d = flow.state.decide(self.limits, backlog, &slots);
+        if !d.pause.is_empty() {
+            let guard_paused = d
+                .pause
+                .iter()
+                .filter(|tp| !slots.iter().any(|s| &s.tp == *tp && s.user_paused))
+                .count();
+            self.metrics
+                .partitions_paused
+                .fetch_add(guard_paused as u64, Ordering::Relaxed);
+            debug!(group = %self.group, partitions = d.pause.len(), backlog, "pausing partitions");
+            if let Err(e) = self.consumer.pause(&tpl(&d.pause)) {
+                warn!(group = %self.group, error = %e, "could not pause partitions");
+            }
+        }
+        if !d.resume.is_empty() {
+            debug!(group = %self.group, partitions = d.resume.len(), backlog, "resuming partitions");
+            if let Err(e) = self.consumer.resume(&tpl(&d.resume)) {
+                warn!(group = %self.group, error = %e, "could not resume partitions");
+            }
+        }
+    }
+
     /// Registers a batch's offsets with their slots (one lock per run of
     /// records of the same slot), drops records refused (revoked slot, offset
     /// not increasing), and sends the rest. When the receiver is gone, stops
-    /// handing out.
-    fn hand_over(&self, batch: &mut Vec<Record>) {
+    /// handing out. True if a flow-control limit was reached on the way (the
+    /// backlog, or a partition's outstanding records): regulate now.
+    fn hand_over(&self, batch: &mut Vec<Record>) -> bool {
+        let mut urgent = false;
         let mut refused: Vec<usize> = Vec::new();
         let mut start = 0;
         while start < batch.len() {
@@ -118,6 +189,7 @@ impl<C: ConsumerContext + 'static> Poller<C> {
                 batch[start..start + run].iter().map(|r| r.token.offset),
                 |i| refused.push(start + i),
             );
+            urgent |= slot.outstanding_hint() >= self.limits.outstanding_per_partition;
             start += run;
         }
         if !refused.is_empty() {
@@ -134,12 +206,14 @@ impl<C: ConsumerContext + 'static> Poller<C> {
             .delivered
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         if batch.is_empty() {
-            return;
+            return urgent;
         }
         let full = std::mem::replace(batch, self.new_batch());
-        if self.tx.blocking_send(Delivery::Batch(full)).is_err() {
+        let backlog = self.backlog.fetch_add(full.len(), Ordering::Relaxed) + full.len();
+        if self.tx.send(Delivery::Batch(full)).is_err() {
             self.life.drain();
         }
+        urgent || backlog >= self.limits.backlog
     }
 
     /// A record for a polled message; [`Self::hand_over`] registers its offset
@@ -162,4 +236,18 @@ impl<C: ConsumerContext + 'static> Poller<C> {
             token: AckToken::new(slot, offset),
         }
     }
+}
+
+/// The poll thread's flow-control state.
+struct Flow {
+    state: FlowState,
+    checked: Instant,
+}
+
+fn tpl(tps: &[TopicPartition]) -> TopicPartitionList {
+    let mut l = TopicPartitionList::with_capacity(tps.len());
+    for tp in tps {
+        l.add_partition(&tp.topic, tp.partition);
+    }
+    l
 }

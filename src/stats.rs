@@ -33,6 +33,7 @@ pub(crate) struct Metrics {
     pub offsets_resumed: AtomicU64,
     pub offsets_replayed: AtomicU64,
     pub offsets_rebalance_dropped: AtomicU64,
+    pub partitions_paused: AtomicU64,
 }
 
 impl Metrics {
@@ -79,6 +80,7 @@ impl Metrics {
             offsets_resumed: l(&self.offsets_resumed),
             offsets_replayed: l(&self.offsets_replayed),
             offsets_rebalance_dropped: l(&self.offsets_rebalance_dropped),
+            partitions_paused: l(&self.partitions_paused),
         }
     }
 }
@@ -151,4 +153,9 @@ pub struct Stats {
     /// Kept offsets dropped because the rebalance gave the partition to
     /// another member (recorded with reason `rebalance_dropped`).
     pub offsets_rebalance_dropped: u64,
+    /// Times the owned front-end's poll thread paused a partition because the
+    /// application fell behind (backlog or outstanding limits; see
+    /// [`GuardBuilder::max_outstanding`](crate::GuardBuilder::max_outstanding)).
+    /// Pauses asked for by the application are not counted.
+    pub partitions_paused: u64,
 }

@@ -207,6 +207,11 @@ mod enabled {
             "Kept offsets dropped: the partition went to another member.",
             |s| s.offsets_rebalance_dropped,
         ),
+        (
+            "offset_guard_partitions_paused_total",
+            "Partitions paused because the application fell behind.",
+            |s| s.partitions_paused,
+        ),
     ];
 
     type LogGet = fn(&LogStatus) -> u64;
