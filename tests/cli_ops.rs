@@ -76,9 +76,11 @@ fn commit_outside(f: &Fixture, group: &str, topic: &str, offsets: &[(i32, i64)])
         .unwrap();
     let mut tpl = TopicPartitionList::new();
     for &(p, o) in offsets {
-        tpl.add_partition_offset(topic, p, Offset::Offset(o)).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Offset(o))
+            .unwrap();
     }
-    c.commit(&tpl, CommitMode::Sync).expect("commit from outside the group");
+    c.commit(&tpl, CommitMode::Sync)
+        .expect("commit from outside the group");
 }
 
 /// A topic of `partitions` partitions with 10 records each.
@@ -140,12 +142,26 @@ fn offsets_shows_committed_log_end_lag_and_unresolved_failures() {
     let header: Vec<&str> = lines[0].split_whitespace().collect();
     assert_eq!(
         header,
-        ["GROUP", "TOPIC", "PARTITION", "COMMITTED", "LOG_END", "LAG", "UNRESOLVED", "FAILED_OFFSETS"]
+        [
+            "GROUP",
+            "TOPIC",
+            "PARTITION",
+            "COMMITTED",
+            "LOG_END",
+            "LAG",
+            "UNRESOLVED",
+            "FAILED_OFFSETS"
+        ]
     );
     let (end0, end1) = (hw[0].to_string(), hw[1].to_string());
     let lag0 = (hw[0] - 4).max(0).to_string();
     let row0: Vec<&str> = lines[1].split_whitespace().collect();
-    assert_eq!(row0[2..], ["0", "4", &end0, &lag0, "0", "-"], "{}", r.stdout);
+    assert_eq!(
+        row0[2..],
+        ["0", "4", &end0, &lag0, "0", "-"],
+        "{}",
+        r.stdout
+    );
     let row1: Vec<&str> = lines[2].split_whitespace().collect();
     assert_eq!(row1[2..], ["1", "-", &end1, "-", "0", "-"], "{}", r.stdout);
     // Columns line up.
@@ -174,7 +190,12 @@ fn recommit_dry_run_changes_nothing_then_commits_forward_only() {
     let (t, group) = (topic(&f, "recommit", 3), unique("g-recommit"));
     commit_outside(&f, &group, &t, &[(0, 4), (2, 9)]);
     let path = log_path("recommit");
-    write_log(&path, &group, &[(&t, 0, 3), (&t, 0, 7), (&t, 1, 5), (&t, 2, 6)], vec![]);
+    write_log(
+        &path,
+        &group,
+        &[(&t, 0, 3), (&t, 0, 7), (&t, 1, 5), (&t, 2, 6)],
+        vec![],
+    );
     // Another group's failure is not touched.
     write_log(&path, "other", &[(&t, 0, 8)], vec![]);
     let before = std::fs::read(&path).unwrap();
@@ -182,17 +203,39 @@ fn recommit_dry_run_changes_nothing_then_commits_forward_only() {
 
     let r = run(&["recommit", "-b", b, "-g", &group, "--log", p, "--dry-run"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let plan: Vec<Vec<&str>> = r.stdout.lines().map(|l| l.split_whitespace().collect()).collect();
-    assert_eq!(plan[1][1..], ["0", "3,7", "4", "commit", "7"], "{}", r.stdout);
+    let plan: Vec<Vec<&str>> = r
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        plan[1][1..],
+        ["0", "3,7", "4", "commit", "7"],
+        "{}",
+        r.stdout
+    );
     assert_eq!(plan[2][1..], ["1", "5", "-", "commit", "5"], "{}", r.stdout);
     assert_eq!(plan[3][1..5], ["2", "6", "9", "none:"], "{}", r.stdout);
-    assert!(r.stdout.contains("dry run: nothing committed"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("dry run: nothing committed"),
+        "{}",
+        r.stdout
+    );
     assert_eq!(f.committed(&group, &t, 3), [Some(4), None, Some(9)]);
-    assert_eq!(std::fs::read(&path).unwrap(), before, "dry run wrote the log");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "dry run wrote the log"
+    );
 
     let r = run(&["recommit", "-b", b, "-g", &group, "--log", p]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("committed 2 partition(s); appended 4 resolution(s)"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("committed 2 partition(s); appended 4 resolution(s)"),
+        "{}",
+        r.stdout
+    );
     assert_eq!(f.committed(&group, &t, 3), [Some(7), Some(5), Some(9)]);
 
     let reader = LogReader::open(&path).unwrap();
@@ -207,17 +250,37 @@ fn recommit_dry_run_changes_nothing_then_commits_forward_only() {
     assert_eq!(
         resolved,
         [
-            (0, 3, ResolutionKind::Superseded { committed_offset: 7 }),
+            (
+                0,
+                3,
+                ResolutionKind::Superseded {
+                    committed_offset: 7
+                }
+            ),
             (0, 7, ResolutionKind::Recommitted),
             (1, 5, ResolutionKind::Recommitted),
-            (2, 6, ResolutionKind::Superseded { committed_offset: 9 }),
+            (
+                2,
+                6,
+                ResolutionKind::Superseded {
+                    committed_offset: 9
+                }
+            ),
         ]
     );
-    let left: Vec<_> = reader.unresolved().into_iter().map(|f| f.group_id).collect();
+    let left: Vec<_> = reader
+        .unresolved()
+        .into_iter()
+        .map(|f| f.group_id)
+        .collect();
     assert_eq!(left, ["other"]);
     let r = run(&["failures", p, "--unresolved", "--json", "--topic", &t]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(!r.stdout.contains(&format!("\"group_id\":\"{group}\"")), "{}", r.stdout);
+    assert!(
+        !r.stdout.contains(&format!("\"group_id\":\"{group}\"")),
+        "{}",
+        r.stdout
+    );
 
     // Again: nothing left to do.
     let r = run(&["recommit", "-b", b, "-g", &group, "--log", p]);
@@ -234,7 +297,11 @@ struct Member {
 
 impl Member {
     fn join(f: &Fixture, group: &str, topic: &str) -> Member {
-        let consumer: BaseConsumer = f.config(group).set("enable.auto.commit", "false").create().unwrap();
+        let consumer: BaseConsumer = f
+            .config(group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
         consumer.subscribe(&[topic]).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let assigned = Arc::new(AtomicBool::new(false));
@@ -250,7 +317,10 @@ impl Member {
         wait_until(Duration::from_secs(30), "the member is assigned", || {
             assigned.load(Ordering::Relaxed)
         });
-        Member { stop, thread: Some(thread) }
+        Member {
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 
@@ -272,7 +342,15 @@ fn recommit_refuses_while_the_group_has_active_members() {
     write_log(&path, &group, &[(&t, 0, 6)], vec![]);
     let before = std::fs::read(&path).unwrap();
     let member = Member::join(&f, &group, &t);
-    let r = run(&["recommit", "-b", f.bootstrap(), "-g", &group, "--log", path.to_str().unwrap()]);
+    let r = run(&[
+        "recommit",
+        "-b",
+        f.bootstrap(),
+        "-g",
+        &group,
+        "--log",
+        path.to_str().unwrap(),
+    ]);
     drop(member);
     assert_eq!(r.code, 5, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("active member"), "{}", r.stderr);
@@ -284,21 +362,53 @@ fn recommit_refuses_while_the_group_has_active_members() {
 #[test]
 fn a_broker_that_is_gone_is_a_typed_error_within_the_timeout() {
     // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let b = format!("127.0.0.1:{port}");
     let path = log_path("gone");
     write_log(&path, "g", &[("orders", 0, 6)], vec![]);
     let before = std::fs::read(&path).unwrap();
     let p = path.to_str().unwrap();
     for args in [
-        vec!["offsets", "-b", &b, "-g", "g", "-t", "orders", "--timeout", "1s"],
-        vec!["recommit", "-b", &b, "-g", "g", "--log", p, "--timeout", "1500ms"],
+        vec![
+            "offsets",
+            "-b",
+            &b,
+            "-g",
+            "g",
+            "-t",
+            "orders",
+            "--timeout",
+            "1s",
+        ],
+        vec![
+            "recommit",
+            "-b",
+            &b,
+            "-g",
+            "g",
+            "--log",
+            p,
+            "--timeout",
+            "1500ms",
+        ],
     ] {
         let started = Instant::now();
         let r = run(&args);
         assert_eq!(r.code, 4, "{args:?}: {}", r.stderr);
-        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
-        assert!(r.stderr.starts_with("offset-guard: error: "), "{}", r.stderr);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            r.stderr.starts_with("offset-guard: error: "),
+            "{}",
+            r.stderr
+        );
     }
     assert_eq!(std::fs::read(&path).unwrap(), before);
     let _ = std::fs::remove_file(&path);
@@ -308,17 +418,35 @@ fn a_broker_that_is_gone_is_a_typed_error_within_the_timeout() {
 fn resolve_marks_chosen_failures_with_a_note_and_refuses_unknown_ones() {
     let path = log_path("resolve");
     let group = "billing\u{1b}[2J";
-    write_log(&path, group, &[("orders", 0, 3), ("orders", 0, 7), ("orders", 1, 4)], vec![]);
+    write_log(
+        &path,
+        group,
+        &[("orders", 0, 3), ("orders", 0, 7), ("orders", 1, 4)],
+        vec![],
+    );
     let p = path.to_str().unwrap();
-    let base = ["resolve", "--log", p, "-g", group, "-t", "orders", "-p", "0"];
+    let base = [
+        "resolve", "--log", p, "-g", group, "-t", "orders", "-p", "0",
+    ];
     let with = |extra: &[&str]| run(&[&base[..], extra].concat());
 
     // 7 only: a manual resolution does not cover 3 below it.
-    let r = with(&["-o", "7", "--note", "skipped\n\u{1b}[31mpoison", "--by", "ops"]);
+    let r = with(&[
+        "-o",
+        "7",
+        "--note",
+        "skipped\n\u{1b}[31mpoison",
+        "--by",
+        "ops",
+    ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("skipped\\n\\e[31mpoison"), "{}", r.stdout);
     assert!(!r.stdout.contains('\u{1b}'), "{}", r.stdout);
-    assert!(r.stdout.contains("resolved 1 failed offset(s)"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("resolved 1 failed offset(s)"),
+        "{}",
+        r.stdout
+    );
     let open: Vec<(i32, i64)> = LogReader::open(&path)
         .unwrap()
         .unresolved()
@@ -326,11 +454,21 @@ fn resolve_marks_chosen_failures_with_a_note_and_refuses_unknown_ones() {
         .map(|f| (f.partition, f.offset))
         .collect();
     assert_eq!(open, [(0, 3), (1, 4)]);
-    let last = LogReader::open(&path).unwrap().into_entries().pop().unwrap();
-    let LogEntry::Resolved(last) = last else { panic!("{last:?}") };
+    let last = LogReader::open(&path)
+        .unwrap()
+        .into_entries()
+        .pop()
+        .unwrap();
+    let LogEntry::Resolved(last) = last else {
+        panic!("{last:?}")
+    };
     assert_eq!(
         (last.how, last.note.as_deref(), last.by.as_deref()),
-        (ResolutionKind::Manual, Some("skipped\n\u{1b}[31mpoison"), Some("ops"))
+        (
+            ResolutionKind::Manual,
+            Some("skipped\n\u{1b}[31mpoison"),
+            Some("ops")
+        )
     );
 
     let size = std::fs::metadata(&path).unwrap().len();
@@ -343,7 +481,11 @@ fn resolve_marks_chosen_failures_with_a_note_and_refuses_unknown_ones() {
         assert!(r.stderr.contains(msg), "{}", r.stderr);
         assert!(!r.stderr.contains('\u{1b}'), "{}", r.stderr);
     }
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "a refused resolve wrote");
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        size,
+        "a refused resolve wrote"
+    );
 
     let r = with(&["--all-unresolved", "-n", "replayed by hand"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -353,12 +495,31 @@ fn resolve_marks_chosen_failures_with_a_note_and_refuses_unknown_ones() {
     assert_eq!(json_lines(&r.stdout).len(), 1, "{}", r.stdout);
 
     // Usage errors: no offsets chosen, no or empty note, not a number.
-    for extra in [vec!["-n", "x"], vec!["-o", "3"], vec!["-o", "3", "-n", " "], vec!["-o", "x", "-n", "y"]] {
+    for extra in [
+        vec!["-n", "x"],
+        vec!["-o", "3"],
+        vec!["-o", "3", "-n", " "],
+        vec!["-o", "x", "-n", "y"],
+    ] {
         let r = with(&extra);
         assert_eq!(r.code, 2, "{extra:?}: {}", r.stderr);
         assert!(r.stderr.contains("error:"), "{}", r.stderr);
     }
-    let r = run(&["resolve", "--log", "/nonexistent/dir/log.jsonl", "-g", "g", "-t", "t", "-p", "0", "-o", "1", "-n", "x"]);
+    let r = run(&[
+        "resolve",
+        "--log",
+        "/nonexistent/dir/log.jsonl",
+        "-g",
+        "g",
+        "-t",
+        "t",
+        "-p",
+        "0",
+        "-o",
+        "1",
+        "-n",
+        "x",
+    ]);
     assert_eq!(r.code, 3, "{}", r.stderr);
     let _ = std::fs::remove_file(&path);
 }
@@ -368,11 +529,67 @@ fn usage_errors_help_and_closed_pipes() {
     for (args, code) in [
         (vec!["bogus"], 2),
         (vec![], 2),
-        (vec!["offsets", "-b", "x:1", "-g", "g", "-t", "t", "--timeout", "abc"], 2),
-        (vec!["offsets", "-b", "x:1", "-g", "g", "-t", "t", "--timeout", "-1"], 2),
-        (vec!["offsets", "-b", "x:1", "-g", "g", "-t", "t", "-X", "no.such.property=1"], 2),
+        (
+            vec![
+                "offsets",
+                "-b",
+                "x:1",
+                "-g",
+                "g",
+                "-t",
+                "t",
+                "--timeout",
+                "abc",
+            ],
+            2,
+        ),
+        (
+            vec![
+                "offsets",
+                "-b",
+                "x:1",
+                "-g",
+                "g",
+                "-t",
+                "t",
+                "--timeout",
+                "-1",
+            ],
+            2,
+        ),
+        (
+            vec![
+                "offsets",
+                "-b",
+                "x:1",
+                "-g",
+                "g",
+                "-t",
+                "t",
+                "-X",
+                "no.such.property=1",
+            ],
+            2,
+        ),
         (vec!["recommit", "-b", "x:1", "-g", "g"], 2),
-        (vec!["resolve", "--log", "l", "-g", "g", "-t", "t", "-p", "99999999999", "-o", "1", "-n", "x"], 2),
+        (
+            vec![
+                "resolve",
+                "--log",
+                "l",
+                "-g",
+                "g",
+                "-t",
+                "t",
+                "-p",
+                "99999999999",
+                "-o",
+                "1",
+                "-n",
+                "x",
+            ],
+            2,
+        ),
         (vec!["--help"], 0),
         (vec!["recommit", "--help"], 0),
         (vec!["--version"], 0),
@@ -386,7 +603,12 @@ fn usage_errors_help_and_closed_pipes() {
         }
     }
     let help = run(&["offsets", "--help"]).stdout;
-    for needle in ["--bootstrap-servers", "--timeout", "Exit codes:", "5  recommit refused"] {
+    for needle in [
+        "--bootstrap-servers",
+        "--timeout",
+        "Exit codes:",
+        "5  recommit refused",
+    ] {
         assert!(help.contains(needle), "{needle}: {help}");
     }
     // Output to a pipe nobody reads: no panic, the command still finishes.
@@ -396,7 +618,20 @@ fn usage_errors_help_and_closed_pipes() {
     let p = path.to_str().unwrap();
     for args in [
         vec!["failures", p],
-        vec!["resolve", "--log", p, "-g", "g", "-t", "orders", "-p", "0", "--all-unresolved", "-n", "x"],
+        vec![
+            "resolve",
+            "--log",
+            p,
+            "-g",
+            "g",
+            "-t",
+            "orders",
+            "-p",
+            "0",
+            "--all-unresolved",
+            "-n",
+            "x",
+        ],
     ] {
         let mut child = Command::new(BIN)
             .args(&args)

@@ -536,8 +536,14 @@ mod tests {
         });
         let r3 = LogEntry::Resolved(Resolution {
             time: t0(),
-            ..Resolution::manual("billing", "orders", 3, 42, "skipped: \"bad\" record\n\u{1b}[2J")
-                .with_by("ops")
+            ..Resolution::manual(
+                "billing",
+                "orders",
+                3,
+                42,
+                "skipped: \"bad\" record\n\u{1b}[2J",
+            )
+            .with_by("ops")
         });
         let r4 = LogEntry::Resolved(Resolution {
             time: t0(),
@@ -634,7 +640,10 @@ mod tests {
         let Ok(LogEntry::Resolved(r)) = LogEntry::parse_line(line) else {
             panic!("{line}")
         };
-        assert_eq!((r.how, r.covers(), r.note, r.by), (ResolutionKind::Manual, 7, None, None));
+        assert_eq!(
+            (r.how, r.covers(), r.note, r.by),
+            (ResolutionKind::Manual, 7, None, None)
+        );
     }
 
     #[test]

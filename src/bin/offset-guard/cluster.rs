@@ -83,12 +83,10 @@ impl Cluster {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("allow.auto.create.topics", "false");
-        let consumer: BaseConsumer = config
-            .create()
-            .map_err(|e| match e {
-                KafkaError::ClientConfig(..) => CliError::Usage(format!("-X/--property: {e}")),
-                e => CliError::kafka("creating the Kafka client", e),
-            })?;
+        let consumer: BaseConsumer = config.create().map_err(|e| match e {
+            KafkaError::ClientConfig(..) => CliError::Usage(format!("-X/--property: {e}")),
+            e => CliError::kafka("creating the Kafka client", e),
+        })?;
         Ok(Cluster {
             consumer: Arc::new(consumer),
             group: group.to_owned(),

@@ -96,7 +96,9 @@ fn collect(
         }
     }
     let committed = cluster.committed(&partitions)?;
-    let unresolved = log.map(GroupLog::unresolved_by_partition).unwrap_or_default();
+    let unresolved = log
+        .map(GroupLog::unresolved_by_partition)
+        .unwrap_or_default();
     let mut rows = Vec::with_capacity(partitions.len());
     for (topic, partition) in partitions {
         let (log_start, log_end) = cluster.watermarks(&topic, partition)?;

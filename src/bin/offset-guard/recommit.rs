@@ -103,7 +103,10 @@ pub fn run(args: &RecommitArgs, out: &mut dyn Write) -> Result<Done, CliError> {
                 "note: the broker cannot list group members; a group with members would refuse the commit"
             )?;
         }
-        writeln!(out, "dry run: nothing committed, nothing written to the log")?;
+        writeln!(
+            out,
+            "dry run: nothing committed, nothing written to the log"
+        )?;
         log.report_issues();
         return Ok(done);
     };

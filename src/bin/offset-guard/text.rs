@@ -134,7 +134,10 @@ mod tests {
         assert_eq!(escape("\u{1b}[2Jx\u{7}"), "\\e[2Jx\\x07");
         assert_eq!(escape("\u{9b}31m"), "\\u{9b}31m");
         assert_eq!(escape("abc\u{202e}fed"), "abc\\u{202e}fed");
-        assert_eq!(escape("\u{2066}x\u{2069}\u{200b}"), "\\u{2066}x\\u{2069}\\u{200b}");
+        assert_eq!(
+            escape("\u{2066}x\u{2069}\u{200b}"),
+            "\\u{2066}x\\u{2069}\\u{200b}"
+        );
         assert_eq!(escape("back\\slash"), "back\\\\slash");
         assert_eq!(escape("订单 é"), "订单 é");
     }
