@@ -647,6 +647,31 @@ mod tests {
     }
 
     #[test]
+    fn a_manual_resolution_resolves_exactly_its_offset() {
+        let fail = |offset| {
+            let mut f: FailureRecord = failed().into();
+            f.offset = offset;
+            LogEntry::Failure(f)
+        };
+        let open = |entries: &[LogEntry]| -> Vec<i64> {
+            crate::failure_log::unresolved(entries)
+                .iter()
+                .map(|f| f.offset)
+                .collect()
+        };
+        let manual = |o| LogEntry::Resolved(Resolution::manual("billing", "orders", 3, o, "n"));
+        let mut entries = vec![fail(3), fail(7), fail(9), manual(7)];
+        assert_eq!(open(&entries), [3, 9]);
+        // Only failures before it: 7 logged again is open again.
+        entries.push(fail(7));
+        assert_eq!(open(&entries), [3, 9, 7]);
+        entries.push(LogEntry::Resolved(Resolution::recommitted(
+            "billing", "orders", 3, 9,
+        )));
+        assert!(open(&entries).is_empty());
+    }
+
+    #[test]
     fn covers() {
         let manual = Resolution::manual("g", "t", 0, 5, "n");
         assert_eq!(manual.covers(), 5);
