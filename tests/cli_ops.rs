@@ -169,6 +169,22 @@ fn offsets_shows_committed_log_end_lag_and_unresolved_failures() {
     assert_eq!(&lines[1][col..col + 2], "4 ", "{}", r.stdout);
     assert_eq!(&lines[2][col..col + 2], "- ", "{}", r.stdout);
 
+    // A group name with terminal controls is printed escaped, in the table and in JSON.
+    let evil = format!("{group}\u{1b}[2J\u{202e}\n");
+    let r = run(&["offsets", "-b", b, "-g", &evil, "-t", &t]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains(&format!("{group}\\e[2J\\u{{202e}}\\n ")),
+        "{}",
+        r.stdout
+    );
+    let r2 = run(&["offsets", "-b", b, "-g", &evil, "-t", &t, "--json"]);
+    assert_eq!(r2.code, 0, "{}", r2.stderr);
+    for out in [&r.stdout, &r2.stdout] {
+        assert!(!out.contains(['\u{1b}', '\u{202e}']), "{out}");
+    }
+    assert_eq!(json_lines(&r2.stdout)[0]["group"], evil.as_str());
+
     // A topic the cluster does not have.
     let r = run(&["offsets", "-b", b, "-g", &group, "-t", &unique("missing")]);
     assert_eq!(r.code, 6, "{}", r.stderr);
@@ -521,6 +537,20 @@ fn resolve_marks_chosen_failures_with_a_note_and_refuses_unknown_ones() {
         "x",
     ]);
     assert_eq!(r.code, 3, "{}", r.stderr);
+    // A log that does not exist is not created.
+    let missing = log_path("missing");
+    let m = missing.to_str().unwrap();
+    for args in [
+        vec![
+            "resolve", "--log", m, "-g", "g", "-t", "t", "-p", "0", "-o", "1", "-n", "x",
+        ],
+        vec!["recommit", "-b", "127.0.0.1:1", "-g", "g", "--log", m],
+    ] {
+        let r = run(&args);
+        assert_eq!(r.code, 3, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains("no such file"), "{}", r.stderr);
+        assert!(!missing.exists(), "{args:?} created the log");
+    }
     let _ = std::fs::remove_file(&path);
 }
 
@@ -572,6 +602,8 @@ fn usage_errors_help_and_closed_pipes() {
             2,
         ),
         (vec!["recommit", "-b", "x:1", "-g", "g"], 2),
+        (vec!["recommit", "-b", "x:1", "-g", "", "--log", "l"], 2),
+        (vec!["offsets", "-b", "", "-g", "g", "-t", "t"], 2),
         (
             vec![
                 "resolve",

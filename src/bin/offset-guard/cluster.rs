@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use clap::builder::NonEmptyStringValueParser;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -17,7 +18,7 @@ use crate::exit::CliError;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClusterArgs {
     /// The cluster's bootstrap servers (HOST:PORT[,HOST:PORT...]).
-    #[arg(short = 'b', long, value_name = "SERVERS")]
+    #[arg(short = 'b', long, value_name = "SERVERS", value_parser = NonEmptyStringValueParser::new())]
     pub bootstrap_servers: String,
     /// Time allowed for all requests to the cluster together: seconds, or a
     /// number with `ms` or `s` (`10`, `2.5s`, `500ms`). When it runs out the

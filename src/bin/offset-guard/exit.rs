@@ -61,7 +61,7 @@ pub enum CliError {
         error: String,
     },
     /// The group has active members: an outsider's commit would be refused
-    /// (or was: `refused_by_broker`).
+    /// (`members: None`: the broker refused it).
     ActiveMembers {
         /// The group.
         group: String,

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
 
-use offset_guard::failure_log::{FailedOffsetLog, FailureRecord, LogReader, Resolution};
+use offset_guard::failure_log::{FailedOffsetLog, FailureRecord, LogError, LogReader, Resolution};
 
 use crate::exit::CliError;
 use crate::text::escape;
@@ -83,7 +83,13 @@ pub fn read_group(path: &Path, group: &str) -> Result<GroupLog, CliError> {
 /// Opens the log at `path` for appending, before it is read: once the
 /// writer takes a lock at open, a running service holding the log makes this
 /// fail (`CliError::Log`, exit code `LOG_IN_USE`) before anything is done.
+/// A log that does not exist is an error (the writer would create it).
 pub fn open_for_append(path: &Path) -> Result<FailedOffsetLog, CliError> {
+    if !path.exists() {
+        return Err(CliError::Log(LogError::NotFound {
+            path: path.to_path_buf(),
+        }));
+    }
     Ok(FailedOffsetLog::open(path)?)
 }
 

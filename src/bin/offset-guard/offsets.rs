@@ -3,12 +3,14 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
+
+use clap::builder::NonEmptyStringValueParser;
 use std::path::PathBuf;
 
 use crate::cluster::{Cluster, ClusterArgs};
 use crate::exit::{CliError, Done};
 use crate::logfile::{GroupLog, read_group};
-use crate::text::{escape, table};
+use crate::text::{escape, json_safe, table};
 
 /// At most this many failed offsets are listed in a table cell.
 const LISTED: usize = 5;
@@ -22,11 +24,11 @@ pub struct OffsetsArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// The consumer group.
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = NonEmptyStringValueParser::new())]
     pub group: String,
     /// A topic to show (repeatable, or a comma-separated list). Default: the
     /// topics of the group in the log (then --log is required).
-    #[arg(short, long = "topic", value_name = "TOPIC", value_delimiter = ',')]
+    #[arg(short, long = "topic", value_name = "TOPIC", value_delimiter = ',', value_parser = NonEmptyStringValueParser::new())]
     pub topics: Vec<String>,
     /// The failed-offset log (and its rotated files), for the UNRESOLVED column.
     #[arg(short, long, value_name = "PATH")]
@@ -125,7 +127,8 @@ fn print(args: &OffsetsArgs, out: &mut dyn Write, rows: &[Row]) -> Result<(), Cl
     if args.json {
         for r in rows {
             // Plain strings and integers: serializing cannot fail.
-            writeln!(out, "{}", serde_json::to_string(r).unwrap_or_default())?;
+            let line = serde_json::to_string(r).unwrap_or_default();
+            writeln!(out, "{}", json_safe(&line))?;
         }
         return Ok(());
     }

@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
+
+use clap::builder::NonEmptyStringValueParser;
 use std::path::PathBuf;
 
 use offset_guard::failure_log::Resolution;
@@ -26,14 +28,14 @@ pub struct RecommitArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// The consumer group.
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = NonEmptyStringValueParser::new())]
     pub group: String,
     /// The failed-offset log (and its rotated files).
     #[arg(short, long, value_name = "PATH")]
     pub log: PathBuf,
     /// Only these topics (repeatable, or a comma-separated list). Default: all
     /// of the group's topics with unresolved failures.
-    #[arg(short, long = "topic", value_name = "TOPIC", value_delimiter = ',')]
+    #[arg(short, long = "topic", value_name = "TOPIC", value_delimiter = ',', value_parser = NonEmptyStringValueParser::new())]
     pub topics: Vec<String>,
     /// Print the plan only: nothing is committed, nothing is written.
     #[arg(long)]

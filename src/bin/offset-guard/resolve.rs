@@ -2,6 +2,8 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
+
+use clap::builder::NonEmptyStringValueParser;
 use std::path::PathBuf;
 
 use offset_guard::failure_log::Resolution;
@@ -23,10 +25,10 @@ pub struct ResolveArgs {
     #[arg(short, long, value_name = "PATH")]
     pub log: PathBuf,
     /// The consumer group.
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = NonEmptyStringValueParser::new())]
     pub group: String,
     /// The topic.
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = NonEmptyStringValueParser::new())]
     pub topic: String,
     /// The partition.
     #[arg(short, long)]
@@ -41,7 +43,7 @@ pub struct ResolveArgs {
     #[arg(short, long, value_parser = parse_note)]
     pub note: String,
     /// Who resolves them (written as "by"). Default: $USER, when set.
-    #[arg(long)]
+    #[arg(long, value_parser = NonEmptyStringValueParser::new())]
     pub by: Option<String>,
 }
 

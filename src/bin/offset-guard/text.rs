@@ -32,6 +32,23 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// A line of JSON (as serde_json writes it: C0 controls already escaped)
+/// with DEL, C1 controls and the invisible characters of [`escape`] written
+/// as `\uXXXX` escapes too, so it is still the same JSON but safe on a
+/// terminal.
+pub fn json_safe(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c == '\u{7f}' || is_invisible(c) {
+            // All of them are in the Basic Multilingual Plane.
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// C1 controls, bidi controls, zero-width and other format characters that a
 /// terminal would not show as themselves.
 fn is_invisible(c: char) -> bool {
@@ -140,6 +157,15 @@ mod tests {
         );
         assert_eq!(escape("back\\slash"), "back\\\\slash");
         assert_eq!(escape("订单 é"), "订单 é");
+    }
+
+    #[test]
+    fn json_stays_json_without_terminal_controls() {
+        let raw = serde_json::to_string("a\u{1b}b\u{9b}c\u{202e}d\u{7f}é").unwrap();
+        let safe = json_safe(&raw);
+        assert_eq!(safe, r#""a\u001bb\u009bc\u202ed\u007fé""#);
+        let back: String = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back, "a\u{1b}b\u{9b}c\u{202e}d\u{7f}é");
     }
 
     #[test]
