@@ -681,3 +681,26 @@ fn usage_errors_help_and_closed_pipes() {
     assert!(LogReader::open(&path).unwrap().unresolved().is_empty());
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn damaged_log_lines_are_reported_and_the_rest_is_used() {
+    let path = log_path("damaged");
+    write_log(&path, "g", &[("orders", 0, 3)], vec![]);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(b"garbage \x1b[2J\n");
+    std::fs::write(&path, &bytes).unwrap();
+    let p = path.to_str().unwrap();
+    let r = run(&[
+        "resolve", "--log", p, "-g", "g", "-t", "orders", "-p", "0", "-o", "3", "-n", "x",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("resolved 1 failed offset(s)"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stderr.contains("1 damaged line(s)"), "{}", r.stderr);
+    assert!(!r.stderr.contains('\u{1b}'), "{}", r.stderr);
+    assert!(LogReader::open(&path).unwrap().unresolved().is_empty());
+    let _ = std::fs::remove_file(&path);
+}
