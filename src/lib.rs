@@ -24,7 +24,9 @@
 //! - every offset given up on goes to a [`FailureSink`] with its reason; with
 //!   [`GuardBuilder::failed_offset_log`] to a durable JSON Lines log
 //!   ([`failure_log`]), read back with [`failure_log::LogReader`] or the
-//!   `offset-guard failures PATH` command; with
+//!   `offset-guard failures PATH` command (the `offset-guard` tool also shows a
+//!   group's offsets beside its failures, recommits them and resolves them by
+//!   hand); with
 //!   [`GuardBuilder::replay_failed_offsets`] the next run commits them again
 //!   when their partition is assigned, if that does not move the group's
 //!   offset backwards.

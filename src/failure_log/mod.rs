@@ -26,17 +26,29 @@
 //! - `error_code`: the name of the `rdkafka::error::RDKafkaErrorCode` variant
 //!   (`RequestTimedOut`, `GroupAuthorizationFailed`, ...), not librdkafka's
 //!   `REQUEST_TIMED_OUT` form; `error_message` is the readable message.
-//! - `resolution`: `recommitted` (the offset itself was committed later) or
-//!   `superseded` (a higher offset, `committed_offset`, was committed).
+//! - `resolution`: `recommitted` (the offset itself was committed later),
+//!   `superseded` (a higher offset, `committed_offset`, was committed) or
+//!   `manual` (marked resolved by hand with `offset-guard resolve`; nothing was
+//!   committed).
+//! - `note`, `by` (optional, on any resolution; written by `resolve`): why, and
+//!   who. Absent when not set.
+//!
+//! ```text
+//! {"v":1,"kind":"resolved","time":"2026-11-23T15:02:11.480Z","group_id":"billing","topic":"orders","partition":3,"offset":43,"resolution":"manual","note":"poison record, skipped","by":"ops"}
+//! ```
 //!
 //! Failures are never rewritten; a later `resolved` line marks them done:
 //! the guard appends one when a commit of the partition lands at or past
 //! failed offsets of the same run, and when replay settles an offset of an
 //! earlier run. A
 //! failure is resolved by a *later* resolution for the same group, topic and
-//! partition whose offset (or `committed_offset`) is `>=` its offset
-//! ([`unresolved`]). Readers ignore unknown fields, so version 1 may grow
-//! fields; a line with a higher `v` is skipped and reported.
+//! partition whose offset (or `committed_offset`) is `>=` its offset; a
+//! `manual` resolution resolves only the failures at exactly its offset
+//! ([`unresolved`], [`Resolution::resolves`]). Readers ignore unknown fields,
+//! so version 1 may grow fields; a line with a higher `v` is skipped and
+//! reported. Readers older than the `manual` resolution report such a line as
+//! invalid and skip it (they show the failure as unresolved; nothing else
+//! changes).
 //!
 //! # Durability
 //!
@@ -70,11 +82,35 @@
 //!
 //! # Command line
 //!
-//! `offset-guard failures PATH [--json] [--topic T] [--partition N]
-//! [--since RFC3339] [--unresolved] [--summary]` prints the log as an aligned
-//! table (or JSON Lines) and lists damaged lines on stderr. Exit codes: 0
-//! success; 1 the log had damaged lines (what was readable was still
-//! printed); 2 usage error; 3 the log could not be opened.
+//! The `offset-guard` tool (cargo feature `cli`, on by default):
+//!
+//! - `offset-guard failures PATH [--json] [--topic T] [--partition N]
+//!   [--since RFC3339] [--unresolved] [--summary]` prints the log as an
+//!   aligned table (or JSON Lines) and lists damaged lines on stderr.
+//! - `offset-guard offsets -b SERVERS -g GROUP [-t TOPIC]... [-l PATH] [--json]`
+//!   shows per partition the group's committed offset, the log-end offset, the
+//!   lag and the group's unresolved failed offsets from the log (topics
+//!   default to the group's topics in the log). Reads only.
+//! - `offset-guard recommit -b SERVERS -g GROUP -l PATH [-t TOPIC]... [--dry-run]`
+//!   commits, per partition, the highest unresolved failed offset when it is
+//!   ahead of the committed offset (or nothing is committed), from a client
+//!   that does not join the group, reads the committed offsets back and
+//!   appends `recommitted` / `superseded` lines; a failure at or below the
+//!   committed offset is recorded as `superseded` by it, never committed
+//!   backwards. Refused while the group has active members.
+//! - `offset-guard resolve -l PATH -g GROUP -t TOPIC -p N (-o OFFSET... |
+//!   --all-unresolved) -n NOTE [--by NAME]` appends `manual` lines for
+//!   unresolved failures; an offset that is not one is refused and nothing
+//!   written.
+//!
+//! Broker commands take `--timeout` (all requests together; default 10 s)
+//! and `-X KEY=VALUE` librdkafka properties. Names and messages from the log
+//! or the broker are printed with control characters escaped. Exit codes: 0
+//! success; 1 the log had damaged lines (what was readable was used); 2
+//! usage error; 3 the log could not be opened, read or written; 4 the
+//! cluster could not be reached in time or a request failed; 5 `recommit`
+//! refused: the group has active members; 6 nothing matched; 7 the log is in
+//! use by a running writer; 8 writing the output failed.
 //!
 //! # Example
 //!

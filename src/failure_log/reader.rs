@@ -201,7 +201,8 @@ fn key(e: &LogEntry) -> Key<'_> {
 
 /// Marks which failures in `entries` are resolved: a failure is resolved by a
 /// later resolution for the same group, topic and partition that
-/// [covers](super::Resolution::covers) its offset (`covers() >= offset`).
+/// [resolves](super::Resolution::resolves) its offset (`covers() >= offset`;
+/// for a manual resolution, the same offset).
 /// A resolution only applies to failures before it in the log, so a failure
 /// logged again after being resolved counts as unresolved.
 fn resolved_flags(entries: &[LogEntry]) -> Vec<bool> {
@@ -213,9 +214,8 @@ fn resolved_flags(entries: &[LogEntry]) -> Vec<bool> {
             LogEntry::Failure(_) => open.entry(key(e)).or_default().push(i),
             LogEntry::Resolved(r) => {
                 if let Some(idxs) = open.get_mut(&key(e)) {
-                    let covers = r.covers();
                     idxs.retain(|&j| {
-                        let done = entries[j].offset() <= covers;
+                        let done = r.resolves(entries[j].offset());
                         resolved[j] |= done;
                         !done
                     });
@@ -228,7 +228,7 @@ fn resolved_flags(entries: &[LogEntry]) -> Vec<bool> {
 
 /// The failures in `entries` not resolved by a later resolution for the same
 /// group, topic and partition with [`covers()`](super::Resolution::covers)
-/// `>=` their offset, in log order.
+/// `>=` their offset (a manual resolution: the same offset), in log order.
 pub fn unresolved(entries: &[LogEntry]) -> Vec<FailureRecord> {
     let resolved = resolved_flags(entries);
     entries

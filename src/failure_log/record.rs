@@ -72,14 +72,19 @@ pub enum ResolutionKind {
         /// The committed offset that covers it.
         committed_offset: i64,
     },
+    /// Marked resolved by hand (`offset-guard resolve`), nothing committed;
+    /// [`Resolution::note`] says why.
+    Manual,
 }
 
 impl ResolutionKind {
-    /// The snake_case name written in the log: `recommitted` or `superseded`.
+    /// The snake_case name written in the log: `recommitted`, `superseded`
+    /// or `manual`.
     pub fn as_str(&self) -> &'static str {
         match self {
             ResolutionKind::Recommitted => "recommitted",
             ResolutionKind::Superseded { .. } => "superseded",
+            ResolutionKind::Manual => "manual",
         }
     }
 }
@@ -102,6 +107,12 @@ pub struct Resolution {
     pub offset: i64,
     /// How it was resolved.
     pub how: ResolutionKind,
+    /// Why, in words (written as `"note"` when present; set for
+    /// [`ResolutionKind::Manual`]).
+    pub note: Option<String>,
+    /// Who resolved it (written as `"by"` when present), e.g. the operator's
+    /// user name for a manual resolution.
+    pub by: Option<String>,
 }
 
 impl Resolution {
@@ -119,6 +130,8 @@ impl Resolution {
             partition,
             offset,
             how: ResolutionKind::Recommitted,
+            note: None,
+            by: None,
         }
     }
 
@@ -138,6 +151,47 @@ impl Resolution {
             partition,
             offset,
             how: ResolutionKind::Superseded { committed_offset },
+            note: None,
+            by: None,
+        }
+    }
+
+    /// `offset` was marked resolved by hand, with a `note` saying why
+    /// (nothing was committed); time is now. Covers failures up to `offset`
+    /// like a recommit does.
+    pub fn manual(
+        group_id: impl Into<String>,
+        topic: impl Into<String>,
+        partition: i32,
+        offset: i64,
+        note: impl Into<String>,
+    ) -> Self {
+        Resolution {
+            time: SystemTime::now(),
+            group_id: group_id.into(),
+            topic: topic.into(),
+            partition,
+            offset,
+            how: ResolutionKind::Manual,
+            note: Some(note.into()),
+            by: None,
+        }
+    }
+
+    /// Sets who resolved it (the `"by"` field).
+    pub fn with_by(mut self, by: impl Into<String>) -> Self {
+        self.by = Some(by.into());
+        self
+    }
+
+    /// Whether this resolution resolves an earlier failure of the same
+    /// group, topic and partition at `failed_offset`: a manual resolution
+    /// resolves exactly its own offset (nothing was committed); the others
+    /// every failed offset up to [`covers`](Self::covers).
+    pub fn resolves(&self, failed_offset: i64) -> bool {
+        match self.how {
+            ResolutionKind::Manual => failed_offset == self.offset,
+            _ => failed_offset <= self.covers(),
         }
     }
 
@@ -147,7 +201,7 @@ impl Resolution {
     /// supersession when it is higher.
     pub fn covers(&self) -> i64 {
         match self.how {
-            ResolutionKind::Recommitted => self.offset,
+            ResolutionKind::Recommitted | ResolutionKind::Manual => self.offset,
             ResolutionKind::Superseded { committed_offset } => committed_offset.max(self.offset),
         }
     }
@@ -245,9 +299,11 @@ impl LogEntry {
                 offset: r.offset,
                 resolution: r.how.as_str().into(),
                 committed_offset: match r.how {
-                    ResolutionKind::Recommitted => None,
                     ResolutionKind::Superseded { committed_offset } => Some(committed_offset),
+                    ResolutionKind::Recommitted | ResolutionKind::Manual => None,
                 },
+                note: r.note.clone(),
+                by: r.by.clone(),
             }),
         }
         // Serializing plain strings and integers cannot fail.
@@ -299,6 +355,7 @@ impl LogEntry {
                 let w: WireResolved = serde_json::from_value(value).map_err(invalid)?;
                 let how = match (w.resolution.as_str(), w.committed_offset) {
                     ("recommitted", _) => ResolutionKind::Recommitted,
+                    ("manual", _) => ResolutionKind::Manual,
                     ("superseded", Some(committed_offset)) => {
                         ResolutionKind::Superseded { committed_offset }
                     }
@@ -320,6 +377,8 @@ impl LogEntry {
                     partition: w.partition,
                     offset: w.offset,
                     how,
+                    note: w.note,
+                    by: w.by,
                 }))
             }
             Some(other) => Err(ReadIssueKind::Invalid(format!("unknown kind {other:?}"))),
@@ -376,6 +435,10 @@ struct WireResolved {
     resolution: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     committed_offset: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    by: Option<String>,
 }
 
 /// What is wrong with a line the reader skipped.
@@ -471,7 +534,23 @@ mod tests {
             time: t0(),
             ..Resolution::superseded("billing", "orders", 3, 42, 77)
         });
-        for e in [f, r1, r2] {
+        let r3 = LogEntry::Resolved(Resolution {
+            time: t0(),
+            ..Resolution::manual(
+                "billing",
+                "orders",
+                3,
+                42,
+                "skipped: \"bad\" record\n\u{1b}[2J",
+            )
+            .with_by("ops")
+        });
+        let r4 = LogEntry::Resolved(Resolution {
+            time: t0(),
+            note: Some("why".into()),
+            ..Resolution::recommitted("billing", "orders", 3, 42)
+        });
+        for e in [f, r1, r2, r3, r4] {
             let line = e.to_json_line();
             assert_eq!(LogEntry::parse_line(line.trim_end_matches('\n')), Ok(e));
         }
@@ -542,7 +621,63 @@ mod tests {
     }
 
     #[test]
+    fn manual_line_format() {
+        let r = Resolution {
+            time: t0(),
+            ..Resolution::manual("billing", "orders", 3, 42, "replayed by hand").with_by("ops")
+        };
+        assert_eq!(
+            LogEntry::Resolved(r).to_json_line(),
+            concat!(
+                r#"{"v":1,"kind":"resolved","time":"2026-11-23T14:30:36.123Z","group_id":"billing","#,
+                r#""topic":"orders","partition":3,"offset":42,"resolution":"manual","#,
+                r#""note":"replayed by hand","by":"ops"}"#,
+                "\n"
+            )
+        );
+        // Without note and by (the fields are optional for every resolution).
+        let line = r#"{"v":1,"kind":"resolved","time":"2026-11-23T14:30:36.123Z","group_id":"g","topic":"t","partition":0,"offset":7,"resolution":"manual"}"#;
+        let Ok(LogEntry::Resolved(r)) = LogEntry::parse_line(line) else {
+            panic!("{line}")
+        };
+        assert_eq!(
+            (r.how, r.covers(), r.note, r.by),
+            (ResolutionKind::Manual, 7, None, None)
+        );
+    }
+
+    #[test]
+    fn a_manual_resolution_resolves_exactly_its_offset() {
+        let fail = |offset| {
+            let mut f: FailureRecord = failed().into();
+            f.offset = offset;
+            LogEntry::Failure(f)
+        };
+        let open = |entries: &[LogEntry]| -> Vec<i64> {
+            crate::failure_log::unresolved(entries)
+                .iter()
+                .map(|f| f.offset)
+                .collect()
+        };
+        let manual = |o| LogEntry::Resolved(Resolution::manual("billing", "orders", 3, o, "n"));
+        let mut entries = vec![fail(3), fail(7), fail(9), manual(7)];
+        assert_eq!(open(&entries), [3, 9]);
+        // Only failures before it: 7 logged again is open again.
+        entries.push(fail(7));
+        assert_eq!(open(&entries), [3, 9, 7]);
+        entries.push(LogEntry::Resolved(Resolution::recommitted(
+            "billing", "orders", 3, 9,
+        )));
+        assert!(open(&entries).is_empty());
+    }
+
+    #[test]
     fn covers() {
+        let manual = Resolution::manual("g", "t", 0, 5, "n");
+        assert_eq!(manual.covers(), 5);
+        assert!(manual.resolves(5) && !manual.resolves(4) && !manual.resolves(6));
+        let re = Resolution::recommitted("g", "t", 0, 5);
+        assert!(re.resolves(5) && re.resolves(4) && !re.resolves(6));
         assert_eq!(Resolution::recommitted("g", "t", 0, 5).covers(), 5);
         assert_eq!(Resolution::superseded("g", "t", 0, 5, 9).covers(), 9);
         assert_eq!(Resolution::superseded("g", "t", 0, 5, 3).covers(), 5);

@@ -1,4 +1,4 @@
-//! `offset-guard`: read the failed-offset log.
+//! `offset-guard failures`: read the failed-offset log.
 //!
 //! ```text
 //! offset-guard failures PATH [--json] [--topic T] [--partition N]
@@ -36,7 +36,7 @@ use offset_guard::failure_log::{
 
 // The library's RFC 3339 code, compiled into the command as well: the library
 // does not export date helpers.
-#[path = "../failure_log/rfc3339.rs"]
+#[path = "../../failure_log/rfc3339.rs"]
 mod rfc3339;
 use rfc3339::{format_rfc3339, parse_rfc3339};
 
@@ -154,8 +154,10 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Parsed, String> 
     Ok(Parsed::Run(args))
 }
 
-fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
+/// Runs `offset-guard failures ARGS...` (`argv`: the arguments after `failures`).
+pub fn run(argv: Vec<String>) -> ExitCode {
+    let argv = std::iter::once("failures".to_owned()).chain(argv);
+    let args = match parse_args(argv) {
         Ok(Parsed::Run(args)) => args,
         Ok(Parsed::Help) => {
             println!("{HELP}");
