@@ -229,6 +229,11 @@ impl PartitionSlot {
         self.user_paused.load(Ordering::Acquire)
     }
 
+    /// The highest offset registered (-1: none).
+    pub(crate) fn last_registered(&self) -> i64 {
+        self.registered.load(Ordering::Relaxed)
+    }
+
     /// Outstanding records as of the last delivery or ack (no lock).
     #[inline]
     pub(crate) fn outstanding_hint(&self) -> usize {

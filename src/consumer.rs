@@ -60,6 +60,7 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
         let poller = Poller {
             consumer: consumer.clone(),
             assignment: guard.assignment.clone(),
+            commits: guard.commits.clone(),
             metrics: guard.metrics.clone(),
             life: guard.life.clone(),
             tx,
@@ -97,8 +98,13 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
     }
 
     /// The wrapped rdkafka consumer, for anything the guard does not cover
-    /// (metadata, watermarks, pause/resume, `committed()`). Do not commit
-    /// through it: commits bypassing the guard are not ordered with its own.
+    /// (metadata, watermarks, `committed()`, `position()`). Not safe through
+    /// it: commits (not ordered with the guard's own), `pause`/`resume`
+    /// (the guard's flow control lifts pauses it did not make; use
+    /// [`pause`](Self::pause)), `seek` (use [`seek`](Self::seek); a jump
+    /// back behind the guard's back is noticed when its records arrive: they
+    /// are delivered again, and nothing is committed below the committed
+    /// offset), `assign`/`unassign`/`incremental_assign` while subscribed.
     pub fn consumer(&self) -> &BaseConsumer<GuardContext<C>> {
         self.consumer
             .as_ref()
@@ -212,6 +218,46 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
     /// consumer; nothing is resumed then.
     pub fn resume(&self, partitions: &[(&str, i32)]) -> Result<(), Error> {
         self.set_paused(partitions, false)
+    }
+
+    /// Moves a partition's read position (Kafka's `seek`): the next records
+    /// of it handed out start at `offset`. Records of the old position still
+    /// waiting are not handed out; acks of the old position after this are
+    /// stale. What was acked of the old position is committed first, if
+    /// ahead of the committed offset; then the new position's commits
+    /// follow its acks, below the committed offset too when you sought
+    /// backwards (you asked for it). Seek through the guard, never through
+    /// [`consumer()`](Self::consumer): the guard would see the jump only when
+    /// the records arrive (it then delivers them again, but never commits
+    /// below the committed offset). Waits up to 10 s for librdkafka.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotOwned`] for a partition not assigned to this consumer;
+    /// [`Error::Kafka`] when librdkafka refuses the seek (the position is
+    /// unchanged then); [`Error::ThreadDied`] / [`Error::ShutDown`] when the
+    /// guard stopped.
+    pub async fn seek(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: rdkafka::Offset,
+    ) -> Result<(), Error> {
+        self.owned_slot(topic, partition)?;
+        let (reply, answer) = oneshot::channel();
+        let request = PollRequest::Seek {
+            topic: topic.to_string(),
+            partition,
+            offset,
+            reply,
+        };
+        if self.requests.send(request).is_err() {
+            return Err(self.guard.commits.gone());
+        }
+        let result = answer.await.map_err(|_| self.guard.commits.gone())?;
+        // Held records of the old position are dropped at the next `recv`.
+        self.resumes.fetch_add(1, Ordering::Release);
+        result
     }
 
     fn set_paused(&self, partitions: &[(&str, i32)], paused: bool) -> Result<(), Error> {

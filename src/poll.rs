@@ -10,14 +10,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
-use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::assignment::{AckToken, Assignment, PartitionSlot};
+use crate::commit::handle::{CommitHandle, RestartJob};
 use crate::delivery::{Delivery, Record};
 use crate::error::Error;
 use crate::flow::{FlowLimits, FlowState};
@@ -36,17 +37,29 @@ const REGULATE_EVERY: Duration = Duration::from_millis(5);
 /// resumed soon after the application caught up.
 const HELD_BACK_POLL: Duration = Duration::from_millis(5);
 
+/// How long a seek waits for librdkafka.
+pub(crate) const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What the front-end asks of the poll thread.
 #[derive(Debug)]
 pub(crate) enum PollRequest {
     /// Look at the partitions now (the application paused or resumed one).
     Regulate,
+    /// Move a partition's read position (between two polls, so every
+    /// record polled after it belongs to the new position).
+    Seek {
+        topic: String,
+        partition: i32,
+        offset: Offset,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
 }
 
 /// What the poll thread works with.
 pub(crate) struct Poller<C: ConsumerContext + 'static> {
     pub consumer: Arc<BaseConsumer<GuardContext<C>>>,
     pub assignment: Arc<Assignment>,
+    pub commits: CommitHandle,
     pub metrics: Arc<Metrics>,
     pub life: Arc<Lifecycle>,
     pub tx: mpsc::UnboundedSender<Delivery>,
@@ -98,8 +111,20 @@ impl<C: ConsumerContext + 'static> Poller<C> {
                 continue;
             }
             let mut asked = false;
-            while let Ok(PollRequest::Regulate) = self.requests.try_recv() {
+            while let Ok(request) = self.requests.try_recv() {
                 asked = true;
+                if let PollRequest::Seek {
+                    topic,
+                    partition,
+                    offset,
+                    reply,
+                } = request
+                {
+                    if !batch.is_empty() {
+                        self.hand_over(&mut batch);
+                    }
+                    let _ = reply.send(self.seek(&topic, partition, offset));
+                }
             }
             if asked {
                 self.regulate(&mut flow, true);
@@ -136,6 +161,76 @@ impl<C: ConsumerContext + 'static> Poller<C> {
         }
         drop(last);
         let _ = self.done.send(());
+    }
+
+    /// The application's seek: librdkafka's, then a new assignment (epoch)
+    /// of the partition for the new position, whose commits may go below
+    /// what was committed (the application asked for it).
+    fn seek(&self, topic: &str, partition: i32, offset: Offset) -> Result<(), Error> {
+        let Some(slot) = self.assignment.get(topic, partition) else {
+            return Err(Error::NotOwned {
+                topic: topic.to_string(),
+                partition,
+            });
+        };
+        self.consumer
+            .seek(topic, partition, offset, SEEK_TIMEOUT)
+            .map_err(Error::Kafka)?;
+        debug!(group = %self.group, topic, partition, ?offset, "seek");
+        self.restart(&slot, true);
+        Ok(())
+    }
+
+    /// Ends `old`'s assignment and starts a new one (a new epoch) for the
+    /// partition's new read position; its pause carries over.
+    fn restart(&self, old: &Arc<PartitionSlot>, rewind: bool) -> Arc<PartitionSlot> {
+        let (slot, replaced) = self
+            .assignment
+            .assign_replacing(&old.tp.topic, old.tp.partition);
+        slot.set_user_paused(old.is_user_paused());
+        self.commits.restart(RestartJob {
+            tp: slot.tp.clone(),
+            old: replaced.and_then(|(epoch, cp)| cp.map(|cp| (epoch, cp))),
+            new_epoch: slot.epoch,
+            rewind,
+        });
+        slot
+    }
+
+    /// A record at or below one registered before for its slot means the
+    /// read position jumped back (a seek through `consumer()`, an offset
+    /// reset): its slot is restarted from it (a new epoch; never committed
+    /// below what was committed), so the records are delivered again.
+    fn follow_jumps(&self, batch: &mut [Record]) {
+        let mut last: Vec<(*const PartitionSlot, i64)> = Vec::new();
+        for i in 0..batch.len() {
+            let slot = batch[i].token.slot.clone();
+            if slot.is_revoked() {
+                continue;
+            }
+            let offset = batch[i].token.offset;
+            let key = Arc::as_ptr(&slot);
+            let prev = match last.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, o)) => std::mem::replace(o, offset),
+                None => {
+                    last.push((key, offset));
+                    slot.last_registered()
+                }
+            };
+            if offset > prev {
+                continue;
+            }
+            warn!(group = %self.group, topic = %slot.tp.topic, partition = slot.tp.partition, offset, previous = prev, "read position jumped back (a seek through consumer(), or an offset reset): delivering from there again; nothing is committed below the committed offset");
+            let new = self.restart(&slot, false);
+            for r in batch[i..]
+                .iter_mut()
+                .filter(|r| Arc::ptr_eq(&r.token.slot, &slot))
+            {
+                r.token.slot = new.clone();
+            }
+            last.retain(|(k, _)| *k != key);
+            last.push((Arc::as_ptr(&new), offset));
+        }
     }
 
     /// Flow control: pauses and resumes partitions as [`FlowState::decide`]
@@ -177,6 +272,7 @@ impl<C: ConsumerContext + 'static> Poller<C> {
     /// backlog, or a partition's outstanding records): regulate now.
     fn hand_over(&self, batch: &mut Vec<Record>) -> bool {
         let mut urgent = false;
+        self.follow_jumps(batch);
         let mut refused: Vec<usize> = Vec::new();
         let mut start = 0;
         while start < batch.len() {

@@ -41,6 +41,21 @@ pub(crate) enum Command {
     Assigned(AssignJob),
     Lost(LostJob),
     Finish(FinishJob),
+    Restart(RestartJob),
+}
+
+/// A partition's read position jumped (a seek, or an offset reset seen by
+/// the front-end): a new assignment (epoch) of it starts a new stretch.
+#[derive(Debug)]
+pub(crate) struct RestartJob {
+    pub tp: TopicPartition,
+    /// The ended assignment's epoch and final commit point, if any: committed
+    /// now if ahead of what was committed.
+    pub old: Option<(u64, i64)>,
+    pub new_epoch: u64,
+    /// The application asked for the jump: the new stretch's commits are
+    /// accepted below what was committed too.
+    pub rewind: bool,
 }
 
 /// Revoked partitions to commit before hand-off.

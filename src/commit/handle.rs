@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
+pub(crate) use super::command::RestartJob;
 use super::command::{
     AssignJob, Command, FinishJob, LostJob, Pending, Reply, RevokeJob, reply_pair,
 };
@@ -197,6 +198,11 @@ impl CommitHandle {
             return None;
         }
         pending.wait(wait_until)
+    }
+
+    /// Tells the worker a partition's read position jumped (no reply).
+    pub(crate) fn restart(&self, job: RestartJob) {
+        let _ = self.send(Command::Restart(job));
     }
 
     /// Tells the worker these assignments were lost (already ended).

@@ -86,6 +86,19 @@ impl CommitQueue {
         }
     }
 
+    /// The partition's read position moved at the application's request (a
+    /// seek): offsets of `epoch` are accepted from scratch, below what was
+    /// committed too. An older epoch changes nothing.
+    pub(crate) fn rewind(&mut self, tp: &TopicPartition, epoch: u64) {
+        let st = self.parts.entry(tp.clone()).or_default();
+        if epoch >= st.epoch {
+            *st = PartState {
+                epoch,
+                ..PartState::default()
+            };
+        }
+    }
+
     /// Moves every pending offset whose epoch is still current into flight.
     /// Returns the batch and the number of offsets dropped as stale.
     pub(crate) fn take(

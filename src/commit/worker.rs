@@ -224,6 +224,7 @@ impl Worker {
             Command::Revoke(job) => self.revoke(job),
             Command::Assigned(job) => self.assigned(job),
             Command::Lost(job) => self.lost(job),
+            Command::Restart(job) => self.restart(job),
             other => self.absorb(other),
         }
     }
@@ -361,7 +362,7 @@ impl Worker {
                 Command::Finish(job) => {
                     let _ = job.reply.send(());
                 }
-                Command::Ring(_) => {}
+                Command::Ring(_) | Command::Restart(_) => {}
             }
         }
         for w in self.waiters.drain(..) {

@@ -9,9 +9,12 @@ use tracing::{debug, info, info_span, warn};
 use super::Worker;
 use super::batch::BatchEnd;
 use crate::commit::attempt::Mode;
-use crate::commit::command::{AssignJob, AssignOutcome, LostJob, RevokeJob, RevokeOutcome};
+use crate::commit::command::{
+    AssignJob, AssignOutcome, LostJob, RestartJob, RevokeJob, RevokeOutcome,
+};
 use crate::commit::kept::{self, Candidate, KeptOffset, Source, Verdict};
 use crate::commit::queue::{Entry, Offer};
+use crate::deadline::Deadline;
 use crate::deadline::kafka_timeout;
 use crate::failure_log::Resolution;
 use crate::partition::{CommittedOffset, DroppedOffset, TopicPartition};
@@ -235,6 +238,25 @@ impl Worker {
                 out.resumed.push(co);
             }
             Source::Kept(_) => {}
+        }
+    }
+
+    /// A partition's read position jumped: the ended stretch's acked offset
+    /// is committed now if ahead (never backwards), then, for a seek the
+    /// application asked for, the new stretch's commits start afresh.
+    pub(super) fn restart(&mut self, job: RestartJob) {
+        if let Some((epoch, cp)) = job.old
+            && self.queue.offer(&job.tp, epoch, cp, false) == Offer::Queued
+        {
+            let batch = self.queue.take_only(&[(job.tp.clone(), epoch)]);
+            if !batch.is_empty() {
+                let reason = FailureReason::RetriesExhausted;
+                let end = self.commit_batch(&batch, Mode::Normal, Deadline::NEVER, reason);
+                debug!(topic = %job.tp.topic, partition = job.tp.partition, offset = cp, committed = matches!(end, BatchEnd::Committed), "acked offset of the position left behind");
+            }
+        }
+        if job.rewind {
+            self.queue.rewind(&job.tp, job.new_epoch);
         }
     }
 
