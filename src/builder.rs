@@ -212,6 +212,15 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// not ahead, nothing is committed (never backwards) and it is resolved as
     /// `superseded`. Needs [`failed_offset_log`](Self::failed_offset_log)
     /// ([`BuildError::MissingDependency`] otherwise). Default: off.
+    ///
+    /// The log is read on the guard's commit thread right after `build()`
+    /// returns, in one streaming pass keeping only this group's unresolved
+    /// offsets (a 1,000,000-line log takes about a second; see
+    /// BENCHMARKS.md), so `build()` never blocks the caller's executor on it.
+    /// Assigns wait until it is read (a rebalance callback can wait that
+    /// long only if the group joins faster than the log is read). A log
+    /// that cannot be read is logged (`tracing::error!`) and nothing is
+    /// replayed; damaged lines are logged as warnings and skipped.
     pub fn replay_failed_offsets(mut self) -> Self {
         self.config.replay_failed_offsets = true;
         self
@@ -296,12 +305,8 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
         let (log, replay) = match &config.failed_offset_log {
             Some(path) => {
                 let log = FailedOffsetLog::open(path).map_err(BuildError::FailedOffsetLog)?;
-                let replay = if config.replay_failed_offsets {
-                    replay_entries(path, &config.group_id)?
-                } else {
-                    HashMap::new()
-                };
-                (Some(log), replay)
+                // Replay entries are read on the commit thread (`replay_entries`).
+                (Some(log), HashMap::new())
             }
             None => (None, HashMap::new()),
         };
@@ -351,30 +356,53 @@ fn guarded_client_config(mut cc: ClientConfig) -> Result<(ClientConfig, String),
     Ok((cc, group_id))
 }
 
-/// The highest unresolved logged offset per partition of this group.
-fn replay_entries(
-    path: &std::path::Path,
-    group_id: &str,
-) -> Result<HashMap<TopicPartition, i64>, BuildError> {
-    let reader = crate::failure_log::LogReader::open(path).map_err(BuildError::FailedOffsetLog)?;
-    for issue in reader.issues() {
-        tracing::warn!(group = group_id, %issue, "failed-offset log: line skipped");
-    }
-    let mut map = HashMap::new();
-    for f in reader.unresolved() {
-        if f.group_id != group_id {
-            continue;
+/// The highest unresolved logged offset per partition of this group, read
+/// from the log at `path` in one streaming pass: only the unresolved offsets
+/// of this group are kept ([`UnresolvedOffsets`]). Runs on the commit thread
+/// before it serves anything (so before the first assign), never on the
+/// caller's executor. A log that cannot be opened is logged as an error and
+/// nothing is replayed; damaged lines are logged as warnings (the first
+/// [`REPLAY_ISSUES_LOGGED`], then a count).
+///
+/// [`UnresolvedOffsets`]: crate::failure_log::UnresolvedOffsets
+pub(crate) fn replay_entries(path: &std::path::Path, group_id: &str) -> HashMap<TopicPartition, i64> {
+    let started = std::time::Instant::now();
+    let stream = match crate::failure_log::LogStream::open(path) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(group = group_id, error = %e, "failed-offset log: cannot be read, nothing is replayed");
+            return HashMap::new();
         }
-        let e = map
-            .entry(TopicPartition::new(f.topic.as_str(), f.partition))
-            .or_insert(f.offset);
-        *e = (*e).max(f.offset);
+    };
+    let mut open = crate::failure_log::UnresolvedOffsets::new();
+    let mut issues = 0u64;
+    for item in stream {
+        match item {
+            Ok(entry) if entry.group_id() == group_id => open.push(&entry),
+            Ok(_) => {}
+            Err(issue) => {
+                issues += 1;
+                if issues <= REPLAY_ISSUES_LOGGED {
+                    tracing::warn!(group = group_id, %issue, "failed-offset log: line skipped");
+                }
+            }
+        }
     }
-    if !map.is_empty() {
-        tracing::info!(
-            partitions = map.len(),
-            "failed-offset log: unresolved offsets to replay at assign"
-        );
+    if issues > REPLAY_ISSUES_LOGGED {
+        tracing::warn!(group = group_id, issues, "failed-offset log: damaged lines skipped in all");
     }
-    Ok(map)
+    let map: HashMap<TopicPartition, i64> = open
+        .highest()
+        .map(|(_, topic, partition, offset)| (TopicPartition::new(topic, partition), offset))
+        .collect();
+    tracing::info!(
+        group = group_id,
+        partitions = map.len(),
+        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "failed-offset log: read; unresolved offsets are replayed at assign"
+    );
+    map
 }
+
+/// Damaged lines logged one by one while reading the log for replay.
+const REPLAY_ISSUES_LOGGED: u64 = 20;

@@ -121,11 +121,12 @@ use std::time::Duration;
 
 mod reader;
 mod record;
-mod rfc3339;
 mod writer;
 
 pub use reader::{
-    LogReader, PartitionSummary, ReadIssue, resolution_status, summarize, unresolved,
+    LogReader, LogStream, LogSummary, MAX_LINE_BYTES, PartitionSummary, ReadIssue,
+    ResolutionCursor, ResolutionIndex, UnresolvedOffsets, resolution_status, summarize,
+    unresolved,
 };
 pub use record::{
     FORMAT_VERSION, FailureRecord, LogEntry, ReadIssueKind, Resolution, ResolutionKind,
