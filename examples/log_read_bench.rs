@@ -63,7 +63,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (dir, remove) = match dir {
         Some(d) => (d, false),
         None => {
-            let d = std::env::temp_dir().join(format!("offset-guard-read-bench-{}", std::process::id()));
+            let d = std::env::temp_dir()
+                .join(format!("offset-guard-read-bench-{}", std::process::id()));
             (d, true)
         }
     };
@@ -75,7 +76,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("generated {lines} lines in {:?}", started.elapsed());
     }
     let bytes = std::fs::metadata(&path)?.len();
-    println!("log: {} ({} lines, {:.1} MB)", path.display(), lines, bytes as f64 / 1e6);
+    println!(
+        "log: {} ({} lines, {:.1} MB)",
+        path.display(),
+        lines,
+        bytes as f64 / 1e6
+    );
     let p = path.to_str().ok_or("temp path is not UTF-8")?;
     for cli in &clis {
         for args in [
@@ -84,7 +90,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             vec!["failures", p],
         ] {
             let m = measure(cli, &args)?;
-            println!("{:<60} {m}", format!("{} {}", cli.display(), args.join(" ")));
+            println!(
+                "{:<60} {m}",
+                format!("{} {}", cli.display(), args.join(" "))
+            );
         }
     }
     for bin in &replays {
@@ -130,7 +139,10 @@ fn measure(bin: &Path, args: &[&str]) -> Result<Measured, Box<dyn std::error::Er
     let stderr = String::from_utf8_lossy(&out.stderr);
     let max_rss_kib = stderr
         .lines()
-        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes): "))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
         .ok_or_else(|| format!("no RSS in /usr/bin/time output: {stderr}"))?
         .parse()?;
     Ok(Measured {
@@ -179,12 +191,22 @@ fn generate(path: &Path, lines: u64) -> std::io::Result<()> {
         let (g, t, p) = (k / (TOPICS * 32), (k / 32) % TOPICS, (k % 32) as i32);
         let time = t0 + Duration::from_millis(i * 37);
         let entry: LogEntry = if rng % 100 < 12 && t != 7 {
-            let mut r = Resolution::superseded(GROUPS[g], &topics[t], p, next_offset[k] - 1, next_offset[k] + 5);
+            let mut r = Resolution::superseded(
+                GROUPS[g],
+                &topics[t],
+                p,
+                next_offset[k] - 1,
+                next_offset[k] + 5,
+            );
             r.time = time;
             r.into()
         } else {
             next_offset[k] += 1 + (rng >> 40) as i64 % 50;
-            let reason = [FailureReason::RetriesExhausted, FailureReason::ShutdownDeadline, FailureReason::Lost][(rng >> 20) as usize % 3];
+            let reason = [
+                FailureReason::RetriesExhausted,
+                FailureReason::ShutdownDeadline,
+                FailureReason::Lost,
+            ][(rng >> 20) as usize % 3];
             let mut f = FailedOffset::new(GROUPS[g], &topics[t], p, next_offset[k], reason)
                 .with_time(time)
                 .with_error_message("Broker: Request timed out")

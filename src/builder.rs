@@ -365,7 +365,10 @@ fn guarded_client_config(mut cc: ClientConfig) -> Result<(ClientConfig, String),
 /// [`REPLAY_ISSUES_LOGGED`], then a count).
 ///
 /// [`UnresolvedOffsets`]: crate::failure_log::UnresolvedOffsets
-pub(crate) fn replay_entries(path: &std::path::Path, group_id: &str) -> HashMap<TopicPartition, i64> {
+pub(crate) fn replay_entries(
+    path: &std::path::Path,
+    group_id: &str,
+) -> HashMap<TopicPartition, i64> {
     let started = std::time::Instant::now();
     let stream = match crate::failure_log::LogStream::open(path) {
         Ok(s) => s,
@@ -389,7 +392,11 @@ pub(crate) fn replay_entries(path: &std::path::Path, group_id: &str) -> HashMap<
         }
     }
     if issues > REPLAY_ISSUES_LOGGED {
-        tracing::warn!(group = group_id, issues, "failed-offset log: damaged lines skipped in all");
+        tracing::warn!(
+            group = group_id,
+            issues,
+            "failed-offset log: damaged lines skipped in all"
+        );
     }
     let map: HashMap<TopicPartition, i64> = open
         .highest()

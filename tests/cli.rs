@@ -273,7 +273,6 @@ fn cli_exit_codes() {
     assert!(text(&out.stdout).contains("4  the output could not be written"));
 }
 
-
 // ------------------------------------------------- arguments, pipes, escaping
 
 fn cli_os(args: &[&OsStr]) -> Output {
@@ -334,7 +333,14 @@ fn missing_values_and_repeated_options_are_usage_errors() {
         &["failures", p, "--partition", "1", "--partition=2"],
         &["failures", p, "--json", "--json"],
         &["failures", p, "--summary", "--summary"],
-        &["failures", p, "--since", "2026-11-23", "--since", "2026-11-24"],
+        &[
+            "failures",
+            p,
+            "--since",
+            "2026-11-23",
+            "--since",
+            "2026-11-24",
+        ],
     ] {
         let out = cli(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
@@ -429,17 +435,26 @@ fn text_from_the_log_is_escaped_and_aligned_by_display_width() {
     )
     .with_time(at_ms(T0_MS))
     .with_error_message("\u{1b}[2Jcleared\r\u{202e}txt");
-    let wide = FailedOffset::new("billing", "注文🦀", 1, 2, FailureReason::Fatal).with_time(at_ms(T0_MS));
-    let plain = FailedOffset::new("billing", "orders", 2, 3, FailureReason::Fatal).with_time(at_ms(T0_MS));
+    let wide =
+        FailedOffset::new("billing", "注文🦀", 1, 2, FailureReason::Fatal).with_time(at_ms(T0_MS));
+    let plain =
+        FailedOffset::new("billing", "orders", 2, 3, FailureReason::Fatal).with_time(at_ms(T0_MS));
     write_lines(
         &path,
-        &[evil.into(), wide.into(), plain.into()].map(|f: offset_guard::failure_log::FailureRecord| LogEntry::Failure(f)),
+        &[evil.into(), wide.into(), plain.into()]
+            .map(|f: offset_guard::failure_log::FailureRecord| LogEntry::Failure(f)),
     );
-    for args in [&["failures", path.to_str().unwrap()][..], &["failures", path.to_str().unwrap(), "--summary"]] {
+    for args in [
+        &["failures", path.to_str().unwrap()][..],
+        &["failures", path.to_str().unwrap(), "--summary"],
+    ] {
         let out = cli(args);
         assert_eq!(out.status.code(), Some(0), "{out:?}");
         let stdout = text(&out.stdout);
-        assert!(!stdout.contains('\u{1b}') && !stdout.contains('\u{7}') && !stdout.contains('\r'), "{stdout:?}");
+        assert!(
+            !stdout.contains('\u{1b}') && !stdout.contains('\u{7}') && !stdout.contains('\r'),
+            "{stdout:?}"
+        );
         assert!(!stdout.contains('\u{202e}'), "{stdout:?}");
         assert!(stdout.contains("billing\\u{1b}]0;pwned\\u{7}"), "{stdout}");
         assert!(stdout.contains("orders\\nfake row"), "{stdout}");
@@ -447,7 +462,15 @@ fn text_from_the_log_is_escaped_and_aligned_by_display_width() {
         // The PARTITION column starts at the same display column in every
         // row: 注 文 🦀 are two columns wide each.
         let display = |s: &str| -> usize {
-            s.chars().map(|c| if matches!(c, '注' | '文' | '🦀') { 2 } else { 1 }).sum()
+            s.chars()
+                .map(|c| {
+                    if matches!(c, '注' | '文' | '🦀') {
+                        2
+                    } else {
+                        1
+                    }
+                })
+                .sum()
         };
         let lines: Vec<&str> = stdout.lines().collect();
         let col = display(&lines[0][..lines[0].find("PARTITION").unwrap()]);
@@ -478,7 +501,10 @@ fn a_missing_rotated_file_is_reported() {
     let out = cli(&["failures", p, "--summary"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("failed.jsonl.2:0: rotated file missing"), "{stderr}");
+    assert!(
+        stderr.contains("failed.jsonl.2:0: rotated file missing"),
+        "{stderr}"
+    );
     // What was there is still summarized: three copies of the sample.
     let stdout = text(&out.stdout);
     let cells: Vec<&str> = stdout.lines().nth(1).unwrap().split_whitespace().collect();

@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use offset_guard::failure_log::{
-    FailedOffsetLog, FailureRecord, FsyncPolicy, LogEntry, LogError, LogReader, ReadIssueKind,
-    Resolution, ResolutionKind,
+    FailedOffsetLog, FailureRecord, FsyncPolicy, LogEntry, LogError, LogReader, LogStream,
+    LogSummary, MAX_LINE_BYTES, ReadIssueKind, Resolution, ResolutionIndex, ResolutionKind,
+    UnresolvedOffsets, resolution_status, summarize, unresolved,
 };
 use offset_guard::{FailedOffset, FailureReason, FailureSink};
 use proptest::prelude::*;
@@ -819,6 +820,124 @@ fn unresolved_folds_in_later_resolutions() {
             (FailureReason::RetriesExhausted, 2)
         ]
     );
+}
+
+// ------------------------------------------------------------ streaming
+
+/// The lines of `entries` as one file's bytes.
+fn log_bytes(entries: &[LogEntry]) -> Vec<u8> {
+    entries.iter().flat_map(|e| e.to_json_line().into_bytes()).collect()
+}
+
+#[test]
+fn stream_reads_the_rotated_set_oldest_first_and_reports_a_missing_file() {
+    let dir = TempDir::new("stream-gap");
+    let path = dir.join("log.jsonl");
+    let e = |offset| failure_entry(failure("orders", 0, offset));
+    // path.3 (with a BOM), path.2 missing, path.1, path.
+    let mut oldest = b"\xef\xbb\xbf".to_vec();
+    oldest.extend(log_bytes(&[e(1), e(2)]));
+    std::fs::write(dir.join("log.jsonl.3"), oldest).unwrap();
+    std::fs::write(dir.join("log.jsonl.1"), log_bytes(&[e(3)])).unwrap();
+    std::fs::write(&path, log_bytes(&[e(4)])).unwrap();
+
+    let items: Vec<_> = LogStream::open(&path).unwrap().collect();
+    assert_eq!(items.len(), 5, "{items:?}");
+    let read: Vec<i64> = items.iter().filter_map(|i| i.as_ref().ok()).map(LogEntry::offset).collect();
+    assert_eq!(read, [1, 2, 3, 4], "the BOM does not hide the first record");
+    let issue = items[2].as_ref().unwrap_err();
+    assert_eq!(issue.kind, ReadIssueKind::MissingFile);
+    assert_eq!(issue.file, dir.join("log.jsonl.2"));
+    assert_eq!(issue.line, 0);
+
+    let reader = LogReader::open(&path).unwrap();
+    assert_eq!(offsets(reader.entries()), [1, 2, 3, 4]);
+    assert_eq!(reader.issues().len(), 1);
+    assert_eq!(reader.files().len(), 3);
+
+    // path.1 missing below path.2: reported too.
+    std::fs::rename(dir.join("log.jsonl.1"), dir.join("log.jsonl.2")).unwrap();
+    let reader = LogReader::open(&path).unwrap();
+    assert_eq!(offsets(reader.entries()), [1, 2, 3, 4]);
+    let missing: Vec<_> = reader.issues().iter().map(|i| (i.file.clone(), i.kind.clone())).collect();
+    assert_eq!(missing, [(dir.join("log.jsonl.1"), ReadIssueKind::MissingFile)]);
+}
+
+#[test]
+fn non_utf8_and_overlong_lines_are_issues_and_reading_goes_on() {
+    let e = |offset| failure_entry(failure("orders", 0, offset));
+    let mut bytes = log_bytes(&[e(1)]);
+    bytes.extend_from_slice(b"{\"v\":1,\xff\xfe}\n");
+    bytes.extend(std::iter::repeat_n(b'x', MAX_LINE_BYTES + 10));
+    bytes.push(b'\n');
+    bytes.extend(log_bytes(&[e(2)]));
+    // A BOM is only skipped at the start of a file.
+    bytes.extend_from_slice(b"\xef\xbb\xbf");
+    bytes.extend(log_bytes(&[e(3)]));
+    let reader = LogReader::from_bytes("mixed", &bytes);
+    assert_eq!(offsets(reader.entries()), [1, 2]);
+    let kinds: Vec<_> = reader.issues().iter().map(|i| (i.line, i.kind.clone())).collect();
+    assert!(matches!(&kinds[0], (2, ReadIssueKind::Garbage(m)) if m.contains("UTF-8")), "{kinds:?}");
+    assert_eq!(kinds[1], (3, ReadIssueKind::LineTooLong));
+    assert!(matches!(&kinds[2], (5, ReadIssueKind::Garbage(_))), "{kinds:?}");
+    assert_eq!(kinds.len(), 3);
+}
+
+#[test]
+fn a_directory_is_not_a_log() {
+    let dir = TempDir::new("stream-dir");
+    let err = LogStream::open(&dir.0).unwrap_err();
+    assert!(matches!(err, LogError::NotADirectory { .. }), "{err}");
+}
+
+/// Entries over several groups, topics and partitions with resolutions that
+/// cover some failures, refail resolved offsets and go backwards.
+fn mixed_entries(ops: &[(u8, u8, i64)]) -> Vec<LogEntry> {
+    ops.iter()
+        .map(|&(kind, part, offset)| {
+            let (group, topic, p) = (["a", "b"][(part % 2) as usize], ["t", "u"][(part / 2 % 2) as usize], i32::from(part % 3));
+            match kind % 4 {
+                0 => LogEntry::Resolved(Resolution::superseded(group, topic, p, offset, offset + i64::from(kind % 7))),
+                1 => LogEntry::Resolved(Resolution::recommitted(group, topic, p, offset)),
+                _ => failure_entry(FailedOffset::new(group, topic, p, offset, FailureReason::Fatal)),
+            }
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The incremental folds give what the whole-log functions give.
+    #[test]
+    fn incremental_folds_match_the_whole_log(ops in proptest::collection::vec((any::<u8>(), any::<u8>(), 0i64..40), 0..120)) {
+        let entries = mixed_entries(&ops);
+
+        let mut open = UnresolvedOffsets::new();
+        let mut summary = LogSummary::new();
+        let mut index = ResolutionIndex::new();
+        for e in &entries {
+            open.push(e);
+            summary.push(e);
+            index.push(e);
+        }
+        let expected = unresolved(&entries);
+        prop_assert_eq!(open.len(), expected.len() as u64);
+        for (g, t, p) in [("a", "t", 0), ("b", "u", 1), ("a", "u", 2), ("b", "t", 0)] {
+            let mut want: Vec<i64> = expected
+                .iter()
+                .filter(|f| (f.group_id.as_str(), f.topic.as_str(), f.partition) == (g, t, p))
+                .map(|f| f.offset)
+                .collect();
+            want.sort();
+            prop_assert_eq!(open.offsets(g, t, p), want);
+        }
+        prop_assert_eq!(summary.finish(), summarize(&entries));
+
+        let mut cursor = index.cursor();
+        let status: Vec<bool> = entries.iter().map(|e| cursor.resolved(e)).collect();
+        prop_assert_eq!(status, resolution_status(&entries));
+    }
 }
 
 // ----------------------------------------------------------- proptest

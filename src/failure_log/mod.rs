@@ -125,8 +125,7 @@ mod writer;
 
 pub use reader::{
     LogReader, LogStream, LogSummary, MAX_LINE_BYTES, PartitionSummary, ReadIssue,
-    ResolutionCursor, ResolutionIndex, UnresolvedOffsets, resolution_status, summarize,
-    unresolved,
+    ResolutionCursor, ResolutionIndex, UnresolvedOffsets, resolution_status, summarize, unresolved,
 };
 pub use record::{
     FORMAT_VERSION, FailureRecord, LogEntry, ReadIssueKind, Resolution, ResolutionKind,

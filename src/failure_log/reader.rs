@@ -160,7 +160,10 @@ impl LogStream {
             expected = n - 1;
             sources.push_back(match File::open(file) {
                 Ok(f) => Source::Open(file.clone(), Box::new(BufReader::with_capacity(1 << 16, f))),
-                Err(e) => Source::Issue(whole_file_issue(file.clone(), ReadIssueKind::Io(e.to_string()))),
+                Err(e) => Source::Issue(whole_file_issue(
+                    file.clone(),
+                    ReadIssueKind::Io(e.to_string()),
+                )),
             });
         }
         while expected >= 1 {
@@ -384,7 +387,10 @@ impl LogReader {
     /// Reads log content already in memory (a file, stdin, a test buffer);
     /// `file` names it in issues.
     pub fn from_bytes(file: impl Into<PathBuf>, bytes: &[u8]) -> LogReader {
-        LogReader::collect(LogStream::from_reader(file, io::Cursor::new(bytes.to_vec())))
+        LogReader::collect(LogStream::from_reader(
+            file,
+            io::Cursor::new(bytes.to_vec()),
+        ))
     }
 
     fn collect(mut stream: LogStream) -> LogReader {
@@ -603,7 +609,9 @@ impl<T> PartitionMap<T> {
     fn iter(&self) -> impl Iterator<Item = (&str, &str, i32, &T)> {
         self.0.iter().flat_map(|(g, topics)| {
             topics.iter().flat_map(move |(t, parts)| {
-                parts.iter().map(move |(p, v)| (g.as_str(), t.as_str(), *p, v))
+                parts
+                    .iter()
+                    .map(move |(p, v)| (g.as_str(), t.as_str(), *p, v))
             })
         })
     }
@@ -869,7 +877,9 @@ impl ResolutionCursor<'_> {
         while stairs.get(*at).is_some_and(|&(s, _)| s <= seq) {
             *at += 1;
         }
-        stairs.get(*at).is_some_and(|&(_, covers)| covers >= f.offset)
+        stairs
+            .get(*at)
+            .is_some_and(|&(_, covers)| covers >= f.offset)
     }
 }
 

@@ -251,7 +251,9 @@ fn two_passes(args: &FailuresArgs, out: &mut impl Write, issues: &mut Issues) ->
             }
         };
         let resolved = cursor.resolved(&e);
-        if !matches(args, &e) || (args.unresolved && (resolved || !matches!(e, LogEntry::Failure(_)))) {
+        if !matches(args, &e)
+            || (args.unresolved && (resolved || !matches!(e, LogEntry::Failure(_))))
+        {
             continue;
         }
         match (&e, args.json) {

@@ -56,7 +56,11 @@ impl Table {
 
     /// Writes one row padded to the column widths; the last column is not
     /// padded, trailing spaces are trimmed.
-    pub(crate) fn write_row<S: AsRef<str>>(&self, out: &mut impl Write, row: &[S]) -> io::Result<()> {
+    pub(crate) fn write_row<S: AsRef<str>>(
+        &self,
+        out: &mut impl Write,
+        row: &[S],
+    ) -> io::Result<()> {
         let mut line = String::with_capacity(256);
         for (i, (cell, w)) in row.iter().zip(&self.widths).enumerate() {
             let cell = cell.as_ref();
