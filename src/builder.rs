@@ -17,7 +17,6 @@ use rdkafka::consumer::Consumer;
 
 use crate::guard::{Guard, Setup};
 use crate::own_loop::GuardHandle;
-use crate::partition::TopicPartition;
 use crate::rebalance::GuardContext;
 use crate::rebalance::{Assigned, Hooks, Lost, Revoked};
 use crate::retry::RetryPolicy;
@@ -305,7 +304,7 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
         let (log, replay) = match &config.failed_offset_log {
             Some(path) => {
                 let log = FailedOffsetLog::open(path).map_err(BuildError::FailedOffsetLog)?;
-                // Replay entries are read on the commit thread (`replay_entries`).
+                // Replay entries are read on the commit thread (`failures::replay_entries`).
                 (Some(log), HashMap::new())
             }
             None => (None, HashMap::new()),
@@ -355,61 +354,3 @@ fn guarded_client_config(mut cc: ClientConfig) -> Result<(ClientConfig, String),
     }
     Ok((cc, group_id))
 }
-
-/// The highest unresolved logged offset per partition of this group, read
-/// from the log at `path` in one streaming pass: only the unresolved offsets
-/// of this group are kept ([`UnresolvedOffsets`]). Runs on the commit thread
-/// before it serves anything (so before the first assign), never on the
-/// caller's executor. A log that cannot be opened is logged as an error and
-/// nothing is replayed; damaged lines are logged as warnings (the first
-/// [`REPLAY_ISSUES_LOGGED`], then a count).
-///
-/// [`UnresolvedOffsets`]: crate::failure_log::UnresolvedOffsets
-pub(crate) fn replay_entries(
-    path: &std::path::Path,
-    group_id: &str,
-) -> HashMap<TopicPartition, i64> {
-    let started = std::time::Instant::now();
-    let stream = match crate::failure_log::LogStream::open(path) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(group = group_id, error = %e, "failed-offset log: cannot be read, nothing is replayed");
-            return HashMap::new();
-        }
-    };
-    let mut open = crate::failure_log::UnresolvedOffsets::new();
-    let mut issues = 0u64;
-    for item in stream {
-        match item {
-            Ok(entry) if entry.group_id() == group_id => open.push(&entry),
-            Ok(_) => {}
-            Err(issue) => {
-                issues += 1;
-                if issues <= REPLAY_ISSUES_LOGGED {
-                    tracing::warn!(group = group_id, %issue, "failed-offset log: line skipped");
-                }
-            }
-        }
-    }
-    if issues > REPLAY_ISSUES_LOGGED {
-        tracing::warn!(
-            group = group_id,
-            issues,
-            "failed-offset log: damaged lines skipped in all"
-        );
-    }
-    let map: HashMap<TopicPartition, i64> = open
-        .highest()
-        .map(|(_, topic, partition, offset)| (TopicPartition::new(topic, partition), offset))
-        .collect();
-    tracing::info!(
-        group = group_id,
-        partitions = map.len(),
-        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        "failed-offset log: read; unresolved offsets are replayed at assign"
-    );
-    map
-}
-
-/// Damaged lines logged one by one while reading the log for replay.
-const REPLAY_ISSUES_LOGGED: u64 = 20;

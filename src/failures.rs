@@ -3,6 +3,7 @@
 //! failed-offset log, is counted, and (during shutdown) is kept for the
 //! shutdown report. Resolutions of replayed offsets go to the log from here too.
 
+use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -131,6 +132,64 @@ impl FailureRecorder {
         self.lock().captured.clone().unwrap_or_default()
     }
 }
+
+/// The highest unresolved logged offset per partition of this group, read
+/// from the log at `path` in one streaming pass: only the unresolved offsets
+/// of this group are kept ([`UnresolvedOffsets`]). Runs on the commit thread
+/// before it serves anything (so before the first assign), never on the
+/// caller's executor. A log that cannot be opened is logged as an error and
+/// nothing is replayed; damaged lines are logged as warnings (the first
+/// [`REPLAY_ISSUES_LOGGED`], then a count).
+///
+/// [`UnresolvedOffsets`]: crate::failure_log::UnresolvedOffsets
+pub(crate) fn replay_entries(
+    path: &std::path::Path,
+    group_id: &str,
+) -> HashMap<TopicPartition, i64> {
+    let started = std::time::Instant::now();
+    let stream = match crate::failure_log::LogStream::open(path) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(group = group_id, error = %e, "failed-offset log: cannot be read, nothing is replayed");
+            return HashMap::new();
+        }
+    };
+    let mut open = crate::failure_log::UnresolvedOffsets::new();
+    let mut issues = 0u64;
+    for item in stream {
+        match item {
+            Ok(entry) if entry.group_id() == group_id => open.push(&entry),
+            Ok(_) => {}
+            Err(issue) => {
+                issues += 1;
+                if issues <= REPLAY_ISSUES_LOGGED {
+                    tracing::warn!(group = group_id, %issue, "failed-offset log: line skipped");
+                }
+            }
+        }
+    }
+    if issues > REPLAY_ISSUES_LOGGED {
+        tracing::warn!(
+            group = group_id,
+            issues,
+            "failed-offset log: damaged lines skipped in all"
+        );
+    }
+    let map: HashMap<TopicPartition, i64> = open
+        .highest()
+        .map(|(_, topic, partition, offset)| (TopicPartition::new(topic, partition), offset))
+        .collect();
+    tracing::info!(
+        group = group_id,
+        partitions = map.len(),
+        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "failed-offset log: read; unresolved offsets are replayed at assign"
+    );
+    map
+}
+
+/// Damaged lines logged one by one while reading the log for replay.
+const REPLAY_ISSUES_LOGGED: u64 = 20;
 
 #[cfg(test)]
 mod tests {

@@ -826,7 +826,10 @@ fn unresolved_folds_in_later_resolutions() {
 
 /// The lines of `entries` as one file's bytes.
 fn log_bytes(entries: &[LogEntry]) -> Vec<u8> {
-    entries.iter().flat_map(|e| e.to_json_line().into_bytes()).collect()
+    entries
+        .iter()
+        .flat_map(|e| e.to_json_line().into_bytes())
+        .collect()
 }
 
 #[test]
@@ -843,7 +846,11 @@ fn stream_reads_the_rotated_set_oldest_first_and_reports_a_missing_file() {
 
     let items: Vec<_> = LogStream::open(&path).unwrap().collect();
     assert_eq!(items.len(), 5, "{items:?}");
-    let read: Vec<i64> = items.iter().filter_map(|i| i.as_ref().ok()).map(LogEntry::offset).collect();
+    let read: Vec<i64> = items
+        .iter()
+        .filter_map(|i| i.as_ref().ok())
+        .map(LogEntry::offset)
+        .collect();
     assert_eq!(read, [1, 2, 3, 4], "the BOM does not hide the first record");
     let issue = items[2].as_ref().unwrap_err();
     assert_eq!(issue.kind, ReadIssueKind::MissingFile);
@@ -859,8 +866,15 @@ fn stream_reads_the_rotated_set_oldest_first_and_reports_a_missing_file() {
     std::fs::rename(dir.join("log.jsonl.1"), dir.join("log.jsonl.2")).unwrap();
     let reader = LogReader::open(&path).unwrap();
     assert_eq!(offsets(reader.entries()), [1, 2, 3, 4]);
-    let missing: Vec<_> = reader.issues().iter().map(|i| (i.file.clone(), i.kind.clone())).collect();
-    assert_eq!(missing, [(dir.join("log.jsonl.1"), ReadIssueKind::MissingFile)]);
+    let missing: Vec<_> = reader
+        .issues()
+        .iter()
+        .map(|i| (i.file.clone(), i.kind.clone()))
+        .collect();
+    assert_eq!(
+        missing,
+        [(dir.join("log.jsonl.1"), ReadIssueKind::MissingFile)]
+    );
 }
 
 #[test]
@@ -876,10 +890,20 @@ fn non_utf8_and_overlong_lines_are_issues_and_reading_goes_on() {
     bytes.extend(log_bytes(&[e(3)]));
     let reader = LogReader::from_bytes("mixed", &bytes);
     assert_eq!(offsets(reader.entries()), [1, 2]);
-    let kinds: Vec<_> = reader.issues().iter().map(|i| (i.line, i.kind.clone())).collect();
-    assert!(matches!(&kinds[0], (2, ReadIssueKind::Garbage(m)) if m.contains("UTF-8")), "{kinds:?}");
+    let kinds: Vec<_> = reader
+        .issues()
+        .iter()
+        .map(|i| (i.line, i.kind.clone()))
+        .collect();
+    assert!(
+        matches!(&kinds[0], (2, ReadIssueKind::Garbage(m)) if m.contains("UTF-8")),
+        "{kinds:?}"
+    );
     assert_eq!(kinds[1], (3, ReadIssueKind::LineTooLong));
-    assert!(matches!(&kinds[2], (5, ReadIssueKind::Garbage(_))), "{kinds:?}");
+    assert!(
+        matches!(&kinds[2], (5, ReadIssueKind::Garbage(_))),
+        "{kinds:?}"
+    );
     assert_eq!(kinds.len(), 3);
 }
 
@@ -895,11 +919,27 @@ fn a_directory_is_not_a_log() {
 fn mixed_entries(ops: &[(u8, u8, i64)]) -> Vec<LogEntry> {
     ops.iter()
         .map(|&(kind, part, offset)| {
-            let (group, topic, p) = (["a", "b"][(part % 2) as usize], ["t", "u"][(part / 2 % 2) as usize], i32::from(part % 3));
+            let (group, topic, p) = (
+                ["a", "b"][(part % 2) as usize],
+                ["t", "u"][(part / 2 % 2) as usize],
+                i32::from(part % 3),
+            );
             match kind % 4 {
-                0 => LogEntry::Resolved(Resolution::superseded(group, topic, p, offset, offset + i64::from(kind % 7))),
+                0 => LogEntry::Resolved(Resolution::superseded(
+                    group,
+                    topic,
+                    p,
+                    offset,
+                    offset + i64::from(kind % 7),
+                )),
                 1 => LogEntry::Resolved(Resolution::recommitted(group, topic, p, offset)),
-                _ => failure_entry(FailedOffset::new(group, topic, p, offset, FailureReason::Fatal)),
+                _ => failure_entry(FailedOffset::new(
+                    group,
+                    topic,
+                    p,
+                    offset,
+                    FailureReason::Fatal,
+                )),
             }
         })
         .collect()

@@ -179,7 +179,7 @@ impl Worker {
         let Some(path) = self.config.failed_offset_log.clone() else {
             return;
         };
-        for (tp, offset) in crate::builder::replay_entries(&path, &self.config.group_id) {
+        for (tp, offset) in crate::failures::replay_entries(&path, &self.config.group_id) {
             let e = self.replay.entry(tp).or_insert(offset);
             *e = (*e).max(offset);
         }
