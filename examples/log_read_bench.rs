@@ -15,6 +15,10 @@
 //! command the same way (default: target/release/offset-guard). The replay
 //! read runs as a child of this program (`--replay PATH`); `--replay-bin BIN`
 //! (repeatable) measures another program taking `--replay PATH` as well.
+//! Last, `--build PATH` builds a guard with `replay_failed_offsets` on the
+//! log against an embedded MockCluster and prints how long `build()` took
+//! and how long until `shutdown()` returned (after the commit thread read
+//! the log).
 //!
 //! The log: 2 groups x 8 topics x 32 partitions (512 partitions), offsets
 //! growing per partition; about 88% failure lines and 12% resolution lines
@@ -41,6 +45,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         && flag == "--replay"
     {
         return replay(Path::new(path));
+    }
+    if let [flag, path] = args.as_slice()
+        && flag == "--build"
+    {
+        return build_with_replay(Path::new(path));
     }
     let mut lines = 1_000_000u64;
     let mut dir: Option<PathBuf> = None;
@@ -100,6 +109,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let m = measure(bin, &["--replay", p])?;
         println!("{:<60} {m}", format!("{} --replay {p}", bin.display()));
     }
+    let me = std::env::current_exe()?;
+    let m = measure_verbose(&me, &["--build", p])?;
+    println!("{:<60} {m}", format!("{} --build {p}", me.display()));
     if remove {
         std::fs::remove_dir_all(&dir)?;
     }
@@ -127,12 +139,25 @@ impl std::fmt::Display for Measured {
 
 /// Runs `bin args` under `/usr/bin/time -v`, stdout to /dev/null.
 fn measure(bin: &Path, args: &[&str]) -> Result<Measured, Box<dyn std::error::Error>> {
+    measure_to(bin, args, Stdio::null())
+}
+
+/// As [`measure`], the child's stdout shown.
+fn measure_verbose(bin: &Path, args: &[&str]) -> Result<Measured, Box<dyn std::error::Error>> {
+    measure_to(bin, args, Stdio::inherit())
+}
+
+fn measure_to(
+    bin: &Path,
+    args: &[&str],
+    stdout: Stdio,
+) -> Result<Measured, Box<dyn std::error::Error>> {
     let started = Instant::now();
     let out = Command::new("/usr/bin/time")
         .arg("-v")
         .arg(bin)
         .args(args)
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .output()?;
     let wall = started.elapsed();
@@ -172,6 +197,36 @@ fn replay(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         started.elapsed()
     );
     Ok(())
+}
+
+/// `build()` with `replay_failed_offsets` on the log, against an embedded
+/// MockCluster: how long `build()` takes (the log is read on the commit
+/// thread), then how long until `shutdown()` returns (the commit thread
+/// reads the whole log before it serves the shutdown).
+fn build_with_replay(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let cluster = rdkafka::mocking::MockCluster::new(1)?;
+    let mut config = rdkafka::ClientConfig::new();
+    config
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("group.id", GROUPS[0]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let started = Instant::now();
+        let consumer = offset_guard::OffsetGuard::builder(config)
+            .failed_offset_log(path)
+            .replay_failed_offsets()
+            .shutdown_timeout(Duration::from_secs(120))
+            .build()?;
+        let built = started.elapsed();
+        consumer.shutdown().await?;
+        println!(
+            "build() returned after {built:?}; shutdown() (after the commit thread read the log) after {:?}",
+            started.elapsed()
+        );
+        Ok::<(), Box<dyn std::error::Error>>(())
+    })
 }
 
 /// Writes `lines` lines of a realistic log (see the module docs).
