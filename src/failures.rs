@@ -222,4 +222,38 @@ mod tests {
         assert_eq!(captured.len(), 1);
         assert_eq!(captured[0].offset, 2);
     }
+
+    #[test]
+    fn replay_keeps_the_highest_unresolved_offset_of_this_group_per_partition() {
+        use crate::failure_log::LogEntry;
+        let dir =
+            std::env::temp_dir().join(format!("offset-guard-replay-read-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log.jsonl");
+        let f = |g: &str, p, o| {
+            LogEntry::Failure(FailedOffset::new(g, "orders", p, o, FailureReason::Fatal).into())
+        };
+        let entries = [
+            f("billing", 0, 10),
+            f("billing", 0, 12),
+            f("billing", 1, 5),
+            f("other", 2, 99),
+            LogEntry::Resolved(Resolution::superseded("billing", "orders", 1, 5, 6)),
+            f("billing", 0, 11),
+        ];
+        let mut bytes = b"\xef\xbb\xbf".to_vec();
+        for e in &entries {
+            bytes.extend(e.to_json_line().into_bytes());
+        }
+        bytes.extend_from_slice(b"garbage\n");
+        std::fs::write(&path, bytes).unwrap();
+
+        let map = replay_entries(&path, "billing");
+        assert_eq!(map.len(), 1, "{map:?}");
+        assert_eq!(map.get(&TopicPartition::new("orders", 0)), Some(&12));
+        // A log that cannot be read replays nothing (and says so).
+        assert!(replay_entries(&dir.join("missing.jsonl"), "billing").is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
