@@ -17,7 +17,6 @@ use rdkafka::consumer::Consumer;
 
 use crate::guard::{Guard, Setup};
 use crate::own_loop::GuardHandle;
-use crate::partition::TopicPartition;
 use crate::rebalance::GuardContext;
 use crate::rebalance::{Assigned, Hooks, Lost, Revoked};
 use crate::retry::RetryPolicy;
@@ -212,6 +211,15 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// not ahead, nothing is committed (never backwards) and it is resolved as
     /// `superseded`. Needs [`failed_offset_log`](Self::failed_offset_log)
     /// ([`BuildError::MissingDependency`] otherwise). Default: off.
+    ///
+    /// The log is read on the guard's commit thread right after `build()`
+    /// returns, in one streaming pass keeping only this group's unresolved
+    /// offsets (a 1,000,000-line log takes about a second; see
+    /// BENCHMARKS.md), so `build()` never blocks the caller's executor on it.
+    /// Assigns wait until it is read (a rebalance callback can wait that
+    /// long only if the group joins faster than the log is read). A log
+    /// that cannot be read is logged (`tracing::error!`) and nothing is
+    /// replayed; damaged lines are logged as warnings and skipped.
     pub fn replay_failed_offsets(mut self) -> Self {
         self.config.replay_failed_offsets = true;
         self
@@ -325,12 +333,8 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
         let (log, replay) = match &config.failed_offset_log {
             Some(path) => {
                 let log = FailedOffsetLog::open(path).map_err(BuildError::FailedOffsetLog)?;
-                let replay = if config.replay_failed_offsets {
-                    replay_entries(path, &config.group_id)?
-                } else {
-                    HashMap::new()
-                };
-                (Some(log), replay)
+                // Replay entries are read on the commit thread (`failures::replay_entries`).
+                (Some(log), HashMap::new())
             }
             None => (None, HashMap::new()),
         };
@@ -378,32 +382,4 @@ fn guarded_client_config(mut cc: ClientConfig) -> Result<(ClientConfig, String),
         }
     }
     Ok((cc, group_id))
-}
-
-/// The highest unresolved logged offset per partition of this group.
-fn replay_entries(
-    path: &std::path::Path,
-    group_id: &str,
-) -> Result<HashMap<TopicPartition, i64>, BuildError> {
-    let reader = crate::failure_log::LogReader::open(path).map_err(BuildError::FailedOffsetLog)?;
-    for issue in reader.issues() {
-        tracing::warn!(group = group_id, %issue, "failed-offset log: line skipped");
-    }
-    let mut map = HashMap::new();
-    for f in reader.unresolved() {
-        if f.group_id != group_id {
-            continue;
-        }
-        let e = map
-            .entry(TopicPartition::new(f.topic.as_str(), f.partition))
-            .or_insert(f.offset);
-        *e = (*e).max(f.offset);
-    }
-    if !map.is_empty() {
-        tracing::info!(
-            partitions = map.len(),
-            "failed-offset log: unresolved offsets to replay at assign"
-        );
-    }
-    Ok(map)
 }

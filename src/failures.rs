@@ -169,6 +169,64 @@ impl FailureRecorder {
     }
 }
 
+/// The highest unresolved logged offset per partition of this group, read
+/// from the log at `path` in one streaming pass: only the unresolved offsets
+/// of this group are kept ([`UnresolvedOffsets`]). Runs on the commit thread
+/// before it serves anything (so before the first assign), never on the
+/// caller's executor. A log that cannot be opened is logged as an error and
+/// nothing is replayed; damaged lines are logged as warnings (the first
+/// [`REPLAY_ISSUES_LOGGED`], then a count).
+///
+/// [`UnresolvedOffsets`]: crate::failure_log::UnresolvedOffsets
+pub(crate) fn replay_entries(
+    path: &std::path::Path,
+    group_id: &str,
+) -> HashMap<TopicPartition, i64> {
+    let started = std::time::Instant::now();
+    let stream = match crate::failure_log::LogStream::open(path) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(group = group_id, error = %e, "failed-offset log: cannot be read, nothing is replayed");
+            return HashMap::new();
+        }
+    };
+    let mut open = crate::failure_log::UnresolvedOffsets::new();
+    let mut issues = 0u64;
+    for item in stream {
+        match item {
+            Ok(entry) if entry.group_id() == group_id => open.push(&entry),
+            Ok(_) => {}
+            Err(issue) => {
+                issues += 1;
+                if issues <= REPLAY_ISSUES_LOGGED {
+                    tracing::warn!(group = group_id, %issue, "failed-offset log: line skipped");
+                }
+            }
+        }
+    }
+    if issues > REPLAY_ISSUES_LOGGED {
+        tracing::warn!(
+            group = group_id,
+            issues,
+            "failed-offset log: damaged lines skipped in all"
+        );
+    }
+    let map: HashMap<TopicPartition, i64> = open
+        .highest()
+        .map(|(_, topic, partition, offset)| (TopicPartition::new(topic, partition), offset))
+        .collect();
+    tracing::info!(
+        group = group_id,
+        partitions = map.len(),
+        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "failed-offset log: read; unresolved offsets are replayed at assign"
+    );
+    map
+}
+
+/// Damaged lines logged one by one while reading the log for replay.
+const REPLAY_ISSUES_LOGGED: u64 = 20;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,5 +293,39 @@ mod tests {
         let tp = TopicPartition::new("t", 0);
         r.record(r.failure(&tp, 10, FailureReason::RetriesExhausted, "x"));
         assert_eq!(r.take_covered(&tp, 10), None);
+    }
+
+    #[test]
+    fn replay_keeps_the_highest_unresolved_offset_of_this_group_per_partition() {
+        use crate::failure_log::LogEntry;
+        let dir =
+            std::env::temp_dir().join(format!("offset-guard-replay-read-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log.jsonl");
+        let f = |g: &str, p, o| {
+            LogEntry::Failure(FailedOffset::new(g, "orders", p, o, FailureReason::Fatal).into())
+        };
+        let entries = [
+            f("billing", 0, 10),
+            f("billing", 0, 12),
+            f("billing", 1, 5),
+            f("other", 2, 99),
+            LogEntry::Resolved(Resolution::superseded("billing", "orders", 1, 5, 6)),
+            f("billing", 0, 11),
+        ];
+        let mut bytes = b"\xef\xbb\xbf".to_vec();
+        for e in &entries {
+            bytes.extend(e.to_json_line().into_bytes());
+        }
+        bytes.extend_from_slice(b"garbage\n");
+        std::fs::write(&path, bytes).unwrap();
+
+        let map = replay_entries(&path, "billing");
+        assert_eq!(map.len(), 1, "{map:?}");
+        assert_eq!(map.get(&TopicPartition::new("orders", 0)), Some(&12));
+        // A log that cannot be read replays nothing (and says so).
+        assert!(replay_entries(&dir.join("missing.jsonl"), "billing").is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

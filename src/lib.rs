@@ -23,10 +23,11 @@
 //!   ([`GuardBuilder::context`]) and hooks run on assign, revoke and lost;
 //! - every offset given up on goes to a [`FailureSink`] with its reason; with
 //!   [`GuardBuilder::failed_offset_log`] to a durable JSON Lines log
-//!   ([`failure_log`]), read back with [`failure_log::LogReader`] or the
-//!   `offset-guard failures PATH` command (the `offset-guard` tool also shows a
-//!   group's offsets beside its failures, recommits them and resolves them by
-//!   hand); with
+//!   ([`failure_log`]), read back with [`failure_log::LogStream`] (any size,
+//!   bounded memory), [`failure_log::LogReader`] or the
+//!   `offset-guard failures PATH` command (the `offset-guard` tool also shows
+//!   a group's offsets beside its failures, recommits them and resolves them
+//!   by hand); with
 //!   [`GuardBuilder::replay_failed_offsets`] the next run commits them again
 //!   when their partition is assigned, if that does not move the group's
 //!   offset backwards.
@@ -135,6 +136,9 @@
 //!
 //! - `log` (default): `tracing`'s `log` compatibility (see above).
 //! - `metrics`: the metrics above; pulls in the `metrics` crate.
+//! - `cli` (default): the `offset-guard` command (pulls in `clap` and
+//!   `unicode-width` for the binary only; the library does not use them).
+//!
 //! # Backpressure
 //!
 //! The owned front-end's poll thread never waits for the application: it

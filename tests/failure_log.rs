@@ -1,13 +1,14 @@
-//! The durable failed-offset log: writer, reader and the `offset-guard` CLI.
+//! The durable failed-offset log: writer and reader (the `offset-guard`
+//! command is tested in tests/cli.rs).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use offset_guard::failure_log::{
-    FailedOffsetLog, FailureRecord, FsyncPolicy, LogEntry, LogError, LogReader, ReadIssueKind,
-    Resolution, ResolutionKind,
+    FailedOffsetLog, FailureRecord, FsyncPolicy, LogEntry, LogError, LogReader, LogStream,
+    LogSummary, MAX_LINE_BYTES, ReadIssueKind, Resolution, ResolutionIndex, ResolutionKind,
+    UnresolvedOffsets, resolution_status, summarize, unresolved,
 };
 use offset_guard::{FailedOffset, FailureReason, FailureSink};
 use proptest::prelude::*;
@@ -821,196 +822,163 @@ fn unresolved_folds_in_later_resolutions() {
     );
 }
 
-// ---------------------------------------------------------------- CLI
+// ------------------------------------------------------------ streaming
 
-fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_offset-guard"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8(b.to_vec()).unwrap()
-}
-
-/// A sample log: two partitions of `orders`, one of `payments`, one resolution.
-fn sample_log(dir: &TempDir) -> PathBuf {
-    let path = dir.join("failed.jsonl");
-    let log = FailedOffsetLog::open(&path).unwrap();
-    log.record(failure("orders", 0, 10));
-    log.record(failure("orders", 0, 11));
-    log.record(failure("orders", 1, 12));
-    log.record(failure("payments", 0, 13));
-    log.resolve(resolution_at(
-        Resolution::superseded("billing", "orders", 0, 10, 15),
-        T0_MS + 500,
-    ));
-    log.close().unwrap();
-    path
-}
-
-#[test]
-fn cli_prints_an_aligned_table() {
-    let dir = TempDir::new("cli-table");
-    let path = sample_log(&dir);
-    let out = cli(&["failures", path.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert_eq!(text(&out.stderr), "");
-    let stdout = text(&out.stdout);
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 5, "{stdout}");
-    assert!(lines[0].starts_with("TIME "), "{stdout}");
-    for col in [
-        "TOPIC",
-        "PARTITION",
-        "OFFSET",
-        "REASON",
-        "ERROR",
-        "RESOLVED",
-    ] {
-        assert!(lines[0].contains(col), "{stdout}");
-    }
-    // Aligned: every column starts at the same place in every row.
-    let offset_col = lines[0].find("OFFSET").unwrap();
-    let offsets: Vec<&str> = lines[1..]
+/// The lines of `entries` as one file's bytes.
+fn log_bytes(entries: &[LogEntry]) -> Vec<u8> {
+    entries
         .iter()
-        .map(|l| l[offset_col..].split_whitespace().next().unwrap())
-        .collect();
-    assert_eq!(offsets, ["10", "11", "12", "13"]);
-    assert!(lines[1].starts_with("2026-11-23T14:30:36.133Z  billing  orders "));
-    let resolved_col = lines[0].find("RESOLVED").unwrap();
-    let resolved: Vec<&str> = lines[1..]
+        .flat_map(|e| e.to_json_line().into_bytes())
+        .collect()
+}
+
+#[test]
+fn stream_reads_the_rotated_set_oldest_first_and_reports_a_missing_file() {
+    let dir = TempDir::new("stream-gap");
+    let path = dir.join("log.jsonl");
+    let e = |offset| failure_entry(failure("orders", 0, offset));
+    // path.3 (with a BOM), path.2 missing, path.1, path.
+    let mut oldest = b"\xef\xbb\xbf".to_vec();
+    oldest.extend(log_bytes(&[e(1), e(2)]));
+    std::fs::write(dir.join("log.jsonl.3"), oldest).unwrap();
+    std::fs::write(dir.join("log.jsonl.1"), log_bytes(&[e(3)])).unwrap();
+    std::fs::write(&path, log_bytes(&[e(4)])).unwrap();
+
+    let items: Vec<_> = LogStream::open(&path).unwrap().collect();
+    assert_eq!(items.len(), 5, "{items:?}");
+    let read: Vec<i64> = items
         .iter()
-        .map(|l| l[resolved_col..].split_whitespace().next().unwrap())
+        .filter_map(|i| i.as_ref().ok())
+        .map(LogEntry::offset)
         .collect();
-    assert_eq!(resolved, ["yes", "yes", "no", "no"]);
-    assert!(lines[4].contains("payments"));
-}
+    assert_eq!(read, [1, 2, 3, 4], "the BOM does not hide the first record");
+    let issue = items[2].as_ref().unwrap_err();
+    assert_eq!(issue.kind, ReadIssueKind::MissingFile);
+    assert_eq!(issue.file, dir.join("log.jsonl.2"));
+    assert_eq!(issue.line, 0);
 
-#[test]
-fn cli_filters_and_json() {
-    let dir = TempDir::new("cli-json");
-    let path = sample_log(&dir);
-    let p = path.to_str().unwrap();
+    let reader = LogReader::open(&path).unwrap();
+    assert_eq!(offsets(reader.entries()), [1, 2, 3, 4]);
+    assert_eq!(reader.issues().len(), 1);
+    assert_eq!(reader.files().len(), 3);
 
-    // --json prints the log's own lines; the output reads back as a log.
-    let out = cli(&["failures", p, "--json"]);
-    assert_eq!(out.status.code(), Some(0));
-    let back = LogReader::from_bytes("stdout", &out.stdout);
-    assert!(back.issues().is_empty());
-    assert_eq!(back.entries(), LogReader::open(&path).unwrap().entries());
-
-    let out = cli(&["failures", p, "--json", "--unresolved"]);
-    let back = LogReader::from_bytes("stdout", &out.stdout);
-    assert_eq!(offsets(back.entries()), [12, 13]);
-
-    let out = cli(&[
-        "failures",
-        p,
-        "--json",
-        "--topic",
-        "orders",
-        "--partition=0",
-    ]);
-    let back = LogReader::from_bytes("stdout", &out.stdout);
-    assert_eq!(offsets(back.entries()), [10, 11, 10]); // two failures, one resolution
-
-    let out = cli(&[
-        "failures",
-        p,
-        "--json",
-        "--since",
-        "2026-11-23T14:30:36.135Z",
-    ]);
-    let back = LogReader::from_bytes("stdout", &out.stdout);
-    assert_eq!(offsets(back.entries()), [12, 13, 10]); // resolutions ignore --since
-
-    let out = cli(&["failures", p, "--since", "2026-11-24", "--unresolved"]);
-    assert_eq!(out.status.code(), Some(0));
-    assert_eq!(text(&out.stdout).lines().count(), 1); // the header only
-}
-
-#[test]
-fn cli_summary() {
-    let dir = TempDir::new("cli-summary");
-    let path = sample_log(&dir);
-    let p = path.to_str().unwrap();
-    let out = cli(&["failures", p, "--summary"]);
-    assert_eq!(out.status.code(), Some(0));
-    let stdout = text(&out.stdout);
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 4, "{stdout}");
-    assert!(lines[0].contains("UNRESOLVED"));
-    let cells: Vec<&str> = lines[1].split_whitespace().collect();
+    // path.1 missing below path.2: reported too.
+    std::fs::rename(dir.join("log.jsonl.1"), dir.join("log.jsonl.2")).unwrap();
+    let reader = LogReader::open(&path).unwrap();
+    assert_eq!(offsets(reader.entries()), [1, 2, 3, 4]);
+    let missing: Vec<_> = reader
+        .issues()
+        .iter()
+        .map(|i| (i.file.clone(), i.kind.clone()))
+        .collect();
     assert_eq!(
-        &cells[..7],
-        ["billing", "orders", "0", "2", "0", "10", "11"]
+        missing,
+        [(dir.join("log.jsonl.1"), ReadIssueKind::MissingFile)]
     );
-
-    let out = cli(&["failures", p, "--summary", "--json", "--unresolved"]);
-    let rows: Vec<serde_json::Value> = text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(rows.len(), 2);
-    assert_eq!(rows[0]["topic"], "orders");
-    assert_eq!(rows[0]["partition"], 1);
-    assert_eq!(rows[0]["unresolved"], 1);
-    assert_eq!(rows[1]["topic"], "payments");
-    assert_eq!(rows[1]["by_reason"]["shutdown_deadline"], 1);
 }
 
 #[test]
-fn cli_exit_codes() {
-    let dir = TempDir::new("cli-exit");
-    let path = sample_log(&dir);
-    let p = path.to_str().unwrap();
-
-    // 1: damaged lines; what was readable is still printed, issues on stderr.
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes.extend_from_slice(b"garbage\n{\"v\":1,\"kind\":\"fail");
-    let damaged = dir.join("damaged.jsonl");
-    std::fs::write(&damaged, &bytes).unwrap();
-    let out = cli(&["failures", damaged.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(text(&out.stdout).lines().count(), 5);
-    let stderr = text(&out.stderr);
-    assert!(stderr.contains("damaged.jsonl:6:"), "{stderr}");
+fn non_utf8_and_overlong_lines_are_issues_and_reading_goes_on() {
+    let e = |offset| failure_entry(failure("orders", 0, offset));
+    let mut bytes = log_bytes(&[e(1)]);
+    bytes.extend_from_slice(b"{\"v\":1,\xff\xfe}\n");
+    bytes.extend(std::iter::repeat_n(b'x', MAX_LINE_BYTES + 10));
+    bytes.push(b'\n');
+    bytes.extend(log_bytes(&[e(2)]));
+    // A BOM is only skipped at the start of a file.
+    bytes.extend_from_slice(b"\xef\xbb\xbf");
+    bytes.extend(log_bytes(&[e(3)]));
+    let reader = LogReader::from_bytes("mixed", &bytes);
+    assert_eq!(offsets(reader.entries()), [1, 2]);
+    let kinds: Vec<_> = reader
+        .issues()
+        .iter()
+        .map(|i| (i.line, i.kind.clone()))
+        .collect();
     assert!(
-        stderr.contains("damaged.jsonl:7: torn last line"),
-        "{stderr}"
+        matches!(&kinds[0], (2, ReadIssueKind::Garbage(m)) if m.contains("UTF-8")),
+        "{kinds:?}"
     );
+    assert_eq!(kinds[1], (3, ReadIssueKind::LineTooLong));
+    assert!(
+        matches!(&kinds[2], (5, ReadIssueKind::Garbage(_))),
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.len(), 3);
+}
 
-    // 2: usage errors.
-    for args in [
-        &[][..],
-        &["failures"],
-        &["frobnicate", p],
-        &["failures", p, "--bogus"],
-        &["failures", p, "--partition", "x"],
-        &["failures", p, "--since", "yesterday"],
-        &["failures", p, "--topic"],
-        &["failures", p, p],
-    ] {
-        let out = cli(args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let stderr = text(&out.stderr).to_lowercase();
-        assert!(stderr.contains("usage:"), "{args:?}: {stderr}");
-        assert!(out.stdout.is_empty());
+#[test]
+fn a_directory_is_not_a_log() {
+    let dir = TempDir::new("stream-dir");
+    let err = LogStream::open(&dir.0).unwrap_err();
+    assert!(matches!(err, LogError::NotADirectory { .. }), "{err}");
+}
+
+/// Entries over several groups, topics and partitions with resolutions that
+/// cover some failures, refail resolved offsets and go backwards.
+fn mixed_entries(ops: &[(u8, u8, i64)]) -> Vec<LogEntry> {
+    ops.iter()
+        .map(|&(kind, part, offset)| {
+            let (group, topic, p) = (
+                ["a", "b"][(part % 2) as usize],
+                ["t", "u"][(part / 2 % 2) as usize],
+                i32::from(part % 3),
+            );
+            match kind % 5 {
+                4 => LogEntry::Resolved(Resolution::manual(group, topic, p, offset, "by hand")),
+                0 => LogEntry::Resolved(Resolution::superseded(
+                    group,
+                    topic,
+                    p,
+                    offset,
+                    offset + i64::from(kind % 7),
+                )),
+                1 => LogEntry::Resolved(Resolution::recommitted(group, topic, p, offset)),
+                _ => failure_entry(FailedOffset::new(
+                    group,
+                    topic,
+                    p,
+                    offset,
+                    FailureReason::Fatal,
+                )),
+            }
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The incremental folds give what the whole-log functions give.
+    #[test]
+    fn incremental_folds_match_the_whole_log(ops in proptest::collection::vec((any::<u8>(), any::<u8>(), 0i64..40), 0..120)) {
+        let entries = mixed_entries(&ops);
+
+        let mut open = UnresolvedOffsets::new();
+        let mut summary = LogSummary::new();
+        let mut index = ResolutionIndex::new();
+        for e in &entries {
+            open.push(e);
+            summary.push(e);
+            index.push(e);
+        }
+        let expected = unresolved(&entries);
+        prop_assert_eq!(open.len(), expected.len() as u64);
+        for (g, t, p) in [("a", "t", 0), ("b", "u", 1), ("a", "u", 2), ("b", "t", 0)] {
+            let mut want: Vec<i64> = expected
+                .iter()
+                .filter(|f| (f.group_id.as_str(), f.topic.as_str(), f.partition) == (g, t, p))
+                .map(|f| f.offset)
+                .collect();
+            want.sort();
+            prop_assert_eq!(open.offsets(g, t, p), want);
+        }
+        prop_assert_eq!(summary.finish(), summarize(&entries));
+
+        let mut cursor = index.cursor();
+        let status: Vec<bool> = entries.iter().map(|e| cursor.resolved(e)).collect();
+        prop_assert_eq!(status, resolution_status(&entries));
     }
-
-    // 3: the file cannot be opened.
-    let out = cli(&["failures", dir.join("missing.jsonl").to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(3));
-    assert!(text(&out.stderr).contains("missing.jsonl"));
-
-    // 0: help documents the exit codes.
-    let out = cli(&["--help"]);
-    assert_eq!(out.status.code(), Some(0));
-    let help = text(&out.stdout);
-    assert!(help.to_lowercase().contains("exit codes"), "{help}");
-    assert!(help.contains("3  the log could not be opened"), "{help}");
 }
 
 // ----------------------------------------------------------- proptest

@@ -141,6 +141,7 @@ impl Worker {
         if self.config.panic_in == Some(crate::threads::GuardThread::Commit) {
             panic!("injected: the commit thread dies");
         }
+        self.load_replay();
         loop {
             self.receive(Deadline::at(Instant::now()));
             if let Some(c) = self.stash.pop_front() {
@@ -166,6 +167,22 @@ impl Worker {
             }
         }
         self.close();
+    }
+
+    /// Reads the failed-offset log's unresolved offsets to replay
+    /// (`replay_failed_offsets`), here on the commit thread so that `build()`
+    /// does not wait for it; assigns are served after it.
+    fn load_replay(&mut self) {
+        if !self.config.replay_failed_offsets {
+            return;
+        }
+        let Some(path) = self.config.failed_offset_log.clone() else {
+            return;
+        };
+        for (tp, offset) in crate::failures::replay_entries(&path, &self.config.group_id) {
+            let e = self.replay.entry(tp).or_insert(offset);
+            *e = (*e).max(offset);
+        }
     }
 
     // ----- the mailbox -----

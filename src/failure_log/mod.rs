@@ -2,7 +2,8 @@
 //!
 //! [`FailedOffsetLog`] is a [`FailureSink`](crate::FailureSink) that appends
 //! each [`FailedOffset`](crate::FailedOffset) to a JSON Lines file;
-//! [`LogReader`] reads it back; the `offset-guard failures` command prints it;
+//! [`LogStream`] reads it back line by line (and [`LogReader`] into memory);
+//! the `offset-guard failures` command prints it;
 //! with [`GuardBuilder::replay_failed_offsets`](crate::GuardBuilder::replay_failed_offsets)
 //! the next run commits each unresolved offset again when its partition is
 //! assigned, if that does not move the group's committed offset backwards,
@@ -75,10 +76,24 @@
 //! [`max_file_bytes`](LogBuilder::max_file_bytes), the file is renamed to
 //! `path.1` (`path.1` to `path.2`, and so on) and a new one started; at most
 //! [`max_files`](LogBuilder::max_files) files are kept, the oldest dropped.
-//! [`LogReader::open`] reads `path.N ... path.1, path`, oldest first.
+//! [`LogStream::open`] and [`LogReader::open`] read `path.N ... path.1,
+//! path`, oldest first.
 //!
 //! Use one `FailedOffsetLog` per path (clone the handle to share it): two
 //! writers on one file would rotate it under each other.
+//!
+//! # Reading
+//!
+//! [`LogStream`] reads the log line by line with bounded memory (one line of
+//! at most [`MAX_LINE_BYTES`] at a time), whatever its size, across the
+//! rotated files; fold what you need while streaming: [`UnresolvedOffsets`]
+//! keeps only the unresolved offsets per group/topic/partition,
+//! [`LogSummary`] one summary per partition, and [`ResolutionIndex`] answers
+//! "is this failure resolved later?" in a second pass. [`LogReader`] reads
+//! the whole log into memory, for small logs and tests. A UTF-8 byte order
+//! mark at the start of a file is skipped. Readers never fail on the content
+//! of a file: damaged lines, non-UTF-8 lines, unreadable files and a rotated
+//! file missing between others are [`ReadIssue`]s.
 //!
 //! # Command line
 //!
@@ -86,7 +101,8 @@
 //!
 //! - `offset-guard failures PATH [--json] [--topic T] [--partition N]
 //!   [--since RFC3339] [--unresolved] [--summary]` prints the log as an
-//!   aligned table (or JSON Lines) and lists damaged lines on stderr.
+//!   aligned table (or JSON Lines, or a summary per partition), streaming
+//!   the log in bounded memory, and lists damaged lines on stderr.
 //! - `offset-guard offsets -b SERVERS -g GROUP [-t TOPIC]... [-l PATH] [--json]`
 //!   shows per partition the group's committed offset, the log-end offset, the
 //!   lag and the group's unresolved failed offsets from the log (topics
@@ -116,7 +132,9 @@
 //!
 //! ```
 //! use std::time::{Duration, SystemTime};
-//! use offset_guard::failure_log::{FailedOffsetLog, LogEntry, LogReader, Resolution};
+//! use offset_guard::failure_log::{
+//!     FailedOffsetLog, LogEntry, LogReader, LogStream, Resolution, UnresolvedOffsets,
+//! };
 //! use offset_guard::{FailedOffset, FailureReason, FailureSink};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -139,6 +157,7 @@
 //! log.flush()?; // written and fsynced
 //! assert_eq!(log.status().records_written, 2);
 //!
+//! // Small logs: all in memory.
 //! let reader = LogReader::open(&path)?;
 //! assert!(reader.issues().is_empty());
 //! assert_eq!(reader.entries().len(), 3);
@@ -146,6 +165,16 @@
 //! assert!(reader.unresolved().is_empty());
 //! let summary = reader.summary();
 //! assert_eq!((summary[0].count, summary[0].min_offset, summary[0].max_offset), (2, 42, 43));
+//!
+//! // Any size: stream it and keep only what is unresolved.
+//! let mut open = UnresolvedOffsets::new();
+//! for item in LogStream::open(&path)? {
+//!     match item {
+//!         Ok(entry) => open.push(&entry),
+//!         Err(issue) => eprintln!("skipped: {issue}"),
+//!     }
+//! }
+//! assert!(open.is_empty());
 //!
 //! log.close()?;
 //! std::fs::remove_dir_all(&dir)?;
@@ -160,11 +189,11 @@ use std::time::Duration;
 
 mod reader;
 mod record;
-mod rfc3339;
 mod writer;
 
 pub use reader::{
-    LogReader, PartitionSummary, ReadIssue, resolution_status, summarize, unresolved,
+    LogReader, LogStream, LogSummary, MAX_LINE_BYTES, PartitionSummary, ReadIssue,
+    ResolutionCursor, ResolutionIndex, UnresolvedOffsets, resolution_status, summarize, unresolved,
 };
 pub use record::{
     FORMAT_VERSION, FailureRecord, LogEntry, ReadIssueKind, Resolution, ResolutionKind,

@@ -1,12 +1,12 @@
 //! The records of the failed-offset log and their JSON Lines form.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::rfc3339::{format_rfc3339, parse_rfc3339};
 use crate::sink::{FailedOffset, FailureReason};
 
 /// The format version written in every line (`"v":1`). A reader skips lines
@@ -277,7 +277,7 @@ impl LogEntry {
             LogEntry::Failure(f) => serde_json::to_string(&WireFailure {
                 v: FORMAT_VERSION,
                 kind: KIND_FAILURE.into(),
-                time: format_rfc3339(f.time),
+                time: format_time(f.time),
                 group_id: f.group_id.clone(),
                 member_id: f.member_id.clone(),
                 topic: f.topic.clone(),
@@ -292,7 +292,7 @@ impl LogEntry {
             LogEntry::Resolved(r) => serde_json::to_string(&WireResolved {
                 v: FORMAT_VERSION,
                 kind: KIND_RESOLVED.into(),
-                time: format_rfc3339(r.time),
+                time: format_time(r.time),
                 group_id: r.group_id.clone(),
                 topic: r.topic.clone(),
                 partition: r.partition,
@@ -316,6 +316,90 @@ impl LogEntry {
     /// later version-1 writers may add fields; a line whose `v` is above
     /// [`FORMAT_VERSION`] is rejected as [`ReadIssueKind::UnsupportedVersion`].
     pub fn parse_line(line: &str) -> Result<LogEntry, ReadIssueKind> {
+        // The fast path borrows from the line; anything it does not accept
+        // goes through the slow path, which names what is wrong.
+        if let Some(entry) = parse_fast(line) {
+            return Ok(entry);
+        }
+        parse_slow(line)
+    }
+}
+
+/// One line, every field optional and borrowed where no unescaping is needed.
+#[derive(Deserialize)]
+struct AnyLine<'a> {
+    v: Option<u64>,
+    #[serde(borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    time: Option<Cow<'a, str>>,
+    group_id: Option<String>,
+    member_id: Option<String>,
+    topic: Option<String>,
+    partition: Option<i32>,
+    offset: Option<i64>,
+    #[serde(borrow)]
+    reason: Option<Cow<'a, str>>,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    attempts: Option<u32>,
+    elapsed_ms: Option<u64>,
+    #[serde(borrow)]
+    resolution: Option<Cow<'a, str>>,
+    committed_offset: Option<i64>,
+    note: Option<String>,
+    by: Option<String>,
+}
+
+/// A well-formed version-1 line in one typed deserialization; `None` for
+/// anything else (the slow path then says what is wrong).
+fn parse_fast(line: &str) -> Option<LogEntry> {
+    let w: AnyLine<'_> = serde_json::from_str(line).ok()?;
+    if w.v? != FORMAT_VERSION {
+        return None;
+    }
+    let time = parse_time(w.time.as_deref()?).ok()?;
+    match w.kind.as_deref()? {
+        KIND_FAILURE => Some(LogEntry::Failure(FailureRecord {
+            time,
+            group_id: w.group_id?,
+            member_id: w.member_id,
+            topic: w.topic?,
+            partition: w.partition?,
+            offset: w.offset?,
+            reason: w.reason?.parse().ok()?,
+            error_code: w.error_code,
+            error_message: w.error_message?,
+            attempts: w.attempts?,
+            elapsed_ms: w.elapsed_ms?,
+        })),
+        KIND_RESOLVED => {
+            let how = match (w.resolution.as_deref()?, w.committed_offset) {
+                ("recommitted", _) => ResolutionKind::Recommitted,
+                ("manual", _) => ResolutionKind::Manual,
+                ("superseded", Some(committed_offset)) => {
+                    ResolutionKind::Superseded { committed_offset }
+                }
+                _ => return None,
+            };
+            Some(LogEntry::Resolved(Resolution {
+                time,
+                group_id: w.group_id?,
+                topic: w.topic?,
+                partition: w.partition?,
+                offset: w.offset?,
+                how,
+                note: w.note,
+                by: w.by,
+            }))
+        }
+        _ => None,
+    }
+}
+
+/// Parses a line through a JSON value, naming the first thing wrong.
+fn parse_slow(line: &str) -> Result<LogEntry, ReadIssueKind> {
+    {
         let value: Value =
             serde_json::from_str(line).map_err(|e| ReadIssueKind::Garbage(e.to_string()))?;
         let Value::Object(map) = &value else {
@@ -400,7 +484,26 @@ impl From<Resolution> for LogEntry {
 }
 
 fn parse_time(s: &str) -> Result<SystemTime, ReadIssueKind> {
-    parse_rfc3339(s).map_err(|e| ReadIssueKind::Invalid(e.to_string()))
+    let ts: jiff::Timestamp = s
+        .parse()
+        .map_err(|e| ReadIssueKind::Invalid(format!("time {s:?}: {e}")))?;
+    Ok(SystemTime::from(ts))
+}
+
+/// Formats `t` as RFC 3339 in UTC with millisecond precision (truncated),
+/// e.g. `2026-11-23T14:30:36.123Z`. Times outside the years -9999 to 9999
+/// are clamped to them.
+pub(crate) fn format_time(t: SystemTime) -> String {
+    let ts = jiff::Timestamp::try_from(t).unwrap_or_else(|_| {
+        if t < SystemTime::UNIX_EPOCH {
+            jiff::Timestamp::MIN
+        } else {
+            jiff::Timestamp::MAX
+        }
+    });
+    // Truncated to the millisecond, always three digits.
+    let ms = jiff::Timestamp::from_millisecond(ts.as_millisecond()).unwrap_or(ts);
+    format!("{ms:.3}")
 }
 
 const KIND_FAILURE: &str = "failure";
@@ -458,8 +561,17 @@ pub enum ReadIssueKind {
     UnsupportedVersion(u64),
     /// JSON of the right version with missing or invalid fields. Skipped.
     Invalid(String),
-    /// A file of the log could not be read (line 0). Its records are missing.
+    /// A file of the log could not be read (line 0 when it could not be
+    /// opened, else the line where reading failed). Its (remaining) records
+    /// are missing.
     Io(String),
+    /// A rotated file is missing between others (`path.3` and `path.1`
+    /// exist, `path.2` does not; line 0): its records are not in the log
+    /// that was read.
+    MissingFile,
+    /// A line longer than [`MAX_LINE_BYTES`](super::MAX_LINE_BYTES) (no
+    /// record is that long). Skipped.
+    LineTooLong,
 }
 
 impl fmt::Display for ReadIssueKind {
@@ -475,6 +587,14 @@ impl fmt::Display for ReadIssueKind {
             }
             ReadIssueKind::Invalid(e) => write!(f, "invalid record: {e}"),
             ReadIssueKind::Io(e) => write!(f, "could not read the file: {e}"),
+            ReadIssueKind::MissingFile => {
+                f.write_str("rotated file missing between others: its records were not read")
+            }
+            ReadIssueKind::LineTooLong => write!(
+                f,
+                "line longer than {} bytes: not a log record",
+                super::MAX_LINE_BYTES
+            ),
         }
     }
 }

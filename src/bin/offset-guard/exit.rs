@@ -16,6 +16,8 @@ pub const DAMAGED: u8 = 1;
 pub const USAGE: u8 = 2;
 /// The log could not be opened, read or written.
 pub const LOG: u8 = 3;
+/// The log could not be opened (the `failures` command's name for [`LOG`]).
+pub const OPEN: u8 = LOG;
 /// The cluster could not be reached in time, or a request to it failed.
 pub const KAFKA: u8 = 4;
 /// `recommit` refused: the group has active members.

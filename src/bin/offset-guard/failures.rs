@@ -1,262 +1,293 @@
-//! `offset-guard failures`: read the failed-offset log.
+//! `offset-guard failures`: print the failed offsets of a log.
 //!
-//! ```text
-//! offset-guard failures PATH [--json] [--topic T] [--partition N]
-//!                            [--since TIME] [--unresolved] [--summary]
-//! ```
-//!
-//! Reads `PATH` and its rotated files (`PATH.N ... PATH.1, PATH`, oldest
-//! first) and prints the failed offsets as an aligned table, one row per
-//! failure with whether it was resolved since. Damaged lines are skipped and
-//! listed on stderr after the output.
-//!
-//! - `--json`: JSON Lines instead of a table. Entries are printed in the log's
-//!   own format (failures and the resolutions that match the filters), so the
-//!   output is itself a readable log; with `--summary`, one JSON object per
-//!   partition.
-//! - `--topic T`, `--partition N`: only that topic / partition.
-//! - `--since TIME`: only failures at or after TIME (RFC 3339, e.g.
-//!   `2026-11-23T14:30:00Z`, or a date `2026-11-23` meaning its midnight UTC).
-//!   Resolutions are kept whatever their time, as they may resolve later failures.
-//! - `--unresolved`: only failures not resolved later in the log.
-//! - `--summary`: one row per group/topic/partition: failures, unresolved,
-//!   offset range, first/last time, count per reason.
-//!
-//! Exit codes: 0 success; 1 the log had damaged lines (what was readable was
-//! still printed); 2 usage error; 3 the log could not be opened.
+//! Memory stays bounded whatever the size of the log: the files are read
+//! line by line ([`LogStream`]). The summary is one pass folding per-partition
+//! state ([`LogSummary`]); plain JSON Lines is one pass. The table (and
+//! `--json --unresolved`) needs, for each failure, whether a *later* line
+//! resolves it, and the table's column widths before its first row: it reads
+//! the log twice. The first pass builds a [`ResolutionIndex`] (per partition
+//! only the resolutions not followed by one covering more) and measures the
+//! columns; the second prints each failure with its status from a
+//! [`ResolutionCursor`]. Issues are reported from the pass that prints.
 
+use std::borrow::Cow;
 use std::io::{self, BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
 
+use clap::Args;
 use offset_guard::failure_log::{
-    LogEntry, LogReader, PartitionSummary, resolution_status, summarize,
+    FailureRecord, LogEntry, LogStream, LogSummary, PartitionSummary, ReadIssue, ResolutionIndex,
 };
 
-// The library's RFC 3339 code, compiled into the command as well: the library
-// does not export date helpers.
-#[path = "../../failure_log/rfc3339.rs"]
-mod rfc3339;
-use rfc3339::{format_rfc3339, parse_rfc3339};
+use crate::output::{Stop, Table, clean, format_time};
+use crate::{exit, warn};
 
-const USAGE: &str = "\
-usage: offset-guard failures PATH [--json] [--topic T] [--partition N]
-                                  [--since TIME] [--unresolved] [--summary]
-       offset-guard --help | --version";
+pub(crate) const AFTER_HELP: &str = "\
+PATH and its rotated files (PATH.N ... PATH.1, PATH) are read oldest first,
+line by line. The table has one row per failure; RESOLVED says whether a later
+resolution in the log covers it. To know that and to align the columns the
+table reads the log twice; a summary reads it once. Text from the log is
+printed with control characters escaped (\\n, \\u{1b}, ...).
 
-const HELP: &str = "\
-offset-guard: read the failed-offset log written by offset_guard::failure_log::FailedOffsetLog
-
-usage: offset-guard failures PATH [OPTIONS]
-
-Reads PATH and its rotated files (PATH.N ... PATH.1, PATH; oldest first) and
-prints one row per failed offset, with whether a later commit resolved it.
-Damaged lines (torn by a crash, garbage, newer format) are skipped and listed
-on stderr after the output.
-
-options:
-  --json           JSON Lines output: entries in the log's own format
-                   (failures and matching resolutions); with --summary,
-                   one JSON object per partition
-  --topic T        only topic T
-  --partition N    only partition N
-  --since TIME     only failures at or after TIME (RFC 3339, e.g.
-                   2026-11-23T14:30:00Z, or a date 2026-11-23 = midnight UTC)
-  --unresolved     only failures not resolved later in the log
-  --summary        one row per group/topic/partition instead of per failure
-  -h, --help       this help
-  -V, --version    the version
-
-exit codes:
-  0  success
-  1  the log had damaged lines (what was readable was still printed)
+Exit codes:
+  0  success (a closed output pipe ends the output quietly)
+  1  the log is damaged or incomplete (damaged lines, unreadable or missing
+     rotated files); what was readable was printed
   2  usage error
-  3  the log could not be opened (missing, unreadable)";
+  3  the log could not be opened (missing, unreadable, a directory)
+  8  the output could not be written (the other codes: `offset-guard --help`)";
 
-const EXIT_DAMAGED: u8 = 1;
-const EXIT_USAGE: u8 = 2;
-const EXIT_OPEN: u8 = 3;
-
-#[derive(Debug, Default)]
-struct Args {
-    path: Option<PathBuf>,
+/// The options of `offset-guard failures`.
+#[derive(Debug, Args)]
+pub(crate) struct FailuresArgs {
+    /// The log file (its rotated files PATH.N ... PATH.1 are read too)
+    #[arg(value_name = "PATH")]
+    path: PathBuf,
+    /// JSON Lines output: entries in the log's own format (failures and the
+    /// resolutions that match the filters); with --summary, one JSON object
+    /// per partition
+    #[arg(long)]
     json: bool,
+    /// Only topic T
+    #[arg(long, value_name = "T")]
     topic: Option<String>,
+    /// Only partition N
+    #[arg(long, value_name = "N")]
     partition: Option<i32>,
+    /// Only failures at or after TIME: RFC 3339 (2026-11-23T14:30:00Z) or a
+    /// date (2026-11-23 = its midnight UTC). Resolutions are kept whatever
+    /// their time
+    #[arg(long, value_name = "TIME", value_parser = parse_since)]
     since: Option<SystemTime>,
+    /// Only failures not resolved later in the log
+    #[arg(long)]
     unresolved: bool,
+    /// One row per group/topic/partition: failures, unresolved, offset
+    /// range, first/last time, count per reason
+    #[arg(long)]
     summary: bool,
 }
 
-enum Parsed {
-    Run(Args),
-    Help,
-    Version,
-}
-
+/// `--since`: an RFC 3339 time, or a date meaning its midnight UTC.
 fn parse_since(s: &str) -> Result<SystemTime, String> {
-    let full = if s.len() == 10 {
-        format!("{s}T00:00:00Z")
-    } else {
-        s.to_owned()
-    };
-    parse_rfc3339(&full).map_err(|e| format!("--since: {e}"))
-}
-
-fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Parsed, String> {
-    let mut args = Args::default();
-    match argv.next().as_deref() {
-        Some("failures") => {}
-        Some("-h" | "--help" | "help") => return Ok(Parsed::Help),
-        Some("-V" | "--version") => return Ok(Parsed::Version),
-        Some(other) => return Err(format!("unknown command {other:?}")),
-        None => return Err("missing command".into()),
-    }
-    while let Some(arg) = argv.next() {
-        // `--flag=value` or `--flag value`.
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| argv.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(Parsed::Help),
-            "-V" | "--version" => return Ok(Parsed::Version),
-            "--json" => args.json = true,
-            "--unresolved" => args.unresolved = true,
-            "--summary" => args.summary = true,
-            "--topic" => args.topic = Some(value("--topic")?),
-            "--partition" => {
-                let v = value("--partition")?;
-                args.partition = Some(
-                    v.parse()
-                        .map_err(|_| format!("--partition: {v:?} is not a partition number"))?,
-                );
+    let ts = match s.parse::<jiff::Timestamp>() {
+        Ok(ts) => ts,
+        Err(e) => match s.parse::<jiff::civil::Date>() {
+            Ok(date) => format!("{date}T00:00:00Z")
+                .parse::<jiff::Timestamp>()
+                .map_err(|e| e.to_string())?,
+            Err(_) => {
+                return Err(format!(
+                    "expected an RFC 3339 time such as 2026-11-23T14:30:00Z or a date such as 2026-11-23 ({e})"
+                ));
             }
-            "--since" => args.since = Some(parse_since(&value("--since")?)?),
-            f if f.starts_with('-') && f.len() > 1 => return Err(format!("unknown option {f}")),
-            _ if args.path.is_some() => return Err(format!("unexpected argument {arg:?}")),
-            _ => args.path = Some(PathBuf::from(arg)),
-        }
-        if inline.is_some() && matches!(flag.as_str(), "--json" | "--unresolved" | "--summary") {
-            return Err(format!("{flag} takes no value"));
-        }
-    }
-    if args.path.is_none() {
-        return Err("missing PATH".into());
-    }
-    Ok(Parsed::Run(args))
+        },
+    };
+    Ok(SystemTime::from(ts))
 }
 
-/// Runs `offset-guard failures ARGS...` (`argv`: the arguments after `failures`).
-pub fn run(argv: Vec<String>) -> ExitCode {
-    let argv = std::iter::once("failures".to_owned()).chain(argv);
-    let args = match parse_args(argv) {
-        Ok(Parsed::Run(args)) => args,
-        Ok(Parsed::Help) => {
-            println!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Ok(Parsed::Version) => {
-            println!("offset-guard {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("offset-guard: {e}\n{USAGE}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    let path = args.path.clone().unwrap_or_default();
-    let reader = match LogReader::open(&path) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("offset-guard: {e}");
-            return ExitCode::from(EXIT_OPEN);
-        }
-    };
-
+/// Runs the command; returns the exit code.
+pub(crate) fn run(args: &FailuresArgs) -> ExitCode {
     let stdout = io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
-    let printed = print(&mut out, &args, reader.entries()).and_then(|()| out.flush());
-    match printed {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
-        Err(e) => {
-            eprintln!("offset-guard: writing the output: {e}");
-            return ExitCode::FAILURE;
-        }
-        Ok(()) => {}
-    }
-
-    for issue in reader.issues() {
-        eprintln!("offset-guard: warning: {issue}");
-    }
-    if reader.issues().is_empty() {
-        ExitCode::SUCCESS
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut issues = Issues::default();
+    let result = if args.summary {
+        summary(args, &mut out, &mut issues)
+    } else if args.json && !args.unresolved {
+        json(args, &mut out, &mut issues)
     } else {
-        eprintln!(
-            "offset-guard: {} damaged line(s) skipped",
-            reader.issues().len()
-        );
-        ExitCode::from(EXIT_DAMAGED)
+        two_passes(args, &mut out, &mut issues)
+    };
+    let result = result.and_then(|()| out.flush().map_err(Fail::from));
+    match result {
+        Ok(()) => issues.report(),
+        Err(Fail::Open(e)) => {
+            warn(&e.to_string());
+            ExitCode::from(exit::OPEN)
+        }
+        Err(Fail::Out(Stop::Closed)) => ExitCode::SUCCESS,
+        Err(Fail::Out(Stop::Failed(e))) => {
+            warn(&format!("writing the output: {e}"));
+            ExitCode::from(exit::OUTPUT)
+        }
     }
 }
 
-/// The entries the filters keep; resolutions ignore `--since` (they may
-/// resolve failures at any time) and `--unresolved` keeps only open failures.
-fn select<'a>(args: &Args, entries: &'a [LogEntry]) -> Vec<(&'a LogEntry, bool)> {
-    let resolved = resolution_status(entries);
-    entries
-        .iter()
-        .zip(resolved)
-        .filter(|(e, _)| args.topic.as_deref().is_none_or(|t| e.topic() == t))
-        .filter(|(e, _)| args.partition.is_none_or(|p| e.partition() == p))
-        .filter(|(e, done)| match e {
-            LogEntry::Failure(f) => {
-                args.since.is_none_or(|since| f.time >= since) && !(args.unresolved && *done)
-            }
-            _ => !args.unresolved,
-        })
-        .collect()
+/// Why a run stopped before the end.
+enum Fail {
+    Open(offset_guard::failure_log::LogError),
+    Out(Stop),
 }
 
-fn print(out: &mut impl Write, args: &Args, entries: &[LogEntry]) -> io::Result<()> {
-    let selected = select(args, entries);
-    if args.summary {
-        // Summaries count resolutions for the failures kept.
-        let kept: Vec<LogEntry> = entries
-            .iter()
-            .filter(|e| args.topic.as_deref().is_none_or(|t| e.topic() == t))
-            .filter(|e| args.partition.is_none_or(|p| e.partition() == p))
-            .filter(|e| match e {
-                LogEntry::Failure(f) => args.since.is_none_or(|since| f.time >= since),
-                _ => true,
-            })
-            .cloned()
-            .collect();
-        let mut rows = summarize(&kept);
-        if args.unresolved {
-            rows.retain(|s| s.unresolved > 0);
+impl From<io::Error> for Fail {
+    fn from(e: io::Error) -> Self {
+        Fail::Out(Stop::from(e))
+    }
+}
+
+fn open(path: &Path) -> Result<LogStream, Fail> {
+    LogStream::open(path).map_err(Fail::Open)
+}
+
+/// The issues of the pass that prints: the first [`Issues::SHOWN`] kept to
+/// print after the output, the rest counted.
+#[derive(Default)]
+struct Issues {
+    shown: Vec<ReadIssue>,
+    total: u64,
+}
+
+impl Issues {
+    const SHOWN: usize = 100;
+
+    fn push(&mut self, issue: ReadIssue) {
+        self.total += 1;
+        if self.shown.len() < Self::SHOWN {
+            self.shown.push(issue);
         }
-        return if args.json {
-            rows.iter()
-                .try_for_each(|s| writeln!(out, "{}", summary_json(s)))
-        } else {
-            print_summary_table(out, &rows)
+    }
+
+    /// Lists them on stderr; the exit code.
+    fn report(&self) -> ExitCode {
+        for issue in &self.shown {
+            warn(&format!("warning: {issue}"));
+        }
+        if self.total == 0 {
+            return ExitCode::SUCCESS;
+        }
+        let more = self.total - self.shown.len() as u64;
+        if more > 0 {
+            warn(&format!("... and {more} more"));
+        }
+        warn(&format!(
+            "{} damaged line(s) or unreadable/missing file(s) skipped",
+            self.total
+        ));
+        ExitCode::from(exit::DAMAGED)
+    }
+}
+
+/// Whether `e` passes `--topic`, `--partition` and (for failures) `--since`.
+fn matches(args: &FailuresArgs, e: &LogEntry) -> bool {
+    args.topic.as_deref().is_none_or(|t| e.topic() == t)
+        && args.partition.is_none_or(|p| e.partition() == p)
+        && match e {
+            LogEntry::Failure(f) => args.since.is_none_or(|since| f.time >= since),
+            _ => true,
+        }
+}
+
+/// `--json` without `--unresolved`: one pass.
+fn json(args: &FailuresArgs, out: &mut impl Write, issues: &mut Issues) -> Result<(), Fail> {
+    for item in open(&args.path)? {
+        match item {
+            Ok(e) if matches(args, &e) => out.write_all(e.to_json_line().as_bytes())?,
+            Ok(_) => {}
+            Err(issue) => issues.push(issue),
+        }
+    }
+    Ok(())
+}
+
+const FAILURE_HEADER: [&str; 11] = [
+    "TIME",
+    "GROUP",
+    "TOPIC",
+    "PARTITION",
+    "OFFSET",
+    "REASON",
+    "ERROR",
+    "ATTEMPTS",
+    "ELAPSED_MS",
+    "RESOLVED",
+    "MESSAGE",
+];
+
+/// A failure as escaped table cells.
+fn failure_row(f: &FailureRecord, resolved: bool) -> [Cow<'_, str>; 11] {
+    [
+        Cow::Owned(format_time(f.time)),
+        clean(&f.group_id),
+        clean(&f.topic),
+        Cow::Owned(f.partition.to_string()),
+        Cow::Owned(f.offset.to_string()),
+        Cow::Borrowed(f.reason.as_str()),
+        f.error_code.as_deref().map_or(Cow::Borrowed("-"), clean),
+        Cow::Owned(f.attempts.to_string()),
+        Cow::Owned(f.elapsed_ms.to_string()),
+        Cow::Borrowed(if resolved { "yes" } else { "no" }),
+        clean(&f.error_message),
+    ]
+}
+
+/// The table, or `--json --unresolved`: pass 1 indexes resolutions (and
+/// measures the columns), pass 2 prints.
+fn two_passes(args: &FailuresArgs, out: &mut impl Write, issues: &mut Issues) -> Result<(), Fail> {
+    let mut index = ResolutionIndex::new();
+    let mut table = Table::new(&FAILURE_HEADER);
+    for e in open(&args.path)?.flatten() {
+        index.push(&e);
+        // Widths of every row that may be printed (`--unresolved` can only
+        // drop rows, so columns are never too narrow).
+        if let LogEntry::Failure(f) = &e
+            && !args.json
+            && matches(args, &e)
+        {
+            table.fit(&failure_row(f, false));
+        }
+    }
+    if !args.json {
+        table.write_row(out, &FAILURE_HEADER)?;
+    }
+    let mut cursor = index.cursor();
+    for item in open(&args.path)? {
+        let e = match item {
+            Ok(e) => e,
+            Err(issue) => {
+                issues.push(issue);
+                continue;
+            }
         };
+        let resolved = cursor.resolved(&e);
+        if !matches(args, &e)
+            || (args.unresolved && (resolved || !matches!(e, LogEntry::Failure(_))))
+        {
+            continue;
+        }
+        match (&e, args.json) {
+            (_, true) => out.write_all(e.to_json_line().as_bytes())?,
+            (LogEntry::Failure(f), false) => table.write_row(out, &failure_row(f, resolved))?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `--summary`: one pass folding per-partition state.
+fn summary(args: &FailuresArgs, out: &mut impl Write, issues: &mut Issues) -> Result<(), Fail> {
+    let mut folded = LogSummary::new();
+    for item in open(&args.path)? {
+        match item {
+            Ok(e) if matches(args, &e) => folded.push(&e),
+            Ok(_) => {}
+            Err(issue) => issues.push(issue),
+        }
+    }
+    let mut rows = folded.finish();
+    if args.unresolved {
+        rows.retain(|s| s.unresolved > 0);
     }
     if args.json {
-        for (e, _) in &selected {
-            out.write_all(e.to_json_line().as_bytes())?;
+        for s in &rows {
+            out.write_all(summary_json(s).as_bytes())?;
+            out.write_all(b"\n")?;
         }
         return Ok(());
     }
-    print_failure_table(out, &selected)
+    print_summary_table(out, &rows)?;
+    Ok(())
 }
 
 /// A summary row in `--json --summary` output.
@@ -284,112 +315,57 @@ fn summary_json(s: &PartitionSummary) -> String {
         unresolved: s.unresolved,
         min_offset: s.min_offset,
         max_offset: s.max_offset,
-        first_time: format_rfc3339(s.first_time),
-        last_time: format_rfc3339(s.last_time),
+        first_time: format_time(s.first_time),
+        last_time: format_time(s.last_time),
         by_reason: s.by_reason.iter().map(|(r, n)| (r.as_str(), *n)).collect(),
     })
     .unwrap_or_default()
 }
 
-/// Prints rows as columns padded to the widest cell; the last column is not padded.
-fn print_table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
-    for row in std::iter::once(&header).chain(rows) {
-        let mut line = String::new();
-        for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(cell);
-                line.extend(std::iter::repeat_n(' ', w - cell.chars().count() + 2));
-            }
-        }
-        writeln!(out, "{}", line.trim_end())?;
-    }
-    Ok(())
-}
-
-fn print_failure_table(out: &mut impl Write, selected: &[(&LogEntry, bool)]) -> io::Result<()> {
-    let rows: Vec<Vec<String>> = selected
-        .iter()
-        .filter_map(|(e, done)| match e {
-            LogEntry::Failure(f) => Some(vec![
-                format_rfc3339(f.time),
-                f.group_id.clone(),
-                f.topic.clone(),
-                f.partition.to_string(),
-                f.offset.to_string(),
-                f.reason.to_string(),
-                f.error_code.clone().unwrap_or_else(|| "-".into()),
-                f.attempts.to_string(),
-                f.elapsed_ms.to_string(),
-                if *done { "yes" } else { "no" }.into(),
-                f.error_message.replace(['\n', '\r'], " "),
-            ]),
-            _ => None,
-        })
-        .collect();
-    print_table(
-        out,
-        &[
-            "TIME",
-            "GROUP",
-            "TOPIC",
-            "PARTITION",
-            "OFFSET",
-            "REASON",
-            "ERROR",
-            "ATTEMPTS",
-            "ELAPSED_MS",
-            "RESOLVED",
-            "MESSAGE",
-        ],
-        &rows,
-    )
-}
+const SUMMARY_HEADER: [&str; 10] = [
+    "GROUP",
+    "TOPIC",
+    "PARTITION",
+    "FAILURES",
+    "UNRESOLVED",
+    "MIN_OFFSET",
+    "MAX_OFFSET",
+    "FIRST",
+    "LAST",
+    "REASONS",
+];
 
 fn print_summary_table(out: &mut impl Write, rows: &[PartitionSummary]) -> io::Result<()> {
-    let rows: Vec<Vec<String>> = rows
+    let rows: Vec<[Cow<'_, str>; 10]> = rows
         .iter()
         .map(|s| {
-            vec![
-                s.group_id.clone(),
-                s.topic.clone(),
-                s.partition.to_string(),
-                s.count.to_string(),
-                s.unresolved.to_string(),
-                s.min_offset.to_string(),
-                s.max_offset.to_string(),
-                format_rfc3339(s.first_time),
-                format_rfc3339(s.last_time),
-                s.by_reason
-                    .iter()
-                    .map(|(r, n)| format!("{r}={n}"))
-                    .collect::<Vec<_>>()
-                    .join(","),
+            [
+                clean(&s.group_id),
+                clean(&s.topic),
+                Cow::Owned(s.partition.to_string()),
+                Cow::Owned(s.count.to_string()),
+                Cow::Owned(s.unresolved.to_string()),
+                Cow::Owned(s.min_offset.to_string()),
+                Cow::Owned(s.max_offset.to_string()),
+                Cow::Owned(format_time(s.first_time)),
+                Cow::Owned(format_time(s.last_time)),
+                Cow::Owned(
+                    s.by_reason
+                        .iter()
+                        .map(|(r, n)| format!("{r}={n}"))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
             ]
         })
         .collect();
-    print_table(
-        out,
-        &[
-            "GROUP",
-            "TOPIC",
-            "PARTITION",
-            "FAILURES",
-            "UNRESOLVED",
-            "MIN_OFFSET",
-            "MAX_OFFSET",
-            "FIRST",
-            "LAST",
-            "REASONS",
-        ],
-        &rows,
-    )
+    let mut table = Table::new(&SUMMARY_HEADER);
+    for row in &rows {
+        table.fit(row);
+    }
+    table.write_row(out, &SUMMARY_HEADER)?;
+    for row in &rows {
+        table.write_row(out, row)?;
+    }
+    Ok(())
 }

@@ -47,6 +47,7 @@ mod exit;
 mod failures;
 mod logfile;
 mod offsets;
+mod output;
 mod recommit;
 mod resolve;
 mod text;
@@ -76,13 +77,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print the failed offsets of the log (`failures --help` for options).
-    #[command(disable_help_flag = true)]
-    Failures {
-        /// PATH and options, see `offset-guard failures --help`.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    /// Print the failed offsets of a log (table, JSON Lines or per-partition summary)
+    #[command(after_help = failures::AFTER_HELP)]
+    Failures(failures::FailuresArgs),
     #[command(after_help = EXIT_CODES)]
     Offsets(offsets::OffsetsArgs),
     #[command(after_help = EXIT_CODES)]
@@ -104,7 +101,7 @@ fn main() -> ExitCode {
     let stdout = io::stdout();
     let mut out = text::PipeSafe::new(BufWriter::new(stdout.lock()));
     let result = match &cli.command {
-        Command::Failures { args } => return failures::run(args.clone()),
+        Command::Failures(args) => return failures::run(args),
         Command::Offsets(a) => offsets::run(a, &mut out),
         Command::Recommit(a) => recommit::run(a, &mut out),
         Command::Resolve(a) => resolve::run(a, &mut out),
@@ -122,4 +119,10 @@ fn finish(result: Result<Done, CliError>) -> ExitCode {
             ExitCode::from(e.code())
         }
     }
+}
+
+/// Writes one message line to stderr (escaped); never panics.
+pub(crate) fn warn(message: &str) {
+    let mut err = io::stderr().lock();
+    let _ = writeln!(err, "offset-guard: {}", output::clean(message));
 }
