@@ -207,6 +207,12 @@ mod enabled {
             "Kept offsets dropped: the partition went to another member.",
             |s| s.offsets_rebalance_dropped,
         ),
+        // Also LogStatus::dropped; exported from Stats, under the log's prefix.
+        (
+            "offset_guard_failed_log_dropped_total",
+            "Records the failed-offset log refused and discarded (queue full while the disk fails, or closed).",
+            |s| s.failed_log_dropped,
+        ),
     ];
 
     type LogGet = fn(&LogStatus) -> u64;
@@ -227,11 +233,6 @@ mod enabled {
             "offset_guard_failed_log_write_errors_total",
             "Failed opens, writes, rotations or fsyncs of the failed-offset log.",
             |s| s.write_errors,
-        ),
-        (
-            "offset_guard_failed_log_dropped_total",
-            "Records the failed-offset log discarded.",
-            |s| s.dropped,
         ),
         (
             "offset_guard_failed_log_rotations_total",

@@ -127,8 +127,7 @@ impl Worker {
             })
             .collect();
         let log = self.recorder.log().map(|l| l.status());
-        self.telemetry
-            .publish(&self.metrics.snapshot(), &parts, log);
+        self.telemetry.publish(&self.recorder.stats(), &parts, log);
         self.next_publish = Deadline::after(PUBLISH_EVERY);
     }
 
