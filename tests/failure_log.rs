@@ -1374,3 +1374,26 @@ proptest! {
         }
     }
 }
+
+/// Every path form `GuardBuilder::failed_offset_log` took before (anything
+/// `Into<PathBuf>`) converts into a `LogBuilder` with that path.
+#[test]
+fn paths_convert_into_log_builders() {
+    use offset_guard::failure_log::LogBuilder;
+    use std::borrow::Cow;
+    let p = Path::new("/var/log/failed.jsonl");
+    let forms: Vec<LogBuilder> = vec![
+        "/var/log/failed.jsonl".into(),
+        String::from("/var/log/failed.jsonl").into(),
+        (&String::from("/var/log/failed.jsonl")).into(),
+        p.into(),
+        p.to_path_buf().into(),
+        (&p.to_path_buf()).into(),
+        p.as_os_str().to_owned().into(),
+        Box::<Path>::from(p).into(),
+        Cow::Borrowed(p).into(),
+    ];
+    for b in forms {
+        assert_eq!(b.path(), p);
+    }
+}

@@ -108,6 +108,18 @@ impl From<std::ffi::OsString> for LogBuilder {
     }
 }
 
+impl From<Box<Path>> for LogBuilder {
+    fn from(path: Box<Path>) -> Self {
+        FailedOffsetLog::builder(path)
+    }
+}
+
+impl From<std::borrow::Cow<'_, Path>> for LogBuilder {
+    fn from(path: std::borrow::Cow<'_, Path>) -> Self {
+        FailedOffsetLog::builder(path)
+    }
+}
+
 impl LogBuilder {
     /// When to `fsync`. Default: [`FsyncPolicy::EveryRecord`].
     pub fn fsync(mut self, policy: FsyncPolicy) -> Self {
