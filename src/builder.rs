@@ -9,7 +9,7 @@ use rdkafka::consumer::{ConsumerContext, DefaultConsumerContext};
 use crate::config::Config;
 use crate::consumer::GuardedConsumer;
 use crate::error::BuildError;
-use crate::failure_log::FailedOffsetLog;
+use crate::failure_log::LogBuilder;
 use std::sync::Arc;
 
 use rdkafka::config::FromClientConfigAndContext;
@@ -143,16 +143,55 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
         self
     }
 
-    /// Record every offset given up on in a durable failed-offset log at
-    /// `path` (JSON Lines, fsync per record; see [`crate::failure_log`]). Read it
-    /// back with [`LogReader`](crate::failure_log::LogReader) or
+    /// Record every offset given up on in a durable failed-offset log (see
+    /// [`crate::failure_log`]): a path, for the default settings (JSON Lines,
+    /// `fsync` per record, rotation at 64 MiB keeping 8 files, at most 10,000
+    /// records kept in memory while the disk fails), or a
+    /// [`LogBuilder`] from
+    /// [`FailedOffsetLog::builder`](crate::failure_log::FailedOffsetLog::builder)
+    /// with its own settings:
+    ///
+    /// ```no_run
+    /// # fn f(config: rdkafka::ClientConfig) -> Result<(), offset_guard::BuildError> {
+    /// use std::time::Duration;
+    /// use offset_guard::OffsetGuard;
+    /// use offset_guard::failure_log::{FailedOffsetLog, FsyncPolicy};
+    ///
+    /// let consumer = OffsetGuard::builder(config)
+    ///     .failed_offset_log(
+    ///         FailedOffsetLog::builder("/var/lib/app/failed-offsets.jsonl")
+    ///             .max_file_bytes(16 * 1024 * 1024)
+    ///             .max_files(4)
+    ///             .fsync(FsyncPolicy::Batched {
+    ///                 max_records: 100,
+    ///                 max_delay: Duration::from_millis(200),
+    ///             }),
+    ///     )
+    ///     .replay_failed_offsets()
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Read it back with [`LogReader`](crate::failure_log::LogReader) or
     /// `offset-guard failures PATH`. Combines with
     /// [`failure_sink`](Self::failure_sink): both receive every record. Shutdown
-    /// flushes the log within its deadline. `build()` fails with
-    /// [`BuildError::FailedOffsetLog`] if the file cannot be opened for appending.
+    /// flushes the log within its deadline. Records the log refuses (its
+    /// in-memory bound overflows while the disk fails) are counted in
+    /// [`Stats::failed_log_dropped`](crate::Stats::failed_log_dropped).
+    /// `build()` fails with [`BuildError::FailedOffsetLog`] if a setting is
+    /// invalid ([`LogError::InvalidConfig`](crate::failure_log::LogError::InvalidConfig),
+    /// naming it), another writer holds the log
+    /// ([`LogError::InUse`](crate::failure_log::LogError::InUse); one writer
+    /// per log, in this process or another), the path is not a regular file
+    /// ([`LogError::NotAFile`](crate::failure_log::LogError::NotAFile)), or the
+    /// file cannot be opened for appending. The log is closed, and its lock
+    /// released, once the guard is shut down or dropped and its threads have
+    /// ended ([`shutdown`](GuardedConsumer::shutdown) waits for them within
+    /// its deadline); a new guard on the same log can be built after that.
     /// Default: off (failures still reach [`Stats`](crate::Stats) and tracing).
-    pub fn failed_offset_log(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-        self.config.failed_offset_log = Some(path.into());
+    pub fn failed_offset_log(mut self, log: impl Into<LogBuilder>) -> Self {
+        self.config.failed_offset_log = Some(log.into());
         self
     }
 
@@ -331,9 +370,13 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
         config.group_id = group_id;
         config.validate()?;
         let (log, replay) = match &config.failed_offset_log {
-            Some(path) => {
-                let log = FailedOffsetLog::open(path).map_err(BuildError::FailedOffsetLog)?;
-                // Replay entries are read on the commit thread (`failures::replay_entries`).
+            Some(options) => {
+                // Opened (and locked) first; replay entries are read on the
+                // commit thread (`failures::replay_entries`) from `log.path()`.
+                let log = options
+                    .clone()
+                    .open()
+                    .map_err(BuildError::FailedOffsetLog)?;
                 (Some(log), HashMap::new())
             }
             None => (None, HashMap::new()),

@@ -4,7 +4,6 @@
 //! Durations use checked arithmetic everywhere (see `deadline.rs`): where a
 //! limit makes sense, `Duration::MAX` means "no limit".
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::BuildError;
@@ -43,7 +42,7 @@ pub(crate) struct Config {
     pub prefetch_batches: usize,
     pub max_outstanding_per_partition: usize,
     pub max_outstanding: usize,
-    pub failed_offset_log: Option<PathBuf>,
+    pub failed_offset_log: Option<crate::failure_log::LogBuilder>,
     pub replay_failed_offsets: bool,
     /// Unit tests only: this guard thread panics once it runs.
     #[cfg(test)]

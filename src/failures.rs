@@ -16,7 +16,7 @@ use tracing::error;
 use crate::failure_log::{FailedOffsetLog, Resolution};
 use crate::partition::TopicPartition;
 use crate::sink::{FailedOffset, FailureReason, FailureSink};
-use crate::stats::Metrics;
+use crate::stats::{Metrics, Stats};
 
 /// Shared by the commit worker, the rebalance callbacks and the handle; its
 /// lock is private and never held while calling out.
@@ -65,6 +65,13 @@ impl FailureRecorder {
 
     pub(crate) fn log(&self) -> Option<&FailedOffsetLog> {
         self.log.as_ref()
+    }
+
+    /// The counters, with the failed-offset log's refusals.
+    pub(crate) fn stats(&self) -> Stats {
+        let mut stats = self.metrics.snapshot();
+        stats.failed_log_dropped = self.log.as_ref().map_or(0, FailedOffsetLog::dropped);
+        stats
     }
 
     pub(crate) fn set_member_id(&self, id: Option<String>) {

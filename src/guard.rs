@@ -278,7 +278,7 @@ impl Guard {
     }
 
     pub(crate) fn stats(&self) -> Stats {
-        self.metrics.snapshot()
+        self.recorder.stats()
     }
 
     pub(crate) fn partitions(&self) -> Vec<PartitionStatus> {
@@ -371,7 +371,7 @@ impl Guard {
             not_committed,
             deadline_exceeded,
             elapsed: run.started.elapsed(),
-            stats: self.metrics.snapshot(),
+            stats: self.recorder.stats(),
             log_flushed,
         };
         info!(

@@ -115,7 +115,7 @@
 //!
 //! | name | type | what |
 //! |---|---|---|
-//! | `offset_guard_<counter>_total` | counter | every counter of [`Stats`], e.g. `offset_guard_acked_total`, `offset_guard_commits_failed_total`, `offset_guard_offsets_failed_total` |
+//! | `offset_guard_<counter>_total` | counter | every counter of [`Stats`], e.g. `offset_guard_acked_total`, `offset_guard_commits_failed_total`, `offset_guard_offsets_failed_total`; [`Stats::failed_log_dropped`] is `offset_guard_failed_log_dropped_total` |
 //! | `offset_guard_commit_attempt_duration_seconds` | histogram | each OffsetCommit attempt |
 //! | `offset_guard_commit_duration_seconds` | histogram | a commit, from its first attempt to the one that landed |
 //! | `offset_guard_committed_offset` | gauge, + `topic`, `partition` | the offset this consumer last committed |
@@ -123,7 +123,7 @@
 //! | `offset_guard_outstanding_records` | gauge, + `topic`, `partition` | delivered records not released by acks |
 //! | `offset_guard_log_end_offset` | gauge, + `topic`, `partition` | the high watermark librdkafka last saw in a fetch response (no extra request; as fresh as the fetching) |
 //! | `offset_guard_lag_records` | gauge, + `topic`, `partition` | `log_end_offset - committed_offset` (at least 0) |
-//! | `offset_guard_failed_log_{records_written,resolutions_written,write_errors,dropped,rotations}_total` | counter | the failed-offset log's [`failure_log::LogStatus`] |
+//! | `offset_guard_failed_log_{records_written,resolutions_written,write_errors,rotations}_total` | counter | the failed-offset log's [`failure_log::LogStatus`] (its `dropped` is `offset_guard_failed_log_dropped_total`, from [`Stats`]) |
 //! | `offset_guard_failed_log_unwritten_records` | gauge | records the log accepted and has not written yet |
 //!
 //! When a partition is no longer owned (revoked, lost), its

@@ -81,6 +81,7 @@ impl Metrics {
             offsets_replayed: l(&self.offsets_replayed),
             offsets_rebalance_dropped: l(&self.offsets_rebalance_dropped),
             partitions_paused: l(&self.partitions_paused),
+            failed_log_dropped: 0,
         }
     }
 }
@@ -158,4 +159,14 @@ pub struct Stats {
     /// [`GuardBuilder::max_outstanding`](crate::GuardBuilder::max_outstanding)).
     /// Pauses asked for by the application are not counted.
     pub partitions_paused: u64,
+    /// Records the failed-offset log
+    /// ([`failed_offset_log`](crate::GuardBuilder::failed_offset_log)) refused
+    /// and discarded: the disk kept failing and its in-memory queue was full
+    /// ([`LogBuilder::max_unwritten`](crate::failure_log::LogBuilder::max_unwritten)),
+    /// or the log was already closed. Each one is also logged with
+    /// `tracing::warn!` naming the reason and the record. The same figure as
+    /// [`LogStatus::dropped`](crate::failure_log::LogStatus::dropped); 0
+    /// without a log. Such offsets still count in `offsets_failed` and reach
+    /// the [`failure_sink`](crate::GuardBuilder::failure_sink).
+    pub failed_log_dropped: u64,
 }

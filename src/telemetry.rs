@@ -212,6 +212,12 @@ mod enabled {
             "Partitions paused because the application fell behind.",
             |s| s.partitions_paused,
         ),
+        // Also LogStatus::dropped; exported from Stats, under the log's prefix.
+        (
+            "offset_guard_failed_log_dropped_total",
+            "Records the failed-offset log refused and discarded (queue full while the disk fails, or closed).",
+            |s| s.failed_log_dropped,
+        ),
     ];
 
     type LogGet = fn(&LogStatus) -> u64;
@@ -232,11 +238,6 @@ mod enabled {
             "offset_guard_failed_log_write_errors_total",
             "Failed opens, writes, rotations or fsyncs of the failed-offset log.",
             |s| s.write_errors,
-        ),
-        (
-            "offset_guard_failed_log_dropped_total",
-            "Records the failed-offset log discarded.",
-            |s| s.dropped,
         ),
         (
             "offset_guard_failed_log_rotations_total",

@@ -1,9 +1,12 @@
 //! `build()` refuses bad configuration with a typed error naming the setting.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use offset_guard::{BuildError, OffsetGuard, RetryPolicy};
+use offset_guard::failure_log::{FailedOffsetLog, LogError};
+use offset_guard::{BuildError, GuardContext, OffsetGuard, RetryPolicy};
 use rdkafka::ClientConfig;
+use rdkafka::consumer::BaseConsumer;
 
 fn config() -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -137,4 +140,126 @@ fn zero_idle_recommit_period() {
             .build()
             .is_ok()
     );
+}
+
+/// A fresh directory for one test (removed by the test).
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("og-build-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `build()` with the log at `path` and replay on, on a thread of its own: the
+/// error's setting, text and log error, or a failure if it took over 10 s.
+fn build_with_log(path: &Path) -> (Option<&'static str>, String, Option<LogError>) {
+    let path = path.to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = OffsetGuard::builder(config())
+            .failed_offset_log(&path)
+            .replay_failed_offsets()
+            .build();
+        let _ = tx.send(match r {
+            Ok(_) => (None, "built".to_string(), None),
+            Err(e) => {
+                let (s, text) = (e.setting(), e.to_string());
+                match e {
+                    BuildError::FailedOffsetLog(l) => (s, text, Some(l)),
+                    _ => (s, text, None),
+                }
+            }
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("build() returned within 10 s")
+}
+
+/// A log path that is a FIFO, `/dev/null` or a directory is refused at
+/// `build()`, with replay on, at once and with a typed error naming it (a FIFO
+/// used to make `build()` hang).
+#[test]
+fn failed_offset_log_that_is_not_a_regular_file() {
+    let dir = temp_dir("not-a-file");
+    let fifo = dir.join("fifo.jsonl");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for (path, kind) in [
+        (fifo, "FIFO"),
+        (PathBuf::from("/dev/null"), "character device"),
+        (dir.clone(), "directory"),
+    ] {
+        let (s, msg, err) = build_with_log(&path);
+        assert_eq!(s, Some("failed_offset_log"), "{msg}");
+        assert!(
+            matches!(&err, Some(LogError::NotAFile { path: p, kind: k }) if *p == path && *k == kind),
+            "{err:?}"
+        );
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains(kind), "{msg}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Two guards on one log, with either front-end: the second `build()` is
+/// refused with `LogError::InUse`; once the first is shut down and dropped,
+/// the log opens again.
+#[tokio::test]
+async fn failed_offset_log_in_use_by_another_guard() {
+    let dir = temp_dir("in-use");
+    let path = dir.join("failed.jsonl");
+    let first = OffsetGuard::builder(config())
+        .failed_offset_log(&path)
+        .build()
+        .unwrap();
+    let (s, msg, err) = build_with_log(&path);
+    assert_eq!(s, Some("failed_offset_log"), "{msg}");
+    assert!(err.as_ref().is_some_and(LogError::is_in_use), "{err:?}");
+    assert!(msg.contains("in use by another writer"), "{msg}");
+    let own_loop = OffsetGuard::builder(config())
+        .failed_offset_log(FailedOffsetLog::builder(&path).max_files(2))
+        .build_consumer::<BaseConsumer<GuardContext>>();
+    match own_loop {
+        Err(BuildError::FailedOffsetLog(e)) => assert!(e.is_in_use(), "{e:?}"),
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("a second writer was accepted"),
+    }
+
+    first.shutdown().await.unwrap();
+    let (s, msg, _) = build_with_log(&path);
+    assert_eq!((s, msg.as_str()), (None, "built"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The log's own settings are validated at `build()`, naming the setting.
+#[test]
+fn invalid_failed_offset_log_options() {
+    let dir = temp_dir("options");
+    let path = dir.join("failed.jsonl");
+    for (builder, what) in [
+        (FailedOffsetLog::builder(&path).max_files(0), "max_files"),
+        (
+            FailedOffsetLog::builder(&path).max_file_bytes(0),
+            "max_file_bytes",
+        ),
+        (
+            FailedOffsetLog::builder(&path).max_unwritten(0),
+            "max_unwritten",
+        ),
+    ] {
+        let (s, msg) = setting(
+            OffsetGuard::builder(config())
+                .failed_offset_log(builder)
+                .build(),
+        );
+        assert_eq!(s, "failed_offset_log");
+        assert!(msg.contains(what), "{msg}");
+    }
+    assert!(!path.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

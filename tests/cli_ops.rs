@@ -430,6 +430,29 @@ fn a_broker_that_is_gone_is_a_typed_error_within_the_timeout() {
     let _ = std::fs::remove_file(&path);
 }
 
+/// A log held open by a running writer (a guard) is refused with its own
+/// exit code, and nothing is written to it.
+#[test]
+fn a_log_in_use_by_a_running_writer_is_refused() {
+    let path = log_path("inuse");
+    write_log(&path, "billing", &[("orders", 0, 3)], vec![]);
+    let before = std::fs::read(&path).unwrap();
+    let writer = offset_guard::failure_log::FailedOffsetLog::open(&path).unwrap();
+    let p = path.to_str().unwrap();
+    let r = run(&[
+        "resolve", "--log", p, "-g", "billing", "-t", "orders", "-p", "0", "-o", "3", "--note", "x",
+    ]);
+    assert_eq!(r.code, 7, "{}", r.stderr);
+    assert!(r.stderr.contains("in use"), "{}", r.stderr);
+    assert_eq!(std::fs::read(&path).unwrap(), before, "nothing written");
+    writer.close().unwrap();
+    drop(writer);
+    let r = run(&[
+        "resolve", "--log", p, "-g", "billing", "-t", "orders", "-p", "0", "-o", "3", "--note", "x",
+    ]);
+    assert_eq!(r.code, 0, "once the writer closed: {}", r.stderr);
+}
+
 #[test]
 fn resolve_marks_chosen_failures_with_a_note_and_refuses_unknown_ones() {
     let path = log_path("resolve");

@@ -8,7 +8,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::{Fixture, fast_retry, recv_n, unique};
-use offset_guard::{AckToken, FailureReason, MemorySink, Record};
+use offset_guard::failure_log::FailedOffsetLog;
+use offset_guard::{AckToken, FailureReason, MemorySink, Record, RetryPolicy};
 use rdkafka::types::RDKafkaApiKey;
 use rdkafka::types::RDKafkaRespErr;
 
@@ -558,4 +559,47 @@ async fn not_committed_offsets_are_durable_when_shutdown_returns() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Records the failed-offset log refuses are visible in `Stats`: with its
+/// directory gone and a queue bound of 1, 3 failed offsets (a fatal commit
+/// error on 3 partitions) leave 1 waiting for the disk and 2 refused, counted
+/// in `failed_log_dropped` (and still in `offsets_failed`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_log_records_are_counted_in_stats() {
+    let fx = Fixture::mock();
+    let (topic, group) = (unique("refused"), unique("g-refused"));
+    fx.create_topic(&topic, 3);
+    fx.produce(&topic, 3, 1, 0);
+    let dir = std::env::temp_dir().join(unique("og-refused"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut c = fx
+        .guard(&group)
+        .no_commit_interval()
+        .retry(RetryPolicy::none())
+        .failed_offset_log(FailedOffsetLog::builder(dir.join("failed.jsonl")).max_unwritten(1))
+        .build()
+        .unwrap();
+    c.subscribe(&[&topic]).unwrap();
+    for r in recv_n(&mut c, 3, Duration::from_secs(60)).await {
+        r.ack();
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    fx.mock_cluster().request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
+    );
+    assert!(c.commit_now().await.is_err());
+    assert_eq!(c.stats().offsets_failed, 3);
+    common::wait_until(Duration::from_secs(10), "2 records refused", || {
+        c.stats().failed_log_dropped == 2
+    });
+    let report = c.shutdown().await.unwrap();
+    assert_eq!(report.log_flushed, Some(false), "{report:?}");
+    assert_eq!(
+        (report.stats.offsets_failed, report.stats.failed_log_dropped),
+        (3, 2),
+        "{:?}",
+        report.stats
+    );
 }

@@ -2,6 +2,7 @@
 //! command is tested in tests/cli.rs).
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -422,8 +423,17 @@ fn rotation_keeps_a_bounded_number_of_files_read_in_order() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["failed.jsonl", "failed.jsonl.1", "failed.jsonl.2"]);
-    for name in &names {
+    // The writer lock file stays; it is not a rotated file.
+    assert_eq!(
+        names,
+        [
+            "failed.jsonl",
+            "failed.jsonl.1",
+            "failed.jsonl.2",
+            "failed.jsonl.lock"
+        ]
+    );
+    for name in &names[..3] {
         assert!(std::fs::metadata(dir.join(name)).unwrap().len() <= max_file_bytes);
     }
 
@@ -465,7 +475,7 @@ fn rotation_with_max_files_at_its_maximum_keeps_everything() {
     }
     log.flush_timeout(Duration::from_secs(10)).unwrap();
     log.close().unwrap();
-    assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 6);
+    assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 6 + 1); // + the lock file
     assert_eq!(
         offsets(LogReader::open(&path).unwrap().entries()),
         [0, 1, 2, 3, 4, 5]
@@ -485,7 +495,7 @@ fn rotation_with_one_file_starts_afresh() {
         log.record(failure("orders", 0, offset));
     }
     log.close().unwrap();
-    assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 1);
+    assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 1 + 1); // + the lock file
     assert_eq!(offsets(LogReader::open(&path).unwrap().entries()), [4]);
 }
 
@@ -680,6 +690,312 @@ fn a_burst_larger_than_the_queue_bound_is_written_whole_on_a_healthy_disk() {
     let read = offsets(LogReader::open(&path).unwrap().entries());
     assert_eq!(read.len(), 15_000);
     assert!(read.windows(2).all(|w| w[1] == w[0] + 1));
+}
+
+/// Refused records are warned about with the reason: `queue_full` (with the
+/// write error) while the disk fails, `closed` after close.
+#[test]
+fn refused_records_are_warned_with_the_reason() {
+    let logs = captured_logs();
+    let dir = TempDir::new("refused-warn");
+    let sub = dir.join("logs");
+    std::fs::create_dir(&sub).unwrap();
+    let path = sub.join("failed.jsonl");
+    let log = FailedOffsetLog::builder(&path)
+        .max_unwritten(1)
+        .open()
+        .unwrap();
+    std::fs::remove_dir_all(&sub).unwrap();
+    log.record(failure("orders", 0, 1));
+    log.record(failure("orders", 0, 2));
+    assert!(log.flush().is_err());
+    assert_eq!(log.status().dropped, 1);
+    drop(log.close());
+    log.record(failure("orders", 0, 3));
+    assert_eq!(log.status().dropped, 2);
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let path_field = format!("path={}", path.display());
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(&path_field) && l.contains("WARN"))
+        .collect();
+    let full = warnings
+        .iter()
+        .find(|l| l.contains("reason=\"queue_full\""))
+        .unwrap_or_else(|| panic!("no queue_full warning in {text}"));
+    assert!(full.contains("oldest record dropped"), "{full}");
+    assert!(full.contains("error=open:"), "{full}");
+    assert!(full.contains("\"offset\":1,"), "{full}");
+    let closed = warnings
+        .iter()
+        .find(|l| l.contains("reason=\"closed\""))
+        .unwrap_or_else(|| panic!("no closed warning in {text}"));
+    assert!(closed.contains("offset=3"), "{closed}");
+}
+
+/// One writer per log in a process: a second open is refused with a typed
+/// error, also after the first one rotated the file (the lock is on
+/// `path.lock`, which rotation does not touch); once the first is closed, or
+/// its last handle dropped, a new writer opens.
+#[test]
+fn a_second_writer_in_this_process_is_refused_until_the_first_closes() {
+    let dir = TempDir::new("lock");
+    let path = dir.join("failed.jsonl");
+    let first = FailedOffsetLog::builder(&path)
+        .max_file_bytes(1024)
+        .open()
+        .unwrap();
+    let in_use = |err: LogError| {
+        assert!(err.is_in_use(), "{err:?}");
+        assert!(
+            matches!(&err, LogError::InUse { path: p, lock_path }
+                if *p == path && *lock_path == dir.join("failed.jsonl.lock")),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("in use by another writer"), "{text}");
+        assert!(text.contains("failed.jsonl"), "{text}");
+    };
+    in_use(FailedOffsetLog::open(&path).unwrap_err());
+
+    for offset in 0..20 {
+        first.record(failure("orders", 0, offset));
+    }
+    first.flush().unwrap();
+    assert!(first.status().rotations >= 2, "{:?}", first.status());
+    in_use(FailedOffsetLog::builder(&path).open().unwrap_err());
+
+    first.close().unwrap();
+    let second = FailedOffsetLog::open(&path).unwrap();
+    second.record(failure("orders", 0, 20));
+    drop(second); // the last handle: closes and releases the lock
+    let third = FailedOffsetLog::open(&path).unwrap();
+    third.close().unwrap();
+    let read = offsets(LogReader::open(&path).unwrap().entries());
+    assert_eq!(read, (0..=20).collect::<Vec<_>>());
+}
+
+/// Runs `f` on a thread of its own and fails the test if it does not return
+/// within 10 s (instead of hanging the test binary).
+fn within_10s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("did not return within 10 s")
+}
+
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// Readers never block on a FIFO either: as the log it is an error, as a
+/// rotated file an issue; the regular files are still read.
+#[test]
+fn readers_refuse_a_fifo_without_blocking() {
+    let dir = TempDir::new("read-fifo");
+    let fifo = dir.join("fifo.jsonl");
+    mkfifo(&fifo);
+    let p = fifo.clone();
+    let err = within_10s(move || LogReader::open(&p).map(drop)).unwrap_err();
+    assert!(err.to_string().contains("FIFO"), "{err}");
+
+    let path = dir.join("log.jsonl");
+    std::fs::write(&path, log_bytes(&[failure_entry(failure("orders", 0, 7))])).unwrap();
+    mkfifo(&dir.join("log.jsonl.1"));
+    let p = path.clone();
+    let reader = within_10s(move || LogReader::open(&p)).unwrap();
+    assert_eq!(offsets(reader.entries()), [7]);
+    assert_eq!(reader.issues().len(), 1, "{:?}", reader.issues());
+    assert!(
+        matches!(&reader.issues()[0].kind, ReadIssueKind::Io(m) if m.contains("FIFO")),
+        "{:?}",
+        reader.issues()
+    );
+}
+
+/// A log path that is a FIFO, a character device or a directory is refused
+/// with a typed error naming it, at once (a FIFO used to block the open).
+#[test]
+fn a_path_that_is_not_a_regular_file_is_refused_without_blocking() {
+    let dir = TempDir::new("not-a-file");
+    let fifo = dir.join("fifo.jsonl");
+    mkfifo(&fifo);
+    let subdir = dir.join("a-directory");
+    std::fs::create_dir(&subdir).unwrap();
+    for (path, kind) in [
+        (fifo.clone(), "FIFO"),
+        (PathBuf::from("/dev/null"), "character device"),
+        (subdir.clone(), "directory"),
+    ] {
+        let p = path.clone();
+        let err = within_10s(move || FailedOffsetLog::open(&p).map(drop)).unwrap_err();
+        assert!(
+            matches!(&err, LogError::NotAFile { path: p, kind: k } if *p == path && *k == kind),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(
+            text.contains(&format!("is a {kind}, not a regular file")),
+            "{text}"
+        );
+        assert!(!PathBuf::from(format!("{}.lock", path.display())).exists());
+    }
+    assert!(!Path::new("/dev/null.lock").exists());
+    // A FIFO where the lock file goes is refused too.
+    let path = dir.join("locked-by-fifo.jsonl");
+    mkfifo(&dir.join("locked-by-fifo.jsonl.lock"));
+    let p = path.clone();
+    let err = within_10s(move || FailedOffsetLog::open(&p).map(drop)).unwrap_err();
+    assert!(
+        matches!(&err, LogError::NotAFile { kind: "FIFO", path: p } if p.ends_with("locked-by-fifo.jsonl.lock")),
+        "{err:?}"
+    );
+}
+
+/// Rotation with a FIFO named like a rotated file (`path.1`, the oldest one
+/// kept with `max_files(2)`) removes it and does not hang.
+#[test]
+fn rotation_onto_a_fifo_does_not_hang() {
+    let dir = TempDir::new("rotate-fifo");
+    let path = dir.join("failed.jsonl");
+    mkfifo(&dir.join("failed.jsonl.1"));
+    let p = path.clone();
+    let status = within_10s(move || {
+        let log = FailedOffsetLog::builder(&p)
+            .max_file_bytes(1)
+            .max_files(2)
+            .open()
+            .unwrap();
+        for offset in 0..3 {
+            log.record(failure("orders", 0, offset));
+        }
+        log.flush().unwrap();
+        let status = log.status();
+        log.close().unwrap();
+        status
+    });
+    assert_eq!(
+        (status.records_written, status.rotations),
+        (3, 2),
+        "{status:?}"
+    );
+    assert!(
+        std::fs::metadata(dir.join("failed.jsonl.1"))
+            .unwrap()
+            .is_file()
+    );
+    let p = path.clone();
+    let read = within_10s(move || offsets(LogReader::open(&p).unwrap().entries()));
+    assert_eq!(read, [1, 2]);
+}
+
+const WRITER_CHILD_ENV: &str = "OFFSET_GUARD_TEST_LOG_WRITER";
+const CHILD_RECORDS: i64 = 2_000;
+
+/// The child side of [`a_second_writer_process_is_refused`]: `first:PATH`
+/// opens the log, says `LOCKED`, writes its records, says `WRITTEN n` and
+/// closes when its stdin ends; `second:PATH` tries to open it and says what
+/// happened.
+fn writer_child(spec: &str) {
+    let (role, path) = spec.split_once(':').unwrap();
+    let builder = FailedOffsetLog::builder(path)
+        .max_file_bytes(64 * 1024)
+        .max_files(1_000);
+    if role == "second" {
+        match builder.open() {
+            Err(e) if e.is_in_use() => println!("CHILD IN_USE {e}"),
+            Err(e) => println!("CHILD ERROR {e:?}"),
+            Ok(_) => println!("CHILD OPENED"),
+        }
+        return;
+    }
+    let log = builder.open().unwrap();
+    println!("CHILD LOCKED");
+    for offset in 0..CHILD_RECORDS {
+        log.record(failure("orders", 0, offset));
+    }
+    log.flush().unwrap();
+    let status = log.status();
+    println!(
+        "CHILD WRITTEN {} {}",
+        status.records_written, status.rotations
+    );
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new()).unwrap();
+    log.close().unwrap();
+}
+
+fn spawn_writer_child(role: &str, path: &Path) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_second_writer_process_is_refused",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(WRITER_CHILD_ENV, format!("{role}:{}", path.display()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// What the child says after `CHILD ` (the test harness prints its own text
+/// around it, `test NAME ... ` on the same line).
+fn child_lines(out: impl std::io::Read) -> impl Iterator<Item = String> {
+    std::io::BufRead::lines(std::io::BufReader::new(out))
+        .map(Result::unwrap)
+        .filter_map(|l| l.split_once("CHILD ").map(|(_, said)| said.to_owned()))
+}
+
+/// One writer per log across processes: while one process writes (rotating
+/// at 64 KiB), three more processes and this one are refused with
+/// [`LogError::InUse`]; every record of the first reads back.
+#[test]
+fn a_second_writer_process_is_refused() {
+    if let Ok(spec) = std::env::var(WRITER_CHILD_ENV) {
+        return writer_child(&spec);
+    }
+    let dir = TempDir::new("lock-processes");
+    let path = dir.join("failed.jsonl");
+    let mut first = spawn_writer_child("first", &path);
+    let mut lines = child_lines(first.stdout.take().unwrap());
+    assert_eq!(lines.next().as_deref(), Some("LOCKED"));
+
+    // Started while the first writes.
+    let seconds: Vec<_> = (0..3)
+        .map(|_| spawn_writer_child("second", &path))
+        .collect();
+    for mut child in seconds {
+        drop(child.stdin.take());
+        let said: Vec<String> = child_lines(child.stdout.take().unwrap()).collect();
+        assert!(child.wait().unwrap().success());
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(said[0].starts_with("IN_USE "), "{said:?}");
+        assert!(said[0].contains("in use by another writer"), "{said:?}");
+    }
+    assert!(FailedOffsetLog::open(&path).unwrap_err().is_in_use());
+
+    let written = lines.next().unwrap();
+    let mut figures = written.strip_prefix("WRITTEN ").unwrap().split(' ');
+    assert_eq!(figures.next(), Some(CHILD_RECORDS.to_string().as_str()));
+    let rotations: u64 = figures.next().unwrap().parse().unwrap();
+    assert!(rotations >= 2, "{written}");
+    drop(first.stdin.take());
+    assert!(first.wait().unwrap().success());
+
+    let reader = LogReader::open(&path).unwrap();
+    assert!(reader.issues().is_empty(), "{:?}", reader.issues());
+    assert_eq!(
+        offsets(reader.entries()),
+        (0..CHILD_RECORDS).collect::<Vec<_>>()
+    );
+    // The first process is gone: its lock went with it.
+    FailedOffsetLog::open(&path).unwrap().close().unwrap();
 }
 
 #[test]
@@ -1051,5 +1367,28 @@ proptest! {
             prop_assert!(reader.issues().is_empty());
             prop_assert_eq!(reader.entries().len(), n as usize);
         }
+    }
+}
+
+/// Every path form `GuardBuilder::failed_offset_log` took before (anything
+/// `Into<PathBuf>`) converts into a `LogBuilder` with that path.
+#[test]
+fn paths_convert_into_log_builders() {
+    use offset_guard::failure_log::LogBuilder;
+    use std::borrow::Cow;
+    let p = Path::new("/var/log/failed.jsonl");
+    let forms: Vec<LogBuilder> = vec![
+        "/var/log/failed.jsonl".into(),
+        String::from("/var/log/failed.jsonl").into(),
+        (&String::from("/var/log/failed.jsonl")).into(),
+        p.into(),
+        p.to_path_buf().into(),
+        (&p.to_path_buf()).into(),
+        p.as_os_str().to_owned().into(),
+        Box::<Path>::from(p).into(),
+        Cow::Borrowed(p).into(),
+    ];
+    for b in forms {
+        assert_eq!(b.path(), p);
     }
 }

@@ -90,6 +90,8 @@ async fn counters_gauges_and_latencies_after_acks_a_commit_and_a_refusal() {
     assert_eq!(counter("offset_guard_offsets_failed_total"), 1);
     assert_eq!(counter("offset_guard_commits_retried_total"), 0);
     assert_eq!(counter("offset_guard_assigns_total"), 1);
+    // Stats::failed_log_dropped, exported even without a log.
+    assert_eq!(counter("offset_guard_failed_log_dropped_total"), 0);
 
     let mut labels = g();
     labels.push(("partition".into(), "0".into()));

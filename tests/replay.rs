@@ -9,8 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Fixture, recv_n, unique};
-use offset_guard::failure_log::{LogEntry, LogReader, ResolutionKind};
-use offset_guard::{BuildError, OffsetGuard, RetryPolicy};
+use offset_guard::failure_log::{
+    FailedOffsetLog, FsyncPolicy, LogEntry, LogReader, ResolutionKind,
+};
+use offset_guard::{
+    BuildError, FailedOffset, FailureReason, FailureSink, OffsetGuard, RetryPolicy,
+};
 use rdkafka::ClientConfig;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
@@ -150,6 +154,75 @@ async fn replay_recommits_a_logged_offset_ahead_and_refuses_one_behind() {
         "replay: p0 logged 25 over committed 10 -> recommitted; p1 logged 20 under committed 30 -> superseded"
     );
     let _ = std::fs::remove_file(&log_path);
+}
+
+/// The log's own settings through the builder (`failed_offset_log` with a
+/// `LogBuilder`): rotation at 1 byte puts every record in a file of its own,
+/// and replay reads the rotated files too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_works_with_the_log_options_form() {
+    let fx = Fixture::mock();
+    let (topic, group) = (unique("replay-opts"), unique("g-replay-opts"));
+    let dir = std::env::temp_dir().join(&group);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log_path = dir.join("failed.jsonl");
+    fx.create_topic(&topic, 2);
+    fx.produce(&topic, 2, 50, 0);
+    let options = || {
+        FailedOffsetLog::builder(&log_path)
+            .max_file_bytes(1)
+            .max_files(10)
+            .fsync(FsyncPolicy::Batched {
+                max_records: 10,
+                max_delay: Duration::from_millis(10),
+            })
+    };
+
+    // A previous run logged p0 at 25 and p1 at 20, one file each.
+    let log = options().open().unwrap();
+    for (partition, offset) in [(0, 25), (1, 20)] {
+        log.record(FailedOffset::new(
+            &group,
+            &topic,
+            partition,
+            offset,
+            FailureReason::RetriesExhausted,
+        ));
+    }
+    log.close().unwrap();
+    assert!(dir.join("failed.jsonl.1").is_file());
+
+    let mut c = fx
+        .guard(&group)
+        .no_commit_interval()
+        .failed_offset_log(options())
+        .replay_failed_offsets()
+        .build()
+        .unwrap();
+    c.subscribe(&[&topic]).unwrap();
+    let records = recv_n(&mut c, 55, Duration::from_secs(30)).await;
+    for p in [0, 1] {
+        let first = records
+            .iter()
+            .filter(|r| r.partition() == p)
+            .map(|r| r.offset())
+            .min();
+        assert_eq!(first, Some(if p == 0 { 25 } else { 20 }), "p{p}");
+    }
+    common::wait_until(Duration::from_secs(10), "the replayed commits land", || {
+        fx.committed(&group, &topic, 2) == vec![Some(25), Some(20)]
+    });
+    assert_eq!(c.stats().offsets_replayed, 2);
+    drop(records);
+    c.shutdown().await.unwrap();
+
+    // Both resolutions appended, each in a file of its own: 4 files, rotated by
+    // the options given to the builder.
+    let reader = LogReader::open(&log_path).unwrap();
+    assert!(reader.unresolved().is_empty(), "{:?}", reader.unresolved());
+    assert_eq!(reader.entries().len(), 4);
+    assert_eq!(reader.files().len(), 4, "{:?}", reader.files());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -127,8 +127,7 @@ impl Worker {
             })
             .collect();
         let log = self.recorder.log().map(|l| l.status());
-        self.telemetry
-            .publish(&self.metrics.snapshot(), &parts, log);
+        self.telemetry.publish(&self.recorder.stats(), &parts, log);
         self.next_publish = Deadline::after(PUBLISH_EVERY);
     }
 
@@ -176,7 +175,12 @@ impl Worker {
         if !self.config.replay_failed_offsets {
             return;
         }
-        let Some(path) = self.config.failed_offset_log.clone() else {
+        let Some(path) = self
+            .config
+            .failed_offset_log
+            .as_ref()
+            .map(|l| l.path().to_path_buf())
+        else {
             return;
         };
         for (tp, offset) in crate::failures::replay_entries(&path, &self.config.group_id) {

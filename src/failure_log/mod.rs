@@ -79,8 +79,26 @@
 //! [`LogStream::open`] and [`LogReader::open`] read `path.N ... path.1,
 //! path`, oldest first.
 //!
-//! Use one `FailedOffsetLog` per path (clone the handle to share it): two
-//! writers on one file would rotate it under each other.
+//! # One writer per log
+//!
+//! Two writers on one log would rotate it under each other and lose records,
+//! so [`LogBuilder::open`] takes an exclusive, non-blocking lock on a lock
+//! file next to the log, `path.lock` (created if missing, never deleted, not
+//! a rotated file), and holds it for the writer's whole life: rotation
+//! renames only the log files, so the lock stays valid across rotations. A
+//! second writer, in this process or another one, fails with
+//! [`LogError::InUse`]. The lock is released when the writer stops:
+//! [`close`](FailedOffsetLog::close), the drop of the last handle, or the
+//! process's exit (the operating system releases it even after a crash, so a
+//! stale lock file is harmless). It is an advisory lock (`flock` on Unix,
+//! `LockFileEx` on Windows): it keeps `FailedOffsetLog`s apart, not other
+//! programs; deleting `path.lock` while a writer runs defeats it. Clone the
+//! handle to share one writer. Readers ([`LogReader`], the CLI) take no lock.
+//!
+//! The log path must be a regular file (or not exist yet): a directory, FIFO,
+//! device (`/dev/null`) or socket is refused with [`LogError::NotAFile`],
+//! checked before the file is opened and again on the opened file (which is
+//! opened non-blocking, so a FIFO never blocks the open).
 //!
 //! # Reading
 //!
@@ -256,6 +274,23 @@ pub enum LogError {
         /// Which setting and why.
         what: &'static str,
     },
+    /// Another writer holds the log: a [`FailedOffsetLog`] in this process
+    /// or in another one has it open. One writer per log; clone the handle to
+    /// share it.
+    InUse {
+        /// The log path.
+        path: PathBuf,
+        /// The lock file that is held (`path` + `.lock`).
+        lock_path: PathBuf,
+    },
+    /// The log path (or its lock file) exists and is not a regular file.
+    NotAFile {
+        /// The path refused.
+        path: PathBuf,
+        /// What it is: `directory`, `FIFO`, `character device`,
+        /// `block device`, `socket` or `special file`.
+        kind: &'static str,
+    },
 }
 
 impl LogError {
@@ -287,6 +322,11 @@ impl LogError {
         matches!(self, LogError::PermissionDenied { .. })
     }
 
+    /// Another writer holds the log ([`LogError::InUse`]).
+    pub fn is_in_use(&self) -> bool {
+        matches!(self, LogError::InUse { .. })
+    }
+
     /// The path involved, when there is one.
     pub fn path(&self) -> Option<&Path> {
         match self {
@@ -296,7 +336,9 @@ impl LogError {
             | LogError::Io { path, .. }
             | LogError::Write { path, .. }
             | LogError::Timeout { path, .. }
-            | LogError::Closed { path } => Some(path),
+            | LogError::Closed { path }
+            | LogError::InUse { path, .. }
+            | LogError::NotAFile { path, .. } => Some(path),
             LogError::InvalidConfig { .. } => None,
         }
     }
@@ -341,6 +383,17 @@ impl fmt::Display for LogError {
             LogError::InvalidConfig { what } => {
                 write!(f, "invalid failed-offset log setting: {what}")
             }
+            LogError::InUse { path, lock_path } => write!(
+                f,
+                "failed-offset log {}: in use by another writer (its lock {} is held); one writer per log",
+                path.display(),
+                lock_path.display()
+            ),
+            LogError::NotAFile { path, kind } => write!(
+                f,
+                "failed-offset log {}: is a {kind}, not a regular file",
+                path.display()
+            ),
         }
     }
 }

@@ -158,7 +158,7 @@ impl LogStream {
                 expected -= 1;
             }
             expected = n - 1;
-            sources.push_back(match File::open(file) {
+            sources.push_back(match open_readable(file) {
                 Ok(f) => Source::Open(file.clone(), Box::new(BufReader::with_capacity(1 << 16, f))),
                 Err(e) => Source::Issue(whole_file_issue(
                     file.clone(),
@@ -174,7 +174,7 @@ impl LogStream {
             )));
             expected -= 1;
         }
-        match File::open(path).and_then(|f| reject_directory(f, path)) {
+        match open_readable(path) {
             Ok(f) => sources.push_back(Source::Open(
                 path.to_path_buf(),
                 Box::new(BufReader::with_capacity(1 << 16, f)),
@@ -328,11 +328,28 @@ fn rotated_name(path: &Path, n: u64) -> PathBuf {
 }
 
 /// A directory opens on Linux but cannot be read as a log.
-fn reject_directory(f: File, path: &Path) -> io::Result<File> {
-    if f.metadata()?.is_dir() {
+/// Opens a log file for reading, non-blocking so that a FIFO or device put
+/// there never blocks the open, and refuses anything but a regular file.
+fn open_readable(path: &Path) -> io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let f = options.open(path)?;
+    let ft = f.metadata()?.file_type();
+    if ft.is_dir() {
         return Err(io::Error::new(
             io::ErrorKind::IsADirectory,
             format!("{} is a directory", path.display()),
+        ));
+    }
+    if let Some(kind) = super::writer::special_kind(&ft) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is a {kind}, not a regular file", path.display()),
         ));
     }
     Ok(f)

@@ -1,7 +1,7 @@
 //! The writer: a handle that queues records, and a thread that owns the file.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::fs::{File, FileType, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,9 +56,13 @@ pub struct LogStatus {
     /// Records accepted but not written yet (queued, or kept after a failed
     /// write and waiting for a retry).
     pub unwritten: u64,
-    /// Records discarded: the in-memory queue of unwritten records overflowed
-    /// ([`LogBuilder::max_unwritten`]; each one is logged with
-    /// `tracing::warn!`), or a record arrived after [`FailedOffsetLog::close`].
+    /// Records refused and discarded: the file could not be written and the
+    /// in-memory queue of unwritten records was full
+    /// ([`LogBuilder::max_unwritten`]; warning with `reason="queue_full"`,
+    /// the last write `error` and the record), or a record arrived after
+    /// [`FailedOffsetLog::close`] (warning with `reason="closed"` and the
+    /// record). Each one is logged with `tracing::warn!`. A guard's log also
+    /// reports it as [`Stats::failed_log_dropped`](crate::Stats::failed_log_dropped).
     pub dropped: u64,
     /// Times the file was rotated.
     pub rotations: u64,
@@ -75,6 +79,45 @@ pub struct LogBuilder {
     max_file_bytes: u64,
     max_files: usize,
     max_unwritten: usize,
+}
+
+/// A path is a log with the default settings, so
+/// [`GuardBuilder::failed_offset_log`](crate::GuardBuilder::failed_offset_log)
+/// takes either a path or a [`LogBuilder`].
+impl<P: AsRef<std::ffi::OsStr> + ?Sized> From<&P> for LogBuilder {
+    fn from(path: &P) -> Self {
+        FailedOffsetLog::builder(Path::new(path))
+    }
+}
+
+impl From<PathBuf> for LogBuilder {
+    fn from(path: PathBuf) -> Self {
+        FailedOffsetLog::builder(path)
+    }
+}
+
+impl From<String> for LogBuilder {
+    fn from(path: String) -> Self {
+        FailedOffsetLog::builder(path)
+    }
+}
+
+impl From<std::ffi::OsString> for LogBuilder {
+    fn from(path: std::ffi::OsString) -> Self {
+        FailedOffsetLog::builder(path)
+    }
+}
+
+impl From<Box<Path>> for LogBuilder {
+    fn from(path: Box<Path>) -> Self {
+        FailedOffsetLog::builder(path)
+    }
+}
+
+impl From<std::borrow::Cow<'_, Path>> for LogBuilder {
+    fn from(path: std::borrow::Cow<'_, Path>) -> Self {
+        FailedOffsetLog::builder(path)
+    }
 }
 
 impl LogBuilder {
@@ -102,44 +145,66 @@ impl LogBuilder {
 
     /// How many records to keep in memory while the file cannot be written;
     /// beyond that the oldest is dropped (counted in [`LogStatus::dropped`],
-    /// logged with `tracing::warn!` including the record). Must be at least 1.
-    /// Default: 10 000.
+    /// logged with `tracing::warn!` with `reason="queue_full"`, the write
+    /// error and the record). The bound applies only to records waiting for
+    /// a failing disk: a burst on a healthy disk is written whole. Must be at
+    /// least 1. Default: 10 000.
     pub fn max_unwritten(mut self, records: usize) -> Self {
         self.max_unwritten = records;
         self
     }
 
-    /// Opens (creates, or appends to) the file and starts the writer thread.
+    /// The log file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Checks every setting; the error names the setting at fault.
+    fn validate(&self) -> Result<(), LogError> {
+        let what = if self.max_file_bytes == 0 {
+            "max_file_bytes must be at least 1"
+        } else if self.max_files == 0 {
+            "max_files must be at least 1"
+        } else if self.max_unwritten == 0 {
+            "max_unwritten must be at least 1"
+        } else if let FsyncPolicy::Batched { max_records: 0, .. } = self.fsync {
+            "FsyncPolicy::Batched max_records must be at least 1"
+        } else {
+            return Ok(());
+        };
+        Err(LogError::InvalidConfig { what })
+    }
+
+    /// Takes the log's writer lock, opens (creates, or appends to) the file
+    /// and starts the writer thread.
     ///
-    /// Fails with a [`LogError`] naming the path when the directory does not
-    /// exist, is not writable, or a parent is not a directory.
+    /// # Errors
+    ///
+    /// A [`LogError`] naming the path: [`InvalidConfig`](LogError::InvalidConfig)
+    /// (naming the setting), [`InUse`](LogError::InUse) when another writer,
+    /// in this process or another, has the log open (see the
+    /// [module docs](super#one-writer-per-log)),
+    /// [`NotAFile`](LogError::NotAFile) when the path is a directory, FIFO,
+    /// device or socket, [`NotFound`](LogError::NotFound) when the directory
+    /// does not exist, [`PermissionDenied`](LogError::PermissionDenied),
+    /// [`NotADirectory`](LogError::NotADirectory) when a parent is not a
+    /// directory, or [`Io`](LogError::Io).
     pub fn open(self) -> Result<FailedOffsetLog, LogError> {
-        if self.max_file_bytes == 0 {
-            return Err(LogError::InvalidConfig {
-                what: "max_file_bytes must be at least 1",
-            });
-        }
-        if self.max_files == 0 {
-            return Err(LogError::InvalidConfig {
-                what: "max_files must be at least 1",
-            });
-        }
-        if self.max_unwritten == 0 {
-            return Err(LogError::InvalidConfig {
-                what: "max_unwritten must be at least 1",
-            });
-        }
-        if let FsyncPolicy::Batched { max_records: 0, .. } = self.fsync {
-            return Err(LogError::InvalidConfig {
-                what: "FsyncPolicy::Batched max_records must be at least 1",
-            });
-        }
+        self.validate()?;
         let path = self.path.clone();
-        let opened = open_file(&path).map_err(|(op, e)| LogError::from_io(&path, op, e))?;
+        refuse_non_file(&path)?;
+        let lock = take_lock(&path)?;
+        // Re-checked on failure: the path may have been replaced meanwhile.
+        let opened = open_file(&path).map_err(|(op, e)| {
+            refuse_non_file(&path)
+                .err()
+                .unwrap_or_else(|| LogError::from_io(&path, op, e))
+        })?;
 
         let shared = Arc::new(Shared::default());
         let (tx, rx) = mpsc::channel();
         let mut writer = Writer {
+            _lock: lock,
             cfg: self,
             shared: Arc::clone(&shared),
             file: Some(opened),
@@ -254,9 +319,11 @@ impl FailedOffsetLog {
         };
         if let Err(Command::Append(entry)) = sent {
             shared.unwritten.fetch_sub(1, Ordering::Relaxed);
-            shared.dropped.fetch_add(1, Ordering::Relaxed);
+            let dropped = shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             warn!(
                 path = %self.inner.path.display(),
+                reason = "closed",
+                dropped,
                 topic = entry.topic(),
                 partition = entry.partition(),
                 offset = entry.offset(),
@@ -307,6 +374,11 @@ impl FailedOffsetLog {
     /// (and counted). Closing twice is fine; the second close returns `Ok`.
     pub fn close(&self) -> Result<(), LogError> {
         self.inner.close()
+    }
+
+    /// [`LogStatus::dropped`], without the rest of the snapshot.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.inner.shared.dropped.load(Ordering::Relaxed)
     }
 
     /// A snapshot of the counters.
@@ -360,13 +432,97 @@ struct OpenFile {
     needs_newline: bool,
 }
 
+/// What a file type is, when it is not a regular file.
+pub(super) fn special_kind(ft: &FileType) -> Option<&'static str> {
+    if ft.is_file() {
+        return None;
+    }
+    if ft.is_dir() {
+        return Some("directory");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        for (is, kind) in [
+            (ft.is_fifo(), "FIFO"),
+            (ft.is_char_device(), "character device"),
+            (ft.is_block_device(), "block device"),
+            (ft.is_socket(), "socket"),
+        ] {
+            if is {
+                return Some(kind);
+            }
+        }
+    }
+    Some("special file")
+}
+
+/// Fails with [`LogError::NotAFile`] when `path` exists and is not a regular
+/// file (symbolic links are followed); a missing path is fine.
+fn refuse_non_file(path: &Path) -> Result<(), LogError> {
+    match std::fs::metadata(path) {
+        Ok(m) => match special_kind(&m.file_type()) {
+            Some(kind) => Err(LogError::NotAFile {
+                path: path.to_path_buf(),
+                kind,
+            }),
+            None => Ok(()),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(LogError::from_io(path, "stat", e)),
+    }
+}
+
+/// Opens (or creates) `path` for reading and appending, non-blocking so that
+/// a FIFO or device put there never blocks the open, and refuses anything but
+/// a regular file (`O_NONBLOCK` has no effect on regular files).
+fn open_regular(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).append(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    match special_kind(&file.metadata()?.file_type()) {
+        Some(kind) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a {kind}, not a regular file"),
+        )),
+        None => Ok(file),
+    }
+}
+
+/// The lock file of the log at `path`: `path` + `.lock`.
+fn lock_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+/// Takes the exclusive writer lock of the log at `path` without waiting; the
+/// returned file holds it until dropped. The lock is on a file of its own
+/// that is never renamed, so rotation does not affect it.
+fn take_lock(path: &Path) -> Result<File, LogError> {
+    let lock_path = lock_path(path);
+    let file = open_regular(&lock_path).map_err(|e| {
+        refuse_non_file(&lock_path)
+            .err()
+            .unwrap_or_else(|| LogError::from_io(&lock_path, "open lock file", e))
+    })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(LogError::InUse {
+            path: path.to_path_buf(),
+            lock_path,
+        }),
+        Err(TryLockError::Error(e)) => Err(LogError::from_io(&lock_path, "lock", e)),
+    }
+}
+
 fn open_file(path: &Path) -> Result<OpenFile, (&'static str, io::Error)> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .open(path)
-        .map_err(|e| ("open", e))?;
+    let mut file = open_regular(path).map_err(|e| ("open", e))?;
     let size = file.metadata().map_err(|e| ("stat", e))?.len();
     let mut needs_newline = false;
     if size > 0 {
@@ -431,6 +587,9 @@ const ROTATE_RETRY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The writer thread's state; it alone touches the file.
 struct Writer {
+    /// The writer lock (`path.lock`), held until the thread ends: dropped
+    /// with the writer, after the log file was synced and closed.
+    _lock: File,
     cfg: LogBuilder,
     shared: Arc<Shared>,
     file: Option<OpenFile>,
@@ -537,9 +696,13 @@ impl Writer {
             };
             self.shared.unwritten.fetch_sub(1, Ordering::Relaxed);
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            let error = self.shared.last_error().clone().unwrap_or_default();
             warn!(
                 path = %self.cfg.path.display(),
+                reason = "queue_full",
+                error = %error,
                 max_unwritten = self.cfg.max_unwritten,
+                dropped = self.shared.dropped.load(Ordering::Relaxed),
                 record = %line.trim_end(),
                 "failed-offset log cannot be written and its in-memory queue is full; oldest record dropped"
             );

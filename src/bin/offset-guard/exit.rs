@@ -99,9 +99,8 @@ impl CliError {
 }
 
 /// Whether opening the log failed because another writer holds its lock.
-/// (An exclusive `flock` that would block reports `WouldBlock`.)
 pub fn log_in_use(e: &LogError) -> bool {
-    matches!(e, LogError::Io { source, .. } if source.kind() == io::ErrorKind::WouldBlock)
+    e.is_in_use()
 }
 
 impl fmt::Display for CliError {
