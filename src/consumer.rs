@@ -2,20 +2,22 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, DefaultConsumerContext};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
-use crate::assignment::{AckStatus, HandOut, PartitionSlot};
+use crate::assignment::{AckStatus, HandOut};
+use crate::consumer_handle::ConsumerHandle;
 use crate::deadline::Deadline;
 use crate::delivery::{Delivery, Record};
 use crate::error::{BuildError, Error};
 use crate::guard::{Guard, PartitionStatus, Setup, ShutdownReport, spawn_error, within};
 use crate::partition::CommittedOffset;
-use crate::poll::{PollRequest, Poller};
+use crate::poll::Poller;
 use crate::rebalance::GuardContext;
 use crate::stats::{Metrics, Stats};
 use crate::threads::GuardThread;
@@ -38,10 +40,9 @@ pub struct GuardedConsumer<C: ConsumerContext + 'static = DefaultConsumerContext
     backlog: Arc<AtomicUsize>,
     /// Records of partitions the application paused, oldest first.
     held: VecDeque<Record>,
-    /// Bumped by every `resume`: `recv` then looks at `held` again.
-    resumes: Arc<AtomicUsize>,
+    /// `handle.resumes` as last seen: on a change `recv` looks at `held` again.
     resumes_seen: usize,
-    requests: std::sync::mpsc::Sender<PollRequest>,
+    handle: ConsumerHandle,
     poll_done: Option<oneshot::Receiver<()>>,
     shut_down: bool,
 }
@@ -54,6 +55,7 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
         let (mut guard, consumer) = Guard::start::<C, BaseConsumer<GuardContext<C>>>(setup)?;
         let config = guard.config.clone();
         let (tx, rx) = mpsc::unbounded_channel();
+        let wake = tx.downgrade();
         let (requests, requests_rx) = std::sync::mpsc::channel();
         let backlog = Arc::new(AtomicUsize::new(0));
         let (done, poll_done) = oneshot::channel();
@@ -81,6 +83,13 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
                 return Err(spawn_error(GuardThread::Poll)(e));
             }
         }
+        let handle = ConsumerHandle {
+            shared: guard.shared(),
+            requests,
+            resumes: Arc::new(AtomicUsize::new(0)),
+            stopped: Arc::new(AtomicBool::new(false)),
+            wake,
+        };
         Ok(GuardedConsumer {
             consumer: Some(consumer),
             guard,
@@ -89,9 +98,8 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             current_len: 0,
             backlog,
             held: VecDeque::new(),
-            resumes: Arc::new(AtomicUsize::new(0)),
             resumes_seen: 0,
-            requests,
+            handle,
             poll_done: Some(poll_done),
             shut_down: false,
         })
@@ -123,23 +131,33 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
         self.consumer().unsubscribe()
     }
 
-    /// The next record, or `None` once the consumer stopped. Waits without
-    /// blocking the executor. Records of partitions whose revoke has started
-    /// since they were fetched are skipped (counted in [`Stats::skipped_revoked`]).
+    /// The next record, or `None` once the consumer stopped (or
+    /// [`ConsumerHandle::stop`] was called). Waits without blocking the
+    /// executor; cancel-safe (a record is never lost by dropping the future).
+    /// Records of partitions whose revoke has started since they were fetched
+    /// are skipped (counted in [`Stats::skipped_revoked`]). The consumer is
+    /// also a [`futures_core::Stream`] of `Result<Record, Error>`.
     ///
     /// # Errors
     ///
     /// [`Error::Fatal`] for a fatal consumer error; [`Error::ThreadDied`] if one
     /// of the guard's threads panicked (the guard stopped).
     pub async fn recv(&mut self) -> Result<Option<Record>, Error> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Record>, Error>> {
         loop {
             if let Some(thread) = self.guard.life.died() {
-                return Err(Error::ThreadDied { thread });
+                return Poll::Ready(Err(Error::ThreadDied { thread }));
+            }
+            if self.handle.is_stopped() {
+                return Poll::Ready(Ok(None));
             }
             self.release_held();
             while let Some(r) = self.current.pop_front() {
                 match r.token.slot.hand_out(r.token.offset) {
-                    HandOut::Yes => return Ok(Some(r)),
+                    HandOut::Yes => return Poll::Ready(Ok(Some(r))),
                     HandOut::Closing => Metrics::inc(&self.guard.metrics.skipped_revoked),
                     HandOut::Paused => self.held.push_back(r),
                 }
@@ -147,17 +165,18 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             // The batch is used up: out of the backlog the poll thread watches.
             self.backlog
                 .fetch_sub(std::mem::take(&mut self.current_len), Ordering::Relaxed);
-            match self.rx.recv().await {
+            match std::task::ready!(self.rx.poll_recv(cx)) {
                 Some(Delivery::Batch(b)) => {
                     self.current_len = b.len();
                     self.current = b.into();
                 }
-                Some(Delivery::Error(e)) => return Err(e),
+                Some(Delivery::Error(e)) => return Poll::Ready(Err(e)),
+                Some(Delivery::Wake) => {}
                 None => {
-                    return match self.guard.life.died() {
+                    return Poll::Ready(match self.guard.life.died() {
                         Some(thread) => Err(Error::ThreadDied { thread }),
                         None => Ok(None),
-                    };
+                    });
                 }
             }
         }
@@ -167,7 +186,7 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
     /// to the front, in their order (they are older than anything of theirs
     /// still in the hand-off); those of ended assignments are dropped.
     fn release_held(&mut self) {
-        let resumes = self.resumes.load(Ordering::Acquire);
+        let resumes = self.handle.resumes.load(Ordering::Acquire);
         if resumes == self.resumes_seen || self.held.is_empty() {
             return;
         }
@@ -205,7 +224,7 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
     /// [`Error::NotOwned`] naming the first partition not assigned to this
     /// consumer; nothing is paused then.
     pub fn pause(&self, partitions: &[(&str, i32)]) -> Result<(), Error> {
-        self.set_paused(partitions, true)
+        self.handle.pause(partitions)
     }
 
     /// Resumes partitions paused with [`pause`](Self::pause): their held
@@ -217,7 +236,7 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
     /// [`Error::NotOwned`] naming the first partition not assigned to this
     /// consumer; nothing is resumed then.
     pub fn resume(&self, partitions: &[(&str, i32)]) -> Result<(), Error> {
-        self.set_paused(partitions, false)
+        self.handle.resume(partitions)
     }
 
     /// Moves a partition's read position (Kafka's `seek`): the next records
@@ -243,46 +262,14 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
         partition: i32,
         offset: rdkafka::Offset,
     ) -> Result<(), Error> {
-        self.owned_slot(topic, partition)?;
-        let (reply, answer) = oneshot::channel();
-        let request = PollRequest::Seek {
-            topic: topic.to_string(),
-            partition,
-            offset,
-            reply,
-        };
-        if self.requests.send(request).is_err() {
-            return Err(self.guard.commits.gone());
-        }
-        let result = answer.await.map_err(|_| self.guard.commits.gone())?;
-        // Held records of the old position are dropped at the next `recv`.
-        self.resumes.fetch_add(1, Ordering::Release);
-        result
+        self.handle.seek(topic, partition, offset).await
     }
 
-    fn set_paused(&self, partitions: &[(&str, i32)], paused: bool) -> Result<(), Error> {
-        let slots = partitions
-            .iter()
-            .map(|&(topic, partition)| self.owned_slot(topic, partition))
-            .collect::<Result<Vec<_>, _>>()?;
-        for s in &slots {
-            s.set_user_paused(paused);
-        }
-        if !paused {
-            self.resumes.fetch_add(1, Ordering::Release);
-        }
-        let _ = self.requests.send(PollRequest::Regulate);
-        Ok(())
-    }
-
-    fn owned_slot(&self, topic: &str, partition: i32) -> Result<Arc<PartitionSlot>, Error> {
-        self.guard
-            .assignment
-            .get(topic, partition)
-            .ok_or_else(|| Error::NotOwned {
-                topic: topic.to_string(),
-                partition,
-            })
+    /// A cheap, cloneable handle for other tasks while the receive loop
+    /// runs: stats, partitions, `commit_now`, pause/resume/seek, and
+    /// [`stop`](ConsumerHandle::stop) to end the receive loop.
+    pub fn handle(&self) -> ConsumerHandle {
+        self.handle.clone()
     }
 
     /// Acks by coordinates instead of by token. A partition this consumer does
@@ -355,6 +342,17 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             let _ = within(deadline, rx).await;
         }
         result
+    }
+}
+
+/// The records as a stream (`Ok` records, `Err` errors, ends like
+/// [`recv`](GuardedConsumer::recv) returning `None`), for `StreamExt`
+/// combinators such as `for_each_concurrent` and `buffer_unordered`.
+impl<C: ConsumerContext + 'static> futures_core::Stream for GuardedConsumer<C> {
+    type Item = Result<Record, Error>;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_recv(cx).map(Result::transpose)
     }
 }
 

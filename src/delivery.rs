@@ -69,4 +69,6 @@ impl fmt::Debug for Record {
 pub(crate) enum Delivery {
     Batch(Vec<Record>),
     Error(Error),
+    /// Wakes a waiting `recv` ([`ConsumerHandle::stop`](crate::ConsumerHandle::stop)).
+    Wake,
 }

@@ -282,30 +282,17 @@ impl Guard {
     }
 
     pub(crate) fn partitions(&self) -> Vec<PartitionStatus> {
-        let view = self.commits.view();
-        let mut v: Vec<_> = self
-            .assignment
-            .all()
-            .into_iter()
-            .map(|s| {
-                let sv = s.view();
-                let committed = view.committed(&s.tp);
-                let log_end = self.broker.as_ref().and_then(|b| b.log_end(&s.tp));
-                PartitionStatus {
-                    topic: s.tp.topic.to_string(),
-                    partition: s.tp.partition,
-                    epoch: s.epoch,
-                    committed,
-                    commit_point: sv.commit_point,
-                    first_unacked: sv.first_unacked,
-                    outstanding: sv.outstanding,
-                    log_end,
-                    lag: telemetry::lag(log_end, committed),
-                }
-            })
-            .collect();
-        v.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-        v
+        partitions(&self.assignment, &self.commits, self.broker.as_deref())
+    }
+
+    /// What a cloneable handle needs: it never keeps the consumer open.
+    pub(crate) fn shared(&self) -> Shared {
+        Shared {
+            assignment: self.assignment.clone(),
+            recorder: self.recorder.clone(),
+            commits: self.commits.clone(),
+            broker: self.broker.as_ref().map(Arc::downgrade),
+        }
     }
 
     /// Shutdown starts: nothing more is handed out, the final commit is asked
@@ -455,5 +442,61 @@ pub(crate) async fn within<F: Future>(deadline: Deadline, f: F) -> Option<F::Out
             .await
             .ok(),
         None => Some(f.await),
+    }
+}
+
+/// The per-partition state of the current assignment, sorted.
+fn partitions(
+    assignment: &Assignment,
+    commits: &CommitHandle,
+    broker: Option<&dyn Committer>,
+) -> Vec<PartitionStatus> {
+    let view = commits.view();
+    let mut v: Vec<_> = assignment
+        .all()
+        .into_iter()
+        .map(|s| {
+            let sv = s.view();
+            let committed = view.committed(&s.tp);
+            let log_end = broker.and_then(|b| b.log_end(&s.tp));
+            PartitionStatus {
+                topic: s.tp.topic.to_string(),
+                partition: s.tp.partition,
+                epoch: s.epoch,
+                committed,
+                commit_point: sv.commit_point,
+                first_unacked: sv.first_unacked,
+                outstanding: sv.outstanding,
+                log_end,
+                lag: telemetry::lag(log_end, committed),
+            }
+        })
+        .collect();
+    v.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    v
+}
+
+/// The parts of a [`Guard`] that cloneable handles share; a weak reference
+/// to the consumer, so a handle kept after shutdown does not keep it open.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub assignment: Arc<Assignment>,
+    recorder: Arc<FailureRecorder>,
+    pub commits: CommitHandle,
+    broker: Option<std::sync::Weak<dyn Committer>>,
+}
+
+impl Shared {
+    pub(crate) fn stats(&self) -> Stats {
+        self.recorder.stats()
+    }
+
+    pub(crate) fn partitions(&self) -> Vec<PartitionStatus> {
+        let broker = self.broker.as_ref().and_then(std::sync::Weak::upgrade);
+        partitions(&self.assignment, &self.commits, broker.as_deref())
+    }
+
+    pub(crate) async fn commit_now(&self) -> Result<Vec<CommittedOffset>, Error> {
+        self.commits.commit_now().await
     }
 }

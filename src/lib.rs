@@ -227,6 +227,7 @@ mod builder;
 mod commit;
 mod config;
 mod consumer;
+mod consumer_handle;
 mod deadline;
 mod delivery;
 mod error;
@@ -251,6 +252,7 @@ pub use config::{
     DEFAULT_MAX_OUTSTANDING, DEFAULT_MAX_OUTSTANDING_PER_PARTITION, MAX_PREFETCH_BATCHES,
 };
 pub use consumer::GuardedConsumer;
+pub use consumer_handle::ConsumerHandle;
 pub use delivery::Record;
 pub use error::{BuildError, Error, InvalidBackoff};
 pub use guard::{LOG_FLUSH_ALLOWANCE, PartitionStatus, ShutdownReport};
