@@ -117,7 +117,13 @@ pub(crate) enum HandOut {
 struct SlotState {
     tracker: PartitionTracker,
     revoked: bool,
+    /// Offsets whose record (and every token of it) was dropped without an
+    /// ack, first [`MAX_ABANDONED`] kept.
+    abandoned: Vec<i64>,
 }
+
+/// The most abandoned offsets a slot lists (all are counted).
+pub(crate) const MAX_ABANDONED: usize = 1024;
 
 /// A slot's figures at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +142,7 @@ impl PartitionSlot {
             state: Mutex::new(SlotState {
                 tracker: PartitionTracker::new(),
                 revoked: false,
+                abandoned: Vec::new(),
             }),
             revoked_hint: AtomicBool::new(false),
             closing: AtomicBool::new(false),
@@ -232,6 +239,33 @@ impl PartitionSlot {
     /// The highest offset registered (-1: none).
     pub(crate) fn last_registered(&self) -> i64 {
         self.registered.load(Ordering::Relaxed)
+    }
+
+    /// The record at `offset` was dropped with every token of it, without an
+    /// ack: counted, warned about and listed, if it was delivered in this
+    /// assignment and is not acked (it holds the commit point for good).
+    pub(crate) fn abandon(&self, offset: i64) {
+        {
+            let mut s = self.lock();
+            if s.revoked || !s.tracker.is_unacked(offset) {
+                return;
+            }
+            if s.abandoned.len() < MAX_ABANDONED {
+                s.abandoned.push(offset);
+            }
+        }
+        Metrics::inc(&self.signal.metrics.records_abandoned);
+        tracing::warn!(topic = %self.tp.topic, partition = self.tp.partition, offset, "record dropped without an ack (its task panicked or forgot it): the partition's commits stop before it until it is acked (ack_offset) or the partition is revoked");
+    }
+
+    /// Offsets listed by [`Self::abandon`] and still not acked.
+    pub(crate) fn abandoned(&self) -> Vec<i64> {
+        let s = self.lock();
+        s.abandoned
+            .iter()
+            .copied()
+            .filter(|&o| s.tracker.is_unacked(o))
+            .collect()
     }
 
     /// Outstanding records as of the last delivery or ack (no lock).
@@ -500,7 +534,7 @@ impl Assignment {
     /// Acks by coordinates: `None` if the partition is not owned.
     pub(crate) fn token(&self, topic: &str, partition: i32, offset: i64) -> Option<AckToken> {
         self.get(topic, partition)
-            .map(|slot| AckToken { slot, offset })
+            .map(|slot| AckToken::new(slot, offset))
     }
 }
 
@@ -529,11 +563,47 @@ pub enum AckStatus {
 pub struct AckToken {
     pub(crate) slot: Arc<PartitionSlot>,
     pub(crate) offset: i64,
+    /// Shared by the tokens taken from one owned-front-end record: when the
+    /// last is dropped without an ack, the record is reported abandoned.
+    pub(crate) ticket: Option<Arc<Ticket>>,
+}
+
+/// One record's tokens, together (see [`AckToken::ticket`]).
+pub(crate) struct Ticket {
+    slot: Arc<PartitionSlot>,
+    offset: i64,
+    acked: AtomicBool,
+}
+
+impl Ticket {
+    pub(crate) fn new(slot: Arc<PartitionSlot>, offset: i64) -> Arc<Ticket> {
+        Arc::new(Ticket {
+            slot,
+            offset,
+            acked: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn settle(&self) {
+        self.acked.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.acked.load(Ordering::Relaxed) && !self.slot.is_revoked() {
+            self.slot.abandon(self.offset);
+        }
+    }
 }
 
 impl AckToken {
     pub(crate) fn new(slot: Arc<PartitionSlot>, offset: i64) -> Self {
-        AckToken { slot, offset }
+        AckToken {
+            slot,
+            offset,
+            ticket: None,
+        }
     }
 
     /// Marks the record as processed.
@@ -542,6 +612,9 @@ impl AckToken {
     }
 
     pub(crate) fn ack_ref(&self) -> AckStatus {
+        if let Some(t) = &self.ticket {
+            t.settle();
+        }
         let status = self.slot.ack(self.offset);
         let signal = &self.slot.signal;
         let m = &signal.metrics;

@@ -157,7 +157,11 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             self.release_held();
             while let Some(r) = self.current.pop_front() {
                 match r.token.slot.hand_out(r.token.offset) {
-                    HandOut::Yes => return Poll::Ready(Ok(Some(r))),
+                    HandOut::Yes => {
+                        let mut r = r;
+                        r.handed = true;
+                        return Poll::Ready(Ok(Some(r)));
+                    }
                     HandOut::Closing => Metrics::inc(&self.guard.metrics.skipped_revoked),
                     HandOut::Paused => self.held.push_back(r),
                 }

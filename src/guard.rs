@@ -52,6 +52,10 @@ pub struct PartitionStatus {
     /// Records between the committed offset and the log end (`log_end -
     /// committed`, at least 0); `None` unless both are known.
     pub lag: Option<i64>,
+    /// Offsets of records dropped without an ack with every token of them
+    /// (owned front-end; see [`Record`](crate::Record)) and still not acked:
+    /// the first of them holds the commit point.
+    pub abandoned: Vec<i64>,
 }
 
 /// What [`GuardedConsumer::shutdown`](crate::GuardedConsumer::shutdown) did.
@@ -74,6 +78,10 @@ pub struct ShutdownReport {
     /// deadline, and at least [`LOG_FLUSH_ALLOWANCE`] even when the deadline
     /// has passed.
     pub log_flushed: Option<bool>,
+    /// Records dropped without an ack with every token of them, never acked
+    /// since (topic, partition, offset): their partitions' commits stopped
+    /// before them. See [`Record`](crate::Record).
+    pub abandoned: Vec<(String, i32, i64)>,
 }
 
 /// The least time shutdown gives the failed-offset log's flush, even past its
@@ -353,6 +361,15 @@ impl Guard {
         if let Some(thread) = died.or_else(|| self.life.died()) {
             return Err(Error::ThreadDied { thread });
         }
+        let abandoned = run
+            .owned
+            .iter()
+            .flat_map(|s| {
+                s.abandoned()
+                    .into_iter()
+                    .map(|o| (s.tp.topic.to_string(), s.tp.partition, o))
+            })
+            .collect();
         let report = ShutdownReport {
             committed,
             not_committed,
@@ -360,6 +377,7 @@ impl Guard {
             elapsed: run.started.elapsed(),
             stats: self.recorder.stats(),
             log_flushed,
+            abandoned,
         };
         info!(
             group = %self.config.group_id,
@@ -469,6 +487,7 @@ fn partitions(
                 outstanding: sv.outstanding,
                 log_end,
                 lag: telemetry::lag(log_end, committed),
+                abandoned: s.abandoned(),
             }
         })
         .collect();

@@ -327,10 +327,7 @@ impl<C: ConsumerContext + 'static> Poller<C> {
                 s
             }
         };
-        Record {
-            message: m.detach(),
-            token: AckToken::new(slot, offset),
-        }
+        Record::new(m.detach(), AckToken::new(slot, offset))
     }
 }
 

@@ -34,6 +34,7 @@ pub(crate) struct Metrics {
     pub offsets_replayed: AtomicU64,
     pub offsets_rebalance_dropped: AtomicU64,
     pub partitions_paused: AtomicU64,
+    pub records_abandoned: AtomicU64,
 }
 
 impl Metrics {
@@ -81,6 +82,7 @@ impl Metrics {
             offsets_replayed: l(&self.offsets_replayed),
             offsets_rebalance_dropped: l(&self.offsets_rebalance_dropped),
             partitions_paused: l(&self.partitions_paused),
+            records_abandoned: l(&self.records_abandoned),
             failed_log_dropped: 0,
         }
     }
@@ -159,6 +161,13 @@ pub struct Stats {
     /// [`GuardBuilder::max_outstanding`](crate::GuardBuilder::max_outstanding)).
     /// Pauses asked for by the application are not counted.
     pub partitions_paused: u64,
+    /// Records of the owned front-end dropped with every token of them
+    /// without an ack (a task that panicked or forgot): each holds its
+    /// partition's commit point until acked by
+    /// [`ack_offset`](crate::GuardedConsumer::ack_offset) or the partition is
+    /// revoked. Listed in [`PartitionStatus::abandoned`](crate::PartitionStatus::abandoned)
+    /// and the shutdown report; each also a `tracing` warning.
+    pub records_abandoned: u64,
     /// Records the failed-offset log
     /// ([`failed_offset_log`](crate::GuardBuilder::failed_offset_log)) refused
     /// and discarded: the disk kept failing and its in-memory queue was full

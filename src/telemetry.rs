@@ -212,6 +212,11 @@ mod enabled {
             "Partitions paused because the application fell behind.",
             |s| s.partitions_paused,
         ),
+        (
+            "offset_guard_records_abandoned_total",
+            "Records dropped with every token without an ack.",
+            |s| s.records_abandoned,
+        ),
         // Also LogStatus::dropped; exported from Stats, under the log's prefix.
         (
             "offset_guard_failed_log_dropped_total",

@@ -102,6 +102,13 @@ impl PartitionTracker {
         self.window.len()
     }
 
+    /// `offset` was delivered and is not acked yet.
+    pub fn is_unacked(&self, offset: i64) -> bool {
+        self.window
+            .binary_search_by_key(&offset, |(o, _)| *o)
+            .is_ok_and(|i| !self.window[i].1)
+    }
+
     /// The lowest delivered offset that is not acked yet.
     pub fn first_unacked(&self) -> Option<i64> {
         self.window.front().map(|(o, _)| *o)

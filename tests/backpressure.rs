@@ -250,3 +250,50 @@ async fn pause_holds_a_partition_back_and_resume_continues_in_order() {
     c.shutdown().await.unwrap();
     assert_eq!(fx.committed(&group, &topic, 2), vec![Some(2_000); 2]);
 }
+
+/// A record whose task panicked (its token dropped without an ack) is no
+/// longer a silent stall: counted, listed per partition and in the shutdown
+/// report; a record acked by coordinates and then dropped is not reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_dropped_without_an_ack_is_reported_not_silent() {
+    let fx = Fixture::mock();
+    let (topic, group) = (unique("abandon"), unique("g-abandon"));
+    fx.create_topic(&topic, 1);
+    fx.produce(&topic, 1, 10, 0);
+    let mut c = fx.guard(&group).build().unwrap();
+    c.subscribe(&[&topic]).unwrap();
+    let records = recv_n(&mut c, 10, Duration::from_secs(30)).await;
+    let mut records = records.into_iter();
+    for r in records.by_ref().take(3) {
+        r.ack();
+    }
+    // Offset 3: its task panics with the token.
+    let token = records.next().unwrap().ack_token();
+    let task = tokio::spawn(async move {
+        let _token = token;
+        panic!("processing failed");
+    });
+    assert!(task.await.is_err(), "the task panicked");
+    // Offset 4: dropped without a token taken; offset 5: acked by
+    // coordinates, then dropped (not abandoned).
+    drop(records.next().unwrap());
+    let r5 = records.next().unwrap();
+    c.ack_offset(&topic, 0, 5).unwrap();
+    drop(r5);
+    for r in records {
+        r.ack();
+    }
+    assert_eq!(c.stats().records_abandoned, 2);
+    assert_eq!(c.partitions()[0].abandoned, vec![3, 4]);
+    let landed = c.commit_now().await.unwrap();
+    assert_eq!(
+        landed[0].offset, 3,
+        "the commit stops before the abandoned record"
+    );
+    // Acking it later by coordinates releases the partition.
+    c.ack_offset(&topic, 0, 3).unwrap();
+    assert_eq!(c.partitions()[0].abandoned, vec![4]);
+    let report = c.shutdown().await.unwrap();
+    assert_eq!(report.abandoned, vec![(topic.clone(), 0, 4)]);
+    assert_eq!(fx.committed(&group, &topic, 1), vec![Some(4)]);
+}
