@@ -57,8 +57,10 @@ pub struct GuardBuilder<C = DefaultConsumerContext> {
 }
 
 impl<C: ConsumerContext + 'static> GuardBuilder<C> {
-    /// Wraps your own `ConsumerContext`: its logging, statistics, error, OAuth
-    /// and commit callbacks keep firing. Default: rdkafka's `DefaultConsumerContext`.
+    /// Wraps your own `ConsumerContext`: its logging, statistics, error and
+    /// OAuth callbacks keep firing, and its `commit_callback` is called by the
+    /// guard with the outcome of every commit attempt it sends (see
+    /// [`GuardContext`](crate::GuardContext)). Default: rdkafka's `DefaultConsumerContext`.
     pub fn context<C2: ConsumerContext + 'static>(self, context: C2) -> GuardBuilder<C2> {
         GuardBuilder {
             client_config: self.client_config,

@@ -102,8 +102,17 @@ impl fmt::Debug for Hooks {
 /// The guard's consumer context, wrapping the user's context `C`.
 ///
 /// Every `ClientContext` callback (logging, statistics, errors, OAuth) and the
-/// consumer's `commit_callback` and `main_queue_min_poll_interval` go to `C`
-/// unchanged. The rebalance callback is the guard's own (see the
+/// consumer's `main_queue_min_poll_interval` go to `C` unchanged.
+///
+/// `C::commit_callback` is called by the guard, on its commit thread, once per
+/// OffsetCommit attempt it sends (interval, count, `commit_now`, revoke,
+/// re-commit of idle partitions, kept or replayed offsets at assign, shutdown),
+/// right after the attempt returns: `Ok(())` when it landed, else the error,
+/// with the offsets sent. A retried commit calls it once per attempt. (rdkafka
+/// itself never calls it for the guard's synchronous commits; it still
+/// forwards the callback for commits made outside the guard.) No guard lock is
+/// held during the call; keep it short, since the next commit waits for it. A
+/// panic in it is caught and logged. The rebalance callback is the guard's own (see the
 /// [crate docs](crate#rebalances)). rdkafka's `pre_rebalance` / `post_rebalance` of `C`
 /// take a `&BaseConsumer<C>`, which the guard's consumer (a
 /// `BaseConsumer<GuardContext<C>>`) is not, so they cannot be called: move that
