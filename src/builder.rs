@@ -170,6 +170,24 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
         self
     }
 
+    /// How long no broker may be reachable before
+    /// [`GuardedConsumer::recv`](crate::GuardedConsumer::recv) returns
+    /// [`Error::BrokersUnreachable`](crate::Error::BrokersUnreachable)
+    /// (then again at most once per this period while the outage lasts; the
+    /// consumer keeps retrying and recovers by itself). Also the least time
+    /// between two returns of the same [`Error::AuthFailed`](crate::Error::AuthFailed)
+    /// or [`Error::UnknownTopic`](crate::Error::UnknownTopic). The outage
+    /// starts at librdkafka's first "all brokers down" report; before
+    /// returning the error the poll thread confirms it with one metadata
+    /// request (waiting at most 1 s). `Duration::MAX`: never returned (the
+    /// outage is still logged). Default: 30 s. Must be greater than zero.
+    /// The own-loop front-end ([`build_consumer`](Self::build_consumer)) does
+    /// not use it: your own poll returns librdkafka's errors.
+    pub fn brokers_unreachable_after(mut self, period: Duration) -> Self {
+        self.config.brokers_unreachable_after = period;
+        self
+    }
+
     /// On revoke, how long to wait for acks of records of the revoked
     /// partitions that were already handed to the application; then the
     /// contiguous acked offset is committed and later acks are stale (their

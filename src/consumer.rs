@@ -17,6 +17,7 @@ use crate::partition::CommittedOffset;
 use crate::poll::Poller;
 use crate::rebalance::GuardContext;
 use crate::stats::{Metrics, Stats};
+use crate::surface::{ErrorPolicy, Outbox};
 use crate::threads::GuardThread;
 
 /// A Kafka consumer whose offsets are committed for you: only what was acked,
@@ -33,6 +34,8 @@ pub struct GuardedConsumer<C: ConsumerContext + 'static = DefaultConsumerContext
     current: VecDeque<Record>,
     poll_done: Option<oneshot::Receiver<()>>,
     shut_down: bool,
+    /// Errors surfaced by the poll thread's error policy.
+    errors: Arc<Outbox>,
 }
 
 impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
@@ -44,6 +47,7 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
         let config = guard.config.clone();
         let (tx, rx) = mpsc::channel(config.prefetch_batches);
         let (done, poll_done) = oneshot::channel();
+        let errors = Arc::new(Outbox::default());
         let poller = Poller {
             consumer: consumer.clone(),
             assignment: guard.assignment.clone(),
@@ -54,6 +58,12 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             poll_timeout: config.poll_timeout,
             batch_size: config.batch_size,
             group: config.group_id.clone(),
+            errors: ErrorPolicy::new(
+                config.brokers_unreachable_after,
+                errors.clone(),
+                guard.metrics.clone(),
+                config.group_id.clone(),
+            ),
             #[cfg(test)]
             panics,
         };
@@ -71,6 +81,7 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             current: VecDeque::new(),
             poll_done: Some(poll_done),
             shut_down: false,
+            errors,
         })
     }
 
@@ -101,12 +112,19 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
     ///
     /// # Errors
     ///
-    /// [`Error::Fatal`] for a fatal consumer error; [`Error::ThreadDied`] if one
-    /// of the guard's threads panicked (the guard stopped).
+    /// [`Error::Fatal`] for a fatal consumer error (the consumer stopped);
+    /// [`Error::ThreadDied`] if one of the guard's threads panicked (the guard
+    /// stopped). [`Error::AuthFailed`], [`Error::UnknownTopic`] and
+    /// [`Error::BrokersUnreachable`] ([`Error::is_transient`]) while the
+    /// consumer keeps running: each is returned once, and the next `recv`
+    /// goes on (see [the error policy](crate#errors)).
     pub async fn recv(&mut self) -> Result<Option<Record>, Error> {
         loop {
             if let Some(thread) = self.guard.life.died() {
                 return Err(Error::ThreadDied { thread });
+            }
+            if let Some(e) = self.errors.take() {
+                return Err(e);
             }
             while let Some(r) = self.current.pop_front() {
                 if !r.token.slot.hand_out(r.token.offset) {
@@ -115,7 +133,18 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
                 }
                 return Ok(Some(r));
             }
-            match self.rx.recv().await {
+            // Whichever comes first: a delivery, or an error surfaced meanwhile.
+            let mut surfaced = std::pin::pin!(self.errors.ready());
+            let rx = &mut self.rx;
+            let delivery = std::future::poll_fn(|cx| match rx.poll_recv(cx) {
+                std::task::Poll::Ready(d) => std::task::Poll::Ready(Some(d)),
+                std::task::Poll::Pending => surfaced.as_mut().poll(cx).map(|()| None),
+            })
+            .await;
+            let Some(delivery) = delivery else {
+                continue;
+            };
+            match delivery {
                 Some(Delivery::Batch(b)) => self.current = b.into(),
                 Some(Delivery::Error(e)) => return Err(e),
                 None => {

@@ -18,6 +18,7 @@ use crate::delivery::{Delivery, Record};
 use crate::error::Error;
 use crate::rebalance::GuardContext;
 use crate::stats::Metrics;
+use crate::surface::ErrorPolicy;
 use crate::threads::{self, GuardThread, Lifecycle};
 
 /// A batch is never allocated larger than this up front, whatever `batch_size` says.
@@ -35,6 +36,8 @@ pub(crate) struct Poller<C: ConsumerContext + 'static> {
     pub batch_size: usize,
     /// For the events.
     pub group: String,
+    /// The error policy: what reaches `recv()` besides records.
+    pub errors: ErrorPolicy,
     /// Unit tests only: the thread panics once it runs.
     #[cfg(test)]
     pub panics: bool,
@@ -50,7 +53,7 @@ impl<C: ConsumerContext + 'static> Poller<C> {
         Vec::with_capacity(self.batch_size.min(MAX_PREALLOCATED))
     }
 
-    fn run(self) {
+    fn run(mut self) {
         // A local, so dropped before `self` (and its sender): a death is
         // visible before `recv` sees the channel close.
         let _exit = self.life.exit_guard(GuardThread::Poll);
@@ -69,6 +72,7 @@ impl<C: ConsumerContext + 'static> Poller<C> {
                 let _ = self.consumer.poll(self.poll_timeout);
                 continue;
             }
+            self.errors.tick(&self.consumer);
             let timeout = if batch.is_empty() {
                 self.poll_timeout
             } else {
@@ -93,7 +97,7 @@ impl<C: ConsumerContext + 'static> Poller<C> {
                         let _ = self.tx.blocking_send(Delivery::Error(Error::Fatal(e)));
                         break;
                     }
-                    warn!(group = %self.group, error_code = ?e.rdkafka_error_code(), error = %e, "consumer error");
+                    self.errors.on_error(&e, &self.consumer);
                 }
             }
         }

@@ -33,6 +33,8 @@ pub(crate) struct Metrics {
     pub offsets_resumed: AtomicU64,
     pub offsets_replayed: AtomicU64,
     pub offsets_rebalance_dropped: AtomicU64,
+    pub consumer_errors: AtomicU64,
+    pub errors_surfaced: AtomicU64,
 }
 
 impl Metrics {
@@ -79,6 +81,8 @@ impl Metrics {
             offsets_resumed: l(&self.offsets_resumed),
             offsets_replayed: l(&self.offsets_replayed),
             offsets_rebalance_dropped: l(&self.offsets_rebalance_dropped),
+            consumer_errors: l(&self.consumer_errors),
+            errors_surfaced: l(&self.errors_surfaced),
         }
     }
 }
@@ -151,4 +155,12 @@ pub struct Stats {
     /// Kept offsets dropped because the rebalance gave the partition to
     /// another member (recorded with reason `rebalance_dropped`).
     pub offsets_rebalance_dropped: u64,
+    /// Non-fatal errors the owned front-end's poll thread got from the
+    /// consumer (end-of-partition events not counted); the own-loop front-end
+    /// does not count (your poll sees them).
+    pub consumer_errors: u64,
+    /// Errors returned by [`recv`](crate::GuardedConsumer::recv) under the
+    /// error policy ([crate docs](crate#errors)): authentication or
+    /// authorization, unknown topic, brokers unreachable.
+    pub errors_surfaced: u64,
 }

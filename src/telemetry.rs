@@ -207,6 +207,16 @@ mod enabled {
             "Kept offsets dropped: the partition went to another member.",
             |s| s.offsets_rebalance_dropped,
         ),
+        (
+            "offset_guard_consumer_errors_total",
+            "Non-fatal consumer errors seen by the poll thread.",
+            |s| s.consumer_errors,
+        ),
+        (
+            "offset_guard_errors_surfaced_total",
+            "Errors returned by recv() under the error policy.",
+            |s| s.errors_surfaced,
+        ),
     ];
 
     type LogGet = fn(&LogStatus) -> u64;
