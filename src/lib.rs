@@ -190,9 +190,15 @@
 //!   (counted in [`Stats::offsets_rebalance_dropped`](crate::Stats), recorded
 //!   with reason `rebalance_dropped`). A stale generation
 //!   (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID) on any commit is handled the same way.
-//! - **Lost** (`assignment_lost()`: session timeout, max.poll exceeded, fenced):
-//!   nothing is committed; acked offsets not committed go to the failure sink
-//!   with reason `lost`; later acks of those assignments are stale.
+//! - **Lost** (`assignment_lost()`: session timeout, max.poll exceeded, fenced,
+//!   a commit refused with a stale generation): nothing is committed while the
+//!   partitions are not ours; later acks of those assignments are stale. The
+//!   acked offsets not committed are kept like the offsets above: if the next
+//!   assign gives a partition back to this member, its offset is committed
+//!   then when still ahead of the group's committed offset (never backwards)
+//!   and fetching starts there, so records acked before the loss are not
+//!   delivered again; otherwise it goes to the failure sink with reason `lost`
+//!   (also when the consumer stops first).
 //!
 //! User hooks ([`GuardBuilder::on_assign`](crate::GuardBuilder::on_assign),
 //! [`on_revoke`](crate::GuardBuilder::on_revoke),

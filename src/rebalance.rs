@@ -69,13 +69,19 @@ pub struct Revoked {
 }
 
 /// Partitions lost by this consumer (hook argument of
-/// [`GuardBuilder::on_lost`](crate::GuardBuilder::on_lost)). Nothing was committed.
+/// [`GuardBuilder::on_lost`](crate::GuardBuilder::on_lost)). Nothing was
+/// committed, and nothing is while the partitions are not ours.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Lost {
     /// The lost partitions.
     pub partitions: Vec<(String, i32)>,
-    /// Acked offsets that were not committed (also in the failure sink, reason `lost`).
+    /// Acked offsets that were not committed. They are kept to the next
+    /// assign: committed then for a partition assigned back to this member
+    /// if still ahead of the group's committed offset (in
+    /// [`Assigned::resumed`]); for the others recorded in the failure sink
+    /// with reason `lost` (in [`Assigned::dropped`]), or when the consumer
+    /// stops first.
     pub not_committed: Vec<CommittedOffset>,
 }
 
@@ -356,7 +362,8 @@ impl<C: ConsumerContext> GuardContext<C> {
     }
 
     /// A lost assignment: nothing is committed; acked offsets not committed
-    /// (and offsets kept from an earlier rebalance) go to the sink as `lost`.
+    /// (and offsets kept from an earlier rebalance) are kept to the next
+    /// assign (committed if the partition comes back, else recorded as `lost`).
     fn on_lost(&self, tpl: &TopicPartitionList) {
         let p = &self.parts;
         let parts = partitions(tpl);

@@ -146,14 +146,16 @@ pub struct Stats {
     /// Offsets kept across a rebalance because their commit was refused with
     /// REBALANCE_IN_PROGRESS (inside a revoke) or a stale generation.
     pub offsets_deferred: u64,
-    /// Kept offsets committed after the partition was assigned back (only when
-    /// ahead of the group's committed offset; fetching starts there).
+    /// Kept offsets (refused during a rebalance, or of a lost partition)
+    /// committed after the partition was assigned back (only when ahead of the
+    /// group's committed offset; fetching starts there).
     pub offsets_resumed: u64,
     /// Unresolved failed offsets from the log committed again at an assign
     /// (`replay_failed_offsets`), being ahead of the group's committed offset.
     pub offsets_replayed: u64,
     /// Kept offsets dropped because the rebalance gave the partition to
-    /// another member (recorded with reason `rebalance_dropped`).
+    /// another member (recorded with reason `rebalance_dropped`, or `lost` for
+    /// the offset of a lost partition).
     pub offsets_rebalance_dropped: u64,
     /// Non-fatal errors the owned front-end's poll thread got from the
     /// consumer (end-of-partition events not counted); the own-loop front-end
