@@ -179,8 +179,9 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// or [`Error::UnknownTopic`](crate::Error::UnknownTopic). The outage
     /// starts at librdkafka's first "all brokers down" report; before
     /// returning the error the poll thread confirms it with one metadata
-    /// request (waiting at most 1 s). `Duration::MAX`: never returned (the
-    /// outage is still logged). Default: 30 s. Must be greater than zero.
+    /// request (waiting at most 1 s), and checks again at most once a second
+    /// however short the period. `Duration::MAX`: never returned (the outage
+    /// is still logged). Default: 30 s. Must be greater than zero.
     /// The own-loop front-end ([`build_consumer`](Self::build_consumer)) does
     /// not use it: your own poll returns librdkafka's errors.
     pub fn brokers_unreachable_after(mut self, period: Duration) -> Self {

@@ -28,6 +28,10 @@ const OUTBOX_CAP: usize = 64;
 /// check, naming the topics of an error).
 const METADATA_WAIT: Duration = Duration::from_secs(1);
 
+/// While an outage lasts, it is checked again at most this often, however
+/// short the period (each check may hold the poll thread for `METADATA_WAIT`).
+pub(crate) const MIN_RECHECK: Duration = Duration::from_secs(1);
+
 /// How the policy treats a consumer error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -117,9 +121,10 @@ impl Outage {
         self.check_at.is_some_and(|t| now >= t)
     }
 
-    /// Still down at `now`: the next check is one period later.
+    /// Still down at `now`: the next check is one period later (at least
+    /// [`MIN_RECHECK`]).
     pub(crate) fn still_down(&mut self, now: Instant, period: Duration) -> Duration {
-        self.check_at = now.checked_add(period);
+        self.check_at = now.checked_add(period.max(MIN_RECHECK));
         now.saturating_duration_since(self.since)
     }
 }
@@ -207,7 +212,7 @@ impl ErrorPolicy {
         if !outage.due(now) {
             return;
         }
-        if broker_answers(consumer, METADATA_WAIT.min(self.period)) {
+        if broker_answers(consumer, METADATA_WAIT) {
             info!(group = %self.group, down_for_ms = now.saturating_duration_since(outage.since).as_millis() as u64, "a broker is reachable again");
             self.outage = None;
             self.last_transport = None;
@@ -355,6 +360,13 @@ mod tests {
         let mut o = Outage::start(t0, p);
         o.still_down(t0 + p, Duration::MAX);
         assert!(!o.due(t0 + Duration::from_secs(1_000_000)));
+        // A tiny period: the first check at once, then at most once a second.
+        let tiny = Duration::from_nanos(1);
+        let mut o = Outage::start(t0, tiny);
+        assert!(o.due(t0 + tiny));
+        o.still_down(t0 + tiny, tiny);
+        assert!(!o.due(t0 + Duration::from_millis(999)));
+        assert!(o.due(t0 + tiny + MIN_RECHECK));
     }
 
     #[tokio::test]
