@@ -251,9 +251,10 @@ impl ErrorPolicy {
     }
 
     fn put(&self, e: Error) {
-        if self.outbox.put(e) {
-            self.metrics.errors_surfaced.fetch_add(1, Relaxed);
-        } else {
+        // Counted before `recv` can see it.
+        self.metrics.errors_surfaced.fetch_add(1, Relaxed);
+        if !self.outbox.put(e) {
+            self.metrics.errors_surfaced.fetch_sub(1, Relaxed);
             warn!(group = %self.group, "{OUTBOX_CAP} surfaced errors wait for recv(); this one is dropped");
         }
     }

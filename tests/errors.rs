@@ -200,8 +200,12 @@ async fn all_brokers_down_is_a_typed_error_and_the_consumer_recovers() {
     fx.create_topic(&topic, 1);
     fx.produce(&topic, 1, 10, 0);
     let period = Duration::from_secs(2);
-    let mut c = fx
-        .guard(&group)
+    let mut cfg = fx.config(&group);
+    // Reconnect quickly once the broker is back (librdkafka's default backoff
+    // grows to 10 s).
+    cfg.set("reconnect.backoff.max.ms", "500");
+    let mut c = OffsetGuard::builder(cfg)
+        .retry(common::fast_retry(5))
         .no_commit_interval()
         .brokers_unreachable_after(period)
         .build()
