@@ -175,6 +175,8 @@ pub enum Error {
         /// The subscribed topics the failure is about, when the guard could
         /// tell (TOPIC_AUTHORIZATION_FAILED); else empty.
         topics: Vec<String>,
+        /// librdkafka's description of the error, when it gave one.
+        reason: Option<String>,
     },
     /// A subscribed topic does not exist (UNKNOWN_TOPIC_OR_PART,
     /// `_UNKNOWN_TOPIC`). Returned by [`recv`](crate::GuardedConsumer::recv)
@@ -187,6 +189,8 @@ pub enum Error {
         /// the guard could read it (empty when not, or for a pattern
         /// subscription).
         topics: Vec<String>,
+        /// librdkafka's description of the error, when it gave one.
+        reason: Option<String>,
     },
     /// No broker was reachable for `down_for` (all brokers down, the
     /// bootstrap address does not resolve, connections refused). librdkafka
@@ -250,17 +254,29 @@ impl fmt::Display for Error {
                 None => write!(f, "commit failed after {attempts} attempt(s)"),
             },
             Error::Fatal(e) => write!(f, "fatal consumer error: {e}"),
-            Error::AuthFailed { code, topics } if topics.is_empty() => {
-                write!(f, "authentication or authorization failed: {code}")
+            Error::AuthFailed {
+                code,
+                topics,
+                reason,
+            } => {
+                if topics.is_empty() {
+                    write!(f, "authentication or authorization failed: {code}")?;
+                } else {
+                    write!(f, "authorization failed for {}: {code}", topics.join(", "))?;
+                }
+                write_reason(f, reason)
             }
-            Error::AuthFailed { code, topics } => {
-                write!(f, "authorization failed for {}: {code}", topics.join(", "))
-            }
-            Error::UnknownTopic { code, topics } if topics.is_empty() => {
-                write!(f, "a subscribed topic does not exist: {code}")
-            }
-            Error::UnknownTopic { topics, .. } => {
-                write!(f, "subscribed topic(s) do not exist: {}", topics.join(", "))
+            Error::UnknownTopic {
+                code,
+                topics,
+                reason,
+            } => {
+                if topics.is_empty() {
+                    write!(f, "a subscribed topic does not exist: {code}")?;
+                } else {
+                    write!(f, "subscribed topic(s) do not exist: {}", topics.join(", "))?;
+                }
+                write_reason(f, reason)
             }
             Error::BrokersUnreachable {
                 down_for,
@@ -274,6 +290,13 @@ impl fmt::Display for Error {
                 write!(f, "the guard's {thread} thread panicked; the guard stopped")
             }
         }
+    }
+}
+
+fn write_reason(f: &mut fmt::Formatter<'_>, reason: &Option<String>) -> fmt::Result {
+    match reason {
+        Some(r) => write!(f, " ({r})"),
+        None => Ok(()),
     }
 }
 

@@ -129,6 +129,10 @@ pub struct GuardContext<C = rdkafka::consumer::DefaultConsumerContext> {
     user: C,
     parts: ContextParts,
     hooks: Hooks,
+    /// librdkafka's description of the last error event (code, text): rdkafka
+    /// calls `error` with it just before the consumer's poll returns the error
+    /// without it; the owned front-end's poll thread takes it (own lock).
+    last_error: std::sync::Mutex<Option<(i32, String)>>,
 }
 
 /// What the rebalance callbacks work with.
@@ -142,7 +146,27 @@ pub(crate) struct ContextParts {
 
 impl<C> GuardContext<C> {
     pub(crate) fn new(user: C, parts: ContextParts, hooks: Hooks) -> Self {
-        GuardContext { user, parts, hooks }
+        GuardContext {
+            user,
+            parts,
+            hooks,
+            last_error: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// librdkafka's description of the last error event, if it had `code`.
+    pub(crate) fn take_error_reason(
+        &self,
+        code: rdkafka::error::RDKafkaErrorCode,
+    ) -> Option<String> {
+        let mut slot = self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match slot.take() {
+            Some((c, reason)) if c == code as i32 => Some(reason),
+            _ => None,
+        }
     }
 
     /// The wrapped user context.
@@ -167,6 +191,13 @@ impl<C: ClientContext> ClientContext for GuardContext<C> {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(code) = error.rdkafka_error_code() {
+            *self
+                .last_error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some((code as i32, reason.to_string()));
+        }
         self.user.error(error, reason)
     }
 

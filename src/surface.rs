@@ -171,20 +171,35 @@ impl ErrorPolicy {
             warn!(%group, error = %e, "consumer error");
             return;
         };
-        match kind_of(code) {
+        let kind = kind_of(code);
+        let reason = match kind {
+            Kind::Auth | Kind::UnknownTopic => consumer.context().take_error_reason(code),
+            _ => None,
+        };
+        match kind {
             Kind::Auth => {
                 let topics = if code == RDKafkaErrorCode::TopicAuthorizationFailed {
-                    unlisted_topics(consumer, code)
+                    topics_of(consumer, code, reason.as_deref())
                 } else {
                     Vec::new()
                 };
-                warn!(%group, error_code = ?code, ?topics, "authentication or authorization failed; librdkafka keeps retrying");
-                self.surface(code, topics.clone(), Error::AuthFailed { code, topics });
+                warn!(%group, error_code = ?code, ?topics, ?reason, "authentication or authorization failed; librdkafka keeps retrying");
+                let e = Error::AuthFailed {
+                    code,
+                    topics: topics.clone(),
+                    reason,
+                };
+                self.surface(code, topics, e);
             }
             Kind::UnknownTopic => {
-                let topics = unlisted_topics(consumer, code);
-                warn!(%group, error_code = ?code, ?topics, "a subscribed topic does not exist; assigned once it is created");
-                self.surface(code, topics.clone(), Error::UnknownTopic { code, topics });
+                let topics = topics_of(consumer, code, reason.as_deref());
+                warn!(%group, error_code = ?code, ?topics, ?reason, "a subscribed topic does not exist; assigned once it is created");
+                let e = Error::UnknownTopic {
+                    code,
+                    topics: topics.clone(),
+                    reason,
+                };
+                self.surface(code, topics, e);
             }
             Kind::AllDown => {
                 if self.outage.is_none() {
@@ -280,23 +295,60 @@ fn broker_answers<C: ConsumerContext>(
     }
 }
 
-/// The subscribed topics (by name, not patterns) the cluster's metadata does
-/// not list, or lists with `code`: the topics an unknown-topic or
-/// topic-authorization error is about (a broker leaves topics the client may
-/// not describe out of the listing). Empty when the metadata cannot be read.
-fn unlisted_topics<C: ConsumerContext>(
+/// The subscribed topics an unknown-topic or topic-authorization error is
+/// about: those librdkafka's description of the error names, else those the
+/// cluster's metadata does not list or lists with an error of the same kind
+/// (a broker leaves topics the client may not describe out of the listing).
+/// Subscribed by name only (patterns are skipped); empty when neither tells.
+fn topics_of<C: ConsumerContext>(
     consumer: &BaseConsumer<GuardContext<C>>,
     code: RDKafkaErrorCode,
+    reason: Option<&str>,
 ) -> Vec<String> {
-    let subscribed: Vec<String> = match consumer.subscription() {
+    let subscribed = subscribed_topics(consumer);
+    if let Some(reason) = reason {
+        let named: Vec<String> = subscribed
+            .iter()
+            .filter(|t| names(reason, t))
+            .cloned()
+            .collect();
+        if !named.is_empty() {
+            return named;
+        }
+    }
+    unlisted_topics(consumer, code, subscribed)
+}
+
+/// `text` names `topic` as a whole word (topic names are made of ASCII
+/// letters, digits, `.`, `_` and `-`).
+fn names(text: &str, topic: &str) -> bool {
+    let part = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    text.match_indices(topic).any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + topic.len()..].chars().next();
+        // A trailing '.' or '-' ends a sentence or a clause, not the name.
+        !before.is_some_and(part) && !after.is_some_and(|c| part(c) && c != '.')
+    })
+}
+
+fn subscribed_topics<C: ConsumerContext>(consumer: &BaseConsumer<GuardContext<C>>) -> Vec<String> {
+    // The list is dropped before returning (a live list blocks the consumer's close).
+    match consumer.subscription() {
         Ok(list) => list
             .elements()
             .iter()
             .map(|e| e.topic().to_string())
             .filter(|t| !t.starts_with('^'))
             .collect(),
-        Err(_) => return Vec::new(),
-    };
+        Err(_) => Vec::new(),
+    }
+}
+
+fn unlisted_topics<C: ConsumerContext>(
+    consumer: &BaseConsumer<GuardContext<C>>,
+    code: RDKafkaErrorCode,
+    subscribed: Vec<String>,
+) -> Vec<String> {
     if subscribed.is_empty() {
         return Vec::new();
     }
@@ -342,6 +394,21 @@ mod tests {
         for (code, want) in cases {
             assert_eq!(kind_of(code), want, "{code:?}");
         }
+    }
+
+    #[test]
+    fn a_reason_names_a_topic_as_a_whole_word() {
+        let r = "Failed to fetch committed offset for group \"g\" topic orders[0]: Broker: Topic authorization failed";
+        assert!(names(r, "orders"));
+        assert!(!names(r, "order"));
+        assert!(!names(r, "rders"));
+        assert!(names(
+            "Subscribed topic not available: a.b-c: Broker: Unknown topic",
+            "a.b-c"
+        ));
+        assert!(!names("topic a.b-c2", "a.b-c"));
+        assert!(names("topic t.", "t"));
+        assert!(!names("", "t"));
     }
 
     #[test]

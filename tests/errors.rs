@@ -281,6 +281,52 @@ async fn an_authorization_failure_is_a_typed_error_and_work_resumes_once_allowed
     c.shutdown().await.unwrap();
 }
 
+/// The group's committed offsets of a topic are refused with
+/// TOPIC_AUTHORIZATION_FAILED: `recv` returns `AuthFailed` naming the topic,
+/// with librdkafka's description. (librdkafka does not fetch that partition
+/// again by itself afterwards, so no recovery is asserted here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_authorization_failure_is_a_typed_error_naming_the_topic() {
+    let fx = Fixture::mock();
+    let (topic, group) = (unique("err-tauth"), unique("g-err-tauth"));
+    fx.create_topic(&topic, 1);
+    fx.mock_cluster().request_errors(
+        RDKafkaApiKey::OffsetFetch,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 4],
+    );
+    let mut c = fx.guard(&group).no_commit_interval().build().unwrap();
+    c.subscribe(&[&topic]).unwrap();
+    // librdkafka reports the refusal twice: for the group (no topic in its
+    // description), then for the partition (naming the topic).
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    let named = loop {
+        let left = Duration::from_secs(10).saturating_sub(started.elapsed());
+        let (e, _) = next_error(&mut c, left).await;
+        match &e {
+            Error::AuthFailed {
+                code: RDKafkaErrorCode::TopicAuthorizationFailed,
+                topics,
+                reason,
+            } if !topics.is_empty() => {
+                assert_eq!(topics, &vec![topic.clone()], "{e}");
+                assert!(reason.as_deref().is_some_and(|r| r.contains(&topic)), "{e}");
+                break e;
+            }
+            Error::AuthFailed {
+                code: RDKafkaErrorCode::TopicAuthorizationFailed,
+                ..
+            } => seen.push(e),
+            other => panic!("expected AuthFailed, got {other:?}"),
+        }
+    };
+    assert!(named.to_string().contains(&topic));
+    let (e, after) = (named, started.elapsed());
+    println!("before it: {seen:?}");
+    println!("{e} after {after:?}");
+    c.shutdown().await.unwrap();
+}
+
 /// A subscription to a topic that does not exist (and is not auto-created):
 /// `recv` returns `UnknownTopic` naming it; once the topic is created, its
 /// partitions are assigned, records flow and commits land.
