@@ -102,8 +102,8 @@
 //! | kind | codes | `recv()` returns | after | the consumer |
 //! |---|---|---|---|---|
 //! | fatal | librdkafka's fatal error (e.g. FENCED_INSTANCE_ID) | [`Error::Fatal`] | at once | stops |
-//! | authentication, authorization | `_AUTHENTICATION`, SASL_AUTHENTICATION_FAILED, TOPIC_/GROUP_/CLUSTER_AUTHORIZATION_FAILED | [`Error::AuthFailed`] (with the topics when the guard can tell) | at once; the same error again at most once per [`brokers_unreachable_after`](GuardBuilder::brokers_unreachable_after) | keeps retrying; works again once allowed |
-//! | unknown topic | UNKNOWN_TOPIC_OR_PART, `_UNKNOWN_TOPIC` | [`Error::UnknownTopic`] naming the missing subscribed topics | at once; repeats as above | keeps running; assigns the topic once it exists |
+//! | authentication, authorization | `_AUTHENTICATION`, SASL_AUTHENTICATION_FAILED, TOPIC_/GROUP_/CLUSTER_AUTHORIZATION_FAILED | [`Error::AuthFailed`] (with the topics when the guard can tell, and librdkafka's description) | at once; the same error again at most once per [`brokers_unreachable_after`](GuardBuilder::brokers_unreachable_after) | keeps retrying; works again once allowed |
+//! | unknown topic | UNKNOWN_TOPIC_OR_PART, `_UNKNOWN_TOPIC` | [`Error::UnknownTopic`] naming the missing subscribed topics, with librdkafka's description | at once; repeats as above | keeps running; assigns the topic once it exists |
 //! | no broker reachable | `_ALL_BROKERS_DOWN` (bootstrap address not resolving, connections refused, all brokers down) | [`Error::BrokersUnreachable`] with how long and the last transport error | once the outage lasted [`brokers_unreachable_after`](GuardBuilder::brokers_unreachable_after) (default 30 s, `Duration::MAX`: never) and a metadata request (at most 1 s) confirms it; then at most once per that period | keeps reconnecting; recovers by itself |
 //! | one connection or request | `_TRANSPORT`, `_RESOLVE`, `_TIMED_OUT`, REQUEST_TIMED_OUT, NETWORK_EXCEPTION | nothing (`debug` event; kept as the outage's last error) | | librdkafka retries |
 //! | anything else | | nothing (`warn` event) | | goes on |

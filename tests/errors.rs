@@ -258,7 +258,11 @@ async fn an_authorization_failure_is_a_typed_error_and_work_resumes_once_allowed
     );
     let mut c = fx.guard(&group).no_commit_interval().build().unwrap();
     c.subscribe(&[&topic]).unwrap();
-    let (e, after) = next_error(&mut c, Duration::from_secs(10)).await;
+    // Nobody is in recv when it happens: the error waits for the next recv.
+    common::wait_until(Duration::from_secs(10), "an error surfaced", || {
+        c.stats().errors_surfaced >= 1
+    });
+    let (e, after) = next_error(&mut c, Duration::from_millis(500)).await;
     assert!(
         matches!(
             &e,
