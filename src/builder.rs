@@ -56,8 +56,10 @@ pub struct GuardBuilder<C = DefaultConsumerContext> {
 }
 
 impl<C: ConsumerContext + 'static> GuardBuilder<C> {
-    /// Wraps your own `ConsumerContext`: its logging, statistics, error, OAuth
-    /// and commit callbacks keep firing. Default: rdkafka's `DefaultConsumerContext`.
+    /// Wraps your own `ConsumerContext`: its logging, statistics, error and
+    /// OAuth callbacks keep firing, and its `commit_callback` is called by the
+    /// guard with the outcome of every commit attempt it sends (see
+    /// [`GuardContext`](crate::GuardContext)). Default: rdkafka's `DefaultConsumerContext`.
     pub fn context<C2: ConsumerContext + 'static>(self, context: C2) -> GuardBuilder<C2> {
         GuardBuilder {
             client_config: self.client_config,
@@ -203,6 +205,25 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// the commit; librdkafka calls take at most `i32::MAX` ms).
     pub fn revoke_timeout(mut self, timeout: Duration) -> Self {
         self.config.revoke_timeout = timeout;
+        self
+    }
+
+    /// How long no broker may be reachable before
+    /// [`GuardedConsumer::recv`](crate::GuardedConsumer::recv) returns
+    /// [`Error::BrokersUnreachable`](crate::Error::BrokersUnreachable)
+    /// (then again at most once per this period while the outage lasts; the
+    /// consumer keeps retrying and recovers by itself). Also the least time
+    /// between two returns of the same [`Error::AuthFailed`](crate::Error::AuthFailed)
+    /// or [`Error::UnknownTopic`](crate::Error::UnknownTopic). The outage
+    /// starts at librdkafka's first "all brokers down" report; before
+    /// returning the error the poll thread confirms it with one metadata
+    /// request (waiting at most 1 s), and checks again at most once a second
+    /// however short the period. `Duration::MAX`: never returned (the outage
+    /// is still logged). Default: 30 s. Must be greater than zero.
+    /// The own-loop front-end ([`build_consumer`](Self::build_consumer)) does
+    /// not use it: your own poll returns librdkafka's errors.
+    pub fn brokers_unreachable_after(mut self, period: Duration) -> Self {
+        self.config.brokers_unreachable_after = period;
         self
     }
 

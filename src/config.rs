@@ -36,6 +36,8 @@ pub(crate) struct Config {
     pub shutdown_timeout: Duration,
     pub revoke_timeout: Duration,
     pub revoke_grace: Duration,
+    /// `Duration::MAX`: never surfaced.
+    pub brokers_unreachable_after: Duration,
     /// How long one poll of the consumer waits (internal).
     pub poll_timeout: Duration,
     pub batch_size: usize,
@@ -61,6 +63,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             revoke_timeout: Duration::from_secs(10),
             revoke_grace: Duration::from_secs(1),
+            brokers_unreachable_after: Duration::from_secs(30),
             poll_timeout: Duration::from_millis(100),
             batch_size: 256,
             prefetch_batches: 8,
@@ -124,6 +127,12 @@ impl Config {
         if self.revoke_timeout.is_zero() {
             return duration("revoke_timeout", "must be greater than zero".into());
         }
+        if self.brokers_unreachable_after.is_zero() {
+            return duration(
+                "brokers_unreachable_after",
+                "must be greater than zero (Duration::MAX: never report)".into(),
+            );
+        }
         if self.revoke_grace > self.revoke_timeout {
             return duration(
                 "revoke_grace",
@@ -182,6 +191,7 @@ mod tests {
             shutdown_timeout: Duration::MAX,
             revoke_timeout: Duration::MAX,
             revoke_grace: Duration::MAX,
+            brokers_unreachable_after: Duration::MAX,
             commit_every: Some(u64::MAX),
             batch_size: usize::MAX,
             prefetch_batches: MAX_PREFETCH_BATCHES,
@@ -207,6 +217,13 @@ mod tests {
                     ..Config::default()
                 },
                 "recommit_idle_every",
+            ),
+            (
+                Config {
+                    brokers_unreachable_after: Duration::ZERO,
+                    ..Config::default()
+                },
+                "brokers_unreachable_after",
             ),
             (
                 Config {

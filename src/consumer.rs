@@ -20,6 +20,7 @@ use crate::partition::CommittedOffset;
 use crate::poll::Poller;
 use crate::rebalance::GuardContext;
 use crate::stats::{Metrics, Stats};
+use crate::surface::{ErrorPolicy, Outbox};
 use crate::threads::GuardThread;
 
 /// A Kafka consumer whose offsets are committed for you: only what was acked,
@@ -45,6 +46,8 @@ pub struct GuardedConsumer<C: ConsumerContext + 'static = DefaultConsumerContext
     handle: ConsumerHandle,
     poll_done: Option<oneshot::Receiver<()>>,
     shut_down: bool,
+    /// Errors surfaced by the poll thread's error policy.
+    errors: Arc<Outbox>,
 }
 
 impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
@@ -59,6 +62,7 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
         let (requests, requests_rx) = std::sync::mpsc::channel();
         let backlog = Arc::new(AtomicUsize::new(0));
         let (done, poll_done) = oneshot::channel();
+        let errors = Arc::new(Outbox::default());
         let poller = Poller {
             consumer: consumer.clone(),
             assignment: guard.assignment.clone(),
@@ -73,6 +77,12 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             poll_timeout: config.poll_timeout,
             batch_size: config.batch_size,
             group: config.group_id.clone(),
+            errors: ErrorPolicy::new(
+                config.brokers_unreachable_after,
+                errors.clone(),
+                guard.metrics.clone(),
+                config.group_id.clone(),
+            ),
             #[cfg(test)]
             panics,
         };
@@ -102,6 +112,7 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             handle,
             poll_done: Some(poll_done),
             shut_down: false,
+            errors,
         })
     }
 
@@ -140,8 +151,12 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
     ///
     /// # Errors
     ///
-    /// [`Error::Fatal`] for a fatal consumer error; [`Error::ThreadDied`] if one
-    /// of the guard's threads panicked (the guard stopped).
+    /// [`Error::Fatal`] for a fatal consumer error (the consumer stopped);
+    /// [`Error::ThreadDied`] if one of the guard's threads panicked (the guard
+    /// stopped). [`Error::AuthFailed`], [`Error::UnknownTopic`] and
+    /// [`Error::BrokersUnreachable`] ([`Error::is_transient`]) while the
+    /// consumer keeps running: each is returned once, and the next `recv`
+    /// goes on (see [the error policy](crate#errors)).
     pub async fn recv(&mut self) -> Result<Option<Record>, Error> {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
@@ -153,6 +168,9 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             }
             if self.handle.is_stopped() {
                 return Poll::Ready(Ok(None));
+            }
+            if let Some(e) = self.errors.take() {
+                return Poll::Ready(Err(e));
             }
             self.release_held();
             while let Some(r) = self.current.pop_front() {
@@ -169,7 +187,15 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             // The batch is used up: out of the backlog the poll thread watches.
             self.backlog
                 .fetch_sub(std::mem::take(&mut self.current_len), Ordering::Relaxed);
-            match std::task::ready!(self.rx.poll_recv(cx)) {
+            // Whichever comes first: a delivery, or an error surfaced meanwhile.
+            let delivery = match self.rx.poll_recv(cx) {
+                Poll::Ready(d) => d,
+                Poll::Pending => {
+                    std::task::ready!(self.errors.poll_ready(cx));
+                    continue;
+                }
+            };
+            match delivery {
                 Some(Delivery::Batch(b)) => {
                     self.current_len = b.len();
                     self.current = b.into();

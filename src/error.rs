@@ -162,6 +162,49 @@ pub enum Error {
     },
     /// The consumer hit an error it cannot continue from (e.g. FENCED_INSTANCE_ID).
     Fatal(KafkaError),
+    /// Authentication or authorization failed (`_AUTHENTICATION`,
+    /// SASL_AUTHENTICATION_FAILED, TOPIC_/GROUP_/CLUSTER_AUTHORIZATION_FAILED).
+    /// Returned by [`recv`](crate::GuardedConsumer::recv) when the consumer
+    /// reports it; the consumer keeps running and librdkafka keeps retrying, so
+    /// once the credentials or ACLs are fixed, records flow again. The same
+    /// error is returned again at most once per
+    /// [`brokers_unreachable_after`](crate::GuardBuilder::brokers_unreachable_after).
+    AuthFailed {
+        /// The Kafka error code.
+        code: RDKafkaErrorCode,
+        /// The subscribed topics the failure is about, when the guard could
+        /// tell (TOPIC_AUTHORIZATION_FAILED); else empty.
+        topics: Vec<String>,
+        /// librdkafka's description of the error, when it gave one.
+        reason: Option<String>,
+    },
+    /// A subscribed topic does not exist (UNKNOWN_TOPIC_OR_PART,
+    /// `_UNKNOWN_TOPIC`). Returned by [`recv`](crate::GuardedConsumer::recv)
+    /// when the consumer reports it; the consumer keeps running, and its
+    /// partitions are assigned once the topic is created.
+    UnknownTopic {
+        /// The Kafka error code.
+        code: RDKafkaErrorCode,
+        /// The subscribed topics missing from the cluster's metadata, when
+        /// the guard could read it (empty when not, or for a pattern
+        /// subscription).
+        topics: Vec<String>,
+        /// librdkafka's description of the error, when it gave one.
+        reason: Option<String>,
+    },
+    /// No broker was reachable for `down_for` (all brokers down, the
+    /// bootstrap address does not resolve, connections refused). librdkafka
+    /// keeps reconnecting; records flow again by themselves once a broker is
+    /// back. Returned once the outage lasted
+    /// [`brokers_unreachable_after`](crate::GuardBuilder::brokers_unreachable_after),
+    /// then at most once per that period while it lasts.
+    BrokersUnreachable {
+        /// Since when no broker is reachable, as far as the guard can tell
+        /// (from librdkafka's first "all brokers down" report).
+        down_for: std::time::Duration,
+        /// The last transport error librdkafka reported.
+        last_error: KafkaError,
+    },
     /// One of the guard's threads panicked; the guard has stopped. Acked
     /// offsets not committed before are not committed (nothing past an
     /// un-acked record ever is).
@@ -175,6 +218,18 @@ impl Error {
     /// True for [`Error::ShutDown`].
     pub fn is_shutdown(&self) -> bool {
         matches!(self, Error::ShutDown)
+    }
+    /// True for errors [`recv`](crate::GuardedConsumer::recv) returns while
+    /// the consumer keeps running and retrying ([`Error::AuthFailed`],
+    /// [`Error::UnknownTopic`], [`Error::BrokersUnreachable`]): call `recv`
+    /// again to go on.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::AuthFailed { .. }
+                | Error::UnknownTopic { .. }
+                | Error::BrokersUnreachable { .. }
+        )
     }
     /// True when the consumer cannot continue (a fatal Kafka error, or one of
     /// the guard's threads died).
@@ -199,6 +254,38 @@ impl fmt::Display for Error {
                 None => write!(f, "commit failed after {attempts} attempt(s)"),
             },
             Error::Fatal(e) => write!(f, "fatal consumer error: {e}"),
+            Error::AuthFailed {
+                code,
+                topics,
+                reason,
+            } => {
+                if topics.is_empty() {
+                    write!(f, "authentication or authorization failed: {code}")?;
+                } else {
+                    write!(f, "authorization failed for {}: {code}", topics.join(", "))?;
+                }
+                write_reason(f, reason)
+            }
+            Error::UnknownTopic {
+                code,
+                topics,
+                reason,
+            } => {
+                if topics.is_empty() {
+                    write!(f, "a subscribed topic does not exist: {code}")?;
+                } else {
+                    write!(f, "subscribed topic(s) do not exist: {}", topics.join(", "))?;
+                }
+                write_reason(f, reason)
+            }
+            Error::BrokersUnreachable {
+                down_for,
+                last_error,
+            } => write!(
+                f,
+                "no broker reachable for {:.1} s (last error: {last_error}); still retrying",
+                down_for.as_secs_f64()
+            ),
             Error::ThreadDied { thread } => {
                 write!(f, "the guard's {thread} thread panicked; the guard stopped")
             }
@@ -206,10 +293,18 @@ impl fmt::Display for Error {
     }
 }
 
+fn write_reason(f: &mut fmt::Formatter<'_>, reason: &Option<String>) -> fmt::Result {
+    match reason {
+        Some(r) => write!(f, " ({r})"),
+        None => Ok(()),
+    }
+}
+
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Kafka(e) | Error::Fatal(e) => Some(e),
+            Error::BrokersUnreachable { last_error, .. } => Some(last_error),
             _ => None,
         }
     }

@@ -109,7 +109,18 @@ where
     C: ConsumerContext + 'static,
 {
     fn commit(&self, offsets: &TopicPartitionList) -> KafkaResult<()> {
-        self.0.commit(offsets, CommitMode::Sync)
+        let res = self.0.commit(offsets, CommitMode::Sync);
+        // rdkafka never calls `commit_callback` for a synchronous commit: the
+        // guard tells the wrapped context the outcome of each attempt itself
+        // (on the commit thread, no guard lock held).
+        let user = self.0.context().user_context();
+        let told = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            user.commit_callback(res.clone(), offsets)
+        }));
+        if told.is_err() {
+            tracing::error!("the wrapped context's commit_callback panicked; the guard carries on");
+        }
+        res
     }
 
     fn committed(

@@ -93,6 +93,35 @@
 //! # }
 //! ```
 //!
+//! # Errors
+//!
+//! What the owned front-end does with the errors librdkafka reports while it
+//! polls, by kind. Surfaced errors are returned by
+//! [`recv`](GuardedConsumer::recv) once each, ahead of buffered records, also
+//! when nobody was in `recv` when they happened (they wait, never blocking the
+//! poll thread); the next `recv` goes on. [`Error::is_transient`] tells the
+//! ones the consumer keeps running after.
+//!
+//! | kind | codes | `recv()` returns | after | the consumer |
+//! |---|---|---|---|---|
+//! | fatal | librdkafka's fatal error (e.g. FENCED_INSTANCE_ID) | [`Error::Fatal`] | at once | stops |
+//! | authentication, authorization | `_AUTHENTICATION`, SASL_AUTHENTICATION_FAILED, TOPIC_/GROUP_/CLUSTER_AUTHORIZATION_FAILED | [`Error::AuthFailed`] (with the topics when the guard can tell, and librdkafka's description) | at once; the same error again at most once per [`brokers_unreachable_after`](GuardBuilder::brokers_unreachable_after) | keeps retrying; works again once allowed |
+//! | unknown topic | UNKNOWN_TOPIC_OR_PART, `_UNKNOWN_TOPIC` | [`Error::UnknownTopic`] naming the missing subscribed topics, with librdkafka's description | at once; repeats as above | keeps running; assigns the topic once it exists |
+//! | no broker reachable | `_ALL_BROKERS_DOWN` (bootstrap address not resolving, connections refused, all brokers down) | [`Error::BrokersUnreachable`] with how long and the last transport error | once the outage lasted [`brokers_unreachable_after`](GuardBuilder::brokers_unreachable_after) (default 30 s, `Duration::MAX`: never) and a metadata request (at most 1 s) confirms it; then at most once per that period | keeps reconnecting; recovers by itself |
+//! | one connection or request | `_TRANSPORT`, `_RESOLVE`, `_TIMED_OUT`, REQUEST_TIMED_OUT, NETWORK_EXCEPTION | nothing (`debug` event; kept as the outage's last error) | | librdkafka retries |
+//! | anything else | | nothing (`warn` event) | | goes on |
+//!
+//! Every non-fatal error the poll thread sees counts in
+//! [`Stats::consumer_errors`], every one returned in
+//! [`Stats::errors_surfaced`]. Commit errors are not consumer errors: they go
+//! through the retry policy and the failure sink, and reach
+//! [`commit_now`](GuardedConsumer::commit_now) as [`Error::CommitFailed`].
+//! A wrapped context's `ClientContext::error` still hears every error.
+//!
+//! The own-loop front-end ([`GuardBuilder::build_consumer`]) applies no such
+//! policy: librdkafka's errors come out of your own poll (`StreamConsumer`'s
+//! stream, `BaseConsumer::poll`) as they do without the guard.
+//!
 //! # Events and logging
 //!
 //! The guard emits `tracing` spans and events with structured fields (`group`,
@@ -191,9 +220,15 @@
 //!   (counted in [`Stats::offsets_rebalance_dropped`](crate::Stats), recorded
 //!   with reason `rebalance_dropped`). A stale generation
 //!   (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID) on any commit is handled the same way.
-//! - **Lost** (`assignment_lost()`: session timeout, max.poll exceeded, fenced):
-//!   nothing is committed; acked offsets not committed go to the failure sink
-//!   with reason `lost`; later acks of those assignments are stale.
+//! - **Lost** (`assignment_lost()`: session timeout, max.poll exceeded, fenced,
+//!   a commit refused with a stale generation): nothing is committed while the
+//!   partitions are not ours; later acks of those assignments are stale. The
+//!   acked offsets not committed are kept like the offsets above: if the next
+//!   assign gives a partition back to this member, its offset is committed
+//!   then when still ahead of the group's committed offset (never backwards)
+//!   and fetching starts there, so records acked before the loss are not
+//!   delivered again; otherwise it goes to the failure sink with reason `lost`
+//!   (also when the consumer stops first).
 //!
 //! User hooks ([`GuardBuilder::on_assign`](crate::GuardBuilder::on_assign),
 //! [`on_revoke`](crate::GuardBuilder::on_revoke),
@@ -242,6 +277,7 @@ mod rebalance;
 mod retry;
 mod sink;
 mod stats;
+mod surface;
 mod telemetry;
 mod threads;
 mod tracker;

@@ -25,6 +25,7 @@ use crate::flow::{FlowLimits, FlowState};
 use crate::partition::TopicPartition;
 use crate::rebalance::GuardContext;
 use crate::stats::Metrics;
+use crate::surface::ErrorPolicy;
 use crate::threads::{self, GuardThread, Lifecycle};
 
 /// A batch is never allocated larger than this up front, whatever `batch_size` says.
@@ -72,6 +73,8 @@ pub(crate) struct Poller<C: ConsumerContext + 'static> {
     pub batch_size: usize,
     /// For the events.
     pub group: String,
+    /// The error policy: what reaches `recv()` besides records.
+    pub errors: ErrorPolicy,
     /// Unit tests only: the thread panics once it runs.
     #[cfg(test)]
     pub panics: bool,
@@ -87,7 +90,7 @@ impl<C: ConsumerContext + 'static> Poller<C> {
         Vec::with_capacity(self.batch_size.min(MAX_PREALLOCATED))
     }
 
-    fn run(self) {
+    fn run(mut self) {
         // A local, so dropped before `self` (and its sender): a death is
         // visible before `recv` sees the channel close.
         let _exit = self.life.exit_guard(GuardThread::Poll);
@@ -110,6 +113,7 @@ impl<C: ConsumerContext + 'static> Poller<C> {
                 let _ = self.consumer.poll(self.poll_timeout);
                 continue;
             }
+            self.errors.tick(&self.consumer);
             let mut asked = false;
             while let Ok(request) = self.requests.try_recv() {
                 asked = true;
@@ -155,7 +159,7 @@ impl<C: ConsumerContext + 'static> Poller<C> {
                         let _ = self.tx.send(Delivery::Error(Error::Fatal(e)));
                         break;
                     }
-                    warn!(group = %self.group, error_code = ?e.rdkafka_error_code(), error = %e, "consumer error");
+                    self.errors.on_error(&e, &self.consumer);
                 }
             }
         }

@@ -69,13 +69,19 @@ pub struct Revoked {
 }
 
 /// Partitions lost by this consumer (hook argument of
-/// [`GuardBuilder::on_lost`](crate::GuardBuilder::on_lost)). Nothing was committed.
+/// [`GuardBuilder::on_lost`](crate::GuardBuilder::on_lost)). Nothing was
+/// committed, and nothing is while the partitions are not ours.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Lost {
     /// The lost partitions.
     pub partitions: Vec<(String, i32)>,
-    /// Acked offsets that were not committed (also in the failure sink, reason `lost`).
+    /// Acked offsets that were not committed. They are kept to the next
+    /// assign: committed then for a partition assigned back to this member
+    /// if still ahead of the group's committed offset (in
+    /// [`Assigned::resumed`]); for the others recorded in the failure sink
+    /// with reason `lost` (in [`Assigned::dropped`]), or when the consumer
+    /// stops first.
     pub not_committed: Vec<CommittedOffset>,
 }
 
@@ -102,8 +108,17 @@ impl fmt::Debug for Hooks {
 /// The guard's consumer context, wrapping the user's context `C`.
 ///
 /// Every `ClientContext` callback (logging, statistics, errors, OAuth) and the
-/// consumer's `commit_callback` and `main_queue_min_poll_interval` go to `C`
-/// unchanged. The rebalance callback is the guard's own (see the
+/// consumer's `main_queue_min_poll_interval` go to `C` unchanged.
+///
+/// `C::commit_callback` is called by the guard, on its commit thread, once per
+/// OffsetCommit attempt it sends (interval, count, `commit_now`, revoke,
+/// re-commit of idle partitions, kept or replayed offsets at assign, shutdown),
+/// right after the attempt returns: `Ok(())` when it landed, else the error,
+/// with the offsets sent. A retried commit calls it once per attempt. (rdkafka
+/// itself never calls it for the guard's synchronous commits; it still
+/// forwards the callback for commits made outside the guard.) No guard lock is
+/// held during the call; keep it short, since the next commit waits for it. A
+/// panic in it is caught and logged. The rebalance callback is the guard's own (see the
 /// [crate docs](crate#rebalances)). rdkafka's `pre_rebalance` / `post_rebalance` of `C`
 /// take a `&BaseConsumer<C>`, which the guard's consumer (a
 /// `BaseConsumer<GuardContext<C>>`) is not, so they cannot be called: move that
@@ -114,6 +129,10 @@ pub struct GuardContext<C = rdkafka::consumer::DefaultConsumerContext> {
     user: C,
     parts: ContextParts,
     hooks: Hooks,
+    /// librdkafka's description of the last error event (code, text): rdkafka
+    /// calls `error` with it just before the consumer's poll returns the error
+    /// without it; the owned front-end's poll thread takes it (own lock).
+    last_error: std::sync::Mutex<Option<(i32, String)>>,
 }
 
 /// What the rebalance callbacks work with.
@@ -127,7 +146,27 @@ pub(crate) struct ContextParts {
 
 impl<C> GuardContext<C> {
     pub(crate) fn new(user: C, parts: ContextParts, hooks: Hooks) -> Self {
-        GuardContext { user, parts, hooks }
+        GuardContext {
+            user,
+            parts,
+            hooks,
+            last_error: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// librdkafka's description of the last error event, if it had `code`.
+    pub(crate) fn take_error_reason(
+        &self,
+        code: rdkafka::error::RDKafkaErrorCode,
+    ) -> Option<String> {
+        let mut slot = self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match slot.take() {
+            Some((c, reason)) if c == code as i32 => Some(reason),
+            _ => None,
+        }
     }
 
     /// The wrapped user context.
@@ -152,6 +191,13 @@ impl<C: ClientContext> ClientContext for GuardContext<C> {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(code) = error.rdkafka_error_code() {
+            *self
+                .last_error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some((code as i32, reason.to_string()));
+        }
         self.user.error(error, reason)
     }
 
@@ -347,7 +393,8 @@ impl<C: ConsumerContext> GuardContext<C> {
     }
 
     /// A lost assignment: nothing is committed; acked offsets not committed
-    /// (and offsets kept from an earlier rebalance) go to the sink as `lost`.
+    /// (and offsets kept from an earlier rebalance) are kept to the next
+    /// assign (committed if the partition comes back, else recorded as `lost`).
     fn on_lost(&self, tpl: &TopicPartitionList) {
         let p = &self.parts;
         let parts = partitions(tpl);

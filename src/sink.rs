@@ -19,7 +19,9 @@ pub enum FailureReason {
     RetriesExhausted,
     /// The broker answered with an error that retrying cannot fix.
     Fatal,
-    /// The partition was lost (session timeout, fenced) before the commit.
+    /// The partition was lost (session timeout, fenced, stale generation)
+    /// before the commit, and was not assigned back to this member (at the
+    /// next assign, or before the consumer stopped).
     Lost,
     /// The shutdown deadline passed before the commit landed.
     ShutdownDeadline,

@@ -35,6 +35,8 @@ pub(crate) struct Metrics {
     pub offsets_rebalance_dropped: AtomicU64,
     pub partitions_paused: AtomicU64,
     pub records_abandoned: AtomicU64,
+    pub consumer_errors: AtomicU64,
+    pub errors_surfaced: AtomicU64,
 }
 
 impl Metrics {
@@ -84,6 +86,8 @@ impl Metrics {
             partitions_paused: l(&self.partitions_paused),
             records_abandoned: l(&self.records_abandoned),
             failed_log_dropped: 0,
+            consumer_errors: l(&self.consumer_errors),
+            errors_surfaced: l(&self.errors_surfaced),
         }
     }
 }
@@ -147,14 +151,16 @@ pub struct Stats {
     /// Offsets kept across a rebalance because their commit was refused with
     /// REBALANCE_IN_PROGRESS (inside a revoke) or a stale generation.
     pub offsets_deferred: u64,
-    /// Kept offsets committed after the partition was assigned back (only when
-    /// ahead of the group's committed offset; fetching starts there).
+    /// Kept offsets (refused during a rebalance, or of a lost partition)
+    /// committed after the partition was assigned back (only when ahead of the
+    /// group's committed offset; fetching starts there).
     pub offsets_resumed: u64,
     /// Unresolved failed offsets from the log committed again at an assign
     /// (`replay_failed_offsets`), being ahead of the group's committed offset.
     pub offsets_replayed: u64,
     /// Kept offsets dropped because the rebalance gave the partition to
-    /// another member (recorded with reason `rebalance_dropped`).
+    /// another member (recorded with reason `rebalance_dropped`, or `lost` for
+    /// the offset of a lost partition).
     pub offsets_rebalance_dropped: u64,
     /// Times the owned front-end's poll thread paused a partition because the
     /// application fell behind (backlog or outstanding limits; see
@@ -178,4 +184,12 @@ pub struct Stats {
     /// without a log. Such offsets still count in `offsets_failed` and reach
     /// the [`failure_sink`](crate::GuardBuilder::failure_sink).
     pub failed_log_dropped: u64,
+    /// Non-fatal errors the owned front-end's poll thread got from the
+    /// consumer (end-of-partition events not counted); the own-loop front-end
+    /// does not count (your poll sees them).
+    pub consumer_errors: u64,
+    /// Errors returned by [`recv`](crate::GuardedConsumer::recv) under the
+    /// error policy ([crate docs](crate#errors)): authentication or
+    /// authorization, unknown topic, brokers unreachable.
+    pub errors_surfaced: u64,
 }

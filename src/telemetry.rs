@@ -222,6 +222,14 @@ mod enabled {
             "offset_guard_failed_log_dropped_total",
             "Records the failed-offset log refused and discarded (queue full while the disk fails, or closed).",
             |s| s.failed_log_dropped,
+            "offset_guard_consumer_errors_total",
+            "Non-fatal consumer errors seen by the poll thread.",
+            |s| s.consumer_errors,
+        ),
+        (
+            "offset_guard_errors_surfaced_total",
+            "Errors returned by recv() under the error policy.",
+            |s| s.errors_surfaced,
         ),
     ];
 

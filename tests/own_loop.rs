@@ -209,8 +209,10 @@ async fn join_then_leave_cooperative_sticky() {
     join_then_leave("cooperative-sticky").await;
 }
 
-/// Lost partitions (heartbeats refused) are never committed; their acked
-/// offsets go to the sink as `lost`; old tokens are stale.
+/// Lost partitions (heartbeats refused) are never committed while not ours;
+/// old tokens are stale; their acked offsets are kept and committed when the
+/// partition is assigned straight back, where fetching resumes (issue 13,
+/// item 5).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_partitions_are_never_committed() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -221,10 +223,13 @@ async fn lost_partitions_are_never_committed() {
     let sink = offset_guard::MemorySink::new();
     let mut cfg = fx.config(&group);
     cfg.set("session.timeout.ms", "3000");
+    let lost = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let lost_in = lost.clone();
     let (consumer, guard) = offset_guard::OffsetGuard::builder(cfg)
         .retry(common::fast_retry(3))
         .no_commit_interval()
         .failure_sink(sink.clone())
+        .on_lost(move |l| lost_in.lock().unwrap().extend(l.not_committed.clone()))
         .build_consumer::<StreamConsumer<GuardContext>>()
         .unwrap();
     consumer.subscribe(&[&topic]).unwrap();
@@ -239,17 +244,21 @@ async fn lost_partitions_are_never_committed() {
     // The coordinator forgets the member: the next heartbeats say so.
     fx.mock_cluster().request_errors(
         RDKafkaApiKey::Heartbeat,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID; 5],
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID],
     );
     // Keep polling (the lost callback runs in our poll) until it is reported.
+    // Messages of the lost assignment still buffered are not expected; any
+    // message received before the loss is reported would fail below.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while sink.records().is_empty() {
+    let mut first_after = None;
+    while lost.lock().unwrap().is_empty() {
         assert!(std::time::Instant::now() < deadline, "no loss reported");
-        let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await {
+            panic!("a message before the loss was reported: {}", m.offset());
+        }
     }
-    let lost = sink.records();
-    assert_eq!(lost[0].reason, offset_guard::FailureReason::Lost);
-    assert_eq!(lost[0].offset, 20);
+    let not_committed: Vec<_> = lost.lock().unwrap().iter().map(|c| c.offset).collect();
+    assert_eq!(not_committed, vec![20], "reported by the lost hook");
     for (_, _, t) in &got[20..] {
         assert_eq!(
             t.clone().ack(),
@@ -257,12 +266,26 @@ async fn lost_partitions_are_never_committed() {
             "an old assignment's token"
         );
     }
+    // Assigned straight back: fetching resumes at the kept offset.
+    while first_after.is_none() {
+        assert!(std::time::Instant::now() < deadline, "not assigned back");
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await {
+            first_after = Some(m.offset());
+        }
+    }
+    assert_eq!(
+        first_after,
+        Some(20),
+        "no record acked before the loss again"
+    );
+    guard.commit_now().await.unwrap();
     assert_eq!(
         fx.committed(&group, &topic, 1),
-        vec![Some(10)],
-        "nothing committed after the loss"
+        vec![Some(20)],
+        "committed once ours again"
     );
     guard.shutdown(&*consumer).await.unwrap();
+    assert!(sink.records().is_empty(), "{:?}", sink.records());
 }
 
 /// Manual `assign` on a `BaseConsumer`, no group rebalance: tracked

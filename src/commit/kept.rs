@@ -3,8 +3,9 @@
 //!
 //! An offset is kept when the broker refuses its commit with
 //! REBALANCE_IN_PROGRESS inside a revoke, or with a stale generation
-//! (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID): it cannot be committed until the
-//! rebalance ends. Unresolved offsets of the failed-offset log
+//! (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID), or when its partition is lost
+//! before it was committed: it cannot be committed until the rebalance ends,
+//! and then only if the partition is assigned back. Unresolved offsets of the failed-offset log
 //! (`replay_failed_offsets`) wait for their partition's assign the same way.
 //! Owned by the commit worker (no lock). [`plan_assign`] and [`judge`] are
 //! pure.
@@ -14,6 +15,7 @@ use std::collections::HashMap;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::partition::TopicPartition;
+use crate::sink::FailureReason;
 
 /// An offset kept until the rebalance under way ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +26,9 @@ pub(crate) struct KeptOffset {
     /// The refusal.
     pub code: Option<RDKafkaErrorCode>,
     pub message: String,
+    /// Recorded with this reason if it is never committed: `Lost` for the
+    /// offset of a lost partition, else `RebalanceDropped`.
+    pub reason: FailureReason,
 }
 
 impl KeptOffset {
@@ -33,6 +38,7 @@ impl KeptOffset {
             offset,
             code: err.rdkafka_error_code(),
             message: err.to_string(),
+            reason: FailureReason::RebalanceDropped,
         }
     }
 }
@@ -53,6 +59,18 @@ impl Kept {
 
     pub(crate) fn remove(&mut self, tp: &TopicPartition) -> Option<KeptOffset> {
         self.map.remove(tp)
+    }
+
+    /// Drops the kept offset of `tp` if it belongs to assignment `epoch` and
+    /// is at or below `commit_point`: a revoke of that assignment settles it.
+    pub(crate) fn remove_covered(&mut self, tp: &TopicPartition, epoch: u64, commit_point: i64) {
+        if self
+            .map
+            .get(tp)
+            .is_some_and(|k| k.epoch == epoch && k.offset <= commit_point)
+        {
+            self.map.remove(tp);
+        }
     }
 
     /// Some kept offset is still ahead of what is committed for its partition.
@@ -193,6 +211,7 @@ mod tests {
             offset,
             code: Some(RDKafkaErrorCode::RebalanceInProgress),
             message: "refused".into(),
+            reason: FailureReason::RebalanceDropped,
         }
     }
 
@@ -269,6 +288,16 @@ mod tests {
         kk.keep(&tp(0), k(1, 9));
         kk.keep(&tp(0), k(1, 4));
         assert_eq!(kk.remove(&tp(0)).map(|x| x.offset), Some(9));
+        // a revoke of the same assignment settles what it covers, nothing else
+        kk.keep(&tp(0), k(1, 9));
+        kk.remove_covered(&tp(0), 2, 20);
+        kk.remove_covered(&tp(0), 1, 8);
+        assert!(
+            kk.map.contains_key(&tp(0)),
+            "other epoch, or above the commit point"
+        );
+        kk.remove_covered(&tp(0), 1, 9);
+        assert!(kk.map.is_empty());
     }
 
     #[test]

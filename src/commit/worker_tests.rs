@@ -223,16 +223,59 @@ fn a_kept_offset_is_committed_when_its_partition_comes_back_and_dropped_when_not
 }
 
 #[test]
-fn a_lost_partition_is_recorded_never_committed() {
+fn a_lost_partition_is_never_committed_while_not_owned_and_its_offset_is_kept_to_the_next_assign() {
+    let script = Arc::new(Script::default());
+    let g = guard(script.clone());
+    g.acked(0, 5);
+    g.acked(1, 8);
+    g.acked(2, 4);
+    let ended = ["t"; 3]
+        .iter()
+        .zip(0..3)
+        .map(|(t, p)| g.assignment.revoke(t, p).unwrap())
+        .collect();
+    let not_committed = g.commits.lost(ended, Deadline::NEVER).unwrap();
+    assert_eq!(not_committed.len(), 3);
+    assert!(g.sink.records().is_empty(), "kept, not given up yet");
+    assert!(script.sent().is_empty(), "nothing sent while not owned");
+    // p0 comes back ahead of the group's offset (3): committed, fetching at 5.
+    // p1 comes back but another member committed further (10): never backwards.
+    // p2 went elsewhere: recorded as lost.
+    script.group.lock().unwrap().insert(0, 3);
+    script.group.lock().unwrap().insert(1, 10);
+    let back = vec![g.assignment.assign("t", 0), g.assignment.assign("t", 1)];
+    let settled = g.commits.assigned(back, vec![], Deadline::NEVER).unwrap();
+    assert_eq!(settled.start_at, vec![(TopicPartition::new("t", 0), 5)]);
+    assert_eq!(settled.resumed.len(), 1);
+    assert_eq!(settled.dropped.len(), 1);
+    wait_for("the resumed commit", || script.sent().len() == 1);
+    assert_eq!(script.sent(), vec![vec![(0, 5)]]);
+    let failed = g.sink.records();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(
+        (failed[0].partition, failed[0].offset, failed[0].reason),
+        (2, 4, FailureReason::Lost)
+    );
+    g.finish();
+    assert_eq!(script.sent(), vec![vec![(0, 5)]]);
+}
+
+#[test]
+fn a_lost_offset_never_reowned_is_recorded_as_lost_when_the_consumer_stops() {
     let script = Arc::new(Script::default());
     let g = guard(script.clone());
     g.acked(0, 5);
     let ended = vec![g.assignment.revoke("t", 0).unwrap()];
-    let not_committed = g.commits.lost(ended, Deadline::NEVER).unwrap();
-    assert_eq!(not_committed.len(), 1);
-    assert_eq!(g.sink.records()[0].reason, FailureReason::Lost);
+    assert_eq!(g.commits.lost(ended, Deadline::NEVER).unwrap().len(), 1);
+    let sink = g.sink.clone();
     g.finish();
     assert!(script.sent().is_empty(), "{:?}", script.sent());
+    let failed = sink.records();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(
+        (failed[0].offset, failed[0].reason),
+        (5, FailureReason::Lost)
+    );
 }
 
 #[test]
@@ -317,5 +360,35 @@ async fn commit_now_after_a_give_up_tries_the_offset_again() {
         1,
         "given up once, by the first call"
     );
+    g.finish();
+}
+
+#[test]
+fn a_resumed_offset_refused_while_its_partition_is_lost_again_is_kept_not_dropped() {
+    let script = Arc::new(Script {
+        answers: Mutex::new(VecDeque::from([Some(RDKafkaErrorCode::UnknownMemberId)])),
+        each_takes: Duration::from_millis(300),
+        ..Script::default()
+    });
+    let g = guard(script.clone());
+    g.acked(0, 5);
+    let ended = vec![g.assignment.revoke("t", 0).unwrap()];
+    assert_eq!(g.commits.lost(ended, Deadline::NEVER).unwrap().len(), 1);
+    script.group.lock().unwrap().insert(0, 3);
+    let back = vec![g.assignment.assign("t", 0)];
+    let settled = g.commits.assigned(back, vec![], Deadline::NEVER).unwrap();
+    assert_eq!(settled.resumed.len(), 1);
+    // Lost again while the resumed commit is in flight; it is refused.
+    wait_for("the resumed commit sent", || script.sent().len() == 1);
+    let ended = vec![g.assignment.revoke("t", 0).unwrap()];
+    let not_committed = g.commits.lost(ended, Deadline::NEVER).unwrap();
+    assert_eq!(not_committed.len(), 1, "still not committed, still kept");
+    assert_eq!(not_committed[0].offset, 5);
+    let back = vec![g.assignment.assign("t", 0)];
+    let settled = g.commits.assigned(back, vec![], Deadline::NEVER).unwrap();
+    assert_eq!(settled.start_at, vec![(TopicPartition::new("t", 0), 5)]);
+    wait_for("the second resumed commit", || script.sent().len() == 2);
+    assert_eq!(script.sent(), vec![vec![(0, 5)], vec![(0, 5)]]);
+    assert!(g.sink.records().is_empty(), "{:?}", g.sink.records());
     g.finish();
 }

@@ -351,14 +351,21 @@ impl Worker {
     }
 
     /// Keeps refused offsets to the next assign. With `owned_only`, an offset
-    /// whose assignment ended meanwhile (lost) is not kept: lost partitions are
-    /// never committed.
+    /// whose assignment ended meanwhile (lost while the commit was in flight)
+    /// is kept like a lost partition's offset: committed at the next assign
+    /// only if the partition is assigned back (never while it is not ours),
+    /// else recorded as `lost`. A revoke of the same assignment supersedes it
+    /// ([`Kept::remove_covered`](crate::commit::kept::Kept::remove_covered)).
     pub(super) fn keep(&mut self, batch: &[Entry], err: &KafkaError, owned_only: bool) {
         self.queue.failed(batch, false);
         for e in batch {
             if owned_only && self.assignment.epoch(&e.tp) != Some(e.epoch) {
-                Metrics::inc(&self.metrics.offsets_stale_dropped);
-                debug!(topic = %e.tp.topic, partition = e.tp.partition, offset = e.offset, "refused offset not kept: its assignment ended");
+                debug!(topic = %e.tp.topic, partition = e.tp.partition, offset = e.offset, "refused offset of an assignment that ended meanwhile: kept as lost");
+                let k = KeptOffset {
+                    reason: FailureReason::Lost,
+                    ..KeptOffset::refused(e.epoch, e.offset, err)
+                };
+                self.kept.keep(&e.tp, k);
                 continue;
             }
             debug!(topic = %e.tp.topic, partition = e.tp.partition, offset = e.offset, error = %err, "offset kept until the rebalance ends");

@@ -48,10 +48,12 @@ impl Worker {
         for s in &job.slots {
             let cp = self.assignment.revoke_slot(s);
             debug!(topic = %s.tp.topic, partition = s.tp.partition, epoch = s.epoch, commit_point = ?cp, committed = ?self.queue.committed_offset(&s.tp), "revoking");
-            if let Some(cp) = cp
-                && self.queue.offer(&s.tp, s.epoch, cp, true) == Offer::Stale
-            {
-                Metrics::inc(&self.metrics.offsets_stale_dropped);
+            if let Some(cp) = cp {
+                // The revoke settles what was kept of this assignment.
+                self.kept.remove_covered(&s.tp, s.epoch, cp);
+                if self.queue.offer(&s.tp, s.epoch, cp, true) == Offer::Stale {
+                    Metrics::inc(&self.metrics.offsets_stale_dropped);
+                }
             }
             keys.push((s.tp.clone(), s.epoch));
         }
@@ -122,6 +124,7 @@ impl Worker {
                     code: None,
                     message: "acked under a manual assignment that the group's assignment replaced"
                         .into(),
+                    reason: FailureReason::RebalanceDropped,
                 };
                 self.kept.keep(tp, k);
             }
@@ -144,11 +147,12 @@ impl Worker {
         for (tp, k, committed_before) in plan.dropped {
             Metrics::inc(&self.metrics.offsets_rebalance_dropped);
             debug!(topic = %tp.topic, partition = tp.partition, offset = k.offset, "kept offset dropped: the partition went to another member");
-            self.record_kept(
-                &tp,
-                &k,
-                "commit refused during a rebalance; the partition was not assigned back",
-            );
+            let why = if k.reason == FailureReason::Lost {
+                "the partition was not assigned back"
+            } else {
+                "commit refused during a rebalance; the partition was not assigned back"
+            };
+            self.record_kept(&tp, &k, why);
             out.dropped.push(DroppedOffset {
                 topic: tp.topic.to_string(),
                 partition: tp.partition,
@@ -198,10 +202,14 @@ impl Worker {
                     let e = group.as_ref().err();
                     warn!(group = %self.config.group_id, topic = %c.tp.topic, partition = c.tp.partition, offset = c.offset, error = ?e, "could not read the group's committed offset; kept offset not committed");
                     Metrics::inc(&self.metrics.offsets_rebalance_dropped);
+                    let reason = match &c.source {
+                        Source::Kept(k) => k.reason,
+                        Source::Log => FailureReason::RebalanceDropped,
+                    };
                     let mut f = self.recorder.failure(
                         &c.tp,
                         c.offset,
-                        FailureReason::RebalanceDropped,
+                        reason,
                         format!("the group's committed offset could not be read to check the kept offset: {}", e.map_or(String::new(), |e| e.to_string())),
                     );
                     f.error_code = e.and_then(|e| e.rdkafka_error_code());
@@ -260,32 +268,39 @@ impl Worker {
         }
     }
 
-    /// Partitions lost: nothing is committed for them; what was acked (or
-    /// kept) and not committed is recorded as `lost`.
+    /// Partitions lost: nothing is committed for them now. What was acked
+    /// (or kept) and not committed is kept to the next assign, like an offset
+    /// refused during a rebalance: committed then if the partition is
+    /// assigned back and it is still ahead of the group's committed offset,
+    /// else recorded as `lost`.
     pub(super) fn lost(&mut self, job: LostJob) {
         let mut not_committed = Vec::new();
         for (slot, cp) in &job.ended {
             Metrics::inc(&self.metrics.partitions_lost);
             let tp = &slot.tp;
             let pending = self.queue.forget(tp);
-            let kept = self.kept.remove(tp).map(|k| k.offset);
+            let kept = self.kept.remove(tp);
             let committed = self.queue.committed_offset(tp);
             let Some(offset) = (*cp)
                 .max(pending)
-                .max(kept)
+                .max(kept.as_ref().map(|k| k.offset))
                 .filter(|o| Some(*o) > committed)
             else {
                 continue;
             };
-            warn!(group = %self.config.group_id, topic = %tp.topic, partition = tp.partition, offset, "partition lost with acked offsets not committed");
+            warn!(group = %self.config.group_id, topic = %tp.topic, partition = tp.partition, offset, "partition lost with acked offsets not committed; kept to the next assign");
             not_committed.push(CommittedOffset::of(tp, offset));
-            let f = self.recorder.failure(
+            let code = kept.and_then(|k| k.code);
+            self.kept.keep(
                 tp,
-                offset,
-                FailureReason::Lost,
-                "partition lost before the offset was committed",
+                KeptOffset {
+                    epoch: slot.epoch,
+                    offset,
+                    code,
+                    message: "partition lost before the offset was committed".into(),
+                    reason: FailureReason::Lost,
+                },
             );
-            self.recorder.record(f);
         }
         let _ = job.reply.send(not_committed);
     }
@@ -294,8 +309,11 @@ impl Worker {
         let mut f: FailedOffset = self.recorder.failure(
             tp,
             k.offset,
-            FailureReason::RebalanceDropped,
-            format!("{why} (refused with: {})", k.message),
+            k.reason,
+            match k.reason {
+                FailureReason::Lost => format!("{}; {why}", k.message),
+                _ => format!("{why} (refused with: {})", k.message),
+            },
         );
         f.error_code = k.code;
         self.recorder.record(f);
