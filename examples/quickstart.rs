@@ -49,6 +49,10 @@ impl Drop for TempLog {
                 self.path.display()
             );
         } else if std::fs::remove_file(&self.path).is_ok() {
+            // And the writer's lock file beside it.
+            let mut lock = self.path.clone().into_os_string();
+            lock.push(".lock");
+            let _ = std::fs::remove_file(lock);
             println!(
                 "\nremoved the failed-offset log {} (run with --keep-log to keep it)",
                 self.path.display()

@@ -1392,3 +1392,96 @@ fn paths_convert_into_log_builders() {
         assert_eq!(b.path(), p);
     }
 }
+
+/// A file beside the log named like a rotated file but with a huge number (a
+/// dated backup) is neither read nor counted as thousands of missing files,
+/// and the writer never deletes it; a gap is one issue however wide.
+#[test]
+fn a_dated_backup_beside_the_log_is_skipped_not_read_nor_deleted() {
+    let dir = TempDir::new("dated-backup");
+    let path = dir.join("log.jsonl");
+    let e = |offset| failure_entry(failure("orders", 0, offset));
+    std::fs::write(&path, log_bytes(&[e(1)])).unwrap();
+    let backup = dir.join("log.jsonl.20261129");
+    std::fs::write(&backup, log_bytes(&[e(99)])).unwrap();
+    std::fs::write(dir.join("log.jsonl.18446744073709551615"), b"x").unwrap();
+    std::fs::write(dir.join("log.jsonl.500"), log_bytes(&[e(0)])).unwrap();
+    let p = path.clone();
+    let reader = within_10s(move || LogReader::open(&p).unwrap());
+    assert_eq!(offsets(reader.entries()), [0, 1]);
+    let kinds: Vec<_> = reader.issues().iter().map(|i| i.kind.clone()).collect();
+    assert_eq!(
+        kinds,
+        [ReadIssueKind::NotRotated, ReadIssueKind::MissingFile],
+        "{:?}",
+        reader.issues()
+    );
+    assert!(
+        reader.issues()[1].excerpt.contains("499 files"),
+        "{:?}",
+        reader.issues()
+    );
+
+    // The writer rotates (keeping 2 files) without touching the backup.
+    let log = FailedOffsetLog::builder(&path)
+        .max_file_bytes(1)
+        .max_files(2)
+        .open()
+        .unwrap();
+    for o in 0..5 {
+        log.record(failure("orders", 0, o));
+    }
+    log.close().unwrap();
+    assert!(backup.exists(), "the backup is not the writer's to delete");
+}
+
+/// `Duration::MAX` as the batched fsync delay means "no time limit", not a
+/// dead writer thread: records are written and synced by flush and close.
+#[test]
+fn a_batched_fsync_delay_of_duration_max_never_kills_the_writer() {
+    let dir = TempDir::new("fsync-max");
+    let path = dir.join("log.jsonl");
+    let log = FailedOffsetLog::builder(&path)
+        .fsync(FsyncPolicy::Batched {
+            max_records: usize::MAX,
+            max_delay: Duration::MAX,
+        })
+        .open()
+        .unwrap();
+    for o in 0..5 {
+        log.record(failure("orders", 0, o));
+    }
+    log.flush().expect("the writer is alive");
+    log.close().unwrap();
+    assert_eq!(log.status().records_written, 5);
+    assert_eq!(
+        offsets(LogReader::open(&path).unwrap().entries()),
+        [0, 1, 2, 3, 4]
+    );
+}
+
+/// Two spellings of one log (a symlink to it, `dir/../dir/log`) share one
+/// lock: the second writer is refused.
+#[test]
+fn a_symlink_to_a_log_in_use_is_in_use_too() {
+    let dir = TempDir::new("symlink-lock");
+    let path = dir.join("log.jsonl");
+    let first = FailedOffsetLog::open(&path).unwrap();
+    let alias = dir.join("alias.jsonl");
+    std::os::unix::fs::symlink(&path, &alias).unwrap();
+    let err = FailedOffsetLog::open(&alias).unwrap_err();
+    assert!(err.is_in_use(), "{err:?}");
+    let dotted = dir
+        .join("..")
+        .join(dir.0.file_name().unwrap())
+        .join("log.jsonl");
+    let err = FailedOffsetLog::open(&dotted).unwrap_err();
+    assert!(err.is_in_use(), "{err:?}");
+    first.close().unwrap();
+    drop(first);
+    FailedOffsetLog::open(&alias).unwrap().close().unwrap();
+    // A directory that does not exist names the log, not its lock file.
+    let missing = dir.join("no-such-dir").join("log.jsonl");
+    let err = FailedOffsetLog::open(&missing).unwrap_err();
+    assert_eq!(err.path(), Some(missing.as_path()), "{err:?}");
+}

@@ -407,9 +407,30 @@ impl std::error::Error for LogError {
     }
 }
 
-/// The rotated files of `path` (`path.1`, `path.2`, ...) that exist, as
-/// `(N, path.N)` sorted by `N` ascending (newest first).
+/// The highest number of a rotated file (`path.10000`). Files named like
+/// rotated files with a higher number (a dated backup such as
+/// `path.20261129`) are not part of the log: readers skip them (and say so),
+/// the writer never renames or deletes them.
+pub const MAX_ROTATED: u64 = 10_000;
+
+/// The rotated files of `path` (`path.1` ... `path.MAX_ROTATED`) that exist,
+/// as `(N, path.N)` sorted by `N` ascending (newest first).
 pub(crate) fn rotated_siblings(path: &Path) -> Vec<(u64, PathBuf)> {
+    let mut all = numbered_siblings(path);
+    all.retain(|(n, _)| *n <= MAX_ROTATED);
+    all
+}
+
+/// Files named `path.N` with `N` above [`MAX_ROTATED`], sorted.
+pub(crate) fn beyond_rotation(path: &Path) -> Vec<PathBuf> {
+    numbered_siblings(path)
+        .into_iter()
+        .filter(|(n, _)| *n > MAX_ROTATED)
+        .map(|(_, p)| p)
+        .collect()
+}
+
+fn numbered_siblings(path: &Path) -> Vec<(u64, PathBuf)> {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
         return Vec::new();
     };
@@ -429,7 +450,8 @@ pub(crate) fn rotated_siblings(path: &Path) -> Vec<(u64, PathBuf)> {
             if suffix.starts_with('0') || !suffix.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
-            let n: u64 = suffix.parse().ok().filter(|&n| n >= 1)?;
+            // Too long for a u64: beyond any rotation number too.
+            let n: u64 = suffix.parse().unwrap_or(u64::MAX).max(1);
             Some((n, path.with_file_name(file_name)))
         })
         .collect();

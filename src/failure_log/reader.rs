@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::record::{FailureRecord, LogEntry, ReadIssueKind, ResolutionKind};
-use super::{LogError, rotated_siblings};
+use super::{LogError, MAX_ROTATED, beyond_rotation, rotated_siblings};
 use crate::sink::FailureReason;
 /// A line the reader could not use, and where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,12 +150,8 @@ impl LogStream {
         let mut expected = siblings.last().map_or(0, |(n, _)| *n);
         for (n, file) in siblings.iter().rev() {
             // Gaps between the numbers found: files missing in the middle.
-            while expected > *n {
-                sources.push_back(Source::Issue(whole_file_issue(
-                    rotated_name(path, expected),
-                    ReadIssueKind::MissingFile,
-                )));
-                expected -= 1;
+            if expected > *n {
+                sources.push_back(Source::Issue(gap_issue(path, n + 1, expected)));
             }
             expected = n - 1;
             sources.push_back(match open_readable(file) {
@@ -166,13 +162,21 @@ impl LogStream {
                 )),
             });
         }
-        while expected >= 1 {
+        if expected >= 1 {
             // `path.1` .. below the lowest found are missing too.
-            sources.push_back(Source::Issue(whole_file_issue(
-                rotated_name(path, expected),
-                ReadIssueKind::MissingFile,
-            )));
-            expected -= 1;
+            sources.push_back(Source::Issue(gap_issue(path, 1, expected)));
+        }
+        let beyond = beyond_rotation(path);
+        if let Some(first) = beyond.first() {
+            sources.push_front(Source::Issue(ReadIssue {
+                file: first.clone(),
+                line: 0,
+                kind: ReadIssueKind::NotRotated,
+                excerpt: format!(
+                    "{} such file(s), numbered above {MAX_ROTATED}",
+                    beyond.len()
+                ),
+            }));
         }
         match open_readable(path) {
             Ok(f) => sources.push_back(Source::Open(
@@ -353,6 +357,16 @@ fn open_readable(path: &Path) -> io::Result<File> {
         ));
     }
     Ok(f)
+}
+
+/// Rotated files `path.lo` ..= `path.hi` are missing: one issue, naming the
+/// newest, however many.
+fn gap_issue(path: &Path, lo: u64, hi: u64) -> ReadIssue {
+    let mut issue = whole_file_issue(rotated_name(path, lo), ReadIssueKind::MissingFile);
+    if hi > lo {
+        issue.excerpt = format!("{} files missing, .{lo} to .{hi}", hi - lo + 1);
+    }
+    issue
 }
 
 fn whole_file_issue(file: PathBuf, kind: ReadIssueKind) -> ReadIssue {

@@ -569,6 +569,10 @@ pub enum ReadIssueKind {
     /// exist, `path.2` does not; line 0): its records are not in the log
     /// that was read.
     MissingFile,
+    /// A file named like a rotated file but numbered above
+    /// [`MAX_ROTATED`](super::MAX_ROTATED) (a dated backup such as
+    /// `path.20261129`; line 0): not part of the log, not read.
+    NotRotated,
     /// A line longer than [`MAX_LINE_BYTES`](super::MAX_LINE_BYTES) (no
     /// record is that long). Skipped.
     LineTooLong,
@@ -590,6 +594,9 @@ impl fmt::Display for ReadIssueKind {
             ReadIssueKind::MissingFile => {
                 f.write_str("rotated file missing between others: its records were not read")
             }
+            ReadIssueKind::NotRotated => f.write_str(
+                "named like a rotated file but not part of the log (number too high): not read",
+            ),
             ReadIssueKind::LineTooLong => write!(
                 f,
                 "line longer than {} bytes: not a log record",

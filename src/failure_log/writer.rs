@@ -137,6 +137,8 @@ impl LogBuilder {
 
     /// How many files to keep, the current one included (so `path.1` ...
     /// `path.{max_files - 1}` plus `path`); the oldest is deleted on rotation.
+    /// At most [`MAX_ROTATED`](super::MAX_ROTATED) + 1 are kept, whatever
+    /// larger value is given; files numbered above that are never touched.
     /// With 1, rotation starts the file afresh. Must be at least 1. Default: 8.
     pub fn max_files(mut self, files: usize) -> Self {
         self.max_files = files;
@@ -494,18 +496,36 @@ fn open_regular(path: &Path) -> io::Result<File> {
     }
 }
 
-/// The lock file of the log at `path`: `path` + `.lock`.
-fn lock_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
+/// The lock file of the log at `path`: its real path (symlinks, `.` and
+/// `..` resolved, so that two spellings of one log share one lock) +
+/// `.lock`. A directory that does not exist is an error naming the log.
+fn lock_path(path: &Path) -> Result<PathBuf, LogError> {
+    let real = match std::fs::canonicalize(path) {
+        Ok(real) => real,
+        // Not there yet: the real directory, and the name as given.
+        Err(_) => {
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            let name = path.file_name().ok_or(LogError::InvalidConfig {
+                what: "the log path must name a file",
+            })?;
+            std::fs::canonicalize(dir)
+                .map_err(|e| LogError::from_io(path, "open", e))?
+                .join(name)
+        }
+    };
+    let mut s = real.into_os_string();
     s.push(".lock");
-    PathBuf::from(s)
+    Ok(PathBuf::from(s))
 }
 
 /// Takes the exclusive writer lock of the log at `path` without waiting; the
 /// returned file holds it until dropped. The lock is on a file of its own
 /// that is never renamed, so rotation does not affect it.
 fn take_lock(path: &Path) -> Result<File, LogError> {
-    let lock_path = lock_path(path);
+    let lock_path = lock_path(path)?;
     let file = open_regular(&lock_path).map_err(|e| {
         refuse_non_file(&lock_path)
             .err()
@@ -711,7 +731,11 @@ impl Writer {
 
     fn sync_deadline(&self) -> Option<Instant> {
         match self.cfg.fsync {
-            FsyncPolicy::Batched { max_delay, .. } => self.first_unsynced.map(|t| t + max_delay),
+            // No deadline when it is beyond what an Instant can hold
+            // (`Duration::MAX`: only `max_records`, flush and close sync).
+            FsyncPolicy::Batched { max_delay, .. } => {
+                self.first_unsynced.and_then(|t| t.checked_add(max_delay))
+            }
             FsyncPolicy::EveryRecord => None,
         }
     }
@@ -916,7 +940,8 @@ impl Writer {
     fn rotate(&mut self) -> io::Result<()> {
         self.sync();
         let path = self.cfg.path.clone();
-        let keep = (self.cfg.max_files - 1) as u64; // rotated files kept
+        // Rotated files kept (never numbered above MAX_ROTATED).
+        let keep = ((self.cfg.max_files - 1) as u64).min(super::MAX_ROTATED);
         let siblings = rotated_siblings(&path);
         for (n, old) in &siblings {
             if *n >= keep {

@@ -1,39 +1,41 @@
 //! Reading and appending to the failed-offset log for the operator commands.
-//! All reading goes through [`read_group`], so a streaming reader can
-//! replace the whole-file one in one place.
+//! All reading goes through [`read_group`], which streams the log.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
 
-use offset_guard::failure_log::{FailedOffsetLog, FailureRecord, LogError, LogReader, Resolution};
+use offset_guard::failure_log::{
+    FailedOffsetLog, LogEntry, LogError, LogStream, Resolution, UnresolvedOffsets,
+};
 
 use crate::exit::CliError;
 use crate::text::escape;
 
-/// What the log says about one group.
+/// The most damaged lines listed one by one (all are counted).
+const MAX_LISTED_ISSUES: usize = 100;
+
+/// What the log says about one group. Read streaming: memory grows with the
+/// group's unresolved failures, not with the log.
 #[derive(Debug, Default)]
 pub struct GroupLog {
-    /// The group's failures not resolved later in the log, in log order.
-    pub unresolved: Vec<FailureRecord>,
-    /// Every failure of the group: (topic, partition) -> offsets.
-    pub failed: BTreeMap<(String, i32), BTreeSet<i64>>,
+    /// The group's unresolved failed offsets per (topic, partition), ascending.
+    unresolved: BTreeMap<(String, i32), BTreeSet<i64>>,
+    /// Every failed offset of the one partition asked for (`read_group`'s
+    /// `failed_of`), resolved or not.
+    pub failed: BTreeSet<i64>,
     /// The topics the group has entries for.
     pub topics: BTreeSet<String>,
-    /// Damaged lines, already escaped for printing.
+    /// Damaged lines (the first [`MAX_LISTED_ISSUES`]), already escaped for printing.
     pub issues: Vec<String>,
+    /// Damaged lines in all.
+    pub issue_count: usize,
 }
 
 impl GroupLog {
     /// Unresolved failed offsets per (topic, partition), ascending.
     pub fn unresolved_by_partition(&self) -> BTreeMap<(String, i32), BTreeSet<i64>> {
-        let mut out: BTreeMap<(String, i32), BTreeSet<i64>> = BTreeMap::new();
-        for f in &self.unresolved {
-            out.entry((f.topic.clone(), f.partition))
-                .or_default()
-                .insert(f.offset);
-        }
-        out
+        self.unresolved.clone()
     }
 
     /// Lists the damaged lines on stderr (never fails: a closed stderr is ignored).
@@ -42,41 +44,59 @@ impl GroupLog {
         for issue in &self.issues {
             let _ = writeln!(err, "offset-guard: warning: {issue}");
         }
-        if !self.issues.is_empty() {
+        if self.issue_count > 0 {
             let _ = writeln!(
                 err,
                 "offset-guard: {} damaged line(s) in the log skipped",
-                self.issues.len()
+                self.issue_count
             );
         }
     }
 }
 
-/// Reads the log at `path` (with its rotated files) and keeps what concerns `group`.
-pub fn read_group(path: &Path, group: &str) -> Result<GroupLog, CliError> {
-    let reader = LogReader::open(path)?;
-    let mut out = GroupLog {
-        issues: reader
-            .issues()
-            .iter()
-            .map(|i| escape(&i.to_string()))
-            .collect(),
-        ..GroupLog::default()
-    };
-    for e in reader.entries().iter().filter(|e| e.group_id() == group) {
-        out.topics.insert(e.topic().to_owned());
+/// Reads the log at `path` (with its rotated files) line by line and keeps
+/// what concerns `group`; `failed_of` also collects every failed offset of
+/// that (topic, partition).
+pub fn read_group(
+    path: &Path,
+    group: &str,
+    failed_of: Option<(&str, i32)>,
+) -> Result<GroupLog, CliError> {
+    let mut out = GroupLog::default();
+    let mut open = UnresolvedOffsets::new();
+    let mut partitions: BTreeSet<(String, i32)> = BTreeSet::new();
+    for item in LogStream::open(path)? {
+        let entry = match item {
+            Ok(entry) => entry,
+            Err(issue) => {
+                out.issue_count += 1;
+                if out.issues.len() < MAX_LISTED_ISSUES {
+                    out.issues.push(escape(&issue.to_string()));
+                }
+                continue;
+            }
+        };
+        if entry.group_id() != group {
+            continue;
+        }
+        if !out.topics.contains(entry.topic()) {
+            out.topics.insert(entry.topic().to_owned());
+        }
+        if let LogEntry::Failure(f) = &entry {
+            if failed_of == Some((f.topic.as_str(), f.partition)) {
+                out.failed.insert(f.offset);
+            }
+            partitions.insert((f.topic.clone(), f.partition));
+        }
+        open.push(&entry);
     }
-    for f in reader.failures().filter(|f| f.group_id == group) {
-        out.failed
-            .entry((f.topic.clone(), f.partition))
-            .or_default()
-            .insert(f.offset);
+    for (topic, partition) in partitions {
+        let offsets = open.offsets(group, &topic, partition);
+        if !offsets.is_empty() {
+            out.unresolved
+                .insert((topic, partition), offsets.into_iter().collect());
+        }
     }
-    out.unresolved = reader
-        .unresolved()
-        .into_iter()
-        .filter(|f| f.group_id == group)
-        .collect();
     Ok(out)
 }
 

@@ -56,7 +56,7 @@ struct Row {
 
 pub fn run(args: &OffsetsArgs, out: &mut dyn Write) -> Result<Done, CliError> {
     let log = match &args.log {
-        Some(path) => Some(read_group(path, &args.group)?),
+        Some(path) => Some(read_group(path, &args.group, None)?),
         None => None,
     };
     let topics: BTreeSet<String> = if !args.topics.is_empty() {
@@ -79,7 +79,7 @@ pub fn run(args: &OffsetsArgs, out: &mut dyn Write) -> Result<Done, CliError> {
     Ok(match &log {
         Some(l) if !l.issues.is_empty() => {
             l.report_issues();
-            Done::Damaged(l.issues.len())
+            Done::Damaged(l.issue_count)
         }
         _ => Done::Ok,
     })

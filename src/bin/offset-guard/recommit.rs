@@ -68,11 +68,11 @@ pub fn run(args: &RecommitArgs, out: &mut dyn Write) -> Result<Done, CliError> {
     } else {
         Some(open_for_append(&args.log)?)
     };
-    let log = read_group(&args.log, &args.group)?;
+    let log = read_group(&args.log, &args.group, None)?;
     let done = if log.issues.is_empty() {
         Done::Ok
     } else {
-        Done::Damaged(log.issues.len())
+        Done::Damaged(log.issue_count)
     };
     let mut failed: BTreeMap<(String, i32), BTreeSet<i64>> = log.unresolved_by_partition();
     if !args.topics.is_empty() {

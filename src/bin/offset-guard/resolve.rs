@@ -56,13 +56,13 @@ fn parse_note(s: &str) -> Result<String, String> {
 
 pub fn run(args: &ResolveArgs, out: &mut dyn Write) -> Result<Done, CliError> {
     let writer = open_for_append(&args.log)?;
-    let log = read_group(&args.log, &args.group)?;
+    let log = read_group(&args.log, &args.group, Some((&args.topic, args.partition)))?;
     let key = (args.topic.clone(), args.partition);
     let unresolved = log
         .unresolved_by_partition()
         .remove(&key)
         .unwrap_or_default();
-    let failed = log.failed.get(&key).cloned().unwrap_or_default();
+    let failed = &log.failed;
     let label = format!(
         "group {} topic {} partition {}",
         args.group, args.topic, args.partition
@@ -127,6 +127,6 @@ pub fn run(args: &ResolveArgs, out: &mut dyn Write) -> Result<Done, CliError> {
     Ok(if log.issues.is_empty() {
         Done::Ok
     } else {
-        Done::Damaged(log.issues.len())
+        Done::Damaged(log.issue_count)
     })
 }
