@@ -319,6 +319,20 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
         self
     }
 
+    /// Report a record that stays un-acked (the first un-acked record of its
+    /// partition, holding its commit point) this long: a `tracing` warning
+    /// naming topic, partition, offset and age, once per record, counted in
+    /// [`Stats::records_stuck`](crate::Stats::records_stuck); its age shows in
+    /// [`PartitionStatus::first_unacked_age`](crate::PartitionStatus::first_unacked_age).
+    /// Sampled by the commit thread about once a second, so ages are accurate
+    /// to about a second. `Duration::MAX` never reports. Default:
+    /// [`DEFAULT_STUCK_AFTER`](crate::DEFAULT_STUCK_AFTER) (5 minutes). At
+    /// least 1 ms ([`BuildError::InvalidDuration`]). Both front-ends.
+    pub fn stuck_after(mut self, after: Duration) -> Self {
+        self.config.stuck_after = (after != Duration::MAX).then_some(after);
+        self
+    }
+
     /// Owned front-end: the most outstanding records of all partitions
     /// together; when reached, every partition holding outstanding records
     /// is paused until the total is down to half.

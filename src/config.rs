@@ -12,6 +12,10 @@ use crate::retry::RetryPolicy;
 /// Default of [`max_outstanding_per_partition`](crate::GuardBuilder::max_outstanding_per_partition).
 pub const DEFAULT_MAX_OUTSTANDING_PER_PARTITION: usize = 10_000;
 
+/// Default of [`stuck_after`](crate::GuardBuilder::stuck_after): 5 minutes,
+/// like librdkafka's default `max.poll.interval.ms`.
+pub const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(300);
+
 /// Default of [`max_outstanding`](crate::GuardBuilder::max_outstanding).
 pub const DEFAULT_MAX_OUTSTANDING: usize = 100_000;
 
@@ -44,6 +48,8 @@ pub(crate) struct Config {
     pub prefetch_batches: usize,
     pub max_outstanding_per_partition: usize,
     pub max_outstanding: usize,
+    /// Report a record un-acked this long (`None`: never).
+    pub stuck_after: Option<Duration>,
     pub failed_offset_log: Option<crate::failure_log::LogBuilder>,
     pub replay_failed_offsets: bool,
     /// Unit tests only: this guard thread panics once it runs.
@@ -69,6 +75,7 @@ impl Default for Config {
             prefetch_batches: 8,
             max_outstanding_per_partition: DEFAULT_MAX_OUTSTANDING_PER_PARTITION,
             max_outstanding: DEFAULT_MAX_OUTSTANDING,
+            stuck_after: Some(DEFAULT_STUCK_AFTER),
             failed_offset_log: None,
             replay_failed_offsets: false,
             #[cfg(test)]
@@ -160,6 +167,15 @@ impl Config {
         if self.max_outstanding_per_partition == 0 {
             return count("max_outstanding_per_partition", "must be at least 1".into());
         }
+        if self.stuck_after.is_some_and(|d| d < MIN_PERIOD) {
+            return duration(
+                "stuck_after",
+                format!(
+                    "{:?} is below the minimum of {MIN_PERIOD:?}",
+                    self.stuck_after.unwrap_or_default()
+                ),
+            );
+        }
         if self.max_outstanding == 0 {
             return count("max_outstanding", "must be at least 1".into());
         }
@@ -195,6 +211,9 @@ mod tests {
             commit_every: Some(u64::MAX),
             batch_size: usize::MAX,
             prefetch_batches: MAX_PREFETCH_BATCHES,
+            max_outstanding_per_partition: usize::MAX,
+            max_outstanding: usize::MAX,
+            stuck_after: Some(Duration::MAX),
             retry: RetryPolicy::exponential()
                 .initial_interval(Duration::MAX)
                 .max_interval(Duration::MAX)
@@ -204,6 +223,27 @@ mod tests {
         };
         assert_eq!(setting(max), None);
         let cases: Vec<(Config, &str)> = vec![
+            (
+                Config {
+                    stuck_after: Some(Duration::ZERO),
+                    ..Config::default()
+                },
+                "stuck_after",
+            ),
+            (
+                Config {
+                    max_outstanding_per_partition: 0,
+                    ..Config::default()
+                },
+                "max_outstanding_per_partition",
+            ),
+            (
+                Config {
+                    max_outstanding: 0,
+                    ..Config::default()
+                },
+                "max_outstanding",
+            ),
             (
                 Config {
                     commit_interval: Some(Duration::from_micros(999)),

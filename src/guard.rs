@@ -56,6 +56,10 @@ pub struct PartitionStatus {
     /// (owned front-end; see [`Record`](crate::Record)) and still not acked:
     /// the first of them holds the commit point.
     pub abandoned: Vec<i64>,
+    /// How long `first_unacked` has been the first un-acked record, as
+    /// sampled by the commit thread about once a second (`None` until
+    /// sampled). See [`stuck_after`](crate::GuardBuilder::stuck_after).
+    pub first_unacked_age: Option<Duration>,
 }
 
 /// What [`GuardedConsumer::shutdown`](crate::GuardedConsumer::shutdown) did.
@@ -499,6 +503,10 @@ fn partitions(
                 log_end,
                 lag: telemetry::lag(log_end, committed),
                 abandoned: s.abandoned(),
+                first_unacked_age: sv
+                    .first_unacked
+                    .and_then(|o| view.unacked_since(&s.tp, o))
+                    .map(|since| since.elapsed()),
             }
         })
         .collect();

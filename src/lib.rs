@@ -285,7 +285,8 @@ mod tracker;
 pub use assignment::{AckStatus, AckToken};
 pub use builder::{GuardBuilder, OffsetGuard};
 pub use config::{
-    DEFAULT_MAX_OUTSTANDING, DEFAULT_MAX_OUTSTANDING_PER_PARTITION, MAX_PREFETCH_BATCHES,
+    DEFAULT_MAX_OUTSTANDING, DEFAULT_MAX_OUTSTANDING_PER_PARTITION, DEFAULT_STUCK_AFTER,
+    MAX_PREFETCH_BATCHES,
 };
 pub use consumer::GuardedConsumer;
 pub use consumer_handle::ConsumerHandle;

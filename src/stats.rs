@@ -35,6 +35,7 @@ pub(crate) struct Metrics {
     pub offsets_rebalance_dropped: AtomicU64,
     pub partitions_paused: AtomicU64,
     pub records_abandoned: AtomicU64,
+    pub records_stuck: AtomicU64,
     pub consumer_errors: AtomicU64,
     pub errors_surfaced: AtomicU64,
 }
@@ -85,6 +86,7 @@ impl Metrics {
             offsets_rebalance_dropped: l(&self.offsets_rebalance_dropped),
             partitions_paused: l(&self.partitions_paused),
             records_abandoned: l(&self.records_abandoned),
+            records_stuck: l(&self.records_stuck),
             failed_log_dropped: 0,
             consumer_errors: l(&self.consumer_errors),
             errors_surfaced: l(&self.errors_surfaced),
@@ -174,6 +176,9 @@ pub struct Stats {
     /// revoked. Listed in [`PartitionStatus::abandoned`](crate::PartitionStatus::abandoned)
     /// and the shutdown report; each also a `tracing` warning.
     pub records_abandoned: u64,
+    /// Records found un-acked for [`stuck_after`](crate::GuardBuilder::stuck_after)
+    /// or longer (each counted once; a `tracing` warning too).
+    pub records_stuck: u64,
     /// Records the failed-offset log
     /// ([`failed_offset_log`](crate::GuardBuilder::failed_offset_log)) refused
     /// and discarded: the disk kept failing and its in-memory queue was full

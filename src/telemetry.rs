@@ -217,11 +217,18 @@ mod enabled {
             "Records dropped with every token without an ack.",
             |s| s.records_abandoned,
         ),
+        (
+            "offset_guard_records_stuck_total",
+            "Records un-acked for stuck_after or longer.",
+            |s| s.records_stuck,
+        ),
         // Also LogStatus::dropped; exported from Stats, under the log's prefix.
         (
             "offset_guard_failed_log_dropped_total",
             "Records the failed-offset log refused and discarded (queue full while the disk fails, or closed).",
             |s| s.failed_log_dropped,
+        ),
+        (
             "offset_guard_consumer_errors_total",
             "Non-fatal consumer errors seen by the poll thread.",
             |s| s.consumer_errors,

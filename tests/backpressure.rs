@@ -297,3 +297,40 @@ async fn a_record_dropped_without_an_ack_is_reported_not_silent() {
     assert_eq!(report.abandoned, vec![(topic.clone(), 0, 4)]);
     assert_eq!(fx.committed(&group, &topic, 1), vec![Some(4)]);
 }
+
+/// A record left un-acked for `stuck_after` is reported once, with its age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_unacked_for_stuck_after_is_reported_with_its_age() {
+    let fx = Fixture::mock();
+    let (topic, group) = (unique("stuck"), unique("g-stuck"));
+    fx.create_topic(&topic, 1);
+    fx.produce(&topic, 1, 5, 0);
+    let mut c = fx
+        .guard(&group)
+        .stuck_after(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    c.subscribe(&[&topic]).unwrap();
+    let records = recv_n(&mut c, 5, Duration::from_secs(30)).await;
+    let mut slow = None;
+    for r in records {
+        if r.offset() == 2 {
+            slow = Some(r);
+        } else {
+            r.ack();
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while c.stats().records_stuck == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "not reported");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = c.partitions().remove(0);
+    assert_eq!(status.first_unacked, Some(2));
+    let age = status.first_unacked_age.expect("sampled");
+    assert!(age >= Duration::from_millis(300), "{age:?}");
+    assert_eq!(c.stats().records_stuck, 1, "once per record");
+    slow.unwrap().ack();
+    c.shutdown().await.unwrap();
+    assert_eq!(fx.committed(&group, &topic, 1), vec![Some(5)]);
+}

@@ -14,6 +14,7 @@ mod idle;
 mod kept;
 mod queue;
 mod schedule;
+mod stuck;
 mod view;
 mod worker;
 #[cfg(test)]

@@ -16,6 +16,8 @@ pub(crate) struct CommitView {
 struct ViewState {
     committed: HashMap<TopicPartition, i64>,
     in_flight: Vec<Entry>,
+    /// Per partition: its first un-acked offset as last sampled, and since when.
+    unacked_since: HashMap<TopicPartition, (i64, std::time::Instant)>,
 }
 
 impl CommitView {
@@ -41,6 +43,27 @@ impl CommitView {
         for e in landed {
             let c = s.committed.entry(e.tp.clone()).or_insert(e.offset);
             *c = (*c).max(e.offset);
+        }
+    }
+
+    /// The worker's latest sample of the first un-acked records.
+    pub(super) fn set_unacked_since(
+        &self,
+        since: HashMap<TopicPartition, (i64, std::time::Instant)>,
+    ) {
+        self.write().unacked_since = since;
+    }
+
+    /// Since when `offset` has been `tp`'s first un-acked record, if the
+    /// last sample says so.
+    pub(crate) fn unacked_since(
+        &self,
+        tp: &TopicPartition,
+        offset: i64,
+    ) -> Option<std::time::Instant> {
+        match self.read().unacked_since.get(tp) {
+            Some(&(o, since)) if o == offset => Some(since),
+            _ => None,
         }
     }
 

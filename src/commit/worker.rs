@@ -33,6 +33,9 @@ use crate::stats::Metrics;
 use crate::telemetry::{PUBLISH_EVERY, PartitionFigures, Telemetry};
 use crate::threads::ExitGuard;
 
+/// How often the stuck signal samples the partitions.
+const STUCK_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 mod batch;
 mod rebalance;
 
@@ -65,6 +68,9 @@ pub(super) struct Worker {
     telemetry: Telemetry,
     /// When the metrics are published next (never without the `metrics` feature).
     next_publish: Deadline,
+    /// When to sample for the stuck signal next.
+    next_watch: Deadline,
+    stuck: super::stuck::StuckWatch,
 }
 
 impl Worker {
@@ -78,6 +84,11 @@ impl Worker {
         let telemetry = Telemetry::new(&parts.config.group_id);
         let next_publish = if telemetry.enabled() {
             Deadline::at(now)
+        } else {
+            Deadline::NEVER
+        };
+        let next_watch = if parts.config.stuck_after.is_some() {
+            Deadline::after(STUCK_SAMPLE_EVERY)
         } else {
             Deadline::NEVER
         };
@@ -101,6 +112,8 @@ impl Worker {
             finish: None,
             rebalance_gen: 0,
             next_publish,
+            next_watch,
+            stuck: super::stuck::StuckWatch::default(),
             telemetry,
         }
     }
@@ -131,6 +144,26 @@ impl Worker {
         self.next_publish = Deadline::after(PUBLISH_EVERY);
     }
 
+    /// Samples the first un-acked record of every partition: reports those
+    /// un-acked for `stuck_after` (once each) and publishes the ages.
+    fn watch_stuck(&mut self, now: Instant) {
+        self.next_watch = Deadline::after(STUCK_SAMPLE_EVERY);
+        let Some(after) = self.config.stuck_after else {
+            return;
+        };
+        let sample: Vec<_> = self
+            .assignment
+            .all()
+            .iter()
+            .map(|s| (s.tp.clone(), s.epoch, s.view().first_unacked))
+            .collect();
+        for s in self.stuck.observe(now, after, sample) {
+            Metrics::inc(&self.metrics.records_stuck);
+            warn!(group = %self.config.group_id, topic = %s.tp.topic, partition = s.tp.partition, offset = s.offset, age_ms = s.age.as_millis() as u64, "record un-acked for stuck_after or longer: the partition's commits wait for it");
+        }
+        self.view.set_unacked_since(self.stuck.since());
+    }
+
     /// Serves the mailbox until the finish command is done. `exit` notes how
     /// the thread ended; as the first local it is dropped before the worker,
     /// so a death is visible before any waiter learns the worker is gone.
@@ -155,6 +188,9 @@ impl Worker {
             if self.next_publish.is_past(now) {
                 self.publish();
             }
+            if self.next_watch.is_past(now) {
+                self.watch_stuck(now);
+            }
             let step = self.schedule.step(
                 now,
                 self.asked || !self.waiters.is_empty(),
@@ -162,7 +198,9 @@ impl Worker {
             );
             match step {
                 Step::Cycle => self.cycle(),
-                Step::Wait(until) => self.receive(until.min(self.next_publish)),
+                Step::Wait(until) => {
+                    self.receive(until.min(self.next_publish).min(self.next_watch))
+                }
             }
         }
         self.close();
