@@ -117,9 +117,26 @@ pub(crate) enum HandOut {
 struct SlotState {
     tracker: PartitionTracker,
     revoked: bool,
+    /// The consumer's position when every record it returned was acked, if
+    /// past them: the offsets between are records it never returns
+    /// (transaction markers, aborted records), so the commit may go there.
+    tail: Option<i64>,
     /// Offsets whose record (and every token of it) was dropped without an
     /// ack, first [`MAX_ABANDONED`] kept.
     abandoned: Vec<i64>,
+}
+
+impl SlotState {
+    /// The tracker's commit point, or the tail when past it (every record
+    /// before the tail was acked or is never returned; those delivered
+    /// after it come after it).
+    fn commit_point(&self) -> Option<i64> {
+        let cp = self.tracker.commit_point();
+        match self.tail {
+            Some(tail) => Some(cp.map_or(tail, |c| c.max(tail))),
+            None => cp,
+        }
+    }
 }
 
 /// The most abandoned offsets a slot lists (all are counted).
@@ -142,6 +159,7 @@ impl PartitionSlot {
             state: Mutex::new(SlotState {
                 tracker: PartitionTracker::new(),
                 revoked: false,
+                tail: None,
                 abandoned: Vec::new(),
             }),
             revoked_hint: AtomicBool::new(false),
@@ -300,17 +318,27 @@ impl PartitionSlot {
     /// Where a commit would go now; `None` once revoked.
     pub(crate) fn commit_point(&self) -> Option<i64> {
         let s = self.lock();
-        if s.revoked {
-            None
-        } else {
-            s.tracker.commit_point()
+        if s.revoked { None } else { s.commit_point() }
+    }
+
+    /// The poll thread saw the consumer's `position` past every record it
+    /// registered, with none of them waiting or un-acked: the records in
+    /// between are never returned (transaction markers, aborted records).
+    pub(crate) fn set_tail(&self, position: i64) {
+        let mut s = self.lock();
+        let past = s
+            .tracker
+            .last_delivered()
+            .is_some_and(|last| position > last + 1);
+        if !s.revoked && past && s.tracker.outstanding() == 0 {
+            s.tail = Some(position);
         }
     }
 
     pub(crate) fn view(&self) -> SlotView {
         let s = self.lock();
         SlotView {
-            commit_point: s.tracker.commit_point(),
+            commit_point: s.commit_point(),
             first_unacked: s.tracker.first_unacked(),
             outstanding: s.tracker.outstanding(),
         }
@@ -322,7 +350,7 @@ impl PartitionSlot {
         s.revoked = true;
         self.closing.store(true, Ordering::SeqCst);
         self.revoked_hint.store(true, Ordering::Release);
-        s.tracker.commit_point()
+        s.commit_point()
     }
 
     pub(crate) fn is_revoked(&self) -> bool {

@@ -187,10 +187,11 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// ([`LogError::InUse`](crate::failure_log::LogError::InUse); one writer
     /// per log, in this process or another), the path is not a regular file
     /// ([`LogError::NotAFile`](crate::failure_log::LogError::NotAFile)), or the
-    /// file cannot be opened for appending. The log is closed, and its lock
-    /// released, once the guard is shut down or dropped and its threads have
-    /// ended ([`shutdown`](GuardedConsumer::shutdown) waits for them within
-    /// its deadline); a new guard on the same log can be built after that.
+    /// file cannot be opened for appending. `shutdown` flushes and closes the
+    /// log, releasing its lock, before it returns (when the flush finished:
+    /// [`ShutdownReport::log_flushed`](crate::ShutdownReport::log_flushed));
+    /// a guard dropped without shutdown closes it once its threads ended. A
+    /// new guard on the same log can be built after that.
     /// Default: off (failures still reach [`Stats`](crate::Stats) and tracing).
     pub fn failed_offset_log(mut self, log: impl Into<LogBuilder>) -> Self {
         self.config.failed_offset_log = Some(log.into());

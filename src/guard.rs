@@ -448,7 +448,12 @@ impl Guard {
             .remaining(Instant::now())
             .unwrap_or(Duration::MAX)
             .max(LOG_FLUSH_ALLOWANCE);
-        let flushed = tokio::task::spawn_blocking(move || log.flush_timeout(left)).await;
+        // Flushed, then closed: the writer thread ends and releases the
+        // log's lock now, not when the last handle (the consumer's context,
+        // closed in the background) goes.
+        let flushed =
+            tokio::task::spawn_blocking(move || log.flush_timeout(left).and_then(|()| log.close()))
+                .await;
         match flushed {
             Ok(Ok(())) => Some(true),
             Ok(Err(e)) => {

@@ -103,6 +103,7 @@ impl<C: ConsumerContext + 'static> Poller<C> {
         let mut flow = Flow {
             state: FlowState::default(),
             checked: Instant::now(),
+            tails_at: Instant::now(),
         };
         while !self.life.is_stopped() {
             if self.life.is_draining() {
@@ -144,6 +145,10 @@ impl<C: ConsumerContext + 'static> Poller<C> {
                 None => {
                     let urgent = !batch.is_empty() && self.hand_over(&mut batch);
                     self.regulate(&mut flow, urgent);
+                    if flow.tails_at.elapsed() >= TAILS_EVERY {
+                        flow.tails_at = Instant::now();
+                        self.mark_tails();
+                    }
                 }
                 Some(Ok(m)) => {
                     batch.push(self.to_record(&mut last, &m));
@@ -234,6 +239,36 @@ impl<C: ConsumerContext + 'static> Poller<C> {
             }
             last.retain(|(k, _)| *k != key);
             last.push((Arc::as_ptr(&new), offset));
+        }
+    }
+
+    /// Idle, with every polled record handed over: a partition whose
+    /// records were all acked and whose position is past the last of them
+    /// skipped records the consumer never returns (transaction markers,
+    /// aborted transactions with `read_committed`); its commit may go to the
+    /// position, so that lag reaches 0.
+    fn mark_tails(&self) {
+        let slots = self.assignment.all();
+        if !slots
+            .iter()
+            .any(|s| s.outstanding_hint() == 0 && s.last_registered() >= 0)
+        {
+            return;
+        }
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
+        for e in positions.elements() {
+            let rdkafka::Offset::Offset(position) = e.offset() else {
+                continue;
+            };
+            if let Some(slot) = slots
+                .iter()
+                .find(|s| s.tp.partition == e.partition() && &*s.tp.topic == e.topic())
+                && slot.outstanding_hint() == 0
+            {
+                slot.set_tail(position);
+            }
         }
     }
 
@@ -339,7 +374,12 @@ impl<C: ConsumerContext + 'static> Poller<C> {
 struct Flow {
     state: FlowState,
     checked: Instant,
+    /// When the tails were last looked at ([`Poller::mark_tails`]).
+    tails_at: Instant,
 }
+
+/// How often an idle poll thread looks for positions past the last record.
+const TAILS_EVERY: Duration = Duration::from_millis(200);
 
 fn tpl(tps: &[TopicPartition]) -> TopicPartitionList {
     let mut l = TopicPartitionList::with_capacity(tps.len());

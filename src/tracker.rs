@@ -102,6 +102,11 @@ impl PartitionTracker {
         self.window.len()
     }
 
+    /// The highest offset delivered.
+    pub fn last_delivered(&self) -> Option<i64> {
+        self.last_delivered
+    }
+
     /// `offset` was delivered and is not acked yet.
     pub fn is_unacked(&self, offset: i64) -> bool {
         self.window
