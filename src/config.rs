@@ -85,6 +85,32 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The owned front-end's caps and the stuck signal.
+    fn validate_flow(&self) -> Result<(), BuildError> {
+        let count = |setting: &'static str| {
+            Err(BuildError::InvalidCount {
+                setting,
+                reason: "must be at least 1".into(),
+            })
+        };
+        if self.max_outstanding_per_partition == 0 {
+            return count("max_outstanding_per_partition");
+        }
+        if self.stuck_after.is_some_and(|d| d < MIN_PERIOD) {
+            return Err(BuildError::InvalidDuration {
+                setting: "stuck_after",
+                reason: format!(
+                    "{:?} is below the minimum of {MIN_PERIOD:?}",
+                    self.stuck_after.unwrap_or_default()
+                ),
+            });
+        }
+        if self.max_outstanding == 0 {
+            return count("max_outstanding");
+        }
+        Ok(())
+    }
+
     /// The owned front-end's flow-control limits.
     pub(crate) fn flow_limits(&self) -> crate::flow::FlowLimits {
         crate::flow::FlowLimits {
@@ -164,21 +190,7 @@ impl Config {
                 ),
             );
         }
-        if self.max_outstanding_per_partition == 0 {
-            return count("max_outstanding_per_partition", "must be at least 1".into());
-        }
-        if self.stuck_after.is_some_and(|d| d < MIN_PERIOD) {
-            return duration(
-                "stuck_after",
-                format!(
-                    "{:?} is below the minimum of {MIN_PERIOD:?}",
-                    self.stuck_after.unwrap_or_default()
-                ),
-            );
-        }
-        if self.max_outstanding == 0 {
-            return count("max_outstanding", "must be at least 1".into());
-        }
+        self.validate_flow()?;
         if self.replay_failed_offsets && self.failed_offset_log.is_none() {
             return Err(BuildError::MissingDependency {
                 setting: "replay_failed_offsets",

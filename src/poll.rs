@@ -115,25 +115,7 @@ impl<C: ConsumerContext + 'static> Poller<C> {
                 continue;
             }
             self.errors.tick(&self.consumer);
-            let mut asked = false;
-            while let Ok(request) = self.requests.try_recv() {
-                asked = true;
-                if let PollRequest::Seek {
-                    topic,
-                    partition,
-                    offset,
-                    reply,
-                } = request
-                {
-                    if !batch.is_empty() {
-                        self.hand_over(&mut batch);
-                    }
-                    let _ = reply.send(self.seek(&topic, partition, offset));
-                }
-            }
-            if asked {
-                self.regulate(&mut flow, true);
-            }
+            self.serve_requests(&mut batch, &mut flow);
             let timeout = if !batch.is_empty() {
                 Duration::ZERO
             } else if flow.state.holds_back() {
@@ -170,6 +152,31 @@ impl<C: ConsumerContext + 'static> Poller<C> {
         }
         drop(last);
         let _ = self.done.send(());
+    }
+
+    /// Serves what the front-end asked since the last turn; a seek hands
+    /// the batch over first, so that every record polled after it belongs
+    /// to the new position.
+    fn serve_requests(&self, batch: &mut Vec<Record>, flow: &mut Flow) {
+        let mut asked = false;
+        while let Ok(request) = self.requests.try_recv() {
+            asked = true;
+            if let PollRequest::Seek {
+                topic,
+                partition,
+                offset,
+                reply,
+            } = request
+            {
+                if !batch.is_empty() {
+                    self.hand_over(batch);
+                }
+                let _ = reply.send(self.seek(&topic, partition, offset));
+            }
+        }
+        if asked {
+            self.regulate(flow, true);
+        }
     }
 
     /// The application's seek: librdkafka's, then a new assignment (epoch)
