@@ -456,7 +456,7 @@ fn text_from_the_log_is_escaped_and_aligned_by_display_width() {
             "{stdout:?}"
         );
         assert!(!stdout.contains('\u{202e}'), "{stdout:?}");
-        assert!(stdout.contains("billing\\u{1b}]0;pwned\\u{7}"), "{stdout}");
+        assert!(stdout.contains("billing\\e]0;pwned\\x07"), "{stdout}");
         assert!(stdout.contains("orders\\nfake row"), "{stdout}");
         assert_eq!(stdout.lines().count(), 4, "one line per row: {stdout}");
         // The PARTITION column starts at the same display column in every

@@ -526,6 +526,9 @@ fn resolve_marks_chosen_failures_with_a_note_and_refuses_unknown_ones() {
         "a refused resolve wrote"
     );
 
+    // Either chosen offsets or all of them, not both.
+    let r = with(&["-o", "3", "--all-unresolved", "-n", "x"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
     let r = with(&["--all-unresolved", "-n", "replayed by hand"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let r = with(&["--all-unresolved", "-n", "again"]);

@@ -7,31 +7,16 @@ use std::time::SystemTime;
 
 use unicode_width::UnicodeWidthStr;
 
-/// Whether `c` may not be printed as is: control characters (C0, DEL, C1)
-/// and the invisible format characters that reorder or hide text
-/// (bidirectional overrides and isolates, zero-width characters, BOM).
-fn needs_escape(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
-}
-
-/// `s` safe to print on a terminal and in one table cell: newlines, tabs,
-/// escape sequences and other control or bidirectional-format characters
-/// are written as escapes (`\n`, `\t`, `\u{1b}`, `\u{202e}`). Borrowed when
-/// nothing needs escaping.
+/// `s` safe to print on a terminal and in one table cell, escaped the same
+/// way by every command ([`crate::text::escape`]: `\n`, `\e`, `\x07`,
+/// `\u{202e}`, ...). Borrowed when nothing needs escaping.
 pub(crate) fn clean(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(needs_escape) {
-        return Cow::Borrowed(s);
+    let escaped = crate::text::escape(s);
+    if escaped == s {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(escaped)
     }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if needs_escape(c) {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
 }
 
 /// Columns of display width (CJK and emoji count two).
@@ -114,7 +99,7 @@ mod tests {
     fn clean_escapes_control_and_bidi_characters() {
         assert!(matches!(clean("orders-ä-注文"), Cow::Borrowed(_)));
         assert_eq!(clean("a\nb\r\tc"), "a\\nb\\r\\tc");
-        assert_eq!(clean("\u{1b}]0;pwned\u{7}"), "\\u{1b}]0;pwned\\u{7}");
+        assert_eq!(clean("\u{1b}]0;pwned\u{7}"), "\\e]0;pwned\\x07");
         assert_eq!(clean("x\u{202e}y\u{9b}"), "x\\u{202e}y\\u{9b}");
     }
 

@@ -19,7 +19,7 @@ use crate::text::{escape, table};
 /// chosen offset must be an unresolved failure of the group in the log, or
 /// nothing is written (exit code 6).
 #[derive(Debug, Clone, clap::Args)]
-#[command(group = clap::ArgGroup::new("which").required(true).multiple(true).args(["offsets", "all_unresolved"]))]
+#[command(group = clap::ArgGroup::new("which").required(true).multiple(false).args(["offsets", "all_unresolved"]))]
 pub struct ResolveArgs {
     /// The failed-offset log (and its rotated files).
     #[arg(short, long, value_name = "PATH")]
