@@ -265,7 +265,12 @@ impl PartitionSlot {
     pub(crate) fn abandon(&self, offset: i64) {
         {
             let mut s = self.lock();
-            if s.revoked || !s.tracker.is_unacked(offset) {
+            // Being revoked (or ended): the partition is going anyway.
+            if s.revoked
+                || self.closing.load(Ordering::SeqCst)
+                || !s.tracker.is_unacked(offset)
+                || s.abandoned.contains(&offset)
+            {
                 return;
             }
             if s.abandoned.len() < MAX_ABANDONED {
@@ -757,5 +762,23 @@ pub(crate) mod tests {
         let again = a.assign("t", 1);
         assert!(again.epoch > other.epoch);
         assert_eq!(AckToken::new(other, 0).ack(), AckStatus::Stale);
+    }
+
+    #[test]
+    fn abandoned_records_are_counted_unless_acked_or_their_partition_is_going() {
+        let (a, _) = assignment(false, None);
+        let slot = a.assign("t", 0);
+        slot.deliver_run([0, 1, 2].into_iter(), |_| {});
+        AckToken::new(slot.clone(), 0).ack();
+        slot.abandon(0); // acked: not abandoned
+        slot.abandon(1);
+        slot.abandon(1); // listed once
+        assert_eq!(slot.abandoned(), vec![1]);
+        slot.begin_close(); // the revoke started
+        slot.abandon(2);
+        assert_eq!(slot.abandoned(), vec![1]);
+        assert_eq!(slot.signal.metrics.snapshot().records_abandoned, 1);
+        AckToken::new(slot.clone(), 1).ack();
+        assert!(slot.abandoned().is_empty(), "acked later by coordinates");
     }
 }

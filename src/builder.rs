@@ -298,8 +298,10 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// `recv` before the poll thread pauses the partitions they come from
     /// (it never blocks: it keeps polling, so heartbeats, rebalance callbacks
     /// and errors are served while the application is slow). The partitions
-    /// are resumed once half of that backlog was received. Default: 8 (with
-    /// the default `batch_size`, 2,048 records). Must be from 1 to
+    /// are resumed once half of that backlog was received. The backlog limit
+    /// is `prefetch_batches` x `batch_size` records, and at least 1,024 (each
+    /// pause and resume costs a fetch round trip). Default: 8 (with the
+    /// default `batch_size`, 2,048 records). Must be from 1 to
     /// [`MAX_PREFETCH_BATCHES`](crate::MAX_PREFETCH_BATCHES) (65,536). See
     /// the crate docs, "Backpressure".
     pub fn prefetch_batches(mut self, n: usize) -> Self {
@@ -312,7 +314,8 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// one that is not; the records waiting for `recv` included) before its
     /// fetching is paused; it is resumed once down to half. One record
     /// that is never acked therefore stops its partition at this many
-    /// records, not the whole consumer, and memory stays bounded.
+    /// records (plus at most one batch, `batch_size`, fetched before the
+    /// pause), not the whole consumer, and memory stays bounded.
     /// Default: [`DEFAULT_MAX_OUTSTANDING_PER_PARTITION`](crate::DEFAULT_MAX_OUTSTANDING_PER_PARTITION)
     /// (10,000). Must be at least 1 ([`BuildError::InvalidCount`]).
     pub fn max_outstanding_per_partition(mut self, records: usize) -> Self {

@@ -19,6 +19,11 @@ pub const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(300);
 /// Default of [`max_outstanding`](crate::GuardBuilder::max_outstanding).
 pub const DEFAULT_MAX_OUTSTANDING: usize = 100_000;
 
+/// The owned front-end's backlog limit is at least this many records,
+/// whatever `prefetch_batches` x `batch_size` says: each pause and resume
+/// costs a fetch round trip, so a tiny backlog would pause all the time.
+pub(crate) const MIN_BACKLOG: usize = 1_024;
+
 /// The largest accepted [`prefetch_batches`](crate::GuardBuilder::prefetch_batches).
 pub const MAX_PREFETCH_BATCHES: usize = 1 << 16;
 
@@ -114,7 +119,10 @@ impl Config {
     /// The owned front-end's flow-control limits.
     pub(crate) fn flow_limits(&self) -> crate::flow::FlowLimits {
         crate::flow::FlowLimits {
-            backlog: self.prefetch_batches.saturating_mul(self.batch_size),
+            backlog: self
+                .prefetch_batches
+                .saturating_mul(self.batch_size)
+                .max(MIN_BACKLOG),
             outstanding_per_partition: self.max_outstanding_per_partition,
             outstanding: self.max_outstanding,
         }

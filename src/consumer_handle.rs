@@ -93,6 +93,9 @@ impl ConsumerHandle {
     ///
     /// [`Error::NotOwned`] for a partition this consumer does not own.
     pub fn ack_offset(&self, topic: &str, partition: i32, offset: i64) -> Result<AckStatus, Error> {
+        if let Some(e) = self.shared.commits.stopped() {
+            return Err(e);
+        }
         match self.shared.assignment.token(topic, partition, offset) {
             Some(token) => Ok(token.ack()),
             None => Err(Error::NotOwned {
@@ -133,6 +136,9 @@ impl ConsumerHandle {
         partition: i32,
         offset: rdkafka::Offset,
     ) -> Result<(), Error> {
+        if let Some(e) = self.shared.commits.stopped() {
+            return Err(e);
+        }
         self.owned_slot(topic, partition)?;
         let (reply, answer) = oneshot::channel();
         let request = PollRequest::Seek {
@@ -168,6 +174,9 @@ impl ConsumerHandle {
     }
 
     fn set_paused(&self, partitions: &[(&str, i32)], paused: bool) -> Result<(), Error> {
+        if let Some(e) = self.shared.commits.stopped() {
+            return Err(e);
+        }
         let slots = partitions
             .iter()
             .map(|&(topic, partition)| self.owned_slot(topic, partition))

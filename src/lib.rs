@@ -178,7 +178,7 @@
 //!
 //! | limit | default | reached | lifted |
 //! |---|---|---|---|
-//! | backlog: records fetched and not yet received by [`recv`](GuardedConsumer::recv) | [`prefetch_batches`](GuardBuilder::prefetch_batches) x [`batch_size`](GuardBuilder::batch_size) = 2,048 | the partitions with records waiting are paused | at half |
+//! | backlog: records fetched and not yet received by [`recv`](GuardedConsumer::recv) | [`prefetch_batches`](GuardBuilder::prefetch_batches) x [`batch_size`](GuardBuilder::batch_size) = 2,048 (at least 1,024) | the partitions with records waiting are paused | at half |
 //! | outstanding records of one partition (delivered, not released by acks) | [`max_outstanding_per_partition`](GuardBuilder::max_outstanding_per_partition) = 10,000 | that partition is paused | at half |
 //! | outstanding records of all partitions | [`max_outstanding`](GuardBuilder::max_outstanding) = 100,000 | every partition holding outstanding records is paused | at half |
 //!

@@ -193,13 +193,21 @@ impl<C: ConsumerContext + 'static> Poller<C> {
             .seek(topic, partition, offset, SEEK_TIMEOUT)
             .map_err(Error::Kafka)?;
         debug!(group = %self.group, topic, partition, ?offset, "seek");
-        self.restart(&slot, true);
+        // Commits may go below the committed offset only down to where the
+        // application asked to go (the start: anywhere); not for seeks to
+        // the end or relative ones.
+        let rewind_to = match offset {
+            Offset::Offset(o) => Some(o),
+            Offset::Beginning => Some(0),
+            _ => None,
+        };
+        self.restart(&slot, rewind_to);
         Ok(())
     }
 
     /// Ends `old`'s assignment and starts a new one (a new epoch) for the
     /// partition's new read position; its pause carries over.
-    fn restart(&self, old: &Arc<PartitionSlot>, rewind: bool) -> Arc<PartitionSlot> {
+    fn restart(&self, old: &Arc<PartitionSlot>, rewind_to: Option<i64>) -> Arc<PartitionSlot> {
         let (slot, replaced) = self
             .assignment
             .assign_replacing(&old.tp.topic, old.tp.partition);
@@ -208,7 +216,7 @@ impl<C: ConsumerContext + 'static> Poller<C> {
             tp: slot.tp.clone(),
             old: replaced.and_then(|(epoch, cp)| cp.map(|cp| (epoch, cp))),
             new_epoch: slot.epoch,
-            rewind,
+            rewind_to,
         });
         slot
     }
@@ -237,7 +245,7 @@ impl<C: ConsumerContext + 'static> Poller<C> {
                 continue;
             }
             warn!(group = %self.group, topic = %slot.tp.topic, partition = slot.tp.partition, offset, previous = prev, "read position jumped back (a seek through consumer(), or an offset reset): delivering from there again; nothing is committed below the committed offset");
-            let new = self.restart(&slot, false);
+            let new = self.restart(&slot, None);
             for r in batch[i..]
                 .iter_mut()
                 .filter(|r| Arc::ptr_eq(&r.token.slot, &slot))
@@ -355,7 +363,15 @@ impl<C: ConsumerContext + 'static> Poller<C> {
         if self.tx.send(Delivery::Batch(full)).is_err() {
             self.life.drain();
         }
-        urgent || backlog >= self.limits.backlog
+        // Delivered and not acked, all partitions: at most the outstanding
+        // total (acked records behind an un-acked one are outstanding too,
+        // which `regulate` counts exactly).
+        let unacked = self
+            .metrics
+            .delivered
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.metrics.acked.load(Ordering::Relaxed));
+        urgent || backlog >= self.limits.backlog || unacked >= self.limits.outstanding as u64
     }
 
     /// A record for a polled message; [`Self::hand_over`] registers its offset

@@ -111,7 +111,9 @@ pub struct Stats {
     pub acks_duplicate: u64,
     /// Acks of an offset that was never delivered.
     pub acks_unknown: u64,
-    /// Records of a revoked partition that were fetched but not handed out.
+    /// Records fetched but not handed out because their partition's
+    /// assignment ended before: revoked or lost, or left behind by a
+    /// [`seek`](crate::GuardedConsumer::seek) (the records of the old position).
     pub skipped_revoked: u64,
     /// OffsetCommit attempts sent to the broker (retries included).
     pub commits_sent: u64,

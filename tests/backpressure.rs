@@ -334,3 +334,41 @@ async fn a_record_unacked_for_stuck_after_is_reported_with_its_age() {
     c.shutdown().await.unwrap();
     assert_eq!(fx.committed(&group, &topic, 1), vec![Some(5)]);
 }
+
+/// The total cap holds across partitions: un-acked records handed out stay
+/// near `max_outstanding`, and acking lets the rest through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_total_outstanding_cap_holds_across_partitions() {
+    let fx = Fixture::mock();
+    let (topic, group) = (unique("total"), unique("g-total"));
+    fx.create_topic(&topic, 2);
+    fx.produce(&topic, 2, 2_000, 0);
+    let mut c = fx
+        .guard(&group)
+        .batch_size(50)
+        .max_outstanding(100)
+        .build()
+        .unwrap();
+    c.subscribe(&[&topic]).unwrap();
+    let mut held = recv_n(&mut c, 1, Duration::from_secs(30)).await;
+    // Receive without acking until nothing more comes for a second.
+    while let Ok(r) = tokio::time::timeout(Duration::from_secs(1), c.recv()).await {
+        held.push(r.unwrap().expect("a record"));
+    }
+    assert!(
+        (100..=200).contains(&held.len()),
+        "{} un-acked records handed out with max_outstanding(100)",
+        held.len()
+    );
+    let mut total = held.len();
+    for r in held {
+        r.ack();
+    }
+    while total < 4_000 {
+        let r = recv_n(&mut c, 1, Duration::from_secs(30)).await.remove(0);
+        r.ack();
+        total += 1;
+    }
+    c.shutdown().await.unwrap();
+    assert_eq!(fx.committed(&group, &topic, 2), vec![Some(2_000); 2]);
+}

@@ -133,3 +133,31 @@ async fn a_jump_back_behind_the_guards_back_delivers_again_and_never_commits_bac
     assert_eq!(c.stats().skipped_revoked, 0);
     c.shutdown().await.unwrap();
 }
+
+/// A seek past the log end is reset by librdkafka (`auto.offset.reset`, here
+/// to the start): the application did not ask for that jump back, so
+/// nothing is committed below the committed offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offset_reset_after_a_seek_never_commits_backwards() {
+    let fx = Fixture::mock();
+    let (topic, group, mut c) = setup(&fx, "seekreset");
+    let all = receive(&mut c, 20).await;
+    for r in all {
+        r.ack();
+    }
+    c.commit_now().await.unwrap();
+    assert_eq!(fx.committed(&group, &topic, 1), vec![Some(20)]);
+    c.seek(&topic, 0, Offset::Offset(1_000)).await.unwrap();
+    let again = receive(&mut c, 3).await;
+    assert_eq!(offsets(&again), vec![0, 1, 2], "reset to the start");
+    for r in again {
+        r.ack();
+    }
+    c.commit_now().await.unwrap();
+    assert_eq!(
+        fx.committed(&group, &topic, 1),
+        vec![Some(20)],
+        "not moved back to 3"
+    );
+    c.shutdown().await.unwrap();
+}

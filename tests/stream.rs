@@ -98,5 +98,9 @@ async fn a_handle_commits_and_stops_the_loop_from_another_task() {
         "{err:?}"
     );
     assert!(handle.partitions().is_empty());
+    let err = handle.pause(&[(topic.as_str(), 0)]).unwrap_err();
+    assert!(matches!(err, Error::ShutDown), "{err:?}");
+    let err = handle.ack_offset(&topic, 0, 1).unwrap_err();
+    assert!(matches!(err, Error::ShutDown), "{err:?}");
     assert_eq!(handle.stats().acked, total as u64);
 }

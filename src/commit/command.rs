@@ -53,9 +53,9 @@ pub(crate) struct RestartJob {
     /// now if ahead of what was committed.
     pub old: Option<(u64, i64)>,
     pub new_epoch: u64,
-    /// The application asked for the jump: the new stretch's commits are
-    /// accepted below what was committed too.
-    pub rewind: bool,
+    /// The application asked for a jump to this offset: the new stretch's
+    /// commits from it on are accepted below what was committed too.
+    pub rewind_to: Option<i64>,
 }
 
 /// Revoked partitions to commit before hand-off.

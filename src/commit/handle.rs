@@ -123,6 +123,11 @@ impl CommitHandle {
         }
     }
 
+    /// The guard stopped (shut down, or a thread died): the error saying so.
+    pub(crate) fn stopped(&self) -> Option<Error> {
+        (self.life.is_stopped() || self.life.died().is_some()).then(|| self.gone())
+    }
+
     /// For the acks' [`Ring`].
     pub(crate) fn ring(&self, r: Ring) {
         let _ = self.send(Command::Ring(r));

@@ -86,14 +86,17 @@ impl CommitQueue {
         }
     }
 
-    /// The partition's read position moved at the application's request (a
-    /// seek): offsets of `epoch` are accepted from scratch, below what was
-    /// committed too. An older epoch changes nothing.
-    pub(crate) fn rewind(&mut self, tp: &TopicPartition, epoch: u64) {
+    /// The partition's read position moved to `to` at the application's
+    /// request (a seek): offsets of `epoch` from `to` on are accepted, below
+    /// what was committed too; below `to` (an offset reset after the seek,
+    /// which the application did not ask for) never below what was
+    /// committed. An older epoch changes nothing.
+    pub(crate) fn rewind(&mut self, tp: &TopicPartition, epoch: u64, to: i64) {
         let st = self.parts.entry(tp.clone()).or_default();
         if epoch >= st.epoch {
             *st = PartState {
                 epoch,
+                committed: st.committed.map(|c| c.min(to)),
                 ..PartState::default()
             };
         }

@@ -155,6 +155,8 @@ impl Worker {
             .assignment
             .all()
             .iter()
+            // Records held back by the application's own pause are not stuck.
+            .filter(|s| !s.is_user_paused())
             .map(|s| (s.tp.clone(), s.epoch, s.view().first_unacked))
             .collect();
         for s in self.stuck.observe(now, after, sample) {

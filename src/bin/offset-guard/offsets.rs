@@ -92,10 +92,27 @@ fn collect(
 ) -> Result<Vec<Row>, CliError> {
     let cluster = Cluster::connect(&args.cluster, &args.group)?;
     let mut partitions = Vec::new();
+    // Topics taken from the log may be gone from the cluster: skipped with a
+    // warning. A topic named with --topic must exist.
+    let from_log = args.topics.is_empty();
     for t in topics {
-        for p in cluster.partitions(t)? {
-            partitions.push((t.clone(), p));
+        match cluster.partitions(t) {
+            Ok(ps) => partitions.extend(ps.into_iter().map(|p| (t.clone(), p))),
+            Err(CliError::NotFound(why)) if from_log => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "offset-guard: warning: {}; skipped",
+                    escape(&why)
+                );
+            }
+            Err(e) => return Err(e),
         }
+    }
+    if partitions.is_empty() {
+        return Err(CliError::NotFound(format!(
+            "none of the group's topics in the log is in the cluster: {}",
+            escape(&topics.iter().cloned().collect::<Vec<_>>().join(", "))
+        )));
     }
     let committed = cluster.committed(&partitions)?;
     let unresolved = log

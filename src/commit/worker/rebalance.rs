@@ -263,8 +263,8 @@ impl Worker {
                 debug!(topic = %job.tp.topic, partition = job.tp.partition, offset = cp, committed = matches!(end, BatchEnd::Committed), "acked offset of the position left behind");
             }
         }
-        if job.rewind {
-            self.queue.rewind(&job.tp, job.new_epoch);
+        if let Some(to) = job.rewind_to {
+            self.queue.rewind(&job.tp, job.new_epoch, to);
         }
     }
 
