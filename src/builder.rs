@@ -300,8 +300,9 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// and errors are served while the application is slow). The partitions
     /// are resumed once half of that backlog was received. The backlog limit
     /// is `prefetch_batches` x `batch_size` records, and at least 1,024 (each
-    /// pause and resume costs a fetch round trip). Default: 8 (with the
-    /// default `batch_size`, 2,048 records). Must be from 1 to
+    /// pause and resume costs a fetch round trip). Default:
+    /// [`DEFAULT_PREFETCH_BATCHES`](crate::DEFAULT_PREFETCH_BATCHES), 128
+    /// (with the default `batch_size`, 32,768 records). Must be from 1 to
     /// [`MAX_PREFETCH_BATCHES`](crate::MAX_PREFETCH_BATCHES) (65,536). See
     /// the crate docs, "Backpressure".
     pub fn prefetch_batches(mut self, n: usize) -> Self {
@@ -317,7 +318,7 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// records (plus at most one batch, `batch_size`, fetched before the
     /// pause), not the whole consumer, and memory stays bounded.
     /// Default: [`DEFAULT_MAX_OUTSTANDING_PER_PARTITION`](crate::DEFAULT_MAX_OUTSTANDING_PER_PARTITION)
-    /// (10,000). Must be at least 1 ([`BuildError::InvalidCount`]).
+    /// (50,000). Must be at least 1 ([`BuildError::InvalidCount`]).
     pub fn max_outstanding_per_partition(mut self, records: usize) -> Self {
         self.config.max_outstanding_per_partition = records;
         self

@@ -10,7 +10,14 @@ use crate::error::BuildError;
 use crate::retry::RetryPolicy;
 
 /// Default of [`max_outstanding_per_partition`](crate::GuardBuilder::max_outstanding_per_partition).
-pub const DEFAULT_MAX_OUTSTANDING_PER_PARTITION: usize = 10_000;
+pub const DEFAULT_MAX_OUTSTANDING_PER_PARTITION: usize = 50_000;
+
+/// Default of [`prefetch_batches`](crate::GuardBuilder::prefetch_batches):
+/// with the default `batch_size` (256), a backlog of 32,768 records. Each
+/// pause makes librdkafka drop what it prefetched and fetch it again after
+/// the resume (BENCHMARKS.md, section 7), so the backlog is large enough
+/// that bursts do not pause.
+pub const DEFAULT_PREFETCH_BATCHES: usize = 128;
 
 /// Default of [`stuck_after`](crate::GuardBuilder::stuck_after): 5 minutes,
 /// like librdkafka's default `max.poll.interval.ms`.
@@ -77,7 +84,7 @@ impl Default for Config {
             brokers_unreachable_after: Duration::from_secs(30),
             poll_timeout: Duration::from_millis(100),
             batch_size: 256,
-            prefetch_batches: 8,
+            prefetch_batches: DEFAULT_PREFETCH_BATCHES,
             max_outstanding_per_partition: DEFAULT_MAX_OUTSTANDING_PER_PARTITION,
             max_outstanding: DEFAULT_MAX_OUTSTANDING,
             stuck_after: Some(DEFAULT_STUCK_AFTER),

@@ -178,8 +178,8 @@
 //!
 //! | limit | default | reached | lifted |
 //! |---|---|---|---|
-//! | backlog: records fetched and not yet received by [`recv`](GuardedConsumer::recv) | [`prefetch_batches`](GuardBuilder::prefetch_batches) x [`batch_size`](GuardBuilder::batch_size) = 2,048 (at least 1,024) | the partitions with records waiting are paused | at half |
-//! | outstanding records of one partition (delivered, not released by acks) | [`max_outstanding_per_partition`](GuardBuilder::max_outstanding_per_partition) = 10,000 | that partition is paused | at half |
+//! | backlog: records fetched and not yet received by [`recv`](GuardedConsumer::recv) | [`prefetch_batches`](GuardBuilder::prefetch_batches) x [`batch_size`](GuardBuilder::batch_size) = 32,768 (at least 1,024) | the partitions with records waiting are paused | at half |
+//! | outstanding records of one partition (delivered, not released by acks) | [`max_outstanding_per_partition`](GuardBuilder::max_outstanding_per_partition) = 50,000 | that partition is paused | at half |
 //! | outstanding records of all partitions | [`max_outstanding`](GuardBuilder::max_outstanding) = 100,000 | every partition holding outstanding records is paused | at half |
 //!
 //! A record that is never acked thus stops its own partition at the cap,
@@ -285,8 +285,8 @@ mod tracker;
 pub use assignment::{AckStatus, AckToken};
 pub use builder::{GuardBuilder, OffsetGuard};
 pub use config::{
-    DEFAULT_MAX_OUTSTANDING, DEFAULT_MAX_OUTSTANDING_PER_PARTITION, DEFAULT_STUCK_AFTER,
-    MAX_PREFETCH_BATCHES,
+    DEFAULT_MAX_OUTSTANDING, DEFAULT_MAX_OUTSTANDING_PER_PARTITION, DEFAULT_PREFETCH_BATCHES,
+    DEFAULT_STUCK_AFTER, MAX_PREFETCH_BATCHES,
 };
 pub use consumer::GuardedConsumer;
 pub use consumer_handle::ConsumerHandle;

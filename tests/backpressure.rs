@@ -51,8 +51,11 @@ async fn a_slow_application_stays_in_the_group_and_loses_nothing() {
     cc.set("session.timeout.ms", "3000")
         .set("max.poll.interval.ms", "3000");
     let hooks = Hooks::default();
+    // A backlog of 8 x 256 records (the default is 128 batches, more than
+    // this stream), so that the slow application gets its partition paused.
     let mut c = counted(OffsetGuard::builder(cc).retry(fast_retry(5)), &hooks)
         .no_commit_interval()
+        .prefetch_batches(8)
         .build()
         .unwrap();
     c.subscribe(&[&topic]).unwrap();
