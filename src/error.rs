@@ -181,7 +181,9 @@ pub enum Error {
     /// A subscribed topic does not exist (UNKNOWN_TOPIC_OR_PART,
     /// `_UNKNOWN_TOPIC`). Returned by [`recv`](crate::GuardedConsumer::recv)
     /// when the consumer reports it; the consumer keeps running, and its
-    /// partitions are assigned once the topic is created.
+    /// partitions are assigned once the topic is created and librdkafka's
+    /// next metadata refresh sees it (`topic.metadata.refresh.interval.ms`,
+    /// librdkafka's default 300,000 ms), followed by a rebalance.
     UnknownTopic {
         /// The Kafka error code.
         code: RDKafkaErrorCode,
