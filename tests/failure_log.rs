@@ -776,6 +776,46 @@ fn a_second_writer_in_this_process_is_refused_until_the_first_closes() {
     assert_eq!(read, (0..=20).collect::<Vec<_>>());
 }
 
+/// A lock seen taken a moment after its writer closed (a child process
+/// forked meanwhile shares the lock file until it calls `exec`; simulated
+/// here by a second open of `path.lock` holding the lock) is waited for: the
+/// open succeeds once it is released within 250 ms, and a lock held longer
+/// is `InUse`.
+#[test]
+fn a_lock_released_a_moment_later_is_waited_for() {
+    let dir = TempDir::new("lockwait");
+    let path = dir.join("failed.jsonl");
+    FailedOffsetLog::open(&path).unwrap().close().unwrap();
+    let lock_path = dir.join("failed.jsonl.lock");
+    let hold = || {
+        let f = std::fs::File::open(&lock_path).unwrap();
+        f.try_lock().unwrap();
+        f
+    };
+
+    let held = hold();
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let releaser = std::thread::spawn(move || {
+        wait.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        drop(held);
+    });
+    go.send(()).unwrap();
+    let log = FailedOffsetLog::open(&path).expect("released within the wait");
+    releaser.join().unwrap();
+    log.close().unwrap();
+
+    let _held = hold();
+    let started = std::time::Instant::now();
+    let err = FailedOffsetLog::open(&path).unwrap_err();
+    assert!(err.is_in_use(), "{err:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 /// Runs `f` on a thread of its own and fails the test if it does not return
 /// within 10 s (instead of hanging the test binary).
 fn within_10s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {

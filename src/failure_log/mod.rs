@@ -82,12 +82,15 @@
 //! # One writer per log
 //!
 //! Two writers on one log would rotate it under each other and lose records,
-//! so [`LogBuilder::open`] takes an exclusive, non-blocking lock on a lock
+//! so [`LogBuilder::open`] takes an exclusive lock on a lock
 //! file next to the log, `path.lock` (created if missing, never deleted, not
 //! a rotated file), and holds it for the writer's whole life: rotation
 //! renames only the log files, so the lock stays valid across rotations. A
 //! second writer, in this process or another one, fails with
-//! [`LogError::InUse`]. The lock is released when the writer stops:
+//! [`LogError::InUse`] once the lock stayed taken for 250 ms (`open` tries
+//! again meanwhile: a child process forked while a writer held the lock
+//! shares it until it calls `exec`, so a writer closed a moment ago can
+//! still be seen holding it). The lock is released when the writer stops:
 //! [`close`](FailedOffsetLog::close), the drop of the last handle, or the
 //! process's exit (the operating system releases it even after a crash, so a
 //! stale lock file is harmless). It is an advisory lock (`flock` on Unix,

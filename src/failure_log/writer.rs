@@ -521,9 +521,19 @@ fn lock_path(path: &Path) -> Result<PathBuf, LogError> {
     Ok(PathBuf::from(s))
 }
 
-/// Takes the exclusive writer lock of the log at `path` without waiting; the
-/// returned file holds it until dropped. The lock is on a file of its own
-/// that is never renamed, so rotation does not affect it.
+/// How long [`take_lock`] keeps trying a lock that is taken before it
+/// reports [`LogError::InUse`]. A `flock` lock belongs to the open file, which
+/// a child process forked (by any thread of the process) while a writer held
+/// the lock shares until it calls `exec`: a writer that closed a moment ago
+/// may still be seen holding it for that long.
+const LOCK_WAIT: Duration = Duration::from_millis(250);
+
+/// How often [`take_lock`] tries again within [`LOCK_WAIT`].
+const LOCK_RETRY: Duration = Duration::from_millis(5);
+
+/// Takes the exclusive writer lock of the log at `path`, trying for at most
+/// [`LOCK_WAIT`]; the returned file holds it until dropped. The lock is on a
+/// file of its own that is never renamed, so rotation does not affect it.
 fn take_lock(path: &Path) -> Result<File, LogError> {
     let lock_path = lock_path(path)?;
     let file = open_regular(&lock_path).map_err(|e| {
@@ -531,13 +541,23 @@ fn take_lock(path: &Path) -> Result<File, LogError> {
             .err()
             .unwrap_or_else(|| LogError::from_io(&lock_path, "open lock file", e))
     })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(LogError::InUse {
-            path: path.to_path_buf(),
-            lock_path,
-        }),
-        Err(TryLockError::Error(e)) => Err(LogError::from_io(&lock_path, "lock", e)),
+    let started = Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if started.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(LOCK_RETRY);
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(LogError::InUse {
+                    path: path.to_path_buf(),
+                    lock_path,
+                });
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(LogError::from_io(&lock_path, "lock", e));
+            }
+        }
     }
 }
 
