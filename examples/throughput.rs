@@ -40,6 +40,8 @@
 //!   processing, auto commit every `--interval-ms`.
 //! - `d-inline`: offset-guard, `recv` then `ack` each record on the receiving task,
 //!   commits every `--interval-ms`.
+//! - `d-inline-nh`: `d-inline` with `read_headers(false)` (the records have
+//!   no headers; the poll thread does not ask librdkafka for them).
 //! - `d-concurrent`: offset-guard, records handed in batches of 64 to 4 tasks on
 //!   a 2-thread runtime that ack them in reverse (concurrent, out-of-order acks),
 //!   commits every `--interval-ms`.
@@ -89,6 +91,7 @@ const MODES: &[&str] = &[
     "b-async",
     "c",
     "d-inline",
+    "d-inline-nh",
     "d-concurrent",
     "s",
     "e-base",
@@ -657,6 +660,7 @@ fn run_guard(mode: &str, round: &Round, rt: &tokio::runtime::Runtime) -> Sample 
             .context(StatsCtx::default())
             .commit_interval(round.args.interval)
             .shutdown_timeout(Duration::from_secs(30))
+            .read_headers(mode != "d-inline-nh")
             .build()
             .expect("guard");
         let mut w = Window::new();
@@ -691,7 +695,7 @@ fn run_guard(mode: &str, round: &Round, rt: &tokio::runtime::Runtime) -> Sample 
         }
         let mut consumed = 0u64;
         let mut next_worker = 0;
-        if mode == "d-inline" {
+        if mode.starts_with("d-inline") {
             while consumed < goal {
                 let r = guard.recv().await.expect("recv").expect("record");
                 w.record();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
@@ -71,6 +71,8 @@ pub(crate) struct Poller<C: ConsumerContext + 'static> {
     pub done: oneshot::Sender<()>,
     pub poll_timeout: Duration,
     pub batch_size: usize,
+    /// Copy each record's headers (librdkafka parses them at every ask).
+    pub read_headers: bool,
     /// For the events.
     pub group: String,
     /// The error policy: what reaches `recv()` besides records.
@@ -228,12 +230,11 @@ impl<C: ConsumerContext + 'static> Poller<C> {
     fn follow_jumps(&self, batch: &mut [Record]) {
         let mut last: Vec<(*const PartitionSlot, i64)> = Vec::new();
         for i in 0..batch.len() {
-            let slot = batch[i].token.slot.clone();
+            let (slot, offset) = (&batch[i].token.slot, batch[i].token.offset);
             if slot.is_revoked() {
                 continue;
             }
-            let offset = batch[i].token.offset;
-            let key = Arc::as_ptr(&slot);
+            let key = Arc::as_ptr(slot);
             let prev = match last.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, o)) => std::mem::replace(o, offset),
                 None => {
@@ -244,6 +245,7 @@ impl<C: ConsumerContext + 'static> Poller<C> {
             if offset > prev {
                 continue;
             }
+            let slot = slot.clone();
             warn!(group = %self.group, topic = %slot.tp.topic, partition = slot.tp.partition, offset, previous = prev, "read position jumped back (a seek through consumer(), or an offset reset): delivering from there again; nothing is committed below the committed offset");
             let new = self.restart(&slot, None);
             for r in batch[i..]
@@ -389,7 +391,21 @@ impl<C: ConsumerContext + 'static> Poller<C> {
                 s
             }
         };
-        Record::new(m.detach(), AckToken::new(slot, offset))
+        // `detach`, with the topic read once and the headers only if wanted.
+        let message = OwnedMessage::new(
+            m.payload().map(<[u8]>::to_vec),
+            m.key().map(<[u8]>::to_vec),
+            topic.to_owned(),
+            m.timestamp(),
+            partition,
+            offset,
+            if self.read_headers {
+                m.headers().map(BorrowedHeaders::detach)
+            } else {
+                None
+            },
+        );
+        Record::new(message, AckToken::new(slot, offset))
     }
 }
 
