@@ -125,7 +125,7 @@ impl<C: ConsumerContext + 'static> Poller<C> {
             // Between batches, and at least every few polls inside a long one
             // (not at every record: a `try_recv` per record shows in profiles).
             turns = turns.wrapping_add(1);
-            if batch.is_empty() || turns % REQUESTS_EVERY == 0 {
+            if batch.is_empty() || turns.is_multiple_of(REQUESTS_EVERY) {
                 self.serve_requests(&mut batch, &mut flow);
             }
             let timeout = if !batch.is_empty() {
