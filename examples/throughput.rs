@@ -4,18 +4,24 @@
 //! ```text
 //! cargo run --release --example throughput -- [--records N] [--repeats K]
 //!     [--slow-records N] [--partitions 1,8] [--chunk N] [--settle-ms MS]
-//!     [--interval-ms MS] [--modes a,b-sync,...]
+//!     [--interval-ms MS] [--set key=value]... [--modes a,b-sync,...]
 //! ```
 //!
 //! One process, one embedded `MockCluster`, one topic per partition count.
-//! Every run starts a fresh consumer (its own group) assigned at the topic's
-//! current end, then, chunk by chunk, produces the same records (shared
-//! [`Feeder`]: 100 B payloads, round-robin over the partitions), waits
-//! `--settle-ms` so the consumer prefetches the chunk, and times consuming it.
-//! Producing is never timed; the mock keeps only about 5 MiB per partition, so
-//! a chunk is `--chunk` records in all (25,000 by default: 2.5 MB of payload),
-//! spread over the partitions. Each record is
-//! "processed" identically in every mode (a checksum over its payload).
+//! Every mode measures the same thing, round by round: the round's records
+//! are produced first (shared [`Feeder`]: 100 B payloads, round-robin over
+//! the partitions), while no consumer exists; then a fresh consumer (or
+//! guard) of the run's group is created, assigned at the round's first
+//! records, and timed from the first record the application gets to the
+//! last one it is done with (acked, for the modes that ack). The time from
+//! the consumer's creation to its first record is shown apart ("startup");
+//! producing, commits after the last record and shutdown are not timed. The
+//! mock keeps only about 5 MiB per partition, so a round holds at most
+//! `--chunk` records per partition (40,000 by default: about 4.4 MB); a run
+//! of more records has several rounds, each with a consumer of its own.
+//! `--settle-ms` is accepted and ignored (no consumer exists while records
+//! are produced). Each record is "processed" identically in every mode (a
+//! checksum over its payload).
 //!
 //! Modes (rdkafka `BaseConsumer` in every one; the guard wraps the same type):
 //! - `a`: no commits.
@@ -34,6 +40,8 @@
 //!   processing, auto commit every `--interval-ms`.
 //! - `d-inline`: offset-guard, `recv` then `ack` each record on the receiving task,
 //!   commits every `--interval-ms`.
+//! - `d-inline-nh`: `d-inline` with `read_headers(false)` (the records have
+//!   no headers; the poll thread does not ask librdkafka for them).
 //! - `d-concurrent`: offset-guard, records handed in batches of 64 to 4 tasks on
 //!   a 2-thread runtime that ack them in reverse (concurrent, out-of-order acks),
 //!   commits every `--interval-ms`.
@@ -46,14 +54,15 @@
 //!   the loop and its token handed, in batches of 64, to a fixed pool of 4
 //!   tasks that ack them (in reverse).
 //!
-//! CPU: user + system time of the whole process over the timed windows
-//! (`/proc/self/stat`, 10 ms ticks), per record.
+//! CPU: user + system time of the whole process (all threads: the guard's
+//! poll thread too) over the timed windows (`CLOCK_PROCESS_CPUTIME_ID`), per
+//! record.
 //!
 //! Commits: own count of commit calls (a, b), librdkafka's statistics
 //! (`brokers.*.req.OffsetCommit`, c), the guard's `Stats::commits_sent` (d, its
 //! final commit at shutdown included). Memory: `VmHWM` is reset at the start of
 //! each run (`echo 5 > /proc/self/clear_refs`) and read at its end (peak of the
-//! run, whole process); `VmRSS` is read at the start, after the first chunk
+//! run, whole process); `VmRSS` is read at the start, after the first round
 //! and at the end, to show whether memory grows during the run. The process
 //! keeps memory earlier runs took (the allocator does not return it all), so
 //! compare a run's peak and end with its own start, not across runs.
@@ -82,6 +91,7 @@ const MODES: &[&str] = &[
     "b-async",
     "c",
     "d-inline",
+    "d-inline-nh",
     "d-concurrent",
     "s",
     "e-base",
@@ -97,9 +107,10 @@ struct Args {
     repeats: usize,
     partitions: Vec<i32>,
     chunk: u64,
-    settle: Duration,
     interval: Duration,
     modes: Vec<String>,
+    /// Extra librdkafka consumer properties, every mode (`--set key=value`).
+    set: Vec<(String, String)>,
 }
 
 fn parse_args() -> Args {
@@ -108,10 +119,10 @@ fn parse_args() -> Args {
         slow_records: 50_000,
         repeats: 3,
         partitions: vec![1, 8],
-        chunk: 25_000,
-        settle: Duration::from_millis(100),
+        chunk: 40_000,
         interval: Duration::from_millis(100),
         modes: MODES.iter().map(|s| s.to_string()).collect(),
+        set: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -121,7 +132,8 @@ fn parse_args() -> Args {
             "--slow-records" => a.slow_records = v().parse().expect("--slow-records"),
             "--repeats" => a.repeats = v().parse().expect("--repeats"),
             "--chunk" => a.chunk = v().parse().expect("--chunk"),
-            "--settle-ms" => a.settle = Duration::from_millis(v().parse().expect("--settle-ms")),
+            // Accepted for old command lines; nothing consumes while records are produced.
+            "--settle-ms" => drop(v().parse::<u64>().expect("--settle-ms")),
             "--interval-ms" => {
                 a.interval = Duration::from_millis(v().parse().expect("--interval-ms"))
             }
@@ -132,11 +144,16 @@ fn parse_args() -> Args {
                     .collect()
             }
             "--modes" => a.modes = v().split(',').map(str::to_string).collect(),
+            "--set" => {
+                let kv = v();
+                let (k, val) = kv.split_once('=').expect("--set key=value");
+                a.set.push((k.to_string(), val.to_string()));
+            }
             "-h" | "--help" => {
                 println!(
                     "cargo run --release --example throughput -- [--records N] [--repeats K] \
                      [--slow-records N] [--partitions 1,8] [--chunk N] [--settle-ms MS] \
-                     [--interval-ms MS] [--modes {}]",
+                     [--interval-ms MS] [--set key=value]... [--modes {}]",
                     MODES.join(",")
                 );
                 std::process::exit(0);
@@ -202,6 +219,19 @@ impl Feeder {
         }
     }
 
+    /// Each partition's end: where the next records go.
+    fn ends(&self) -> Vec<i64> {
+        (0..self.partitions)
+            .map(|p| {
+                self.producer
+                    .client()
+                    .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
+                    .expect("watermarks")
+                    .1
+            })
+            .collect()
+    }
+
     fn produce(&mut self, n: u64) {
         let mut payload = [b'x'; PAYLOAD];
         for _ in 0..n {
@@ -256,35 +286,28 @@ impl ClientContext for StatsCtx {
 
 impl ConsumerContext for StatsCtx {}
 
-fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
+fn consumer_config(round: &Round) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
+    c.set("bootstrap.servers", round.bootstrap)
+        .set("group.id", round.group)
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .set("fetch.wait.max.ms", "10")
         .set("statistics.interval.ms", "100");
+    for (k, v) in &round.args.set {
+        c.set(k, v);
+    }
     c
 }
 
-/// Assigns every partition at its current end (where this run's records start).
-fn assign_at_end<C: ConsumerContext, T: Consumer<C>>(
-    consumer: &T,
-    topic: &str,
-    partitions: i32,
-) -> Vec<i64> {
+/// Assigns every partition at this round's first record.
+fn assign_at<C: ConsumerContext, T: Consumer<C>>(consumer: &T, topic: &str, starts: &[i64]) {
     let mut tpl = TopicPartitionList::new();
-    let mut ends = Vec::new();
-    for p in 0..partitions {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .expect("watermarks");
-        ends.push(high);
-        tpl.add_partition_offset(topic, p, Offset::Offset(high))
+    for (p, &o) in starts.iter().enumerate() {
+        tpl.add_partition_offset(topic, p as i32, Offset::Offset(o))
             .expect("tpl");
     }
     consumer.assign(&tpl).expect("assign");
-    ends
 }
 
 // ---------------------------------------------------------------- runs
@@ -295,6 +318,10 @@ struct Sample {
     secs: f64,
     /// CPU seconds (user + system, whole process) over the timed windows.
     cpu: f64,
+    /// Seconds from consumer creation to the first record (not in `secs`).
+    startup: f64,
+    /// Partitions the guard paused (flow control), owned front-end only.
+    paused: u64,
     wall: f64,
     commits: u64,
     rss_start: f64,
@@ -317,6 +344,15 @@ impl Sample {
         }
     }
 
+    /// Adds one round's timed figures.
+    fn add(&mut self, r: &Sample) {
+        self.secs += r.secs;
+        self.cpu += r.cpu;
+        self.startup += r.startup;
+        self.commits += r.commits;
+        self.paused += r.paused;
+    }
+
     fn rate(&self) -> f64 {
         self.records as f64 / self.secs
     }
@@ -326,15 +362,53 @@ impl Sample {
     }
 }
 
-/// User + system CPU seconds of this process so far (`/proc/self/stat`).
+/// CPU seconds (user + system, all threads) of this process so far.
 fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may contain spaces) start at ") ".
-    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 here.
-    (ticks(11) + ticks(12)) / 100.0
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid pointer to a timespec; the clock id is a constant.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// The timed part of a round: from the first record the application gets
+/// to the last record it is done with; the time from the consumer's
+/// creation to the first record is kept apart (`startup`).
+struct Window {
+    created: Instant,
+    first: Option<(Instant, f64)>,
+}
+
+impl Window {
+    /// Call right after the consumer is created.
+    fn new() -> Window {
+        Window {
+            created: Instant::now(),
+            first: None,
+        }
+    }
+
+    /// Call for every record the application gets (the first starts the clock).
+    #[inline]
+    fn record(&mut self) {
+        if self.first.is_none() {
+            self.first = Some((Instant::now(), cpu_secs()));
+        }
+    }
+
+    /// Call once the round's last record is done.
+    fn close(&self, records: u64) -> Sample {
+        let (t0, c0) = self.first.expect("no record in the round");
+        Sample {
+            records,
+            secs: t0.elapsed().as_secs_f64(),
+            cpu: cpu_secs() - c0,
+            startup: (t0 - self.created).as_secs_f64(),
+            ..Default::default()
+        }
+    }
 }
 
 struct Run<'a> {
@@ -347,12 +421,14 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn chunks(&self) -> Vec<u64> {
-        let chunk = self.args.chunk;
+    /// Records per round: at most `--chunk` per partition (the mock keeps
+    /// about 5 MiB per partition, 40,000 records of 100 B fit).
+    fn rounds(&self) -> Vec<u64> {
+        let per_round = self.args.chunk * self.partitions as u64;
         let mut v = Vec::new();
         let mut left = self.records;
         while left > 0 {
-            let n = left.min(chunk);
+            let n = left.min(per_round);
             v.push(n);
             left -= n;
         }
@@ -360,81 +436,123 @@ impl Run<'_> {
     }
 }
 
-fn run_base(mode: &str, run: &Run) -> Sample {
+/// One round: `n` records already produced from `starts` on, a fresh
+/// consumer (or guard) of the run's group reads them.
+struct Round<'a> {
+    bootstrap: &'a str,
+    topic: &'a str,
+    group: &'a str,
+    starts: Vec<i64>,
+    n: u64,
+    args: &'a Args,
+}
+
+impl Round<'_> {
+    /// The sum of the committed offsets once every record is committed.
+    fn want(&self) -> i64 {
+        self.starts.iter().sum::<i64>() + self.n as i64
+    }
+}
+
+/// Runs a mode round by round: produce the round's records, then (nothing
+/// consuming meanwhile) create the consumer and time it reading them.
+fn run_mode(mode: &str, run: &Run, rt: &tokio::runtime::Runtime) -> Sample {
     let wall = Instant::now();
+    let mut feeder = Feeder::new(run.bootstrap, run.topic, run.partitions);
+    let mut total = Sample::start(run.records);
+    for (i, n) in run.rounds().into_iter().enumerate() {
+        let starts = feeder.ends();
+        feeder.produce(n);
+        let round = Round {
+            bootstrap: run.bootstrap,
+            topic: run.topic,
+            group: &run.group,
+            starts,
+            n,
+            args: run.args,
+        };
+        let s = if mode.starts_with("d-") {
+            run_guard(mode, &round, rt)
+        } else if mode == "s" || mode.starts_with("e-") {
+            run_own_loop(mode, &round, rt)
+        } else if mode == "a-handoff" {
+            run_handoff(&round, rt)
+        } else {
+            run_base(mode, &round)
+        };
+        total.add(&s);
+        if i == 0 {
+            total.rss_first = rss_mib();
+        }
+        total.rss_max = total.rss_max.max(rss_mib());
+    }
+    total.rss_end = rss_mib();
+    total.peak = hwm_mib();
+    total.wall = wall.elapsed().as_secs_f64();
+    total
+}
+
+fn run_base(mode: &str, round: &Round) -> Sample {
     let ctx = StatsCtx::default();
-    let mut cfg = consumer_config(run.bootstrap, &run.group);
+    let mut cfg = consumer_config(round);
     if mode == "c" {
         cfg.set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
             .set(
                 "auto.commit.interval.ms",
-                run.args.interval.as_millis().to_string(),
+                round.args.interval.as_millis().to_string(),
             );
     } else {
         cfg.set("enable.auto.commit", "false");
     }
     let consumer: BaseConsumer<StatsCtx> = cfg.create_with_context(ctx.clone()).expect("consumer");
-    let ends = assign_at_end(&consumer, run.topic, run.partitions);
-    let mut feeder = Feeder::new(run.bootstrap, run.topic, run.partitions);
-    let mut s = Sample::start(run.records);
-    let mut elapsed = Duration::ZERO;
+    let mut w = Window::new();
+    assign_at(&consumer, round.topic, &round.starts);
+    let mut commits = 0u64;
     let mut consumed = 0u64;
     let mut last: BTreeMap<i32, i64> = BTreeMap::new();
-    let chunks = run.chunks();
-    let nchunks = chunks.len();
-    for (i, n) in chunks.into_iter().enumerate() {
-        feeder.produce(n);
-        std::thread::sleep(run.args.settle);
-        let c0 = cpu_secs();
-        let t0 = Instant::now();
-        let target = consumed + n;
-        while consumed < target {
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => {
-                    process(m.payload());
-                    consumed += 1;
-                    match mode {
-                        "b-sync" => {
-                            consumer
-                                .commit_message(&m, CommitMode::Sync)
-                                .expect("commit");
-                            s.commits += 1;
-                        }
-                        "b-async" => {
-                            consumer
-                                .commit_message(&m, CommitMode::Async)
-                                .expect("commit");
-                            s.commits += 1;
-                            last.insert(m.partition(), m.offset() + 1);
-                        }
-                        "c" => consumer.store_offset_from_message(&m).expect("store"),
-                        "a-detach" => drop(black_box(m.detach())),
-                        _ => {}
+    while consumed < round.n {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                w.record();
+                process(m.payload());
+                consumed += 1;
+                match mode {
+                    "b-sync" => {
+                        consumer
+                            .commit_message(&m, CommitMode::Sync)
+                            .expect("commit");
+                        commits += 1;
                     }
+                    "b-async" => {
+                        consumer
+                            .commit_message(&m, CommitMode::Async)
+                            .expect("commit");
+                        commits += 1;
+                        last.insert(m.partition(), m.offset() + 1);
+                    }
+                    "c" => consumer.store_offset_from_message(&m).expect("store"),
+                    "a-detach" => drop(black_box(m.detach())),
+                    _ => {}
                 }
-                Some(Err(e)) => eprintln!("consumer error: {e}"),
-                None => {}
             }
+            Some(Err(e)) => eprintln!("consumer error: {e}"),
+            None => {}
         }
-        if mode == "b-async" && i + 1 == nchunks {
-            // Drain: a synchronous commit returns once every commit queued
-            // before it on the coordinator connection has been answered.
-            let mut tpl = TopicPartitionList::new();
-            for (p, o) in &last {
-                tpl.add_partition_offset(run.topic, *p, Offset::Offset(*o))
-                    .expect("tpl");
-            }
-            consumer.commit(&tpl, CommitMode::Sync).expect("drain");
-            s.commits += 1;
-        }
-        elapsed += t0.elapsed();
-        s.cpu += cpu_secs() - c0;
-        if i == 0 {
-            s.rss_first = rss_mib();
-        }
-        s.rss_max = s.rss_max.max(rss_mib());
     }
+    if mode == "b-async" {
+        // Drain: a synchronous commit returns once every commit queued
+        // before it on the coordinator connection has been answered.
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in &last {
+            tpl.add_partition_offset(round.topic, *p, Offset::Offset(*o))
+                .expect("tpl");
+        }
+        consumer.commit(&tpl, CommitMode::Sync).expect("drain");
+        commits += 1;
+    }
+    let mut s = w.close(round.n);
+    s.commits = commits;
     if mode.starts_with('b') {
         // Cross-check our count against librdkafka's (requests actually sent).
         let until = Instant::now() + Duration::from_millis(400);
@@ -451,27 +569,21 @@ fn run_base(mode: &str, run: &Run) -> Sample {
     }
     if mode == "c" {
         // Let the last auto commit and a statistics update after it happen.
-        let until = Instant::now() + run.args.interval * 3 + Duration::from_millis(300);
+        let until = Instant::now() + round.args.interval * 3 + Duration::from_millis(300);
         while Instant::now() < until {
             consumer.poll(Duration::from_millis(20));
         }
         s.commits = ctx.offset_commits.load(Ordering::Relaxed) as u64;
     }
-    let committed = consumer.committed(Duration::from_secs(10)).ok().map(|tpl| {
-        tpl.elements()
-            .iter()
-            .filter_map(|e| e.offset().to_raw())
-            .sum::<i64>()
-    });
     if !mode.starts_with('a') {
-        let want: i64 = ends.iter().sum::<i64>() + run.records as i64;
-        assert_eq!(committed, Some(want), "{mode}: committed offsets");
+        let committed = consumer.committed(Duration::from_secs(10)).ok().map(|tpl| {
+            tpl.elements()
+                .iter()
+                .filter_map(|e| e.offset().to_raw())
+                .sum::<i64>()
+        });
+        assert_eq!(committed, Some(round.want()), "{mode}: committed offsets");
     }
-    s.secs = elapsed.as_secs_f64();
-    s.rss_end = rss_mib();
-    s.peak = hwm_mib();
-    drop(consumer);
-    s.wall = wall.elapsed().as_secs_f64();
     s
 }
 
@@ -480,17 +592,15 @@ fn run_base(mode: &str, run: &Run) -> Sample {
 /// batches of 256 over a bounded channel (8 batches) to the receiving task,
 /// which processes and drops them: the guard's poll-thread architecture and
 /// batch settings, without tracking, acks or commits.
-fn run_handoff(run: &Run, rt: &tokio::runtime::Runtime) -> Sample {
+fn run_handoff(round: &Round, rt: &tokio::runtime::Runtime) -> Sample {
     const BATCH: usize = 256;
-    let wall = Instant::now();
-    let mut cfg = consumer_config(run.bootstrap, &run.group);
+    let mut cfg = consumer_config(round);
     cfg.set("enable.auto.commit", "false");
     let consumer: BaseConsumer<StatsCtx> = cfg
         .create_with_context(StatsCtx::default())
         .expect("consumer");
-    assign_at_end(&consumer, run.topic, run.partitions);
-    let mut feeder = Feeder::new(run.bootstrap, run.topic, run.partitions);
-    let mut s = Sample::start(run.records);
+    let mut w = Window::new();
+    assign_at(&consumer, round.topic, &round.starts);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<OwnedMessage>>(8);
     std::thread::scope(|sc| {
@@ -525,67 +635,49 @@ fn run_handoff(run: &Run, rt: &tokio::runtime::Runtime) -> Sample {
                 }
             }
         });
-        let mut elapsed = Duration::ZERO;
         let mut consumed = 0u64;
-        for (i, n) in run.chunks().into_iter().enumerate() {
-            feeder.produce(n);
-            std::thread::sleep(run.args.settle);
-            let c0 = cpu_secs();
-            let t0 = Instant::now();
-            let goal = consumed + n;
-            rt.block_on(async {
-                while consumed < goal {
-                    let batch = rx.recv().await.expect("poll thread");
-                    for m in batch {
-                        process(m.payload());
-                        consumed += 1;
-                    }
+        rt.block_on(async {
+            while consumed < round.n {
+                let batch = rx.recv().await.expect("poll thread");
+                for m in batch {
+                    w.record();
+                    process(m.payload());
+                    consumed += 1;
                 }
-            });
-            elapsed += t0.elapsed();
-            s.cpu += cpu_secs() - c0;
-            if i == 0 {
-                s.rss_first = rss_mib();
             }
-            s.rss_max = s.rss_max.max(rss_mib());
-        }
+        });
+        let s = w.close(round.n);
         stop.store(true, Ordering::Release);
         rx.close();
-        s.secs = elapsed.as_secs_f64();
-    });
-    s.rss_end = rss_mib();
-    s.peak = hwm_mib();
-    drop(consumer);
-    s.wall = wall.elapsed().as_secs_f64();
-    s
+        s
+    })
 }
 
-fn run_guard(mode: &str, run: &Run, rt: &tokio::runtime::Runtime) -> Sample {
+fn run_guard(mode: &str, round: &Round, rt: &tokio::runtime::Runtime) -> Sample {
     rt.block_on(async {
-        let wall = Instant::now();
-        let cfg = consumer_config(run.bootstrap, &run.group);
+        let cfg = consumer_config(round);
         let mut guard = OffsetGuard::builder(cfg)
             .context(StatsCtx::default())
-            .commit_interval(run.args.interval)
+            .commit_interval(round.args.interval)
             .shutdown_timeout(Duration::from_secs(30))
+            .read_headers(mode != "d-inline-nh")
             .build()
             .expect("guard");
-        let ends = assign_at_end(guard.consumer(), run.topic, run.partitions);
-        let mut feeder = Feeder::new(run.bootstrap, run.topic, run.partitions);
-        let mut s = Sample::start(run.records);
+        let mut w = Window::new();
+        assign_at(guard.consumer(), round.topic, &round.starts);
 
         // d-concurrent: 4 acking tasks, fed batches of 64 records.
         const WORKERS: usize = 4;
         const BATCH: usize = 64;
         let acked = Arc::new(AtomicU64::new(0));
-        let target = Arc::new(AtomicU64::new(0));
         let notify = Arc::new(tokio::sync::Notify::new());
+        let goal = round.n;
         let mut senders = Vec::new();
         let mut tasks = Vec::new();
         if mode == "d-concurrent" {
             for _ in 0..WORKERS {
                 let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Record>>(64);
-                let (acked, target, notify) = (acked.clone(), target.clone(), notify.clone());
+                let (acked, notify) = (acked.clone(), notify.clone());
                 tasks.push(tokio::spawn(async move {
                     while let Some(mut batch) = rx.recv().await {
                         let k = batch.len() as u64;
@@ -593,8 +685,7 @@ fn run_guard(mode: &str, run: &Run, rt: &tokio::runtime::Runtime) -> Sample {
                             process(r.payload());
                             r.ack();
                         }
-                        let now = acked.fetch_add(k, Ordering::AcqRel) + k;
-                        if now >= target.load(Ordering::Acquire) {
+                        if acked.fetch_add(k, Ordering::AcqRel) + k >= goal {
                             notify.notify_one();
                         }
                     }
@@ -602,112 +693,107 @@ fn run_guard(mode: &str, run: &Run, rt: &tokio::runtime::Runtime) -> Sample {
                 senders.push(tx);
             }
         }
-
-        let mut elapsed = Duration::ZERO;
         let mut consumed = 0u64;
         let mut next_worker = 0;
-        for (i, n) in run.chunks().into_iter().enumerate() {
-            feeder.produce(n);
-            std::thread::sleep(run.args.settle);
-            let c0 = cpu_secs();
-            let t0 = Instant::now();
-            let goal = consumed + n;
-            if mode == "d-inline" {
-                while consumed < goal {
-                    let r = guard.recv().await.expect("recv").expect("record");
-                    process(r.payload());
-                    r.ack();
-                    consumed += 1;
-                }
-            } else {
-                target.store(goal, Ordering::Release);
-                let mut batch = Vec::with_capacity(BATCH);
-                while consumed < goal {
-                    batch.push(guard.recv().await.expect("recv").expect("record"));
-                    consumed += 1;
-                    if batch.len() == BATCH || consumed == goal {
-                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                        senders[next_worker].send(full).await.expect("worker");
-                        next_worker = (next_worker + 1) % WORKERS;
-                    }
-                }
-                loop {
-                    let notified = notify.notified();
-                    if acked.load(Ordering::Acquire) >= goal {
-                        break;
-                    }
-                    notified.await;
+        if mode.starts_with("d-inline") {
+            while consumed < goal {
+                let r = guard.recv().await.expect("recv").expect("record");
+                w.record();
+                process(r.payload());
+                r.ack();
+                consumed += 1;
+            }
+        } else {
+            let mut batch = Vec::with_capacity(BATCH);
+            while consumed < goal {
+                batch.push(guard.recv().await.expect("recv").expect("record"));
+                w.record();
+                consumed += 1;
+                if batch.len() == BATCH || consumed == goal {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    senders[next_worker].send(full).await.expect("worker");
+                    next_worker = (next_worker + 1) % WORKERS;
                 }
             }
-            elapsed += t0.elapsed();
-            s.cpu += cpu_secs() - c0;
-            if i == 0 {
-                s.rss_first = rss_mib();
+            loop {
+                let notified = notify.notified();
+                if acked.load(Ordering::Acquire) >= goal {
+                    break;
+                }
+                notified.await;
             }
-            s.rss_max = s.rss_max.max(rss_mib());
         }
+        let mut s = w.close(round.n);
         drop(senders);
         for t in tasks {
             t.await.expect("worker task");
         }
-        s.secs = elapsed.as_secs_f64();
-        s.rss_end = rss_mib();
-        s.peak = hwm_mib();
         let report = guard.shutdown().await.expect("shutdown");
         assert!(report.not_committed.is_empty(), "{mode}: not committed");
         let committed: i64 = report.committed.iter().map(|c| c.offset).sum();
-        let want: i64 = ends.iter().sum::<i64>() + run.records as i64;
-        assert_eq!(committed, want, "{mode}: committed offsets");
+        assert_eq!(committed, round.want(), "{mode}: committed offsets");
         s.commits = report.stats.commits_sent;
-        s.wall = wall.elapsed().as_secs_f64();
+        s.paused = report.stats.partitions_paused;
         s
     })
 }
 
-/// `s` and the own-loop modes `e-*`: the application's own consumer loop.
-fn run_own_loop(mode: &str, run: &Run, rt: &tokio::runtime::Runtime) -> Sample {
-    rt.block_on(async {
-        let wall = Instant::now();
-        let cfg = consumer_config(run.bootstrap, &run.group);
+/// The consumer of `s` and of the own-loop modes `e-*`.
+enum OwnLoop {
+    Plain(StreamConsumer<StatsCtx>),
+    Stream(Arc<StreamConsumer<GuardContext<StatsCtx>>>, GuardHandle),
+    Base(Arc<BaseConsumer<GuardContext<StatsCtx>>>, GuardHandle),
+}
+
+impl OwnLoop {
+    fn new(mode: &str, round: &Round) -> OwnLoop {
+        let cfg = consumer_config(round);
         let guarded = OffsetGuard::builder(cfg.clone())
             .context(StatsCtx::default())
-            .commit_interval(run.args.interval)
+            .commit_interval(round.args.interval)
             .shutdown_timeout(Duration::from_secs(30));
-        let mut plain: Option<StreamConsumer<StatsCtx>> = None;
-        let mut stream: Option<(Arc<StreamConsumer<GuardContext<StatsCtx>>>, GuardHandle)> = None;
-        let mut base: Option<(Arc<BaseConsumer<GuardContext<StatsCtx>>>, GuardHandle)> = None;
-        let ends = match mode {
+        match mode {
             "s" => {
                 let mut cfg = cfg;
                 cfg.set("enable.auto.commit", "false");
-                let c: StreamConsumer<StatsCtx> = cfg
-                    .create_with_context(StatsCtx::default())
-                    .expect("consumer");
-                let ends = assign_at_end(&c, run.topic, run.partitions);
-                plain = Some(c);
-                ends
+                OwnLoop::Plain(
+                    cfg.create_with_context(StatsCtx::default())
+                        .expect("consumer"),
+                )
             }
             "e-base" => {
                 let (c, g) = guarded
                     .build_consumer::<BaseConsumer<GuardContext<StatsCtx>>>()
                     .expect("guard");
-                let ends = assign_at_end(&*c, run.topic, run.partitions);
-                base = Some((c, g));
-                ends
+                OwnLoop::Base(c, g)
             }
             _ => {
                 let (c, g) = guarded
                     .build_consumer::<StreamConsumer<GuardContext<StatsCtx>>>()
                     .expect("guard");
-                let ends = assign_at_end(&*c, run.topic, run.partitions);
-                stream = Some((c, g));
-                ends
+                OwnLoop::Stream(c, g)
             }
-        };
-        let mut feeder = Feeder::new(run.bootstrap, run.topic, run.partitions);
-        let mut s = Sample::start(run.records);
+        }
+    }
+
+    fn assign(&self, round: &Round) {
+        match self {
+            OwnLoop::Plain(c) => assign_at(c, round.topic, &round.starts),
+            OwnLoop::Stream(c, _) => assign_at(&**c, round.topic, &round.starts),
+            OwnLoop::Base(c, _) => assign_at(&**c, round.topic, &round.starts),
+        }
+    }
+}
+
+/// `s` and the own-loop modes `e-*`: the application's own consumer loop.
+fn run_own_loop(mode: &str, round: &Round, rt: &tokio::runtime::Runtime) -> Sample {
+    rt.block_on(async {
+        let consumer = OwnLoop::new(mode, round);
+        let mut w = Window::new();
+        consumer.assign(round);
         const WORKERS: usize = 4;
         const BATCH: usize = 64;
+        let goal = round.n;
         let acked = Arc::new(AtomicU64::new(0));
         let notify = Arc::new(tokio::sync::Notify::new());
         let mut senders = Vec::new();
@@ -729,98 +815,82 @@ fn run_own_loop(mode: &str, run: &Run, rt: &tokio::runtime::Runtime) -> Sample {
                 senders.push(tx);
             }
         }
-        let mut elapsed = Duration::ZERO;
         let mut consumed = 0u64;
         let mut next_worker = 0;
-        for (i, n) in run.chunks().into_iter().enumerate() {
-            feeder.produce(n);
-            std::thread::sleep(run.args.settle);
-            let c0 = cpu_secs();
-            let t0 = Instant::now();
-            let goal = consumed + n;
-            match (&plain, &stream, &base) {
-                (Some(c), _, _) => {
-                    while consumed < goal {
-                        let m = c.recv().await.expect("recv");
-                        process(m.payload());
-                        consumed += 1;
-                    }
+        match &consumer {
+            OwnLoop::Plain(c) => {
+                while consumed < goal {
+                    let m = c.recv().await.expect("recv");
+                    w.record();
+                    process(m.payload());
+                    consumed += 1;
                 }
-                (_, Some((c, g)), _) if mode == "e-stream" => {
-                    while consumed < goal {
-                        let m = c.recv().await.expect("recv");
-                        let token = g.track(&m);
-                        process(m.payload());
-                        token.ack();
-                        consumed += 1;
-                    }
-                }
-                (_, Some((c, g)), _) => {
-                    let mut batch = Vec::with_capacity(BATCH);
-                    while consumed < goal {
-                        let m = c.recv().await.expect("recv");
-                        let token = g.track(&m);
-                        process(m.payload());
-                        batch.push(token);
-                        consumed += 1;
-                        if batch.len() == BATCH || consumed == goal {
-                            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                            senders[next_worker].send(full).await.expect("worker");
-                            next_worker = (next_worker + 1) % WORKERS;
-                        }
-                    }
-                    loop {
-                        let notified = notify.notified();
-                        if acked.load(Ordering::Acquire) >= goal {
-                            break;
-                        }
-                        notified.await;
-                    }
-                }
-                (_, _, Some((c, g))) => {
-                    while consumed < goal {
-                        match c.poll(Duration::from_millis(100)) {
-                            Some(Ok(m)) => {
-                                let token = g.track(&m);
-                                process(m.payload());
-                                token.ack();
-                                consumed += 1;
-                            }
-                            Some(Err(e)) => eprintln!("consumer error: {e}"),
-                            None => {}
-                        }
-                    }
-                }
-                _ => unreachable!(),
             }
-            elapsed += t0.elapsed();
-            s.cpu += cpu_secs() - c0;
-            if i == 0 {
-                s.rss_first = rss_mib();
+            OwnLoop::Stream(c, g) if mode == "e-stream" => {
+                while consumed < goal {
+                    let m = c.recv().await.expect("recv");
+                    w.record();
+                    let token = g.track(&m);
+                    process(m.payload());
+                    token.ack();
+                    consumed += 1;
+                }
             }
-            s.rss_max = s.rss_max.max(rss_mib());
+            OwnLoop::Stream(c, g) => {
+                let mut batch = Vec::with_capacity(BATCH);
+                while consumed < goal {
+                    let m = c.recv().await.expect("recv");
+                    w.record();
+                    let token = g.track(&m);
+                    process(m.payload());
+                    batch.push(token);
+                    consumed += 1;
+                    if batch.len() == BATCH || consumed == goal {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                        senders[next_worker].send(full).await.expect("worker");
+                        next_worker = (next_worker + 1) % WORKERS;
+                    }
+                }
+                loop {
+                    let notified = notify.notified();
+                    if acked.load(Ordering::Acquire) >= goal {
+                        break;
+                    }
+                    notified.await;
+                }
+            }
+            OwnLoop::Base(c, g) => {
+                while consumed < goal {
+                    match c.poll(Duration::from_millis(100)) {
+                        Some(Ok(m)) => {
+                            w.record();
+                            let token = g.track(&m);
+                            process(m.payload());
+                            token.ack();
+                            consumed += 1;
+                        }
+                        Some(Err(e)) => eprintln!("consumer error: {e}"),
+                        None => {}
+                    }
+                }
+            }
         }
+        let mut s = w.close(round.n);
         drop(senders);
         for t in tasks {
             t.await.expect("worker task");
         }
-        s.secs = elapsed.as_secs_f64();
-        s.rss_end = rss_mib();
-        s.peak = hwm_mib();
-        let want: i64 = ends.iter().sum::<i64>() + run.records as i64;
-        let report = match (stream, base) {
-            (Some((c, g)), _) => Some(g.shutdown(&*c).await.expect("shutdown")),
-            (_, Some((c, g))) => Some(g.shutdown(&*c).await.expect("shutdown")),
-            _ => None,
+        let report = match consumer {
+            OwnLoop::Stream(c, g) => Some(g.shutdown(&*c).await.expect("shutdown")),
+            OwnLoop::Base(c, g) => Some(g.shutdown(&*c).await.expect("shutdown")),
+            OwnLoop::Plain(_) => None,
         };
         if let Some(report) = report {
             assert!(report.not_committed.is_empty(), "{mode}: not committed");
             let committed: i64 = report.committed.iter().map(|c| c.offset).sum();
-            assert_eq!(committed, want, "{mode}: committed offsets");
+            assert_eq!(committed, round.want(), "{mode}: committed offsets");
             s.commits = report.stats.commits_sent;
         }
-        drop(plain);
-        s.wall = wall.elapsed().as_secs_f64();
         s
     })
 }
@@ -848,14 +918,8 @@ fn main() {
     let bootstrap = cluster.bootstrap_servers();
     let hwm_ok = reset_peak();
     println!(
-        "# offset-guard throughput: {} records ({} for b-sync), {} repeats, chunk {} records, settle {:?}, commit interval {:?}, peak reset: {}",
-        args.records,
-        args.slow_records,
-        args.repeats,
-        args.chunk,
-        args.settle,
-        args.interval,
-        hwm_ok
+        "# offset-guard throughput: {} records ({} for b-sync), {} repeats, at most {} records per partition per round, commit interval {:?}, peak reset: {}",
+        args.records, args.slow_records, args.repeats, args.chunk, args.interval, hwm_ok
     );
     let mut results: BTreeMap<(i32, String), Vec<Sample>> = BTreeMap::new();
     for &parts in &args.partitions {
@@ -876,20 +940,15 @@ fn main() {
                     group: format!("g-{parts}-{mode}-{rep}"),
                     args: &args,
                 };
-                let s = if mode.starts_with("d-") {
-                    run_guard(mode, &run, &rt)
-                } else if mode == "s" || mode.starts_with("e-") {
-                    run_own_loop(mode, &run, &rt)
-                } else if mode == "a-handoff" {
-                    run_handoff(&run, &rt)
-                } else {
-                    run_base(mode, &run)
-                };
+                let s = run_mode(mode, &run, &rt);
                 println!(
-                    "p={parts} rep={rep} {mode:<13} {:>9} rec {:>7.3} s {:>10.0} rec/s  commits {:>6}  rss {:>6.1} / {:>6.1} / {:>6.1} (max {:>6.1}) MiB  peak {:>6.1} MiB  wall {:>5.1} s",
+                    "p={parts} rep={rep} {mode:<13} {:>9} rec {:>7.3} s {:>10.0} rec/s  cpu {:>6.3} s  startup {:>6.3} s  paused {:>3}  commits {:>6}  rss {:>6.1} / {:>6.1} / {:>6.1} (max {:>6.1}) MiB  peak {:>6.1} MiB  wall {:>5.1} s",
                     s.records,
                     s.secs,
                     s.rate(),
+                    s.cpu,
+                    s.startup,
+                    s.paused,
                     s.commits,
                     s.rss_start,
                     s.rss_first,
@@ -905,7 +964,7 @@ fn main() {
 
     println!();
     println!(
-        "| partitions | mode | records | records/s median (min..max) | ratio to a (median, min..max) | ratio to s (median, min..max) | ratio to a-handoff (median, min..max) | CPU µs/record (median) | OffsetCommit requests (median) | run wall s | RSS start / after chunk 1 / end MiB (median) | peak - start MiB (median, max) |"
+        "| partitions | mode | records | records/s median (min..max) | ratio to a (median, min..max) | ratio to s (median, min..max) | ratio to a-handoff (median, min..max) | CPU µs/record (median) | OffsetCommit requests (median) | run wall s | RSS start / after round 1 / end MiB (median) | peak - start MiB (median, max) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &parts in &args.partitions {

@@ -294,6 +294,22 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
         self
     }
 
+    /// Owned front-end: whether records carry their Kafka headers.
+    /// Default: true.
+    ///
+    /// With `false`, the poll thread does not ask librdkafka for headers and
+    /// every record's [`headers()`](rdkafka::Message::headers) is `None`.
+    /// librdkafka parses a record's headers each time they are asked for,
+    /// even when the record has none (it allocates a reader for that):
+    /// an application that reads no headers saves that work on the poll
+    /// thread (BENCHMARKS.md, section 8). The own-loop front-end
+    /// ([`build_consumer`](Self::build_consumer)) copies nothing, so this
+    /// does not apply to it.
+    pub fn read_headers(mut self, yes: bool) -> Self {
+        self.config.read_headers = yes;
+        self
+    }
+
     /// Owned front-end: how many batches of fetched records may wait for
     /// `recv` before the poll thread pauses the partitions they come from
     /// (it never blocks: it keeps polling, so heartbeats, rebalance callbacks

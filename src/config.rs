@@ -57,6 +57,8 @@ pub(crate) struct Config {
     /// How long one poll of the consumer waits (internal).
     pub poll_timeout: Duration,
     pub batch_size: usize,
+    /// Owned front-end: copy each record's headers out of librdkafka.
+    pub read_headers: bool,
     pub prefetch_batches: usize,
     pub max_outstanding_per_partition: usize,
     pub max_outstanding: usize,
@@ -84,6 +86,7 @@ impl Default for Config {
             brokers_unreachable_after: Duration::from_secs(30),
             poll_timeout: Duration::from_millis(100),
             batch_size: 256,
+            read_headers: true,
             prefetch_batches: DEFAULT_PREFETCH_BATCHES,
             max_outstanding_per_partition: DEFAULT_MAX_OUTSTANDING_PER_PARTITION,
             max_outstanding: DEFAULT_MAX_OUTSTANDING,

@@ -76,6 +76,7 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             done,
             poll_timeout: config.poll_timeout,
             batch_size: config.batch_size,
+            read_headers: config.read_headers,
             group: config.group_id.clone(),
             errors: ErrorPolicy::new(
                 config.brokers_unreachable_after,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
@@ -37,6 +37,10 @@ const REGULATE_EVERY: Duration = Duration::from_millis(5);
 /// The longest poll while the guard holds partitions back, so they are
 /// resumed soon after the application caught up.
 const HELD_BACK_POLL: Duration = Duration::from_millis(5);
+
+/// While records flow, the front-end's requests are looked at every this
+/// many polls (and whenever the batch was just handed over).
+const REQUESTS_EVERY: u32 = 64;
 
 /// How long a seek waits for librdkafka.
 pub(crate) const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,6 +75,8 @@ pub(crate) struct Poller<C: ConsumerContext + 'static> {
     pub done: oneshot::Sender<()>,
     pub poll_timeout: Duration,
     pub batch_size: usize,
+    /// Copy each record's headers (librdkafka parses them at every ask).
+    pub read_headers: bool,
     /// For the events.
     pub group: String,
     /// The error policy: what reaches `recv()` besides records.
@@ -100,6 +106,7 @@ impl<C: ConsumerContext + 'static> Poller<C> {
         }
         let mut batch = self.new_batch();
         let mut last: Option<Arc<PartitionSlot>> = None;
+        let mut turns: u32 = 0;
         let mut flow = Flow {
             state: FlowState::default(),
             checked: Instant::now(),
@@ -115,7 +122,12 @@ impl<C: ConsumerContext + 'static> Poller<C> {
                 continue;
             }
             self.errors.tick(&self.consumer);
-            self.serve_requests(&mut batch, &mut flow);
+            // Between batches, and at least every few polls inside a long one
+            // (not at every record: a `try_recv` per record shows in profiles).
+            turns = turns.wrapping_add(1);
+            if batch.is_empty() || turns.is_multiple_of(REQUESTS_EVERY) {
+                self.serve_requests(&mut batch, &mut flow);
+            }
             let timeout = if !batch.is_empty() {
                 Duration::ZERO
             } else if flow.state.holds_back() {
@@ -228,12 +240,11 @@ impl<C: ConsumerContext + 'static> Poller<C> {
     fn follow_jumps(&self, batch: &mut [Record]) {
         let mut last: Vec<(*const PartitionSlot, i64)> = Vec::new();
         for i in 0..batch.len() {
-            let slot = batch[i].token.slot.clone();
+            let (slot, offset) = (&batch[i].token.slot, batch[i].token.offset);
             if slot.is_revoked() {
                 continue;
             }
-            let offset = batch[i].token.offset;
-            let key = Arc::as_ptr(&slot);
+            let key = Arc::as_ptr(slot);
             let prev = match last.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, o)) => std::mem::replace(o, offset),
                 None => {
@@ -244,6 +255,7 @@ impl<C: ConsumerContext + 'static> Poller<C> {
             if offset > prev {
                 continue;
             }
+            let slot = slot.clone();
             warn!(group = %self.group, topic = %slot.tp.topic, partition = slot.tp.partition, offset, previous = prev, "read position jumped back (a seek through consumer(), or an offset reset): delivering from there again; nothing is committed below the committed offset");
             let new = self.restart(&slot, None);
             for r in batch[i..]
@@ -389,7 +401,21 @@ impl<C: ConsumerContext + 'static> Poller<C> {
                 s
             }
         };
-        Record::new(m.detach(), AckToken::new(slot, offset))
+        // `detach`, with the topic read once and the headers only if wanted.
+        let message = OwnedMessage::new(
+            m.payload().map(<[u8]>::to_vec),
+            m.key().map(<[u8]>::to_vec),
+            topic.to_owned(),
+            m.timestamp(),
+            partition,
+            offset,
+            if self.read_headers {
+                m.headers().map(BorrowedHeaders::detach)
+            } else {
+                None
+            },
+        );
+        Record::new(message, AckToken::new(slot, offset))
     }
 }
 

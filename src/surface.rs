@@ -7,7 +7,8 @@
 //! `recv()`. [`kind_of`] and [`Outage`] are pure.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -67,9 +68,16 @@ pub(crate) fn kind_of(code: RDKafkaErrorCode) -> Kind {
 }
 
 /// Errors surfaced by the poll thread, waiting for `recv()`.
+///
+/// `recv` looks at `len` (no lock) before every record: the queue is locked
+/// only when an error waits. `put` raises `len` under the queue's lock, right
+/// after the push, and before it takes the waker; a waiting `recv` stores its
+/// waker before it looks again, so an error put is never missed.
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
     queue: Mutex<VecDeque<Error>>,
+    /// Errors in `queue`; changed only with the queue locked.
+    len: AtomicUsize,
     /// The `recv` waiting, woken by `put`.
     waker: Mutex<Option<std::task::Waker>>,
 }
@@ -83,6 +91,7 @@ impl Outbox {
                 return false;
             }
             q.push_back(e);
+            self.len.store(q.len(), SeqCst);
         }
         let waker = self
             .waker
@@ -95,23 +104,25 @@ impl Outbox {
         true
     }
 
+    /// The oldest error waiting, if any; no lock when none waits (the
+    /// common case: `recv` calls this before every record).
     pub(crate) fn take(&self) -> Option<Error> {
-        self.queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop_front()
+        if self.len.load(SeqCst) == 0 {
+            return None;
+        }
+        let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let e = q.pop_front();
+        self.len.store(q.len(), SeqCst);
+        e
     }
 
     /// Ready when an error waits; otherwise the task is woken by the next
     /// `put`.
     pub(crate) fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         *self.waker.lock().unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
-        let waiting = !self
-            .queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty();
-        if waiting {
+        // After the waker is stored: a `put` that has not taken it yet has
+        // raised `len` already, or will find the waker and wake this task.
+        if self.len.load(SeqCst) > 0 {
             std::task::Poll::Ready(())
         } else {
             std::task::Poll::Pending
@@ -483,5 +494,45 @@ mod tests {
             assert!(out.put(Error::ShutDown));
         }
         assert!(!out.put(Error::ShutDown), "full: dropped, never blocks");
+    }
+
+    /// `recv`'s pattern (take without a lock, else wait and take again)
+    /// against a `put` from another thread at any moment: no error is ever
+    /// missed, nor taken twice.
+    #[test]
+    fn an_error_put_while_the_receiver_checks_is_never_missed() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        for round in 0..2_000u32 {
+            let out = Arc::new(Outbox::default());
+            let putter = {
+                let out = out.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..round % 50 {
+                        std::hint::spin_loop();
+                    }
+                    assert!(out.put(Error::ShutDown));
+                })
+            };
+            let got = rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(5), async {
+                    loop {
+                        if let Some(e) = out.take() {
+                            return e;
+                        }
+                        out.ready().await;
+                    }
+                })
+                .await
+            });
+            putter.join().unwrap();
+            assert!(
+                matches!(got, Ok(Error::ShutDown)),
+                "round {round}: an error put was missed"
+            );
+            assert!(out.take().is_none(), "round {round}: taken twice");
+        }
     }
 }

@@ -1,0 +1,119 @@
+//! What a record of the owned front-end carries: every field of the Kafka
+//! record, headers included unless `read_headers(false)` (issue 13, item 7:
+//! the poll thread copies records out of librdkafka itself).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Fixture, unique};
+use offset_guard::GuardedConsumer;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{Header, Headers, OwnedHeaders, Timestamp};
+use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+/// Two records: key, payload, timestamp and two headers (one without a
+/// value); then one with none of them.
+fn produce(fx: &Fixture, topic: &str) {
+    let p = fx.producer();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "trace",
+            value: Some("abc"),
+        })
+        .insert(Header {
+            key: "empty",
+            value: None::<&[u8]>,
+        });
+    p.send(
+        BaseRecord::to(topic)
+            .partition(0)
+            .key("k1")
+            .payload("v1")
+            .timestamp(1_700_000_000_123)
+            .headers(headers),
+    )
+    .map_err(|(e, _)| e)
+    .expect("send");
+    p.send(BaseRecord::<(), str>::to(topic).partition(0).payload("v2"))
+        .map_err(|(e, _)| e)
+        .expect("send");
+    p.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// The two records, read from the start of partition 0, acked.
+async fn read_two(c: &mut GuardedConsumer, topic: &str) -> Vec<offset_guard::Record> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    c.consumer().assign(&tpl).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let r = tokio::time::timeout(Duration::from_secs(30), c.recv())
+            .await
+            .expect("a record within 30 s")
+            .expect("no error")
+            .expect("not stopped");
+        got.push(r);
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_carries_key_payload_timestamp_and_headers_unless_told_not_to() {
+    let fx = Fixture::any();
+    let topic = unique("records");
+    fx.create_topic(&topic, 1);
+    produce(&fx, &topic);
+
+    let mut c = fx.guard(&unique("g-records")).build().unwrap();
+    let got = read_two(&mut c, &topic).await;
+    let (a, b) = (&got[0], &got[1]);
+    assert_eq!((a.topic(), a.partition(), a.offset()), (&*topic, 0, 0));
+    assert_eq!(a.key(), Some(&b"k1"[..]));
+    assert_eq!(a.payload(), Some(&b"v1"[..]));
+    assert_eq!(
+        a.message().timestamp(),
+        Timestamp::CreateTime(1_700_000_000_123)
+    );
+    let h = a.message().headers().expect("headers of the first record");
+    assert_eq!(h.count(), 2);
+    assert_eq!(h.get(0).key, "trace");
+    assert_eq!(h.get(0).value, Some(&b"abc"[..]));
+    assert_eq!(h.get(1).key, "empty");
+    assert_eq!(h.get(1).value, None);
+    assert_eq!(
+        (b.offset(), b.key(), b.payload()),
+        (1, None, Some(&b"v2"[..]))
+    );
+    assert!(
+        b.message().headers().is_none(),
+        "a record without headers has none"
+    );
+    for r in got {
+        r.ack();
+    }
+    c.shutdown().await.unwrap();
+
+    let mut c = fx
+        .guard(&unique("g-records"))
+        .read_headers(false)
+        .build()
+        .unwrap();
+    let got = read_two(&mut c, &topic).await;
+    let a = &got[0];
+    assert!(
+        a.message().headers().is_none(),
+        "read_headers(false): no headers"
+    );
+    assert_eq!((a.key(), a.payload()), (Some(&b"k1"[..]), Some(&b"v1"[..])));
+    assert_eq!(
+        a.message().timestamp(),
+        Timestamp::CreateTime(1_700_000_000_123)
+    );
+    for r in got {
+        r.ack();
+    }
+    c.shutdown().await.unwrap();
+}
