@@ -128,7 +128,8 @@ async fn a_revoke_is_served_while_the_application_is_not_receiving() {
     b.subscribe(&[&topic]).unwrap();
     let first_of_b = recv_n(&mut b, 1, Duration::from_secs(30)).await;
     let (p, o) = (first_of_b[0].partition(), first_of_b[0].offset());
-    assert_eq!(hooks.revoked.load(Ordering::SeqCst), 1, "a's revoke ran");
+    // At least once: MockCluster may run a second rebalance while `b` joins.
+    assert!(hooks.revoked.load(Ordering::SeqCst) >= 1, "a's revoke ran");
     assert_eq!(hooks.lost.load(Ordering::SeqCst), 0);
     assert_eq!(
         Some(o),
