@@ -273,6 +273,8 @@ mod guard;
 mod own_loop;
 mod partition;
 mod poll;
+#[cfg(feature = "sqlite")]
+pub mod progress;
 mod rebalance;
 mod retry;
 mod sink;

@@ -1,0 +1,105 @@
+//! Exactly-once into a database: each record's progress stored in your own
+//! SQL transaction (feature `sqlite`; first part of the exactly-once mode,
+//! not yet wired to the consumers).
+//!
+//! # The guarantee
+//!
+//! You process a record inside your own database transaction and, in that
+//! same transaction, call [`sqlite::mark_done`] for it. The record's effects
+//! and its "done" mark commit together or not at all: after a crash, a
+//! rebalance or a failed Kafka commit, [`sqlite::load`] tells exactly which
+//! records are done, and a record marked twice makes the second transaction
+//! fail with [`ProgressError::AlreadyDone`] (roll it back), so no effect is
+//! applied twice. Optional idempotency by business key:
+//! [`sqlite::mark_key`] returns `false` for a key already processed within a
+//! retention period, even at another offset.
+//!
+//! # The trap: "the highest offset done" skips records
+//!
+//! With out-of-order processing (concurrent tasks), storing only the highest
+//! offset done loses records: offsets 5 and 7 done, 6 still running, a crash,
+//! and a restart at 8 never processes 6. The store therefore keeps, per
+//! partition, a **watermark** (the next offset to process: every record below
+//! it is done) plus a row for every offset done **above** it
+//! ([`PartitionProgress`]). When the record at the watermark is marked done,
+//! the watermark moves over it and over the done rows right after it, and
+//! those rows are deleted in the same transaction: the done table holds only
+//! records done out of order, bounded by the records in flight, not by the
+//! stream's length.
+//!
+//! Kafka offsets have gaps (compaction, transaction markers): a watermark
+//! waiting for an offset that is no record never moves by [`sqlite::mark_done`]
+//! alone. [`sqlite::advance`] moves it to a point below which every record you
+//! received is done (known from delivery order, as the guard's commit point
+//! is), and starts a partition's progress at the offset you started fetching
+//! it at. Until a partition's first `advance`, nothing is folded (its done rows
+//! all stay).
+//!
+//! # Schema
+//!
+//! [`sqlite::migrate`] creates, once (version 1, in `offset_guard_schema`; it
+//! never uses `PRAGMA user_version`, which stays yours):
+//!
+//! ```sql
+//! CREATE TABLE offset_guard_schema (version INTEGER NOT NULL);   -- one row: 1
+//! CREATE TABLE offset_guard_progress (
+//!     group_id TEXT NOT NULL, topic TEXT NOT NULL, partition_id INTEGER NOT NULL,
+//!     watermark INTEGER,                  -- next offset to process; NULL: not started
+//!     PRIMARY KEY (group_id, topic, partition_id)) WITHOUT ROWID;
+//! CREATE TABLE offset_guard_done (        -- offsets done above the watermark
+//!     group_id TEXT NOT NULL, topic TEXT NOT NULL, partition_id INTEGER NOT NULL,
+//!     record_offset INTEGER NOT NULL,
+//!     PRIMARY KEY (group_id, topic, partition_id, record_offset)) WITHOUT ROWID;
+//! CREATE TABLE offset_guard_keys (        -- optional idempotency by business key
+//!     group_id TEXT NOT NULL, key BLOB NOT NULL,
+//!     processed_at INTEGER NOT NULL,      -- milliseconds since the Unix epoch
+//!     PRIMARY KEY (group_id, key)) WITHOUT ROWID;
+//! CREATE INDEX offset_guard_keys_age ON offset_guard_keys (group_id, processed_at);
+//! ```
+//!
+//! A database migrated by a newer offset-guard gives
+//! [`ProgressError::SchemaTooNew`]; a table of one of these names that is not
+//! the store's gives [`ProgressError::ForeignSchema`]; nothing is changed then.
+//!
+//! # Example
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use offset_guard::progress::sqlite;
+//!
+//! let mut conn = rusqlite::Connection::open_in_memory()?;
+//! sqlite::migrate(&conn)?;
+//! conn.execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY)")?;
+//!
+//! // At start: the partition starts where the consumer starts fetching it.
+//! let tx = conn.transaction()?;
+//! sqlite::advance(&tx, "billing", "orders", 0, 100)?;
+//! tx.commit()?;
+//!
+//! // Per record (here 101 finishes before 100): effects and mark, one transaction.
+//! for offset in [101, 100] {
+//!     let tx = conn.transaction()?;
+//!     tx.execute("INSERT INTO orders (id) VALUES (?1)", [offset])?;
+//!     sqlite::mark_done(&tx, "billing", "orders", 0, offset)?;
+//!     tx.commit()?;
+//! }
+//!
+//! let progress = sqlite::load(&conn, "billing", "orders", 0)?;
+//! assert_eq!(progress.watermark(), Some(102)); // 100 and 101 done, no rows left
+//! assert_eq!(progress.done_above().len(), 0);
+//!
+//! // The same record again: refused, the transaction is rolled back.
+//! let tx = conn.transaction()?;
+//! let err = sqlite::mark_done(&tx, "billing", "orders", 0, 101).unwrap_err();
+//! assert!(err.is_already_done());
+//! drop(tx); // rolls back
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+mod model;
+pub mod sqlite;
+
+pub use error::ProgressError;
+pub use model::{Change, MarkRefused, PartitionProgress};
