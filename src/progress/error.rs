@@ -121,7 +121,10 @@ impl fmt::Display for ProgressError {
                 topic,
                 partition,
                 detail,
-            } => write!(f, "stored progress of {topic}[{partition}] is damaged: {detail}"),
+            } => write!(
+                f,
+                "stored progress of {topic}[{partition}] is damaged: {detail}"
+            ),
             ProgressError::Database { action, source } => {
                 write!(f, "progress store: {action}: {source}")
             }

@@ -100,7 +100,9 @@ pub fn migrate(conn: &Connection) -> Result<(), ProgressError> {
 fn migrate_inside(conn: &Connection) -> Result<(), ProgressError> {
     let existing: Vec<String> = {
         let mut stmt = conn
-            .prepare("SELECT name FROM sqlite_master WHERE name LIKE 'offset\\_guard\\_%' ESCAPE '\\'")
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE name LIKE 'offset\\_guard\\_%' ESCAPE '\\'",
+            )
             .map_err(db("list tables"))?;
         stmt.query_map([], |r| r.get(0))
             .and_then(|rows| rows.collect())
@@ -178,7 +180,9 @@ fn schema_version(conn: &Connection) -> Result<(), ProgressError> {
                 supported: SCHEMA_VERSION,
             })
         }
-        [other] => Err(foreign(format!("version {other:?} is not one offset-guard wrote"))),
+        [other] => Err(foreign(format!(
+            "version {other:?} is not one offset-guard wrote"
+        ))),
         rows => Err(foreign(format!("{} version rows, expected 1", rows.len()))),
     }
 }
