@@ -167,6 +167,10 @@
 //! - `metrics`: the metrics above; pulls in the `metrics` crate.
 //! - `cli` (default): the `offset-guard` command (pulls in `clap` and
 //!   `unicode-width` for the binary only; the library does not use them).
+//! - `sqlite`: the [`progress`] module's SQLite store: each record's progress
+//!   written in your own `rusqlite` transaction, for exactly-once effects in
+//!   a database (first part; not yet wired to the consumers). Pulls in
+//!   `rusqlite` with its bundled SQLite.
 //!
 //! # Backpressure
 //!

@@ -160,7 +160,7 @@ fn a_record_marked_twice_is_refused_and_its_effect_rolled_back() {
 fn reopen_loads_the_same_progress_per_partition_and_group() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("progress.db");
-    let mut models = vec![PartitionProgress::new(), PartitionProgress::new()];
+    let mut models = [PartitionProgress::new(), PartitionProgress::new()];
     {
         let mut conn = open(&path);
         for (p, model) in models.iter_mut().enumerate() {
