@@ -277,7 +277,6 @@ mod guard;
 mod own_loop;
 mod partition;
 mod poll;
-#[cfg(feature = "sqlite")]
 pub mod progress;
 mod rebalance;
 mod retry;
@@ -299,7 +298,7 @@ pub use consumer_handle::ConsumerHandle;
 pub use delivery::Record;
 pub use error::{BuildError, Error, InvalidBackoff};
 pub use guard::{LOG_FLUSH_ALLOWANCE, PartitionStatus, ShutdownReport};
-pub use own_loop::{GuardHandle, ServeCallbacks};
+pub use own_loop::{GuardHandle, ServeCallbacks, Tracked};
 pub use partition::{CommittedOffset, DroppedOffset};
 pub use rebalance::{Assigned, GuardContext, Lost, Revoked};
 pub use retry::{ErrorClass, MAX_RETRY_DELAY, RetryPolicy, classify, classify_code};

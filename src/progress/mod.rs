@@ -1,17 +1,18 @@
 //! Exactly-once into a database: each record's progress stored in your own
-//! SQL transaction (feature `sqlite`; first part of the exactly-once mode,
-//! not yet wired to the consumers).
+//! SQL transaction. The store for SQLite is `progress::sqlite` (feature
+//! `sqlite`); this module holds what every store shares: the
+//! [`PartitionProgress`] model and [`ProgressError`].
 //!
 //! # The guarantee
 //!
 //! You process a record inside your own database transaction and, in that
-//! same transaction, call [`sqlite::mark_done`] for it. The record's effects
+//! same transaction, call `sqlite::mark_done` for it. The record's effects
 //! and its "done" mark commit together or not at all: after a crash, a
-//! rebalance or a failed Kafka commit, [`sqlite::load`] tells exactly which
+//! rebalance or a failed Kafka commit, `sqlite::load` tells exactly which
 //! records are done, and a record marked twice makes the second transaction
 //! fail with [`ProgressError::AlreadyDone`] (roll it back), so no effect is
 //! applied twice. Optional idempotency by business key:
-//! [`sqlite::mark_key`] returns `false` for a key already processed within a
+//! `sqlite::mark_key` returns `false` for a key already processed within a
 //! retention period, even at another offset.
 //!
 //! # The trap: "the highest offset done" skips records
@@ -28,8 +29,8 @@
 //! stream's length.
 //!
 //! Kafka offsets have gaps (compaction, transaction markers): a watermark
-//! waiting for an offset that is no record never moves by [`sqlite::mark_done`]
-//! alone. [`sqlite::advance`] moves it to a point below which every record you
+//! waiting for an offset that is no record never moves by `sqlite::mark_done`
+//! alone. `sqlite::advance` moves it to a point below which every record you
 //! received is done (known from delivery order, as the guard's commit point
 //! is), and starts a partition's progress at the offset you started fetching
 //! it at. Until a partition's first `advance`, nothing is folded (its done rows
@@ -37,7 +38,7 @@
 //!
 //! # Schema
 //!
-//! [`sqlite::migrate`] creates, once (version 1, in `offset_guard_schema`; it
+//! `sqlite::migrate` creates, once (version 1, in `offset_guard_schema`; it
 //! never uses `PRAGMA user_version`, which stays yours):
 //!
 //! ```sql
@@ -61,44 +62,9 @@
 //! [`ProgressError::SchemaTooNew`]; a table of one of these names that is not
 //! the store's gives [`ProgressError::ForeignSchema`]; nothing is changed then.
 //!
-//! # Example
-//!
-//! ```
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use offset_guard::progress::sqlite;
-//!
-//! let mut conn = rusqlite::Connection::open_in_memory()?;
-//! sqlite::migrate(&conn)?;
-//! conn.execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY)")?;
-//!
-//! // At start: the partition starts where the consumer starts fetching it.
-//! let tx = conn.transaction()?;
-//! sqlite::advance(&tx, "billing", "orders", 0, 100)?;
-//! tx.commit()?;
-//!
-//! // Per record (here 101 finishes before 100): effects and mark, one transaction.
-//! for offset in [101, 100] {
-//!     let tx = conn.transaction()?;
-//!     tx.execute("INSERT INTO orders (id) VALUES (?1)", [offset])?;
-//!     sqlite::mark_done(&tx, "billing", "orders", 0, offset)?;
-//!     tx.commit()?;
-//! }
-//!
-//! let progress = sqlite::load(&conn, "billing", "orders", 0)?;
-//! assert_eq!(progress.watermark(), Some(102)); // 100 and 101 done, no rows left
-//! assert_eq!(progress.done_above().len(), 0);
-//!
-//! // The same record again: refused, the transaction is rolled back.
-//! let tx = conn.transaction()?;
-//! let err = sqlite::mark_done(&tx, "billing", "orders", 0, 101).unwrap_err();
-//! assert!(err.is_already_done());
-//! drop(tx); // rolls back
-//! # Ok(())
-//! # }
-//! ```
-
 mod error;
 mod model;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 pub use error::ProgressError;

@@ -6,6 +6,42 @@
 //! `rusqlite::Transaction` or `Savepoint` derefs to one) and only adds
 //! statements to it: nothing is visible until you commit, nothing stays if you
 //! roll back.
+//!
+//! # Example
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use offset_guard::progress::sqlite;
+//!
+//! let mut conn = rusqlite::Connection::open_in_memory()?;
+//! sqlite::migrate(&conn)?;
+//! conn.execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY)")?;
+//!
+//! // At start: the partition starts where the consumer starts fetching it.
+//! let tx = conn.transaction()?;
+//! sqlite::advance(&tx, "billing", "orders", 0, 100)?;
+//! tx.commit()?;
+//!
+//! // Per record (here 101 finishes before 100): effects and mark, one transaction.
+//! for offset in [101, 100] {
+//!     let tx = conn.transaction()?;
+//!     tx.execute("INSERT INTO orders (id) VALUES (?1)", [offset])?;
+//!     sqlite::mark_done(&tx, "billing", "orders", 0, offset)?;
+//!     tx.commit()?;
+//! }
+//!
+//! let progress = sqlite::load(&conn, "billing", "orders", 0)?;
+//! assert_eq!(progress.watermark(), Some(102)); // 100 and 101 done, no rows left
+//! assert_eq!(progress.done_above().len(), 0);
+//!
+//! // The same record again: refused, the transaction is rolled back.
+//! let tx = conn.transaction()?;
+//! let err = sqlite::mark_done(&tx, "billing", "orders", 0, 101).unwrap_err();
+//! assert!(err.is_already_done());
+//! drop(tx); // rolls back
+//! # Ok(())
+//! # }
+//! ```
 
 use std::time::{Duration, SystemTime};
 
@@ -381,6 +417,28 @@ pub fn advance(
         store_watermark(conn, group, topic, partition, w)?;
     }
     Ok(())
+}
+
+/// [`mark_done`] for a record tracked by the own-loop front-end
+/// ([`GuardHandle::track_or_skip`](crate::GuardHandle::track_or_skip)), inside
+/// your transaction: also moves the watermark up to the token's floor (every
+/// record the consumer received of the partition below it is acked, so, with
+/// acks after commits, done or no record), which starts a partition's
+/// progress and steps over offset gaps. Ack the token after the transaction
+/// committed, never before.
+///
+/// # Errors
+///
+/// As [`mark_done`]; [`ProgressError::AlreadyDone`]: roll back, then ack the
+/// token (the record is done).
+pub fn mark_token(
+    conn: &Connection,
+    group: &str,
+    token: &crate::AckToken,
+) -> Result<(), ProgressError> {
+    let (topic, partition) = (token.topic(), token.partition());
+    advance(conn, group, topic, partition, token.progress_floor())?;
+    mark_done(conn, group, topic, partition, token.offset())
 }
 
 /// Reads a partition's stored progress (no transaction needed; inside one,

@@ -1,0 +1,226 @@
+//! Exactly-once into SQLite with the own-loop front-end (feature `sqlite`):
+//! each record's effect and its progress in one transaction of the test's
+//! own connection; a consumer killed mid-stream (dropped without shutdown)
+//! and a new one started. Effects are counted in the database. MockCluster by
+//! default; runs on a real broker with `OFFSET_GUARD_BOOTSTRAP`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::{Fixture, unique};
+use offset_guard::progress::{PartitionProgress, ProgressError, sqlite};
+use offset_guard::{AckToken, GuardContext, GuardHandle, Tracked};
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rusqlite::{Connection, params};
+
+const PARTITIONS: i32 = 2;
+
+fn open(path: &Path) -> Connection {
+    let conn = Connection::open(path).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    sqlite::migrate(&conn).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS effects (partition_id INTEGER NOT NULL, record_offset INTEGER NOT NULL)",
+    )
+    .unwrap();
+    conn
+}
+
+/// The guard's loader: the stored progress, read on a connection of its own.
+fn loader(
+    path: PathBuf,
+    group: String,
+) -> impl Fn(&str, i32) -> Result<PartitionProgress, ProgressError> + Send + Sync + 'static {
+    let conn = Mutex::new(open(&path));
+    move |topic, partition| sqlite::load(&conn.lock().unwrap(), &group, topic, partition)
+}
+
+fn start(
+    fx: &Fixture,
+    group: &str,
+    topic: &str,
+    db: &Path,
+) -> (std::sync::Arc<StreamConsumer<GuardContext>>, GuardHandle) {
+    let mut config = fx.config(group);
+    config.set("session.timeout.ms", "3000"); // MockCluster: a quicker rejoin
+    let (consumer, guard) = offset_guard::OffsetGuard::builder(config)
+        .retry(common::fast_retry(5))
+        .no_commit_interval()
+        .stored_progress(loader(db.to_path_buf(), group.to_string()))
+        .build_consumer::<StreamConsumer<GuardContext>>()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    (consumer, guard)
+}
+
+/// The record's effect and its mark in one transaction. `Err` = refused as
+/// done already (rolled back).
+fn apply(conn: &mut Connection, group: &str, token: &AckToken) -> Result<(), ProgressError> {
+    let tx = conn.transaction().unwrap();
+    tx.execute(
+        "INSERT INTO effects (partition_id, record_offset) VALUES (?1, ?2)",
+        params![token.partition(), token.offset()],
+    )
+    .unwrap();
+    sqlite::mark_token(&tx, group, token)?;
+    tx.commit().unwrap();
+    Ok(())
+}
+
+async fn next(
+    consumer: &StreamConsumer<GuardContext>,
+) -> (i32, i64, rdkafka::message::OwnedMessage) {
+    let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await
+        .expect("a message within 30 s")
+        .expect("recv");
+    (m.partition(), m.offset(), m.detach())
+}
+
+fn count(conn: &Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_stream_then_restarted_zero_lost_zero_duplicates() {
+    let fx = Fixture::any();
+    let (topic, group) = (unique("eodb"), unique("g-eodb"));
+    fx.create_topic(&topic, PARTITIONS);
+    fx.produce(&topic, PARTITIONS, 60, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("effects.db");
+    let mut conn = open(&db);
+
+    // Run 1: every record tracked, processed in reverse order (out of
+    // order); offsets n % 7 == 3 never processed (the crash came first),
+    // n % 5 == 0 committed to the database but never acked (killed between
+    // the commit and the ack). Then killed: dropped without shutdown.
+    let (consumer, guard) = start(&fx, &group, &topic, &db);
+    let mut tracked = Vec::new();
+    while tracked.len() < 60 * PARTITIONS as usize {
+        let (_, _, m) = next(&consumer).await;
+        match guard.track_or_skip(&m) {
+            Tracked::Process(token) => tracked.push(token),
+            Tracked::Done => panic!("nothing is done yet"),
+        }
+    }
+    let mut done_in_run_1 = BTreeSet::new();
+    for token in tracked.into_iter().rev() {
+        let o = token.offset();
+        if o % 7 == 3 {
+            continue;
+        }
+        apply(&mut conn, &group, &token).unwrap();
+        done_in_run_1.insert((token.partition(), o));
+        if o % 5 != 0 {
+            token.ack();
+        }
+    }
+    drop(guard);
+    drop(consumer);
+    for p in 0..PARTITIONS {
+        let progress = sqlite::load(&conn, &group, &topic, p).unwrap();
+        assert_eq!(progress.watermark(), Some(3), "0..=2 done, 3 not");
+        assert_eq!(
+            progress.done_above().len(),
+            done_in_run_1
+                .iter()
+                .filter(|(q, o)| *q == p && *o > 3)
+                .count(),
+            "rows: exactly the records done above the watermark"
+        );
+    }
+    for c in fx.committed(&group, &topic, PARTITIONS) {
+        assert!(
+            c.is_none_or(|c| c <= 3),
+            "Kafka's commit never passes the database: {c:?}"
+        );
+    }
+
+    // Run 2: more records; a new consumer of the group.
+    fx.produce(&topic, PARTITIONS, 20, 60);
+    let (consumer, guard) = start(&fx, &group, &topic, &db);
+    let (mut skipped, mut processed, mut refused) = (0, 0, 0);
+    let mut lowest = vec![i64::MAX; PARTITIONS as usize];
+    // Fetching starts at the stored watermark 3: 77 records per partition.
+    while skipped + processed < 77 * PARTITIONS as usize {
+        let (p, o, m) = next(&consumer).await;
+        lowest[p as usize] = lowest[p as usize].min(o);
+        match guard.track_or_skip(&m) {
+            Tracked::Done => {
+                assert!(
+                    done_in_run_1.contains(&(p, o)),
+                    "{p}@{o} skipped but not done"
+                );
+                skipped += 1;
+            }
+            Tracked::Process(token) => {
+                assert!(
+                    !done_in_run_1.contains(&(p, o)),
+                    "{p}@{o} done but handed out"
+                );
+                match apply(&mut conn, &group, &token) {
+                    Ok(()) => processed += 1,
+                    Err(e) => {
+                        assert!(e.is_already_done(), "{e}");
+                        refused += 1;
+                    }
+                }
+                token.ack();
+            }
+        }
+    }
+    assert_eq!(
+        lowest,
+        vec![3; PARTITIONS as usize],
+        "fetching started at the stored watermark"
+    );
+    assert_eq!(
+        skipped,
+        done_in_run_1.iter().filter(|(_, o)| *o > 3).count()
+    );
+    assert_eq!(guard.stats().records_skipped_done, skipped as u64);
+    assert_eq!(refused, 0);
+    let report = guard.shutdown(&*consumer).await.unwrap();
+    assert!(report.not_committed.is_empty(), "{report:?}");
+    drop(consumer);
+
+    // The database: every record's effect exactly once; progress folded.
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM effects"),
+        80 * i64::from(PARTITIONS)
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM (SELECT DISTINCT partition_id, record_offset FROM effects)"
+        ),
+        80 * i64::from(PARTITIONS),
+        "0 duplicates"
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM effects WHERE record_offset BETWEEN 0 AND 79"
+        ),
+        80 * i64::from(PARTITIONS),
+        "0 lost"
+    );
+    assert_eq!(processed + done_in_run_1.len(), 80 * PARTITIONS as usize);
+    for p in 0..PARTITIONS {
+        let progress = sqlite::load(&conn, &group, &topic, p).unwrap();
+        assert_eq!(progress.watermark(), Some(80));
+        assert_eq!(progress.done_above().len(), 0);
+    }
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM offset_guard_done"), 0);
+    // Kafka's commit, the lagging mirror, caught up with the database.
+    assert_eq!(
+        fx.committed(&group, &topic, PARTITIONS),
+        vec![Some(80); PARTITIONS as usize]
+    );
+}
