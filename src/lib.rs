@@ -169,8 +169,9 @@
 //!   `unicode-width` for the binary only; the library does not use them).
 //! - `sqlite`: the [`progress`] module's SQLite store: each record's progress
 //!   written in your own `rusqlite` transaction, for exactly-once effects in
-//!   a database (first part; not yet wired to the consumers). Pulls in
-//!   `rusqlite` with its bundled SQLite.
+//!   a database; with the own-loop front-end, records stored as done are
+//!   skipped after a restart or rebalance (first part: no PostgreSQL yet).
+//!   Pulls in `rusqlite` with its bundled SQLite.
 //!
 //! # Backpressure
 //!

@@ -36,6 +36,9 @@ use crate::stats::{Metrics, Stats};
 /// commits on revoke before hand-off, lost partitions never committed, the
 /// failed-offset log, a final commit at shutdown.
 ///
+/// For exactly-once effects in a database, see [`track_or_skip`](Self::track_or_skip)
+/// and the [`progress`](crate::progress) module.
+///
 /// What differs:
 /// - Only tracked messages are protected. A message you polled but did not
 ///   track is invisible to the guard: once a later message of its partition

@@ -34,7 +34,35 @@
 //! received is done (known from delivery order, as the guard's commit point
 //! is), and starts a partition's progress at the offset you started fetching
 //! it at. Until a partition's first `advance`, nothing is folded (its done rows
-//! all stay).
+//! all stay). `sqlite::mark_token` (below) does both for you.
+//!
+//! # With the own-loop front-end
+//!
+//! 1. [`GuardBuilder::stored_progress`](crate::GuardBuilder::stored_progress)
+//!    with a loader (e.g. `sqlite::load` for your group on a connection the
+//!    loader owns: it runs inside your poll, in the assign callback, so never
+//!    give it a connection your loop holds locked across a poll). At every
+//!    assign the guard reads each assigned partition's progress and starts
+//!    fetching at the stored watermark when that is past where fetching would
+//!    start.
+//! 2. [`GuardHandle::track_or_skip`](crate::GuardHandle::track_or_skip) for
+//!    each message: [`Tracked::Done`](crate::Tracked::Done) for a record the
+//!    database has as done (acked for you, counted in
+//!    [`Stats::records_skipped_done`](crate::Stats::records_skipped_done)),
+//!    else [`Tracked::Process`](crate::Tracked::Process) with its token.
+//! 3. In the transaction that applies the record's effects,
+//!    `sqlite::mark_token(&tx, group, &token)`; commit; then ack the token.
+//!    On [`ProgressError::AlreadyDone`] roll back and ack (the record is done:
+//!    another member processed it during a rebalance).
+//!
+//! The Kafka commit then follows the database as a lagging mirror (acks
+//! come after the database commits) and lag tools keep working; after a
+//! crash between the database commit and the ack, the record is skipped, not
+//! processed again. Not yet: the owned front-end's skip (with
+//! [`GuardedConsumer`](crate::GuardedConsumer) only the start at the
+//! watermark applies; the store's mark refuses records done already),
+//! business keys in the consumer path (call `sqlite::mark_key` yourself),
+//! PostgreSQL.
 //!
 //! # Schema
 //!
