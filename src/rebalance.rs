@@ -304,14 +304,14 @@ impl<C: ConsumerContext> GuardContext<C> {
             .collect();
         p.recorder.set_member_id(member_id(base_consumer));
         let wait = Deadline::after(p.config.revoke_timeout.saturating_add(REPLY_SLACK));
+        let stored = self.load_progress(&slots);
         let settled = p
             .commits
-            .assigned(slots.clone(), replaced, wait)
+            .assigned(slots, replaced, stored, wait)
             .unwrap_or_default();
         for (tp, offset) in &settled.start_at {
             let _ = tpl.set_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset));
         }
-        self.load_progress(&slots, &settled.start_at, tpl);
         let res = if cooperative {
             base_consumer.incremental_assign(tpl)
         } else {
@@ -338,17 +338,14 @@ impl<C: ConsumerContext> GuardContext<C> {
 
     /// With [`stored_progress`](crate::GuardBuilder::stored_progress): reads
     /// each assigned partition's stored progress onto its slot (records done
-    /// are skipped by `track_or_skip`) and starts fetching at the stored
-    /// watermark when it is past where fetching would start.
-    fn load_progress(
-        &self,
-        slots: &[Arc<PartitionSlot>],
-        start_at: &[(TopicPartition, i64)],
-        tpl: &mut TopicPartitionList,
-    ) {
+    /// are skipped by `track_or_skip`); returns the stored watermarks, which
+    /// the commit worker commits where they are ahead of the group's
+    /// committed offset (fetching then starts there).
+    fn load_progress(&self, slots: &[Arc<PartitionSlot>]) -> Vec<(TopicPartition, i64)> {
         let Some(loader) = &self.hooks.progress else {
-            return;
+            return Vec::new();
         };
+        let mut stored = Vec::new();
         for slot in slots {
             let (topic, partition) = (&*slot.tp.topic, slot.tp.partition);
             let loaded = catch_unwind(AssertUnwindSafe(|| loader(topic, partition)));
@@ -369,23 +366,12 @@ impl<C: ConsumerContext> GuardContext<C> {
                     continue;
                 }
             };
-            let kept = start_at
-                .iter()
-                .find(|(tp, _)| *tp == slot.tp)
-                .map(|(_, o)| *o);
-            if let Some(w) = progress.watermark()
-                && kept.is_none_or(|k| w > k)
-            {
-                let _ = tpl.set_partition_offset(topic, partition, Offset::Offset(w));
-                debug!(
-                    topic,
-                    partition,
-                    watermark = w,
-                    "fetching from the stored watermark"
-                );
+            if let Some(w) = progress.watermark() {
+                stored.push((slot.tp.clone(), w));
             }
             slot.set_progress(progress);
         }
+        stored
     }
 
     fn on_revoke(&self, tpl: &TopicPartitionList, cooperative: bool) {

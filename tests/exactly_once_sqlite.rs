@@ -18,7 +18,10 @@ use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rusqlite::{Connection, params};
 
+/// Partitions with the long stream; one more, `SHORT`, has 10 records, all
+/// done in run 1 and never acked.
 const PARTITIONS: i32 = 2;
+const SHORT: i32 = PARTITIONS;
 
 fn open(path: &Path) -> Connection {
     let conn = Connection::open(path).unwrap();
@@ -90,8 +93,9 @@ fn count(conn: &Connection, sql: &str) -> i64 {
 async fn killed_mid_stream_then_restarted_zero_lost_zero_duplicates() {
     let fx = Fixture::any();
     let (topic, group) = (unique("eodb"), unique("g-eodb"));
-    fx.create_topic(&topic, PARTITIONS);
-    fx.produce(&topic, PARTITIONS, 60, 0);
+    fx.create_topic(&topic, PARTITIONS + 1);
+    fx.produce(&topic, PARTITIONS + 1, 10, 0);
+    fx.produce(&topic, PARTITIONS, 50, 10);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("effects.db");
     let mut conn = open(&db);
@@ -99,10 +103,11 @@ async fn killed_mid_stream_then_restarted_zero_lost_zero_duplicates() {
     // Run 1: every record tracked, processed in reverse order (out of
     // order); offsets n % 7 == 3 never processed (the crash came first),
     // n % 5 == 0 committed to the database but never acked (killed between
-    // the commit and the ack). Then killed: dropped without shutdown.
+    // the commit and the ack); partition SHORT all done, none acked. Then
+    // killed: dropped without shutdown.
     let (consumer, guard) = start(&fx, &group, &topic, &db);
     let mut tracked = Vec::new();
-    while tracked.len() < 60 * PARTITIONS as usize {
+    while tracked.len() < 60 * PARTITIONS as usize + 10 {
         let (_, _, m) = next(&consumer).await;
         match guard.track_or_skip(&m) {
             Tracked::Process(token) => tracked.push(token),
@@ -111,13 +116,13 @@ async fn killed_mid_stream_then_restarted_zero_lost_zero_duplicates() {
     }
     let mut done_in_run_1 = BTreeSet::new();
     for token in tracked.into_iter().rev() {
-        let o = token.offset();
-        if o % 7 == 3 {
+        let (p, o) = (token.partition(), token.offset());
+        if o % 7 == 3 && p != SHORT {
             continue;
         }
         apply(&mut conn, &group, &token).unwrap();
-        done_in_run_1.insert((token.partition(), o));
-        if o % 5 != 0 {
+        done_in_run_1.insert((p, o));
+        if o % 5 != 0 && p != SHORT {
             token.ack();
         }
     }
@@ -135,7 +140,9 @@ async fn killed_mid_stream_then_restarted_zero_lost_zero_duplicates() {
             "rows: exactly the records done above the watermark"
         );
     }
-    for c in fx.committed(&group, &topic, PARTITIONS) {
+    let short = sqlite::load(&conn, &group, &topic, SHORT).unwrap();
+    assert_eq!(short.watermark(), Some(10));
+    for c in fx.committed(&group, &topic, PARTITIONS + 1) {
         assert!(
             c.is_none_or(|c| c <= 3),
             "Kafka's commit never passes the database: {c:?}"
@@ -147,9 +154,11 @@ async fn killed_mid_stream_then_restarted_zero_lost_zero_duplicates() {
     let (consumer, guard) = start(&fx, &group, &topic, &db);
     let (mut skipped, mut processed, mut refused) = (0, 0, 0);
     let mut lowest = vec![i64::MAX; PARTITIONS as usize];
-    // Fetching starts at the stored watermark 3: 77 records per partition.
+    // Fetching starts at the stored watermark 3: 77 records per partition,
+    // none of SHORT (its watermark is its end).
     while skipped + processed < 77 * PARTITIONS as usize {
         let (p, o, m) = next(&consumer).await;
+        assert_ne!(p, SHORT, "SHORT starts at its watermark, the log end");
         lowest[p as usize] = lowest[p as usize].min(o);
         match guard.track_or_skip(&m) {
             Tracked::Done => {
@@ -180,10 +189,11 @@ async fn killed_mid_stream_then_restarted_zero_lost_zero_duplicates() {
         vec![3; PARTITIONS as usize],
         "fetching started at the stored watermark"
     );
-    assert_eq!(
-        skipped,
-        done_in_run_1.iter().filter(|(_, o)| *o > 3).count()
-    );
+    let done_above: Vec<_> = done_in_run_1
+        .iter()
+        .filter(|(p, o)| *p != SHORT && *o > 3)
+        .collect();
+    assert_eq!(skipped, done_above.len());
     assert_eq!(guard.stats().records_skipped_done, skipped as u64);
     assert_eq!(refused, 0);
     let report = guard.shutdown(&*consumer).await.unwrap();
@@ -191,36 +201,29 @@ async fn killed_mid_stream_then_restarted_zero_lost_zero_duplicates() {
     drop(consumer);
 
     // The database: every record's effect exactly once; progress folded.
-    assert_eq!(
-        count(&conn, "SELECT COUNT(*) FROM effects"),
-        80 * i64::from(PARTITIONS)
-    );
-    assert_eq!(
-        count(
-            &conn,
-            "SELECT COUNT(*) FROM (SELECT DISTINCT partition_id, record_offset FROM effects)"
-        ),
-        80 * i64::from(PARTITIONS),
-        "0 duplicates"
-    );
-    assert_eq!(
-        count(
-            &conn,
-            "SELECT COUNT(*) FROM effects WHERE record_offset BETWEEN 0 AND 79"
-        ),
-        80 * i64::from(PARTITIONS),
-        "0 lost"
-    );
-    assert_eq!(processed + done_in_run_1.len(), 80 * PARTITIONS as usize);
-    for p in 0..PARTITIONS {
+    let total = 80 * i64::from(PARTITIONS) + 10;
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM effects"), total);
+    let distinct =
+        "SELECT COUNT(*) FROM (SELECT DISTINCT partition_id, record_offset FROM effects)";
+    assert_eq!(count(&conn, distinct), total, "0 duplicates");
+    for p in 0..=SHORT {
+        let end = if p == SHORT { 10 } else { 80 };
+        let sql = format!(
+            "SELECT COUNT(*) FROM effects WHERE partition_id = {p} AND record_offset BETWEEN 0 AND {}",
+            end - 1
+        );
+        assert_eq!(count(&conn, &sql), end, "0 lost in partition {p}");
         let progress = sqlite::load(&conn, &group, &topic, p).unwrap();
-        assert_eq!(progress.watermark(), Some(80));
+        assert_eq!(progress.watermark(), Some(end));
         assert_eq!(progress.done_above().len(), 0);
     }
+    assert_eq!(processed as i64 + done_in_run_1.len() as i64, total);
     assert_eq!(count(&conn, "SELECT COUNT(*) FROM offset_guard_done"), 0);
-    // Kafka's commit, the lagging mirror, caught up with the database.
+    // Kafka's commit, the lagging mirror, caught up with the database, also
+    // for SHORT, which had nothing to deliver (its watermark was committed
+    // at the assign).
     assert_eq!(
-        fx.committed(&group, &topic, PARTITIONS),
-        vec![Some(80); PARTITIONS as usize]
+        fx.committed(&group, &topic, PARTITIONS + 1),
+        vec![Some(80), Some(80), Some(10)]
     );
 }
