@@ -251,9 +251,10 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// [`build_consumer`](Self::build_consumer)): `loader(topic, partition)`
     /// reads a partition's stored progress (e.g.
     /// `progress::sqlite::load` with the group id, on a connection of yours).
-    /// It runs in the assign callback for every assigned partition; fetching
-    /// then starts at the stored watermark when that is past where it would
-    /// start, and [`GuardHandle::track_or_skip`](crate::GuardHandle::track_or_skip)
+    /// It runs in the assign callback for every assigned partition. A stored
+    /// watermark ahead of the group's committed offset is committed (Kafka's
+    /// commit, a lagging mirror of the database, catches up, also for a
+    /// partition with nothing new to read) and fetching starts there; and [`GuardHandle::track_or_skip`](crate::GuardHandle::track_or_skip)
     /// skips the records stored as done (acked, not handed out, counted in
     /// [`Stats::records_skipped_done`](crate::Stats::records_skipped_done)).
     /// Mark each record done in the transaction that applies its effects

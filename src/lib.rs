@@ -207,6 +207,8 @@
 //!   kept from the rebalance that just ended (see revoke) are committed if the
 //!   partition came back and they are ahead of the group's committed offset;
 //!   fetching then starts there, so those records are not delivered again.
+//!   With [`GuardBuilder::stored_progress`], the watermark stored in your
+//!   database is such a candidate too (see [`progress`]).
 //! - **Revoke** (eager `range`/`roundrobin`, and the revoked subset under
 //!   `cooperative-sticky`): the callback hands the revoked partitions to the
 //!   guard's one commit worker and waits. The worker waits up to

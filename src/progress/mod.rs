@@ -42,9 +42,9 @@
 //!    with a loader (e.g. `sqlite::load` for your group on a connection the
 //!    loader owns: it runs inside your poll, in the assign callback, so never
 //!    give it a connection your loop holds locked across a poll). At every
-//!    assign the guard reads each assigned partition's progress and starts
-//!    fetching at the stored watermark when that is past where fetching would
-//!    start.
+//!    assign the guard reads each assigned partition's progress; where the
+//!    stored watermark is ahead of the group's committed offset, it commits
+//!    the watermark and fetching starts there.
 //! 2. [`GuardHandle::track_or_skip`](crate::GuardHandle::track_or_skip) for
 //!    each message: [`Tracked::Done`](crate::Tracked::Done) for a record the
 //!    database has as done (acked for you, counted in
@@ -54,6 +54,8 @@
 //!    `sqlite::mark_token(&tx, group, &token)`; commit; then ack the token.
 //!    On [`ProgressError::AlreadyDone`] roll back and ack (the record is done:
 //!    another member processed it during a rebalance).
+//!
+//! `examples/exactly_once_db.rs` runs it on an embedded MockCluster.
 //!
 //! The Kafka commit then follows the database as a lagging mirror (acks
 //! come after the database commits) and lag tools keep working; after a
