@@ -227,3 +227,72 @@ async fn killed_mid_stream_then_restarted_zero_lost_zero_duplicates() {
         vec![Some(80), Some(80), Some(10)]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_loader_hands_out_everything_and_the_store_refuses_what_is_done() {
+    let fx = Fixture::any();
+    let (topic, group) = (unique("eodb-fail"), unique("g-eodb-fail"));
+    fx.create_topic(&topic, 2);
+    fx.produce(&topic, 2, 10, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = open(&dir.path().join("effects.db"));
+    // Records 0..5 of both partitions are done already.
+    let tx = conn.transaction().unwrap();
+    for p in 0..2 {
+        sqlite::advance(&tx, &group, &topic, p, 0).unwrap();
+        for o in 0..5 {
+            tx.execute("INSERT INTO effects VALUES (?1, ?2)", params![p, o])
+                .unwrap();
+            sqlite::mark_done(&tx, &group, &topic, p, o).unwrap();
+        }
+    }
+    tx.commit().unwrap();
+
+    let mut config = fx.config(&group);
+    config.set("session.timeout.ms", "3000");
+    let (consumer, guard) = offset_guard::OffsetGuard::builder(config)
+        .retry(common::fast_retry(5))
+        .stored_progress(|_topic, partition| {
+            if partition == 0 {
+                Err(ProgressError::NotMigrated {
+                    detail: "the database is away".into(),
+                })
+            } else {
+                panic!("loader bug")
+            }
+        })
+        .build_consumer::<StreamConsumer<GuardContext>>()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let (mut applied, mut refused) = (0, 0);
+    for _ in 0..20 {
+        let (_, _, m) = next(&consumer).await;
+        let Tracked::Process(token) = guard.track_or_skip(&m) else {
+            panic!("nothing is known to be done: no skip");
+        };
+        match apply(&mut conn, &group, &token) {
+            Ok(()) => applied += 1,
+            Err(e) => {
+                assert!(e.is_already_done(), "{e}");
+                assert!(token.offset() < 5);
+                refused += 1;
+            }
+        }
+        token.ack();
+    }
+    assert_eq!((applied, refused), (10, 10));
+    let stats = guard.stats();
+    assert_eq!(stats.progress_load_errors, 2);
+    assert_eq!(stats.records_skipped_done, 0);
+    guard.shutdown(&*consumer).await.unwrap();
+    drop(consumer);
+    let distinct =
+        "SELECT COUNT(*) FROM (SELECT DISTINCT partition_id, record_offset FROM effects)";
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM effects"), 20);
+    assert_eq!(count(&conn, distinct), 20, "each effect once");
+    for p in 0..2 {
+        let progress = sqlite::load(&conn, &group, &topic, p).unwrap();
+        assert_eq!(progress.watermark(), Some(10));
+    }
+    assert_eq!(fx.committed(&group, &topic, 2), vec![Some(10); 2]);
+}
