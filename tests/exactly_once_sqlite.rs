@@ -8,8 +8,10 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
+use tokio::sync::Notify;
 
 use common::{Fixture, unique};
 use offset_guard::progress::{PartitionProgress, ProgressError, sqlite};
@@ -295,4 +297,100 @@ async fn a_failing_loader_hands_out_everything_and_the_store_refuses_what_is_don
         assert_eq!(progress.watermark(), Some(10));
     }
     assert_eq!(fx.committed(&group, &topic, 2), vec![Some(10); 2]);
+}
+
+/// One member's loop: every record's effect and mark in one transaction,
+/// acked after the commit; refused marks rolled back and acked. Returns
+/// (applied, refused, skipped) when `stop` says so.
+async fn member(
+    consumer: Arc<StreamConsumer<GuardContext>>,
+    guard: Arc<GuardHandle>,
+    db: PathBuf,
+    stop: Arc<Notify>,
+) -> (usize, usize, usize) {
+    let mut conn = open(&db);
+    let group = guard.group_id().to_string();
+    let (mut applied, mut refused, mut skipped) = (0, 0, 0);
+    loop {
+        let m = tokio::select! {
+            m = consumer.recv() => m.expect("recv"),
+            _ = stop.notified() => return (applied, refused, skipped),
+        };
+        match guard.track_or_skip(&m) {
+            Tracked::Done => skipped += 1,
+            Tracked::Process(token) => {
+                match apply(&mut conn, &group, &token) {
+                    Ok(()) => applied += 1,
+                    Err(e) => {
+                        assert!(e.is_already_done(), "{e}");
+                        refused += 1;
+                    }
+                }
+                token.ack();
+                // Some work: a member killed mid-stream leaves records.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_joining_and_killed_mid_stream_apply_each_record_once() {
+    let fx = Fixture::any();
+    let (topic, group) = (unique("eodb-storm"), unique("g-eodb-storm"));
+    fx.create_topic(&topic, 4);
+    fx.produce(&topic, 4, 50, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("effects.db");
+    let conn = open(&db);
+    let watermarks = |conn: &Connection| -> Vec<Option<i64>> {
+        (0..4)
+            .map(|p| sqlite::load(conn, &group, &topic, p).unwrap().watermark())
+            .collect()
+    };
+    let rows = |conn: &Connection| count(conn, "SELECT COUNT(*) FROM effects");
+
+    // A alone does the first 50 of each partition; B joins; 50 more each;
+    // B is killed (dropped without shutdown) once it had 20 records; A
+    // finishes.
+    let (ca, ga) = start(&fx, &group, &topic, &db);
+    let (ga, stop_a) = (Arc::new(ga), Arc::new(Notify::new()));
+    let a = tokio::spawn(member(ca.clone(), ga.clone(), db.clone(), stop_a.clone()));
+    common::wait_until(Duration::from_secs(30), "A did the first 200", || {
+        rows(&conn) == 200
+    });
+    let (cb, gb) = start(&fx, &group, &topic, &db);
+    let (gb, stop_b) = (Arc::new(gb), Arc::new(Notify::new()));
+    let b = tokio::spawn(member(cb.clone(), gb.clone(), db.clone(), stop_b.clone()));
+    common::wait_until(Duration::from_secs(30), "B has partitions", || {
+        !gb.partitions().is_empty()
+    });
+    fx.produce(&topic, 4, 50, 50);
+    common::wait_until(Duration::from_secs(30), "B had 20 records", || {
+        gb.stats().delivered >= 20
+    });
+    stop_b.notify_one();
+    let (b_applied, b_refused, b_skipped) = b.await.unwrap();
+    drop(gb);
+    drop(cb);
+    common::wait_until(Duration::from_secs(60), "every record done", || {
+        watermarks(&conn) == vec![Some(100); 4]
+    });
+    stop_a.notify_one();
+    let (a_applied, a_refused, a_skipped) = a.await.unwrap();
+    let ga = Arc::into_inner(ga).expect("the member task ended");
+    ga.shutdown(&*ca).await.unwrap();
+    drop(ca);
+
+    println!(
+        "A applied {a_applied} refused {a_refused} skipped {a_skipped}; B applied {b_applied} refused {b_refused} skipped {b_skipped}"
+    );
+    assert!(b_applied > 0, "B took part");
+    assert!(b_applied < 100, "B was killed mid-stream");
+    assert_eq!(a_applied + b_applied, 400);
+    let distinct =
+        "SELECT COUNT(*) FROM (SELECT DISTINCT partition_id, record_offset FROM effects)";
+    assert_eq!(rows(&conn), 400, "0 duplicates");
+    assert_eq!(count(&conn, distinct), 400, "0 lost");
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM offset_guard_done"), 0);
 }
