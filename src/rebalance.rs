@@ -303,8 +303,9 @@ impl<C: ConsumerContext> GuardContext<C> {
             .filter_map(|(tp, epoch, cp)| Some((tp, epoch, cp?)))
             .collect();
         p.recorder.set_member_id(member_id(base_consumer));
-        let wait = Deadline::after(p.config.revoke_timeout.saturating_add(REPLY_SLACK));
+        // Loaded first: the worker's reply deadline starts after the loader.
         let stored = self.load_progress(&slots);
+        let wait = Deadline::after(p.config.revoke_timeout.saturating_add(REPLY_SLACK));
         let settled = p
             .commits
             .assigned(slots, replaced, stored, wait)
