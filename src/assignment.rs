@@ -9,9 +9,10 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use crate::partition::TopicPartition;
+use crate::progress::PartitionProgress;
 use crate::stats::Metrics;
 use crate::tracker::{AckOutcome, PartitionTracker};
 
@@ -102,6 +103,9 @@ pub(crate) struct PartitionSlot {
     /// The application paused this partition (owned front-end): its records
     /// are held back, not handed out.
     user_paused: AtomicBool,
+    /// The stored progress read at assign (`stored_progress`): records done
+    /// before this assignment.
+    progress: OnceLock<PartitionProgress>,
 }
 
 /// What [`PartitionSlot::hand_out`] decided.
@@ -168,7 +172,20 @@ impl PartitionSlot {
             registered: AtomicI64::new(-1),
             outstanding_hint: AtomicUsize::new(0),
             user_paused: AtomicBool::new(false),
+            progress: OnceLock::new(),
         }
+    }
+
+    /// Sets the stored progress read at assign (once).
+    pub(crate) fn set_progress(&self, progress: PartitionProgress) {
+        let _ = self.progress.set(progress);
+    }
+
+    /// The stored progress says the record at `offset` was done before this
+    /// assignment.
+    #[inline]
+    pub(crate) fn done_before(&self, offset: i64) -> bool {
+        self.progress.get().is_some_and(|p| p.is_done(offset))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
@@ -678,6 +695,19 @@ impl AckToken {
     /// The assignment epoch the record was delivered in.
     pub fn epoch(&self) -> u64 {
         self.slot.epoch
+    }
+
+    /// An offset below which every record this consumer received of the
+    /// partition in this assignment is acked (its commit point), else the
+    /// first record it received (nothing before it was handed out: it was
+    /// done before, or is no record). For a store's floor.
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn progress_floor(&self) -> i64 {
+        let view = self.slot.view();
+        view.commit_point
+            .or(view.first_unacked)
+            .unwrap_or(self.offset)
+            .min(self.offset)
     }
 }
 

@@ -247,6 +247,41 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
         self
     }
 
+    /// Exactly-once into a database (own-loop front-end,
+    /// [`build_consumer`](Self::build_consumer)): `loader(topic, partition)`
+    /// reads a partition's stored progress (e.g.
+    /// `progress::sqlite::load` with the group id, on a connection of yours).
+    /// It runs in the assign callback for every assigned partition. A stored
+    /// watermark ahead of the group's committed offset is committed (Kafka's
+    /// commit, a lagging mirror of the database, catches up, also for a
+    /// partition with nothing new to read) and fetching starts there; and [`GuardHandle::track_or_skip`](crate::GuardHandle::track_or_skip)
+    /// skips the records stored as done (acked, not handed out, counted in
+    /// [`Stats::records_skipped_done`](crate::Stats::records_skipped_done)).
+    /// Mark each record done in the transaction that applies its effects
+    /// (`progress::sqlite::mark_token`) and ack its token after that
+    /// transaction committed: the Kafka commit then follows the database and
+    /// never passes it. A loader error or panic is logged and counted
+    /// ([`Stats::progress_load_errors`](crate::Stats::progress_load_errors));
+    /// that partition's records are all handed out, and the store's mark
+    /// refuses those done already. With the owned front-end
+    /// ([`build`](Self::build)) only the start at the watermark applies so far
+    /// (records done above it are handed out; the store's mark refuses them).
+    /// Default: none.
+    pub fn stored_progress(
+        mut self,
+        loader: impl Fn(
+            &str,
+            i32,
+        )
+            -> Result<crate::progress::PartitionProgress, crate::progress::ProgressError>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.hooks.progress = Some(Box::new(loader));
+        self
+    }
+
     /// Called after every revoke (not lost), once the guard committed the
     /// revoked partitions, with what it committed, deferred and gave up.
     /// Runs in the rebalance callback: keep it short. Default: none.

@@ -167,6 +167,11 @@
 //! - `metrics`: the metrics above; pulls in the `metrics` crate.
 //! - `cli` (default): the `offset-guard` command (pulls in `clap` and
 //!   `unicode-width` for the binary only; the library does not use them).
+//! - `sqlite`: the [`progress`] module's SQLite store: each record's progress
+//!   written in your own `rusqlite` transaction, for exactly-once effects in
+//!   a database; with the own-loop front-end, records stored as done are
+//!   skipped after a restart or rebalance (first part: no PostgreSQL yet).
+//!   Pulls in `rusqlite` with its bundled SQLite.
 //!
 //! # Backpressure
 //!
@@ -202,6 +207,8 @@
 //!   kept from the rebalance that just ended (see revoke) are committed if the
 //!   partition came back and they are ahead of the group's committed offset;
 //!   fetching then starts there, so those records are not delivered again.
+//!   With [`GuardBuilder::stored_progress`], the watermark stored in your
+//!   database is such a candidate too (see [`progress`]).
 //! - **Revoke** (eager `range`/`roundrobin`, and the revoked subset under
 //!   `cooperative-sticky`): the callback hands the revoked partitions to the
 //!   guard's one commit worker and waits. The worker waits up to
@@ -273,6 +280,7 @@ mod guard;
 mod own_loop;
 mod partition;
 mod poll;
+pub mod progress;
 mod rebalance;
 mod retry;
 mod sink;
@@ -293,7 +301,7 @@ pub use consumer_handle::ConsumerHandle;
 pub use delivery::Record;
 pub use error::{BuildError, Error, InvalidBackoff};
 pub use guard::{LOG_FLUSH_ALLOWANCE, PartitionStatus, ShutdownReport};
-pub use own_loop::{GuardHandle, ServeCallbacks};
+pub use own_loop::{GuardHandle, ServeCallbacks, Tracked};
 pub use partition::{CommittedOffset, DroppedOffset};
 pub use rebalance::{Assigned, GuardContext, Lost, Revoked};
 pub use retry::{ErrorClass, MAX_RETRY_DELAY, RetryPolicy, classify, classify_code};

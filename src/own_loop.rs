@@ -36,6 +36,9 @@ use crate::stats::{Metrics, Stats};
 /// commits on revoke before hand-off, lost partitions never committed, the
 /// failed-offset log, a final commit at shutdown.
 ///
+/// For exactly-once effects in a database, see [`track_or_skip`](Self::track_or_skip)
+/// and the [`progress`](crate::progress) module.
+///
 /// What differs:
 /// - Only tracked messages are protected. A message you polled but did not
 ///   track is invisible to the guard: once a later message of its partition
@@ -97,6 +100,37 @@ impl GuardHandle {
             Metrics::inc(&self.guard.metrics.delivered);
         }
         AckToken::new(slot, offset)
+    }
+
+    /// [`track`](Self::track) for exactly-once into a database
+    /// ([`GuardBuilder::stored_progress`](crate::GuardBuilder::stored_progress)):
+    /// [`Tracked::Done`] when the stored progress read at assign says the
+    /// record was done already (it is acked, counted in
+    /// [`Stats::records_skipped_done`], and must not be processed), else
+    /// [`Tracked::Process`] with the token, as `track`. Without stored
+    /// progress it is always `Process`.
+    #[inline]
+    pub fn track_or_skip<M: Message>(&self, message: &M) -> Tracked {
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        let slot = self.slot(topic, partition);
+        if slot.done_before(offset) {
+            if slot.deliver(offset) {
+                slot.hand_out(offset);
+            }
+            let _ = AckToken::new(slot, offset).ack();
+            Metrics::inc(&self.guard.metrics.records_skipped_done);
+            return Tracked::Done;
+        }
+        if slot.deliver(offset) {
+            slot.hand_out(offset);
+            Metrics::inc(&self.guard.metrics.delivered);
+        }
+        Tracked::Process(AckToken::new(slot, offset))
+    }
+
+    /// The consumer group's id (`group.id`), as the progress store keys it.
+    pub fn group_id(&self) -> &str {
+        &self.guard.config.group_id
     }
 
     /// The slot of a partition: the one this thread used last when it is the
@@ -179,6 +213,16 @@ impl Drop for GuardHandle {
         self.guard.finish_in_background();
         debug!("guard handle dropped without shutdown; final commit runs in the background");
     }
+}
+
+/// What [`GuardHandle::track_or_skip`] found.
+#[derive(Debug)]
+#[must_use = "a record to process carries the token that acks it"]
+pub enum Tracked {
+    /// Process the record; ack the token once its transaction committed.
+    Process(AckToken),
+    /// The stored progress says the record is done: skip it (already acked).
+    Done,
 }
 
 thread_local! {

@@ -20,7 +20,8 @@ use crate::commit::handle::{CommitHandle, RevokeOutcome};
 use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::failures::FailureRecorder;
-use crate::partition::{CommittedOffset, DroppedOffset};
+use crate::partition::{CommittedOffset, DroppedOffset, TopicPartition};
+use crate::progress::{PartitionProgress, ProgressError};
 use crate::stats::Metrics;
 
 /// Partitions assigned to this consumer (hook argument of
@@ -87,12 +88,17 @@ pub struct Lost {
 
 type Hook<T> = Box<dyn Fn(&T) + Send + Sync>;
 
+/// Reads the stored progress of an assigned partition (topic, partition).
+pub(crate) type ProgressLoader =
+    Box<dyn Fn(&str, i32) -> Result<PartitionProgress, ProgressError> + Send + Sync>;
+
 /// The user's rebalance hooks.
 #[derive(Default)]
 pub(crate) struct Hooks {
     pub on_assign: Option<Hook<Assigned>>,
     pub on_revoke: Option<Hook<Revoked>>,
     pub on_lost: Option<Hook<Lost>>,
+    pub progress: Option<ProgressLoader>,
 }
 
 impl fmt::Debug for Hooks {
@@ -101,6 +107,7 @@ impl fmt::Debug for Hooks {
             .field("on_assign", &self.on_assign.is_some())
             .field("on_revoke", &self.on_revoke.is_some())
             .field("on_lost", &self.on_lost.is_some())
+            .field("progress", &self.progress.is_some())
             .finish()
     }
 }
@@ -296,10 +303,12 @@ impl<C: ConsumerContext> GuardContext<C> {
             .filter_map(|(tp, epoch, cp)| Some((tp, epoch, cp?)))
             .collect();
         p.recorder.set_member_id(member_id(base_consumer));
+        // Loaded first: the worker's reply deadline starts after the loader.
+        let stored = self.load_progress(&slots);
         let wait = Deadline::after(p.config.revoke_timeout.saturating_add(REPLY_SLACK));
         let settled = p
             .commits
-            .assigned(slots, replaced, wait)
+            .assigned(slots, replaced, stored, wait)
             .unwrap_or_default();
         for (tp, offset) in &settled.start_at {
             let _ = tpl.set_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset));
@@ -326,6 +335,44 @@ impl<C: ConsumerContext> GuardContext<C> {
             };
             run_hook("on_assign", || hook(&arg));
         }
+    }
+
+    /// With [`stored_progress`](crate::GuardBuilder::stored_progress): reads
+    /// each assigned partition's stored progress onto its slot (records done
+    /// are skipped by `track_or_skip`); returns the stored watermarks, which
+    /// the commit worker commits where they are ahead of the group's
+    /// committed offset (fetching then starts there).
+    fn load_progress(&self, slots: &[Arc<PartitionSlot>]) -> Vec<(TopicPartition, i64)> {
+        let Some(loader) = &self.hooks.progress else {
+            return Vec::new();
+        };
+        let mut stored = Vec::new();
+        for slot in slots {
+            let (topic, partition) = (&*slot.tp.topic, slot.tp.partition);
+            let loaded = catch_unwind(AssertUnwindSafe(|| loader(topic, partition)));
+            let progress = match loaded {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => {
+                    Metrics::inc(&self.parts.metrics.progress_load_errors);
+                    warn!(topic, partition, error = %e, "stored progress not loaded; the partition's records are all handed out");
+                    continue;
+                }
+                Err(_) => {
+                    Metrics::inc(&self.parts.metrics.progress_load_errors);
+                    error!(
+                        topic,
+                        partition,
+                        "the stored-progress loader panicked; the partition's records are all handed out"
+                    );
+                    continue;
+                }
+            };
+            if let Some(w) = progress.watermark() {
+                stored.push((slot.tp.clone(), w));
+            }
+            slot.set_progress(progress);
+        }
+        stored
     }
 
     fn on_revoke(&self, tpl: &TopicPartitionList, cooperative: bool) {

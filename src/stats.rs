@@ -36,6 +36,8 @@ pub(crate) struct Metrics {
     pub partitions_paused: AtomicU64,
     pub records_abandoned: AtomicU64,
     pub records_stuck: AtomicU64,
+    pub records_skipped_done: AtomicU64,
+    pub progress_load_errors: AtomicU64,
     pub consumer_errors: AtomicU64,
     pub errors_surfaced: AtomicU64,
 }
@@ -87,6 +89,8 @@ impl Metrics {
             partitions_paused: l(&self.partitions_paused),
             records_abandoned: l(&self.records_abandoned),
             records_stuck: l(&self.records_stuck),
+            records_skipped_done: l(&self.records_skipped_done),
+            progress_load_errors: l(&self.progress_load_errors),
             failed_log_dropped: 0,
             consumer_errors: l(&self.consumer_errors),
             errors_surfaced: l(&self.errors_surfaced),
@@ -181,6 +185,16 @@ pub struct Stats {
     /// Records found un-acked for [`stuck_after`](crate::GuardBuilder::stuck_after)
     /// or longer (each counted once; a `tracing` warning too).
     pub records_stuck: u64,
+    /// Records skipped because the stored progress
+    /// ([`GuardBuilder::stored_progress`](crate::GuardBuilder::stored_progress))
+    /// says they are done: acked without being handed out
+    /// ([`GuardHandle::track_or_skip`](crate::GuardHandle::track_or_skip)).
+    pub records_skipped_done: u64,
+    /// Assigned partitions whose stored progress could not be loaded (the
+    /// loader failed or panicked; a `tracing` warning each): their records are
+    /// all handed out, and a record done already is refused by the store's
+    /// mark ([`ProgressError::AlreadyDone`](crate::progress::ProgressError::AlreadyDone)).
+    pub progress_load_errors: u64,
     /// Records the failed-offset log
     /// ([`failed_offset_log`](crate::GuardBuilder::failed_offset_log)) refused
     /// and discarded: the disk kept failing and its in-memory queue was full

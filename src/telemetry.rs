@@ -222,6 +222,16 @@ mod enabled {
             "Records un-acked for stuck_after or longer.",
             |s| s.records_stuck,
         ),
+        (
+            "offset_guard_records_skipped_done_total",
+            "Records skipped because the stored progress says they are done.",
+            |s| s.records_skipped_done,
+        ),
+        (
+            "offset_guard_progress_load_errors_total",
+            "Assigned partitions whose stored progress could not be loaded.",
+            |s| s.progress_load_errors,
+        ),
         // Also LogStatus::dropped; exported from Stats, under the log's prefix.
         (
             "offset_guard_failed_log_dropped_total",

@@ -84,6 +84,9 @@ pub(crate) struct AssignJob {
     /// Assignments this assign ended without a revoke (manual `assign`
     /// replaced by the group's): epoch and acked offset, settled as kept.
     pub replaced: Vec<(TopicPartition, u64, i64)>,
+    /// Watermarks of the stored progress of assigned partitions: committed
+    /// when ahead of the group's committed offset, and fetching starts there.
+    pub stored: Vec<(TopicPartition, i64)>,
     pub reply: Reply<AssignOutcome>,
 }
 

@@ -191,12 +191,14 @@ impl CommitHandle {
         &self,
         slots: Vec<Arc<PartitionSlot>>,
         replaced: Vec<(TopicPartition, u64, i64)>,
+        stored: Vec<(TopicPartition, i64)>,
         wait_until: Deadline,
     ) -> Option<AssignOutcome> {
         let (reply, pending) = reply_pair();
         let job = AssignJob {
             slots,
             replaced,
+            stored,
             reply,
         };
         if !self.send(Command::Assigned(job)) {

@@ -102,6 +102,9 @@ pub(crate) enum Source {
     Kept(KeptOffset),
     /// An unresolved entry of the failed-offset log.
     Log,
+    /// The watermark of the stored progress (`stored_progress`): every record
+    /// below it is done in the user's database; Kafka's commit catches up.
+    Stored,
 }
 
 /// An offset to commit at assign if it is ahead of the group's committed offset.
@@ -164,11 +167,33 @@ pub(crate) fn plan_assign(
             plan.dropped.push((tp, k, before));
         }
     }
-    // Highest first: the offer of a lower one for the same partition is then
-    // stale, and fetching starts at the highest.
-    plan.back
-        .sort_by(|a, b| b.offset.cmp(&a.offset).then(a.tp.cmp(&b.tp)));
+    sort_back(&mut plan.back);
     plan
+}
+
+/// Adds the stored watermarks of assigned partitions to the candidates.
+pub(crate) fn add_stored(
+    back: &mut Vec<Candidate>,
+    stored: &[(TopicPartition, i64)],
+    assigned: &[(TopicPartition, u64)],
+) {
+    for (tp, offset) in stored {
+        if let Some((_, e)) = assigned.iter().find(|(a, _)| a == tp) {
+            back.push(Candidate {
+                tp: tp.clone(),
+                epoch: *e,
+                offset: *offset,
+                source: Source::Stored,
+            });
+        }
+    }
+    sort_back(back);
+}
+
+/// Highest first: the offer of a lower one for the same partition is then
+/// stale, and fetching starts at the highest.
+fn sort_back(back: &mut [Candidate]) {
+    back.sort_by(|a, b| b.offset.cmp(&a.offset).then(a.tp.cmp(&b.tp)));
 }
 
 /// What becomes of a candidate, given the group's committed offset.
@@ -193,7 +218,7 @@ pub(crate) fn judge(c: &Candidate, group: Result<Option<i64>, ()>) -> Verdict {
         (Ok(Some(g)), _) if g < c.offset => Verdict::Commit,
         (Ok(Some(g)), _) => Verdict::Superseded { group: g },
         (Err(()), Source::Log) => Verdict::ReplayLater,
-        (Err(()), Source::Kept(_)) => Verdict::GiveUp,
+        (Err(()), Source::Kept(_) | Source::Stored) => Verdict::GiveUp,
     }
 }
 
@@ -304,6 +329,7 @@ mod tests {
     fn verdicts() {
         let log = back(0, 1, 50, Source::Log);
         let kept = back(0, 1, 50, Source::Kept(k(1, 50)));
+        let stored = back(0, 1, 50, Source::Stored);
         let cases = [
             (&log, Ok(None), Verdict::Commit),
             (&log, Ok(Some(49)), Verdict::Commit),
@@ -314,9 +340,32 @@ mod tests {
             (&kept, Ok(Some(10)), Verdict::Commit),
             (&kept, Ok(Some(50)), Verdict::Superseded { group: 50 }),
             (&kept, Err(()), Verdict::GiveUp),
+            (&stored, Ok(None), Verdict::Commit),
+            (&stored, Ok(Some(49)), Verdict::Commit),
+            (&stored, Ok(Some(50)), Verdict::Superseded { group: 50 }),
+            (&stored, Err(()), Verdict::GiveUp),
         ];
         for (c, group, want) in cases {
             assert_eq!(judge(c, group), want, "{:?} with {group:?}", c.source);
         }
+    }
+
+    #[test]
+    fn stored_watermarks_of_assigned_partitions_join_highest_first() {
+        let (mut plan, _) = run(&[(0, k(1, 40))], &[], &[(0, 5), (1, 6)], &[], &[]);
+        add_stored(
+            &mut plan.back,
+            &[(tp(0), 30), (tp(1), 70), (tp(2), 90)],
+            &[(tp(0), 5), (tp(1), 6)],
+        );
+        assert_eq!(
+            plan.back,
+            vec![
+                back(1, 6, 70, Source::Stored),
+                back(0, 5, 40, Source::Kept(k(1, 40))),
+                back(0, 5, 30, Source::Stored),
+            ],
+            "partition 2 is not assigned; the kept 40 is ahead of the stored 30"
+        );
     }
 }

@@ -205,7 +205,7 @@ fn a_kept_offset_is_committed_when_its_partition_comes_back_and_dropped_when_not
     let back = g.assignment.assign("t", 0);
     let settled = g
         .commits
-        .assigned(vec![back], vec![], Deadline::NEVER)
+        .assigned(vec![back], vec![], vec![], Deadline::NEVER)
         .unwrap();
     assert_eq!(settled.start_at, vec![(TopicPartition::new("t", 0), 7)]);
     assert_eq!(settled.resumed.len(), 1);
@@ -244,7 +244,10 @@ fn a_lost_partition_is_never_committed_while_not_owned_and_its_offset_is_kept_to
     script.group.lock().unwrap().insert(0, 3);
     script.group.lock().unwrap().insert(1, 10);
     let back = vec![g.assignment.assign("t", 0), g.assignment.assign("t", 1)];
-    let settled = g.commits.assigned(back, vec![], Deadline::NEVER).unwrap();
+    let settled = g
+        .commits
+        .assigned(back, vec![], vec![], Deadline::NEVER)
+        .unwrap();
     assert_eq!(settled.start_at, vec![(TopicPartition::new("t", 0), 5)]);
     assert_eq!(settled.resumed.len(), 1);
     assert_eq!(settled.dropped.len(), 1);
@@ -376,7 +379,10 @@ fn a_resumed_offset_refused_while_its_partition_is_lost_again_is_kept_not_droppe
     assert_eq!(g.commits.lost(ended, Deadline::NEVER).unwrap().len(), 1);
     script.group.lock().unwrap().insert(0, 3);
     let back = vec![g.assignment.assign("t", 0)];
-    let settled = g.commits.assigned(back, vec![], Deadline::NEVER).unwrap();
+    let settled = g
+        .commits
+        .assigned(back, vec![], vec![], Deadline::NEVER)
+        .unwrap();
     assert_eq!(settled.resumed.len(), 1);
     // Lost again while the resumed commit is in flight; it is refused.
     wait_for("the resumed commit sent", || script.sent().len() == 1);
@@ -385,7 +391,10 @@ fn a_resumed_offset_refused_while_its_partition_is_lost_again_is_kept_not_droppe
     assert_eq!(not_committed.len(), 1, "still not committed, still kept");
     assert_eq!(not_committed[0].offset, 5);
     let back = vec![g.assignment.assign("t", 0)];
-    let settled = g.commits.assigned(back, vec![], Deadline::NEVER).unwrap();
+    let settled = g
+        .commits
+        .assigned(back, vec![], vec![], Deadline::NEVER)
+        .unwrap();
     assert_eq!(settled.start_at, vec![(TopicPartition::new("t", 0), 5)]);
     wait_for("the second resumed commit", || script.sent().len() == 2);
     assert_eq!(script.sent(), vec![vec![(0, 5)], vec![(0, 5)]]);

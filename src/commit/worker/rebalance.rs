@@ -132,13 +132,14 @@ impl Worker {
         let assigned: Vec<(TopicPartition, u64)> =
             job.slots.iter().map(|s| (s.tp.clone(), s.epoch)).collect();
         let (assignment, queue) = (&self.assignment, &self.queue);
-        let plan = kept::plan_assign(
+        let mut plan = kept::plan_assign(
             &mut self.kept,
             &mut self.replay,
             &assigned,
             |tp| assignment.epoch(tp),
             |tp| queue.committed_offset(tp),
         );
+        kept::add_stored(&mut plan.back, &job.stored, &assigned);
         for (tp, epoch, offset) in &plan.reoffer {
             self.queue.offer(tp, *epoch, *offset, true);
             self.asked = true;
@@ -191,12 +192,15 @@ impl Worker {
                             group,
                         ));
                     } else {
-                        debug!(topic = %c.tp.topic, partition = c.tp.partition, offset = c.offset, group_offset = group, "kept offset superseded by the group's committed offset");
+                        debug!(topic = %c.tp.topic, partition = c.tp.partition, offset = c.offset, group_offset = group, source = ?c.source, "kept or stored offset not ahead of the group's committed offset");
                     }
                 }
                 Verdict::ReplayLater => {
                     warn!(group = %self.config.group_id, topic = %c.tp.topic, partition = c.tp.partition, offset = c.offset, "could not read the group's committed offset; the logged offset is tried again at the next assign");
                     self.replay.insert(c.tp, c.offset);
+                }
+                Verdict::GiveUp if c.source == Source::Stored => {
+                    warn!(group = %self.config.group_id, topic = %c.tp.topic, partition = c.tp.partition, watermark = c.offset, "could not read the group's committed offset; the stored watermark is not committed now (records done are still skipped)");
                 }
                 Verdict::GiveUp => {
                     let e = group.as_ref().err();
@@ -204,7 +208,7 @@ impl Worker {
                     Metrics::inc(&self.metrics.offsets_rebalance_dropped);
                     let reason = match &c.source {
                         Source::Kept(k) => k.reason,
-                        Source::Log => FailureReason::RebalanceDropped,
+                        Source::Log | Source::Stored => FailureReason::RebalanceDropped,
                     };
                     let mut f = self.recorder.failure(
                         &c.tp,
@@ -245,7 +249,10 @@ impl Worker {
                 debug!(topic = %c.tp.topic, partition = c.tp.partition, offset = c.offset, group_offset = ?group, "kept offset committed again; fetching starts there");
                 out.resumed.push(co);
             }
-            Source::Kept(_) => {}
+            Source::Stored if offer == Offer::Queued => {
+                debug!(topic = %c.tp.topic, partition = c.tp.partition, offset = c.offset, group_offset = ?group, "stored watermark ahead of the group's committed offset: committed; fetching starts there");
+            }
+            Source::Kept(_) | Source::Stored => {}
         }
     }
 

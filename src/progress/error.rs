@@ -1,0 +1,142 @@
+//! What can go wrong storing progress.
+
+use std::fmt;
+
+/// Why a progress store call failed. Each variant names what is wrong; the
+/// user's transaction is left as it was (roll it back on an error: nothing
+/// of the call is applied until you commit, and after an error you should not).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ProgressError {
+    /// The record is done already: it was processed twice. Roll the
+    /// transaction back so its effects are not applied twice.
+    AlreadyDone {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The offset marked a second time.
+        offset: i64,
+        /// The partition's stored watermark (next offset to process), if started.
+        watermark: Option<i64>,
+    },
+    /// An argument cannot be a Kafka coordinate: an empty group id or topic,
+    /// a negative partition or offset.
+    InvalidArgument {
+        /// The argument, e.g. `offset`.
+        name: &'static str,
+        /// The value given.
+        value: String,
+    },
+    /// A writing call got a connection outside a transaction: progress must be
+    /// written in the same transaction as the record's effects.
+    NotInTransaction {
+        /// The call, e.g. `mark_done`.
+        call: &'static str,
+    },
+    /// The progress tables do not exist: call `migrate` first.
+    NotMigrated {
+        /// The database's message.
+        detail: String,
+    },
+    /// The database holds the progress schema in a newer version than this
+    /// build knows: a newer offset-guard migrated it. Nothing is changed.
+    SchemaTooNew {
+        /// The version found.
+        found: i64,
+        /// The newest version this build knows.
+        supported: i64,
+    },
+    /// A table with one of the progress store's names exists but is not the
+    /// store's (other columns, no version row): nothing is changed.
+    ForeignSchema {
+        /// The table.
+        table: String,
+        /// What does not match.
+        detail: String,
+    },
+    /// Stored progress contradicts itself (a negative watermark, a done row
+    /// below the watermark): the rows were edited by hand or damaged.
+    Damaged {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The database failed a statement.
+    Database {
+        /// What the store was doing, e.g. `insert done row`.
+        action: &'static str,
+        /// The driver's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl ProgressError {
+    /// The record was done already ([`ProgressError::AlreadyDone`]).
+    pub fn is_already_done(&self) -> bool {
+        matches!(self, ProgressError::AlreadyDone { .. })
+    }
+}
+
+impl fmt::Display for ProgressError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProgressError::AlreadyDone {
+                topic,
+                partition,
+                offset,
+                watermark,
+            } => {
+                write!(
+                    f,
+                    "record {topic}[{partition}]@{offset} is already done (processed twice)"
+                )?;
+                match watermark {
+                    Some(w) => write!(f, "; stored watermark {w}"),
+                    None => Ok(()),
+                }
+            }
+            ProgressError::InvalidArgument { name, value } => {
+                write!(f, "invalid {name}: {value:?}")
+            }
+            ProgressError::NotInTransaction { call } => write!(
+                f,
+                "{call} needs a connection inside a transaction (progress is written with the record's effects)"
+            ),
+            ProgressError::NotMigrated { detail } => write!(
+                f,
+                "the progress tables are missing; call migrate first ({detail})"
+            ),
+            ProgressError::SchemaTooNew { found, supported } => write!(
+                f,
+                "progress schema version {found} is newer than this build supports ({supported})"
+            ),
+            ProgressError::ForeignSchema { table, detail } => {
+                write!(f, "table {table} is not offset-guard's: {detail}")
+            }
+            ProgressError::Damaged {
+                topic,
+                partition,
+                detail,
+            } => write!(
+                f,
+                "stored progress of {topic}[{partition}] is damaged: {detail}"
+            ),
+            ProgressError::Database { action, source } => {
+                write!(f, "progress store: {action}: {source}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ProgressError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ProgressError::Database { source, .. } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Exactly-once into a database: each record's progress stored in your own
+//! SQL transaction. The store for SQLite is `progress::sqlite` (feature
+//! `sqlite`); this module holds what every store shares: the
+//! [`PartitionProgress`] model and [`ProgressError`].
+//!
+//! # The guarantee
+//!
+//! You process a record inside your own database transaction and, in that
+//! same transaction, call `sqlite::mark_done` for it. The record's effects
+//! and its "done" mark commit together or not at all: after a crash, a
+//! rebalance or a failed Kafka commit, `sqlite::load` tells exactly which
+//! records are done, and a record marked twice makes the second transaction
+//! fail with [`ProgressError::AlreadyDone`] (roll it back), so no effect is
+//! applied twice. Optional idempotency by business key:
+//! `sqlite::mark_key` returns `false` for a key already processed within a
+//! retention period, even at another offset.
+//!
+//! # The trap: "the highest offset done" skips records
+//!
+//! With out-of-order processing (concurrent tasks), storing only the highest
+//! offset done loses records: offsets 5 and 7 done, 6 still running, a crash,
+//! and a restart at 8 never processes 6. The store therefore keeps, per
+//! partition, a **watermark** (the next offset to process: every record below
+//! it is done) plus a row for every offset done **above** it
+//! ([`PartitionProgress`]). When the record at the watermark is marked done,
+//! the watermark moves over it and over the done rows right after it, and
+//! those rows are deleted in the same transaction: the done table holds only
+//! records done out of order, bounded by the records in flight, not by the
+//! stream's length.
+//!
+//! Kafka offsets have gaps (compaction, transaction markers): a watermark
+//! waiting for an offset that is no record never moves by `sqlite::mark_done`
+//! alone. `sqlite::advance` moves it to a point below which every record you
+//! received is done (known from delivery order, as the guard's commit point
+//! is), and starts a partition's progress at the offset you started fetching
+//! it at. Until a partition's first `advance`, nothing is folded (its done rows
+//! all stay). `sqlite::mark_token` (below) does both for you.
+//!
+//! # With the own-loop front-end
+//!
+//! 1. [`GuardBuilder::stored_progress`](crate::GuardBuilder::stored_progress)
+//!    with a loader (e.g. `sqlite::load` for your group on a connection the
+//!    loader owns: it runs inside your poll, in the assign callback, so never
+//!    give it a connection your loop holds locked across a poll). At every
+//!    assign the guard reads each assigned partition's progress; where the
+//!    stored watermark is ahead of the group's committed offset, it commits
+//!    the watermark and fetching starts there.
+//! 2. [`GuardHandle::track_or_skip`](crate::GuardHandle::track_or_skip) for
+//!    each message: [`Tracked::Done`](crate::Tracked::Done) for a record the
+//!    database has as done (acked for you, counted in
+//!    [`Stats::records_skipped_done`](crate::Stats::records_skipped_done)),
+//!    else [`Tracked::Process`](crate::Tracked::Process) with its token.
+//! 3. In the transaction that applies the record's effects,
+//!    `sqlite::mark_token(&tx, group, &token)`; commit; then ack the token.
+//!    On [`ProgressError::AlreadyDone`] roll back and ack (the record is done:
+//!    another member processed it during a rebalance).
+//!
+//! `examples/exactly_once_db.rs` runs it on an embedded MockCluster.
+//!
+//! The Kafka commit then follows the database as a lagging mirror (acks
+//! come after the database commits) and lag tools keep working; after a
+//! crash between the database commit and the ack, the record is skipped, not
+//! processed again. Not yet: the owned front-end's skip (with
+//! [`GuardedConsumer`](crate::GuardedConsumer) only the start at the
+//! watermark applies; the store's mark refuses records done already),
+//! business keys in the consumer path (call `sqlite::mark_key` yourself),
+//! PostgreSQL.
+//!
+//! # Schema
+//!
+//! `sqlite::migrate` creates, once (version 1, in `offset_guard_schema`; it
+//! never uses `PRAGMA user_version`, which stays yours):
+//!
+//! ```sql
+//! CREATE TABLE offset_guard_schema (version INTEGER NOT NULL);   -- one row: 1
+//! CREATE TABLE offset_guard_progress (
+//!     group_id TEXT NOT NULL, topic TEXT NOT NULL, partition_id INTEGER NOT NULL,
+//!     watermark INTEGER,                  -- next offset to process; NULL: not started
+//!     PRIMARY KEY (group_id, topic, partition_id)) WITHOUT ROWID;
+//! CREATE TABLE offset_guard_done (        -- offsets done above the watermark
+//!     group_id TEXT NOT NULL, topic TEXT NOT NULL, partition_id INTEGER NOT NULL,
+//!     record_offset INTEGER NOT NULL,
+//!     PRIMARY KEY (group_id, topic, partition_id, record_offset)) WITHOUT ROWID;
+//! CREATE TABLE offset_guard_keys (        -- optional idempotency by business key
+//!     group_id TEXT NOT NULL, key BLOB NOT NULL,
+//!     processed_at INTEGER NOT NULL,      -- milliseconds since the Unix epoch
+//!     PRIMARY KEY (group_id, key)) WITHOUT ROWID;
+//! CREATE INDEX offset_guard_keys_age ON offset_guard_keys (group_id, processed_at);
+//! ```
+//!
+//! A database migrated by a newer offset-guard gives
+//! [`ProgressError::SchemaTooNew`]; a table of one of these names that is not
+//! the store's gives [`ProgressError::ForeignSchema`]; nothing is changed then.
+//!
+mod error;
+mod model;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+pub use error::ProgressError;
+pub use model::{Change, MarkRefused, PartitionProgress};

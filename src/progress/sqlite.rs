@@ -1,0 +1,550 @@
+//! The progress store in SQLite, through your own `rusqlite` connection
+//! (feature `sqlite`). See the [module docs](super) for the guarantee, the
+//! schema and the trap it avoids.
+//!
+//! Every writing call takes a connection that is inside a transaction (a
+//! `rusqlite::Transaction` or `Savepoint` derefs to one) and only adds
+//! statements to it: nothing is visible until you commit, nothing stays if you
+//! roll back.
+//!
+//! # Example
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use offset_guard::progress::sqlite;
+//!
+//! let mut conn = rusqlite::Connection::open_in_memory()?;
+//! sqlite::migrate(&conn)?;
+//! conn.execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY)")?;
+//!
+//! // At start: the partition starts where the consumer starts fetching it.
+//! let tx = conn.transaction()?;
+//! sqlite::advance(&tx, "billing", "orders", 0, 100)?;
+//! tx.commit()?;
+//!
+//! // Per record (here 101 finishes before 100): effects and mark, one transaction.
+//! for offset in [101, 100] {
+//!     let tx = conn.transaction()?;
+//!     tx.execute("INSERT INTO orders (id) VALUES (?1)", [offset])?;
+//!     sqlite::mark_done(&tx, "billing", "orders", 0, offset)?;
+//!     tx.commit()?;
+//! }
+//!
+//! let progress = sqlite::load(&conn, "billing", "orders", 0)?;
+//! assert_eq!(progress.watermark(), Some(102)); // 100 and 101 done, no rows left
+//! assert_eq!(progress.done_above().len(), 0);
+//!
+//! // The same record again: refused, the transaction is rolled back.
+//! let tx = conn.transaction()?;
+//! let err = sqlite::mark_done(&tx, "billing", "orders", 0, 101).unwrap_err();
+//! assert!(err.is_already_done());
+//! drop(tx); // rolls back
+//! # Ok(())
+//! # }
+//! ```
+
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::error::ProgressError;
+use super::model::{MarkRefused, PartitionProgress};
+
+/// The schema version [`migrate`] creates, stored in `offset_guard_schema`.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The one migration: version 1. Also in the [module docs](super#schema).
+const MIGRATION_1: &str = "
+CREATE TABLE offset_guard_schema (
+    version INTEGER NOT NULL
+);
+INSERT INTO offset_guard_schema (version) VALUES (1);
+CREATE TABLE offset_guard_progress (
+    group_id     TEXT    NOT NULL,
+    topic        TEXT    NOT NULL,
+    partition_id INTEGER NOT NULL,
+    watermark    INTEGER,
+    PRIMARY KEY (group_id, topic, partition_id)
+) WITHOUT ROWID;
+CREATE TABLE offset_guard_done (
+    group_id      TEXT    NOT NULL,
+    topic         TEXT    NOT NULL,
+    partition_id  INTEGER NOT NULL,
+    record_offset INTEGER NOT NULL,
+    PRIMARY KEY (group_id, topic, partition_id, record_offset)
+) WITHOUT ROWID;
+CREATE TABLE offset_guard_keys (
+    group_id     TEXT    NOT NULL,
+    key          BLOB    NOT NULL,
+    processed_at INTEGER NOT NULL,
+    PRIMARY KEY (group_id, key)
+) WITHOUT ROWID;
+CREATE INDEX offset_guard_keys_age ON offset_guard_keys (group_id, processed_at);
+";
+
+/// The store's tables and their columns, as [`check_schema`] expects them.
+const TABLES: [(&str, &[&str]); 4] = [
+    ("offset_guard_schema", &["version"]),
+    (
+        "offset_guard_progress",
+        &["group_id", "topic", "partition_id", "watermark"],
+    ),
+    (
+        "offset_guard_done",
+        &["group_id", "topic", "partition_id", "record_offset"],
+    ),
+    ("offset_guard_keys", &["group_id", "key", "processed_at"]),
+];
+
+fn db(action: &'static str) -> impl Fn(rusqlite::Error) -> ProgressError {
+    move |e| {
+        let msg = e.to_string();
+        if msg.contains("no such table") {
+            ProgressError::NotMigrated { detail: msg }
+        } else {
+            ProgressError::Database {
+                action,
+                source: Box::new(e),
+            }
+        }
+    }
+}
+
+/// Creates the store's tables if they do not exist (schema version
+/// [`SCHEMA_VERSION`]), then checks them. Safe to call at every start, also
+/// inside your own migration transaction (it uses a savepoint); it never
+/// touches `PRAGMA user_version` or tables of other names.
+///
+/// # Errors
+///
+/// [`ProgressError::SchemaTooNew`] when a newer offset-guard migrated the
+/// database, [`ProgressError::ForeignSchema`] when a table of one of the
+/// store's names is not the store's, [`ProgressError::Database`] when a
+/// statement fails. Nothing is changed then.
+pub fn migrate(conn: &Connection) -> Result<(), ProgressError> {
+    conn.execute_batch("SAVEPOINT offset_guard_migrate")
+        .map_err(db("begin migration"))?;
+    let result = migrate_inside(conn);
+    let end = match result {
+        Ok(()) => "RELEASE offset_guard_migrate",
+        Err(_) => "ROLLBACK TO offset_guard_migrate; RELEASE offset_guard_migrate",
+    };
+    conn.execute_batch(end).map_err(db("end migration"))?;
+    result
+}
+
+fn migrate_inside(conn: &Connection) -> Result<(), ProgressError> {
+    let existing: Vec<String> = {
+        let mut stmt = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE name LIKE 'offset\\_guard\\_%' ESCAPE '\\'",
+            )
+            .map_err(db("list tables"))?;
+        stmt.query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(db("list tables"))?
+    };
+    if existing.iter().any(|t| t == "offset_guard_schema") {
+        return check_schema(conn);
+    }
+    if let Some(t) = existing.first() {
+        return Err(ProgressError::ForeignSchema {
+            table: t.clone(),
+            detail: "exists without offset_guard_schema (not created by offset-guard)".into(),
+        });
+    }
+    conn.execute_batch(MIGRATION_1)
+        .map_err(db("create tables"))?;
+    check_schema(conn)
+}
+
+/// Checks that the store's tables exist in the version this build knows,
+/// with the expected columns. [`migrate`] ends with it.
+///
+/// # Errors
+///
+/// [`ProgressError::NotMigrated`] when the tables are missing,
+/// [`ProgressError::SchemaTooNew`], [`ProgressError::ForeignSchema`] as for
+/// [`migrate`].
+pub fn check_schema(conn: &Connection) -> Result<(), ProgressError> {
+    for (table, expected) in TABLES {
+        let found: Vec<String> = {
+            let mut stmt = conn
+                .prepare("SELECT name FROM pragma_table_info(?1)")
+                .map_err(db("read table columns"))?;
+            stmt.query_map([table], |r| r.get(0))
+                .and_then(|rows| rows.collect())
+                .map_err(db("read table columns"))?
+        };
+        if found.is_empty() {
+            return Err(ProgressError::NotMigrated {
+                detail: format!("no table {table}"),
+            });
+        }
+        let mut sorted = found.clone();
+        sorted.sort();
+        let mut want: Vec<&str> = expected.to_vec();
+        want.sort();
+        if sorted != want {
+            return Err(ProgressError::ForeignSchema {
+                table: table.into(),
+                detail: format!("columns {found:?}, expected {expected:?}"),
+            });
+        }
+    }
+    schema_version(conn)
+}
+
+fn schema_version(conn: &Connection) -> Result<(), ProgressError> {
+    let versions: Vec<rusqlite::types::Value> = {
+        let mut stmt = conn
+            .prepare("SELECT version FROM offset_guard_schema")
+            .map_err(db("read schema version"))?;
+        stmt.query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(db("read schema version"))?
+    };
+    let foreign = |detail: String| ProgressError::ForeignSchema {
+        table: "offset_guard_schema".into(),
+        detail,
+    };
+    match versions.as_slice() {
+        [rusqlite::types::Value::Integer(v)] if *v == SCHEMA_VERSION => Ok(()),
+        [rusqlite::types::Value::Integer(v)] if *v > SCHEMA_VERSION => {
+            Err(ProgressError::SchemaTooNew {
+                found: *v,
+                supported: SCHEMA_VERSION,
+            })
+        }
+        [other] => Err(foreign(format!(
+            "version {other:?} is not one offset-guard wrote"
+        ))),
+        rows => Err(foreign(format!("{} version rows, expected 1", rows.len()))),
+    }
+}
+
+fn check_coordinates(group: &str, topic: &str, partition: i32) -> Result<(), ProgressError> {
+    let invalid = |name, value: String| Err(ProgressError::InvalidArgument { name, value });
+    if group.is_empty() {
+        return invalid("group", group.into());
+    }
+    if topic.is_empty() {
+        return invalid("topic", topic.into());
+    }
+    if partition < 0 {
+        return invalid("partition", partition.to_string());
+    }
+    Ok(())
+}
+
+fn in_transaction(conn: &Connection, call: &'static str) -> Result<(), ProgressError> {
+    if conn.is_autocommit() {
+        return Err(ProgressError::NotInTransaction { call });
+    }
+    Ok(())
+}
+
+/// The stored watermark: `None` no row, `Some(None)` a row not started.
+fn read_watermark(
+    conn: &Connection,
+    group: &str,
+    topic: &str,
+    partition: i32,
+) -> Result<Option<Option<i64>>, ProgressError> {
+    conn.prepare_cached(
+        "SELECT watermark FROM offset_guard_progress
+         WHERE group_id = ?1 AND topic = ?2 AND partition_id = ?3",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![group, topic, partition], |r| r.get(0))
+            .optional()
+    })
+    .map_err(db("read watermark"))
+}
+
+/// The done rows from `from` up, while contiguous.
+fn done_run(
+    conn: &Connection,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    from: i64,
+) -> Result<Vec<i64>, ProgressError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT record_offset FROM offset_guard_done
+             WHERE group_id = ?1 AND topic = ?2 AND partition_id = ?3 AND record_offset >= ?4
+             ORDER BY record_offset",
+        )
+        .map_err(db("read done rows"))?;
+    let mut rows = stmt
+        .query(params![group, topic, partition, from])
+        .map_err(db("read done rows"))?;
+    let mut run = Vec::new();
+    while let Some(row) = rows.next().map_err(db("read done rows"))? {
+        let o: i64 = row.get(0).map_err(db("read done rows"))?;
+        if o != from + run.len() as i64 {
+            break;
+        }
+        run.push(o);
+    }
+    Ok(run)
+}
+
+/// Writes the new watermark and deletes the done rows below it.
+fn store_watermark(
+    conn: &Connection,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    watermark: i64,
+) -> Result<(), ProgressError> {
+    conn.prepare_cached(
+        "INSERT INTO offset_guard_progress (group_id, topic, partition_id, watermark)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (group_id, topic, partition_id) DO UPDATE SET watermark = excluded.watermark",
+    )
+    .and_then(|mut s| s.execute(params![group, topic, partition, watermark]))
+    .map_err(db("write watermark"))?;
+    conn.prepare_cached(
+        "DELETE FROM offset_guard_done
+         WHERE group_id = ?1 AND topic = ?2 AND partition_id = ?3 AND record_offset < ?4",
+    )
+    .and_then(|mut s| s.execute(params![group, topic, partition, watermark]))
+    .map_err(db("delete folded done rows"))?;
+    Ok(())
+}
+
+/// Marks the record `topic[partition]@offset` done, inside your transaction
+/// (`conn` must be in one: pass your `rusqlite::Transaction`). Out of order is
+/// fine: the stored watermark only moves over records that are all done, and
+/// the done rows it moves over are deleted in the same transaction.
+///
+/// Cost: one watermark read and one insert; when the record is the one at the
+/// watermark, also a read of the done rows right after it, one update and
+/// one delete.
+///
+/// # Errors
+///
+/// [`ProgressError::AlreadyDone`] when the record was marked before (committed
+/// by an earlier transaction, or earlier in this one): roll back.
+/// [`ProgressError::InvalidArgument`], [`ProgressError::NotInTransaction`],
+/// [`ProgressError::NotMigrated`], [`ProgressError::Database`].
+pub fn mark_done(
+    conn: &Connection,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<(), ProgressError> {
+    check_coordinates(group, topic, partition)?;
+    in_transaction(conn, "mark_done")?;
+    let watermark = read_watermark(conn, group, topic, partition)?.flatten();
+    let already = || ProgressError::AlreadyDone {
+        topic: topic.into(),
+        partition,
+        offset,
+        watermark,
+    };
+    // Only the run right after the watermark matters for folding; a done
+    // row elsewhere is caught by the insert's primary key.
+    let run = match watermark {
+        Some(w) if offset == w => done_run(conn, group, topic, partition, w + 1)?,
+        _ => Vec::new(),
+    };
+    let mut progress = PartitionProgress::from_parts(watermark, run);
+    let change = progress.mark_done(offset).map_err(|r| match r {
+        MarkRefused::AlreadyDone => already(),
+        MarkRefused::Negative => ProgressError::InvalidArgument {
+            name: "offset",
+            value: offset.to_string(),
+        },
+    })?;
+    if let Some(o) = change.insert {
+        let inserted = conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO offset_guard_done (group_id, topic, partition_id, record_offset)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| s.execute(params![group, topic, partition, o]))
+            .map_err(db("insert done row"))?;
+        if inserted == 0 {
+            return Err(already());
+        }
+    }
+    if let Some(w) = change.watermark {
+        store_watermark(conn, group, topic, partition, w)?;
+    }
+    Ok(())
+}
+
+/// Starts or moves up a partition's watermark, inside your transaction: every
+/// record below `floor` counts as done (or is no record: an offset gap). Use
+/// it with the offset your consumer starts the partition at (the group's
+/// committed offset, or the first record's offset with no commit), and with
+/// any point below which every record you received is done: that steps over
+/// gaps (compaction, transaction markers) that [`mark_done`] alone cannot
+/// cross. Done rows below the new watermark are deleted. A floor at or below
+/// the stored watermark changes nothing.
+///
+/// # Errors
+///
+/// [`ProgressError::InvalidArgument`] (also for a negative floor),
+/// [`ProgressError::NotInTransaction`], [`ProgressError::NotMigrated`],
+/// [`ProgressError::Database`].
+pub fn advance(
+    conn: &Connection,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    floor: i64,
+) -> Result<(), ProgressError> {
+    check_coordinates(group, topic, partition)?;
+    in_transaction(conn, "advance")?;
+    if floor < 0 {
+        return Err(ProgressError::InvalidArgument {
+            name: "floor",
+            value: floor.to_string(),
+        });
+    }
+    let watermark = read_watermark(conn, group, topic, partition)?.flatten();
+    if watermark.is_some_and(|w| floor <= w) {
+        return Ok(());
+    }
+    let run = done_run(conn, group, topic, partition, floor)?;
+    let mut progress = PartitionProgress::from_parts(watermark, run);
+    if let Some(w) = progress.advance(floor).watermark {
+        store_watermark(conn, group, topic, partition, w)?;
+    }
+    Ok(())
+}
+
+/// [`mark_done`] for a record tracked by the own-loop front-end
+/// ([`GuardHandle::track_or_skip`](crate::GuardHandle::track_or_skip)), inside
+/// your transaction: also moves the watermark up to the token's floor (every
+/// record the consumer received of the partition below it is acked, so, with
+/// acks after commits, done or no record), which starts a partition's
+/// progress and steps over offset gaps. Ack the token after the transaction
+/// committed, never before.
+///
+/// # Errors
+///
+/// As [`mark_done`]; [`ProgressError::AlreadyDone`]: roll back, then ack the
+/// token (the record is done).
+pub fn mark_token(
+    conn: &Connection,
+    group: &str,
+    token: &crate::AckToken,
+) -> Result<(), ProgressError> {
+    let (topic, partition) = (token.topic(), token.partition());
+    advance(conn, group, topic, partition, token.progress_floor())?;
+    mark_done(conn, group, topic, partition, token.offset())
+}
+
+/// Reads a partition's stored progress (no transaction needed; inside one,
+/// it sees that transaction's own writes). A partition never stored has no
+/// watermark and nothing done.
+///
+/// # Errors
+///
+/// [`ProgressError::Damaged`] when the rows contradict themselves (negative
+/// watermark or offset, a done row below the watermark),
+/// [`ProgressError::InvalidArgument`], [`ProgressError::NotMigrated`],
+/// [`ProgressError::Database`].
+pub fn load(
+    conn: &Connection,
+    group: &str,
+    topic: &str,
+    partition: i32,
+) -> Result<PartitionProgress, ProgressError> {
+    check_coordinates(group, topic, partition)?;
+    let watermark = read_watermark(conn, group, topic, partition)?.flatten();
+    let done: Vec<i64> = conn
+        .prepare_cached(
+            "SELECT record_offset FROM offset_guard_done
+             WHERE group_id = ?1 AND topic = ?2 AND partition_id = ?3 ORDER BY record_offset",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![group, topic, partition], |r| r.get(0))?
+                .collect()
+        })
+        .map_err(db("read done rows"))?;
+    let damaged = |detail: String| ProgressError::Damaged {
+        topic: topic.into(),
+        partition,
+        detail,
+    };
+    if let Some(w) = watermark.filter(|w| *w < 0) {
+        return Err(damaged(format!("negative watermark {w}")));
+    }
+    if let Some(&o) = done.first().filter(|o| **o < 0) {
+        return Err(damaged(format!("negative done offset {o}")));
+    }
+    if let (Some(w), Some(&o)) = (watermark, done.first())
+        && o < w
+    {
+        return Err(damaged(format!(
+            "done offset {o} below the watermark {w} (it should have been folded)"
+        )));
+    }
+    Ok(PartitionProgress::from_parts(watermark, done))
+}
+
+/// Records that the business `key` was processed, inside your transaction;
+/// `Ok(false)` when it was already processed within `retention` (skip the
+/// record: its effects exist). Keys older than `retention` are deleted first,
+/// so the table holds about the keys of one retention period and a key seen
+/// longer ago counts as new.
+///
+/// # Errors
+///
+/// [`ProgressError::InvalidArgument`] for an empty group,
+/// [`ProgressError::NotInTransaction`], [`ProgressError::NotMigrated`],
+/// [`ProgressError::Database`].
+pub fn mark_key(
+    conn: &Connection,
+    group: &str,
+    key: &[u8],
+    retention: Duration,
+) -> Result<bool, ProgressError> {
+    mark_key_at(conn, group, key, retention, SystemTime::now())
+}
+
+/// [`mark_key`] with the time given (`now`): the key's processing time and the
+/// retention cut-off are measured from it, in milliseconds since the Unix
+/// epoch. For tests and replays.
+///
+/// # Errors
+///
+/// As [`mark_key`].
+pub fn mark_key_at(
+    conn: &Connection,
+    group: &str,
+    key: &[u8],
+    retention: Duration,
+    now: SystemTime,
+) -> Result<bool, ProgressError> {
+    if group.is_empty() {
+        return Err(ProgressError::InvalidArgument {
+            name: "group",
+            value: String::new(),
+        });
+    }
+    in_transaction(conn, "mark_key")?;
+    let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let now_ms = match now.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => millis(d),
+        Err(e) => -millis(e.duration()),
+    };
+    let cutoff = now_ms.saturating_sub(millis(retention));
+    conn.prepare_cached("DELETE FROM offset_guard_keys WHERE group_id = ?1 AND processed_at < ?2")
+        .and_then(|mut s| s.execute(params![group, cutoff]))
+        .map_err(db("prune keys"))?;
+    let inserted = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO offset_guard_keys (group_id, key, processed_at) VALUES (?1, ?2, ?3)",
+        )
+        .and_then(|mut s| s.execute(params![group, key, now_ms]))
+        .map_err(db("insert key"))?;
+    Ok(inserted == 1)
+}
