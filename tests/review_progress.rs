@@ -1,0 +1,205 @@
+//! Review of the SQLite progress store (issue 16, first part): bad input and
+//! failure cases a service owner meets, each expected to give a clear typed
+//! error, no panic, no hang, nothing lost. Real database files in a
+//! temporary directory.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use offset_guard::progress::{ProgressError, sqlite};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+
+const GROUP: &str = "g";
+const TOPIC: &str = "orders";
+
+fn open(path: &Path) -> Connection {
+    let conn = Connection::open(path).unwrap();
+    sqlite::migrate(&conn).unwrap();
+    conn
+}
+
+fn count(conn: &Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// A newer offset-guard that added a column (the usual way a schema grows)
+/// must be reported as `SchemaTooNew`, not as "a table that is not
+/// offset-guard's": the version is checked before the columns.
+#[test]
+fn a_newer_schema_that_added_a_column_is_schema_too_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = open(&dir.path().join("p.db"));
+    conn.execute_batch(
+        "UPDATE offset_guard_schema SET version = 2;
+         ALTER TABLE offset_guard_progress ADD COLUMN updated_at INTEGER;",
+    )
+    .unwrap();
+    let err = sqlite::migrate(&conn).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProgressError::SchemaTooNew {
+                found: 2,
+                supported: 1
+            }
+        ),
+        "{err}"
+    );
+    let err = sqlite::check_schema(&conn).unwrap_err();
+    assert!(matches!(err, ProgressError::SchemaTooNew { .. }), "{err}");
+}
+
+/// The docs: `migrate` "never touches ... tables of other names"; a user's
+/// own table that merely starts with `offset_guard_` is another name.
+#[test]
+fn a_users_table_with_the_prefix_but_another_name_does_not_block_migrate() {
+    let conn = Connection::open_in_memory().unwrap();
+    conn.execute_batch("CREATE TABLE offset_guard_audit (id INTEGER)")
+        .unwrap();
+    sqlite::migrate(&conn).unwrap();
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM offset_guard_audit"), 0);
+}
+
+/// A file that is not SQLite: a typed `Database` error, the file untouched.
+#[test]
+fn a_file_that_is_not_sqlite_gives_a_database_error_and_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.txt");
+    let text =
+        "this is not a database, it is a text file long enough to have a header\n".repeat(20);
+    std::fs::write(&path, &text).unwrap();
+    let conn = Connection::open(&path).unwrap();
+    let err = sqlite::migrate(&conn).unwrap_err();
+    assert!(matches!(err, ProgressError::Database { .. }), "{err}");
+    let err = sqlite::load(&conn, GROUP, TOPIC, 0).unwrap_err();
+    assert!(matches!(err, ProgressError::Database { .. }), "{err}");
+    drop(conn);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+}
+
+/// A read-only database: an empty one cannot be migrated, a migrated one
+/// loads but refuses marks; all typed, nothing half-written.
+#[test]
+fn a_read_only_database_gives_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh.db");
+    drop(Connection::open(&fresh).unwrap());
+    let ro = Connection::open_with_flags(&fresh, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let err = sqlite::migrate(&ro).unwrap_err();
+    assert!(matches!(err, ProgressError::Database { .. }), "{err}");
+
+    let migrated = dir.path().join("migrated.db");
+    let mut rw = open(&migrated);
+    let tx = rw.transaction().unwrap();
+    sqlite::advance(&tx, GROUP, TOPIC, 0, 10).unwrap();
+    tx.commit().unwrap();
+    drop(rw);
+    let mut ro = Connection::open_with_flags(&migrated, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    sqlite::migrate(&ro).unwrap();
+    assert_eq!(
+        sqlite::load(&ro, GROUP, TOPIC, 0).unwrap().watermark(),
+        Some(10)
+    );
+    let tx = ro.transaction().unwrap();
+    let err = sqlite::mark_done(&tx, GROUP, TOPIC, 0, 10).unwrap_err();
+    assert!(matches!(err, ProgressError::Database { .. }), "{err}");
+    drop(tx);
+    assert_eq!(
+        sqlite::load(&ro, GROUP, TOPIC, 0).unwrap().watermark(),
+        Some(10)
+    );
+}
+
+/// Another connection holds the write lock (SQLITE_BUSY): the mark fails
+/// with a typed `Database` error within the busy timeout; after the other
+/// writer commits, the same record can be marked (nothing lost).
+#[test]
+fn a_database_locked_by_another_connection_is_a_typed_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.db");
+    let mut holder = open(&path);
+    let mut conn = open(&path);
+    conn.busy_timeout(Duration::from_millis(200)).unwrap();
+
+    let lock = holder
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .unwrap();
+    sqlite::mark_done(&lock, GROUP, TOPIC, 0, 7).unwrap();
+
+    let t0 = Instant::now();
+    let tx = conn.transaction().unwrap();
+    let err = sqlite::mark_done(&tx, GROUP, TOPIC, 0, 5).unwrap_err();
+    assert!(matches!(err, ProgressError::Database { .. }), "{err}");
+    let busy = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<rusqlite::Error>())
+        .and_then(|e| e.sqlite_error_code());
+    assert_eq!(busy, Some(rusqlite::ErrorCode::DatabaseBusy), "{err:?}");
+    drop(tx);
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+
+    lock.commit().unwrap();
+    let tx = conn.transaction().unwrap();
+    sqlite::mark_done(&tx, GROUP, TOPIC, 0, 5).unwrap();
+    tx.commit().unwrap();
+    let p = sqlite::load(&conn, GROUP, TOPIC, 0).unwrap();
+    assert_eq!(p.done_above().collect::<Vec<_>>(), vec![5, 7]);
+}
+
+/// A transaction that fails at COMMIT (a deferred foreign key) after
+/// `mark_done`: nothing is marked, the record can be processed again.
+#[test]
+fn a_transaction_failing_at_commit_leaves_nothing_marked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = open(&dir.path().join("p.db"));
+    conn.execute_batch(
+        "PRAGMA foreign_keys = ON;
+         CREATE TABLE customers (id INTEGER PRIMARY KEY);
+         CREATE TABLE orders (id INTEGER PRIMARY KEY, customer INTEGER
+             REFERENCES customers (id) DEFERRABLE INITIALLY DEFERRED);",
+    )
+    .unwrap();
+    let tx = conn.transaction().unwrap();
+    sqlite::advance(&tx, GROUP, TOPIC, 0, 0).unwrap();
+    tx.commit().unwrap();
+
+    let tx = conn.transaction().unwrap();
+    tx.execute("INSERT INTO orders VALUES (?1, 99)", params![0])
+        .unwrap();
+    sqlite::mark_done(&tx, GROUP, TOPIC, 0, 0).unwrap();
+    tx.commit().unwrap_err();
+
+    let p = sqlite::load(&conn, GROUP, TOPIC, 0).unwrap();
+    assert_eq!(p.watermark(), Some(0), "the failed commit marked nothing");
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM orders"), 0);
+    let tx = conn.transaction().unwrap();
+    tx.execute("INSERT INTO customers VALUES (99)", []).unwrap();
+    tx.execute("INSERT INTO orders VALUES (0, 99)", []).unwrap();
+    sqlite::mark_done(&tx, GROUP, TOPIC, 0, 0).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(
+        sqlite::load(&conn, GROUP, TOPIC, 0).unwrap().watermark(),
+        Some(1)
+    );
+}
+
+/// The largest offset: its watermark (offset + 1) does not fit in an i64.
+/// A typed error, no overflow panic, no wrapped negative watermark stored.
+#[test]
+fn the_largest_offset_is_refused_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = open(&dir.path().join("p.db"));
+    let tx = conn.transaction().unwrap();
+    sqlite::advance(&tx, GROUP, TOPIC, 0, i64::MAX).unwrap();
+    tx.commit().unwrap();
+    let tx = conn.transaction().unwrap();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        sqlite::mark_done(&tx, GROUP, TOPIC, 0, i64::MAX)
+    }));
+    let err = result.expect("mark_done panicked").unwrap_err();
+    assert!(
+        matches!(err, ProgressError::InvalidArgument { name: "offset", .. }),
+        "{err}"
+    );
+    drop(tx);
+    sqlite::load(&conn, GROUP, TOPIC, 0).unwrap();
+}
