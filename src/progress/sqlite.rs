@@ -82,6 +82,9 @@ CREATE TABLE offset_guard_keys (
 CREATE INDEX offset_guard_keys_age ON offset_guard_keys (group_id, processed_at);
 ";
 
+/// The store's one index (created by [`MIGRATION_1`]).
+const KEYS_INDEX: &str = "offset_guard_keys_age";
+
 /// The store's tables and their columns, as [`check_schema`] expects them.
 const TABLES: [(&str, &[&str]); 4] = [
     ("offset_guard_schema", &["version"]),
@@ -147,7 +150,12 @@ fn migrate_inside(conn: &Connection) -> Result<(), ProgressError> {
     if existing.iter().any(|t| t == "offset_guard_schema") {
         return check_schema(conn);
     }
-    if let Some(t) = existing.first() {
+    // Only the store's own names block it: a user's `offset_guard_audit` is
+    // another name, left alone.
+    if let Some(t) = existing
+        .iter()
+        .find(|t| t.as_str() == KEYS_INDEX || TABLES.iter().any(|(n, _)| n == t))
+    {
         return Err(ProgressError::ForeignSchema {
             table: t.clone(),
             detail: "exists without offset_guard_schema (not created by offset-guard)".into(),
@@ -164,35 +172,46 @@ fn migrate_inside(conn: &Connection) -> Result<(), ProgressError> {
 /// # Errors
 ///
 /// [`ProgressError::NotMigrated`] when the tables are missing,
-/// [`ProgressError::SchemaTooNew`], [`ProgressError::ForeignSchema`] as for
-/// [`migrate`].
+/// [`ProgressError::SchemaTooNew`] (checked before the other tables'
+/// columns: a newer version may have changed them),
+/// [`ProgressError::ForeignSchema`] as for [`migrate`].
 pub fn check_schema(conn: &Connection) -> Result<(), ProgressError> {
-    for (table, expected) in TABLES {
-        let found: Vec<String> = {
-            let mut stmt = conn
-                .prepare("SELECT name FROM pragma_table_info(?1)")
-                .map_err(db("read table columns"))?;
-            stmt.query_map([table], |r| r.get(0))
-                .and_then(|rows| rows.collect())
-                .map_err(db("read table columns"))?
-        };
-        if found.is_empty() {
-            return Err(ProgressError::NotMigrated {
-                detail: format!("no table {table}"),
-            });
-        }
-        let mut sorted = found.clone();
-        sorted.sort();
-        let mut want: Vec<&str> = expected.to_vec();
-        want.sort();
-        if sorted != want {
-            return Err(ProgressError::ForeignSchema {
-                table: table.into(),
-                detail: format!("columns {found:?}, expected {expected:?}"),
-            });
-        }
+    // The version first: a newer offset-guard may have added or changed
+    // columns, which is `SchemaTooNew`, not a foreign table.
+    let [(schema, columns), rest @ ..] = &TABLES;
+    check_table(conn, schema, columns)?;
+    schema_version(conn)?;
+    for (table, expected) in rest {
+        check_table(conn, table, expected)?;
     }
-    schema_version(conn)
+    Ok(())
+}
+
+fn check_table(conn: &Connection, table: &str, expected: &[&str]) -> Result<(), ProgressError> {
+    let found: Vec<String> = {
+        let mut stmt = conn
+            .prepare("SELECT name FROM pragma_table_info(?1)")
+            .map_err(db("read table columns"))?;
+        stmt.query_map([table], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(db("read table columns"))?
+    };
+    if found.is_empty() {
+        return Err(ProgressError::NotMigrated {
+            detail: format!("no table {table}"),
+        });
+    }
+    let mut sorted = found.clone();
+    sorted.sort();
+    let mut want: Vec<&str> = expected.to_vec();
+    want.sort();
+    if sorted != want {
+        return Err(ProgressError::ForeignSchema {
+            table: table.into(),
+            detail: format!("columns {found:?}, expected {expected:?}"),
+        });
+    }
+    Ok(())
 }
 
 fn schema_version(conn: &Connection) -> Result<(), ProgressError> {
@@ -328,7 +347,8 @@ fn store_watermark(
 ///
 /// [`ProgressError::AlreadyDone`] when the record was marked before (committed
 /// by an earlier transaction, or earlier in this one): roll back.
-/// [`ProgressError::InvalidArgument`], [`ProgressError::NotInTransaction`],
+/// [`ProgressError::InvalidArgument`] (also for a negative offset, and for
+/// `i64::MAX`, whose watermark would not fit), [`ProgressError::NotInTransaction`],
 /// [`ProgressError::NotMigrated`], [`ProgressError::Database`].
 pub fn mark_done(
     conn: &Connection,
@@ -338,6 +358,13 @@ pub fn mark_done(
     offset: i64,
 ) -> Result<(), ProgressError> {
     check_coordinates(group, topic, partition)?;
+    if offset == i64::MAX {
+        // Its watermark, offset + 1, would not fit in an i64.
+        return Err(ProgressError::InvalidArgument {
+            name: "offset",
+            value: offset.to_string(),
+        });
+    }
     in_transaction(conn, "mark_done")?;
     let watermark = read_watermark(conn, group, topic, partition)?.flatten();
     let already = || ProgressError::AlreadyDone {
