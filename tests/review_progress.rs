@@ -3,11 +3,18 @@
 //! error, no panic, no hang, nothing lost. Real database files in a
 //! temporary directory.
 
-use std::path::Path;
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use offset_guard::progress::{ProgressError, sqlite};
+use common::{Fixture, unique};
+use offset_guard::progress::{PartitionProgress, ProgressError, sqlite};
+use offset_guard::{GuardContext, GuardHandle, Tracked};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use tokio::sync::Notify;
 
 const GROUP: &str = "g";
 const TOPIC: &str = "orders";
@@ -202,4 +209,171 @@ fn the_largest_offset_is_refused_without_a_panic() {
     );
     drop(tx);
     sqlite::load(&conn, GROUP, TOPIC, 0).unwrap();
+}
+
+fn open_effects(path: &Path) -> Connection {
+    let conn = Connection::open(path).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    sqlite::migrate(&conn).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS effects (partition_id INTEGER NOT NULL, record_offset INTEGER NOT NULL)",
+    )
+    .unwrap();
+    conn
+}
+
+fn start_member(
+    fx: &Fixture,
+    group: &str,
+    topic: &str,
+    db: &Path,
+) -> (Arc<StreamConsumer<GuardContext>>, Arc<GuardHandle>) {
+    let mut config = fx.config(group);
+    config
+        .set("session.timeout.ms", "3000")
+        .set("partition.assignment.strategy", "cooperative-sticky");
+    let conn = Mutex::new(open_effects(db));
+    let g = group.to_string();
+    let loader = move |topic: &str, partition| -> Result<PartitionProgress, ProgressError> {
+        sqlite::load(&conn.lock().unwrap(), &g, topic, partition)
+    };
+    let (consumer, guard) = offset_guard::OffsetGuard::builder(config)
+        .retry(common::fast_retry(5))
+        .no_commit_interval()
+        .stored_progress(loader)
+        .build_consumer::<StreamConsumer<GuardContext>>()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    (consumer, Arc::new(guard))
+}
+
+/// Offsets that take long: in flight when a member is killed.
+const SLOW: [i64; 2] = [12, 30];
+
+/// One member: every record processed in its own task (out of order: the
+/// slow offsets take 1.5 s, the others 0-4 ms), effect and mark in one
+/// transaction, acked after the commit. `kill`: the loop and every task in
+/// flight are aborted (a crash: a task past its database commit never acks).
+async fn concurrent_member(
+    consumer: Arc<StreamConsumer<GuardContext>>,
+    guard: Arc<GuardHandle>,
+    db: PathBuf,
+    kill: Arc<Notify>,
+) {
+    let conn = Arc::new(Mutex::new(open_effects(&db)));
+    let group = guard.group_id().to_string();
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let m = tokio::select! {
+            m = consumer.recv() => m.expect("recv"),
+            _ = kill.notified() => { tasks.abort_all(); return; }
+        };
+        let Tracked::Process(token) = guard.track_or_skip(&m) else {
+            continue;
+        };
+        let (conn, group) = (conn.clone(), group.clone());
+        tasks.spawn(async move {
+            let pause = if SLOW.contains(&token.offset()) {
+                1500
+            } else {
+                (token.offset() % 5) as u64
+            };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            let token = tokio::task::spawn_blocking(move || {
+                let mut conn = conn.lock().unwrap();
+                let tx = conn.transaction().unwrap();
+                tx.execute(
+                    "INSERT INTO effects (partition_id, record_offset) VALUES (?1, ?2)",
+                    params![token.partition(), token.offset()],
+                )
+                .unwrap();
+                match sqlite::mark_token(&tx, &group, &token) {
+                    Ok(()) => tx.commit().unwrap(),
+                    Err(e) => assert!(e.is_already_done(), "{e}"),
+                }
+                token
+            })
+            .await
+            .unwrap();
+            token.ack();
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+}
+
+/// Concurrent out-of-order processing with slow records, a second member
+/// joining under cooperative-sticky, then the first killed (crash: no
+/// shutdown, tasks aborted) with slow records in flight: every record's
+/// effect exactly once, no done rows left, Kafka's commit never past the
+/// database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_out_of_order_cooperative_rebalance_then_crash_applies_each_once() {
+    let fx = Fixture::any();
+    let (topic, group) = (unique("rv-eodb"), unique("g-rv-eodb"));
+    const P: i32 = 4;
+    const N: i64 = 40;
+    fx.create_topic(&topic, P);
+    fx.produce(&topic, P, 20, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("effects.db");
+    let conn = open_effects(&db);
+    let rows = |conn: &Connection| count(conn, "SELECT COUNT(*) FROM effects");
+    let watermarks = |conn: &Connection| -> Vec<Option<i64>> {
+        (0..P)
+            .map(|p| sqlite::load(conn, &group, &topic, p).unwrap().watermark())
+            .collect()
+    };
+
+    let (ca, ga) = start_member(&fx, &group, &topic, &db);
+    let kill_a = Arc::new(Notify::new());
+    let a = tokio::spawn(concurrent_member(
+        ca.clone(),
+        ga.clone(),
+        db.clone(),
+        kill_a.clone(),
+    ));
+    // A has the slow record 12 of each partition in flight, the others done.
+    common::wait_until(Duration::from_secs(30), "A did 60 records", || {
+        rows(&conn) >= 60
+    });
+    let (cb, gb) = start_member(&fx, &group, &topic, &db);
+    let kill_b = Arc::new(Notify::new());
+    let b = tokio::spawn(concurrent_member(
+        cb.clone(),
+        gb.clone(),
+        db.clone(),
+        kill_b.clone(),
+    ));
+    fx.produce(&topic, P, 20, 20);
+    common::wait_until(Duration::from_secs(30), "B has partitions", || {
+        !gb.partitions().is_empty()
+    });
+    // Crash A while its slow record 30 (or 12) may be in flight.
+    common::wait_until(Duration::from_secs(30), "A received past 30", || {
+        ga.stats().delivered >= 100
+    });
+    kill_a.notify_one();
+    a.await.unwrap();
+    drop(ga);
+    drop(ca);
+    common::wait_until(Duration::from_secs(60), "every record done", || {
+        watermarks(&conn) == vec![Some(N); P as usize]
+    });
+    kill_b.notify_one();
+    b.await.unwrap();
+    let gb = Arc::into_inner(gb).expect("the member task ended");
+    gb.shutdown(&*cb).await.unwrap();
+    drop(cb);
+
+    let distinct =
+        "SELECT COUNT(*) FROM (SELECT DISTINCT partition_id, record_offset FROM effects)";
+    assert_eq!(count(&conn, distinct), P as i64 * N, "0 lost");
+    assert_eq!(rows(&conn), P as i64 * N, "0 duplicates");
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM offset_guard_done"), 0);
+    for c in fx.committed(&group, &topic, P) {
+        assert!(
+            c.is_some_and(|c| c <= N),
+            "Kafka commit {c:?} within the database's {N}"
+        );
+    }
 }
