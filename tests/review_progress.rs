@@ -377,3 +377,15 @@ async fn concurrent_out_of_order_cooperative_rebalance_then_crash_applies_each_o
         );
     }
 }
+
+/// The public model has the same overflow as the store had: marking
+/// `i64::MAX` at a watermark of `i64::MAX` must be refused, not panic.
+/// Fails: not fixed here (`MarkRefused` has no fitting variant; adding one
+/// is an API decision).
+#[test]
+fn the_model_refuses_the_largest_offset_without_a_panic() {
+    let mut p = PartitionProgress::new();
+    p.advance(i64::MAX);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.mark_done(i64::MAX)));
+    assert!(result.expect("mark_done panicked").is_err());
+}
