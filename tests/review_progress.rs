@@ -387,5 +387,8 @@ fn the_model_refuses_the_largest_offset_without_a_panic() {
     let mut p = PartitionProgress::new();
     p.advance(i64::MAX);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.mark_done(i64::MAX)));
-    assert!(result.expect("mark_done panicked").is_err());
+    assert_eq!(
+        result.expect("mark_done panicked"),
+        Err(offset_guard::progress::MarkRefused::TooLarge)
+    );
 }

@@ -42,6 +42,9 @@ pub struct Change {
 pub enum MarkRefused {
     /// Offsets are never negative.
     Negative,
+    /// `i64::MAX`: the offset after it cannot be stored, and Kafka never
+    /// gives it to a record.
+    TooLarge,
     /// The offset is done already (below the watermark, or in the done set).
     AlreadyDone,
 }
@@ -93,10 +96,13 @@ impl PartitionProgress {
     ///
     /// [`MarkRefused::AlreadyDone`] when it was done already (the record was
     /// processed twice: roll back), [`MarkRefused::Negative`] for a negative
-    /// offset. Nothing changes then.
+    /// offset, [`MarkRefused::TooLarge`] for `i64::MAX`. Nothing changes then.
     pub fn mark_done(&mut self, offset: i64) -> Result<Change, MarkRefused> {
         if offset < 0 {
             return Err(MarkRefused::Negative);
+        }
+        if offset == i64::MAX {
+            return Err(MarkRefused::TooLarge);
         }
         if self.is_done(offset) {
             return Err(MarkRefused::AlreadyDone);

@@ -7,6 +7,15 @@
 //! statements to it: nothing is visible until you commit, nothing stays if you
 //! roll back.
 //!
+//! Several connections writing one database (several tasks, or members of the
+//! group on one file): open each transaction with
+//! `conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)`
+//! and set a busy timeout (`conn.busy_timeout(..)`), so that a writer waits
+//! for the write lock instead of failing with `SQLITE_BUSY` (a deferred
+//! transaction that reads first and then writes can fail at once; SQLite's
+//! documentation, "BEGIN TRANSACTION"). Pass the consumer's own `group.id`
+//! (`GuardHandle::group_id`) as `group`: progress is kept per group.
+//!
 //! # Example
 //!
 //! ```
@@ -382,7 +391,7 @@ pub fn mark_done(
     let mut progress = PartitionProgress::from_parts(watermark, run);
     let change = progress.mark_done(offset).map_err(|r| match r {
         MarkRefused::AlreadyDone => already(),
-        MarkRefused::Negative => ProgressError::InvalidArgument {
+        MarkRefused::Negative | MarkRefused::TooLarge => ProgressError::InvalidArgument {
             name: "offset",
             value: offset.to_string(),
         },
