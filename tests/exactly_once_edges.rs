@@ -1,4 +1,4 @@
-//! Review of the SQLite progress store (issue 16, first part): bad input and
+//! The SQLite progress store (issue 16) at its edges: bad input and
 //! failure cases a service owner meets, each expected to give a clear typed
 //! error, no panic, no hang, nothing lost. Real database files in a
 //! temporary directory.
