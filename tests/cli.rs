@@ -412,6 +412,22 @@ fn a_write_error_on_stdout_has_its_own_exit_code() {
     assert_no_panic(&out);
     assert_eq!(out.status.code(), Some(8), "{out:?}");
     assert!(text(&out.stderr).contains("writing the output"), "{out:?}");
+
+    // Help and version too.
+    for args in [&["--help"][..], &["--version"], &["failures", "--help"]] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_offset-guard"))
+            .args(args)
+            .stdout(full)
+            .output()
+            .unwrap();
+        assert_no_panic(&out);
+        assert_eq!(out.status.code(), Some(8), "{args:?}: {out:?}");
+        assert!(text(&out.stderr).contains("writing the output"), "{out:?}");
+    }
 }
 
 /// A log with hostile and wide text, written as JSON Lines by hand.

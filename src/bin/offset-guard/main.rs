@@ -93,9 +93,19 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             // Help and version go to stdout (code 0), errors to stderr (code 2);
-            // a closed stream is ignored.
-            let _ = e.print();
-            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(exit::USAGE));
+            // a closed pipe is ignored, another failed write of help or version
+            // (a full disk) is the output's exit code.
+            let code = u8::try_from(e.exit_code()).unwrap_or(exit::USAGE);
+            return match e.print() {
+                Err(err) if code == exit::OK && err.kind() != io::ErrorKind::BrokenPipe => {
+                    let _ = writeln!(
+                        io::stderr(),
+                        "offset-guard: error: writing the output: {err}"
+                    );
+                    ExitCode::from(exit::OUTPUT)
+                }
+                _ => ExitCode::from(code),
+            };
         }
     };
     let stdout = io::stdout();
