@@ -46,9 +46,9 @@ fn start(bootstrap: &str, db: &Path) -> Result<(Guarded, GuardHandle), Box<dyn s
     // The guard reads stored progress at assign on a connection of its own.
     let loader_conn = Mutex::new(open(db)?);
     let (consumer, guard) = OffsetGuard::builder(config)
-        .stored_progress(move |topic, partition| {
+        .stored_progress(move |group, topic, partition| {
             let conn = loader_conn.lock().unwrap_or_else(|e| e.into_inner());
-            sqlite::load(&conn, GROUP, topic, partition)
+            sqlite::load(&conn, group, topic, partition)
         })
         .build_consumer::<StreamConsumer<GuardContext>>()?;
     consumer.subscribe(&["orders"])?;

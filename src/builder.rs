@@ -248,9 +248,10 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     }
 
     /// Exactly-once into a database (own-loop front-end,
-    /// [`build_consumer`](Self::build_consumer)): `loader(topic, partition)`
-    /// reads a partition's stored progress (e.g.
-    /// `progress::sqlite::load` with the group id, on a connection of yours).
+    /// [`build_consumer`](Self::build_consumer)): `loader(group, topic,
+    /// partition)` reads a partition's stored progress (e.g.
+    /// `progress::sqlite::load` on a connection of yours); `group` is the
+    /// consumer's `group.id`, progress is kept per group.
     /// It runs in the assign callback for every assigned partition. A stored
     /// watermark ahead of the group's committed offset is committed (Kafka's
     /// commit, a lagging mirror of the database, catches up, also for a
@@ -270,6 +271,7 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     pub fn stored_progress(
         mut self,
         loader: impl Fn(
+            &str,
             &str,
             i32,
         )

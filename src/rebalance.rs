@@ -88,9 +88,9 @@ pub struct Lost {
 
 type Hook<T> = Box<dyn Fn(&T) + Send + Sync>;
 
-/// Reads the stored progress of an assigned partition (topic, partition).
+/// Reads the stored progress of an assigned partition (group, topic, partition).
 pub(crate) type ProgressLoader =
-    Box<dyn Fn(&str, i32) -> Result<PartitionProgress, ProgressError> + Send + Sync>;
+    Box<dyn Fn(&str, &str, i32) -> Result<PartitionProgress, ProgressError> + Send + Sync>;
 
 /// The user's rebalance hooks.
 #[derive(Default)]
@@ -347,9 +347,10 @@ impl<C: ConsumerContext> GuardContext<C> {
             return Vec::new();
         };
         let mut stored = Vec::new();
+        let group = self.parts.config.group_id.as_str();
         for slot in slots {
             let (topic, partition) = (&*slot.tp.topic, slot.tp.partition);
-            let loaded = catch_unwind(AssertUnwindSafe(|| loader(topic, partition)));
+            let loaded = catch_unwind(AssertUnwindSafe(|| loader(group, topic, partition)));
             let progress = match loaded {
                 Ok(Ok(p)) => p,
                 Ok(Err(e)) => {

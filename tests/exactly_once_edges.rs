@@ -234,9 +234,11 @@ fn start_member(
         .set("partition.assignment.strategy", "cooperative-sticky");
     let conn = Mutex::new(open_effects(db));
     let g = group.to_string();
-    let loader = move |topic: &str, partition| -> Result<PartitionProgress, ProgressError> {
-        sqlite::load(&conn.lock().unwrap(), &g, topic, partition)
-    };
+    let loader =
+        move |group: &str, topic: &str, partition| -> Result<PartitionProgress, ProgressError> {
+            assert_eq!(group, g);
+            sqlite::load(&conn.lock().unwrap(), group, topic, partition)
+        };
     let (consumer, guard) = offset_guard::OffsetGuard::builder(config)
         .retry(common::fast_retry(5))
         .no_commit_interval()

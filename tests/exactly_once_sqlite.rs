@@ -40,9 +40,13 @@ fn open(path: &Path) -> Connection {
 fn loader(
     path: PathBuf,
     group: String,
-) -> impl Fn(&str, i32) -> Result<PartitionProgress, ProgressError> + Send + Sync + 'static {
+) -> impl Fn(&str, &str, i32) -> Result<PartitionProgress, ProgressError> + Send + Sync + 'static {
     let conn = Mutex::new(open(&path));
-    move |topic, partition| sqlite::load(&conn.lock().unwrap(), &group, topic, partition)
+    move |g, topic, partition| {
+        // The guard passes the consumer's group.id.
+        assert_eq!(g, group);
+        sqlite::load(&conn.lock().unwrap(), g, topic, partition)
+    }
 }
 
 fn start(
@@ -254,7 +258,7 @@ async fn a_failing_loader_hands_out_everything_and_the_store_refuses_what_is_don
     config.set("session.timeout.ms", "3000");
     let (consumer, guard) = offset_guard::OffsetGuard::builder(config)
         .retry(common::fast_retry(5))
-        .stored_progress(|_topic, partition| {
+        .stored_progress(|_group, _topic, partition| {
             if partition == 0 {
                 Err(ProgressError::NotMigrated {
                     detail: "the database is away".into(),

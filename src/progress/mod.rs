@@ -39,7 +39,7 @@
 //! # With the own-loop front-end
 //!
 //! 1. [`GuardBuilder::stored_progress`](crate::GuardBuilder::stored_progress)
-//!    with a loader (e.g. `sqlite::load` for your group on a connection the
+//!    with a loader `(group, topic, partition)` (e.g. `sqlite::load` on a connection the
 //!    loader owns: it runs inside your poll, in the assign callback, so never
 //!    give it a connection your loop holds locked across a poll). At every
 //!    assign the guard reads each assigned partition's progress; where the
