@@ -188,6 +188,12 @@ impl PartitionSlot {
         self.progress.get().is_some_and(|p| p.is_done(offset))
     }
 
+    /// Stored progress was read for this assignment (`stored_progress`).
+    #[inline]
+    pub(crate) fn has_progress(&self) -> bool {
+        self.progress.get().is_some()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

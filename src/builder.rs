@@ -265,9 +265,8 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// ([`Stats::progress_load_errors`](crate::Stats::progress_load_errors));
     /// that partition's records are all handed out, and the store's mark
     /// refuses those done already. With the owned front-end
-    /// ([`build`](Self::build)) only the start at the watermark applies so far
-    /// (records done above it are handed out; the store's mark refuses them).
-    /// Default: none.
+    /// ([`build`](Self::build)) the poll thread skips the records stored as
+    /// done the same way (acked, never handed out, counted). Default: none.
     pub fn stored_progress(
         mut self,
         loader: impl Fn(

@@ -336,13 +336,35 @@ impl<C: ConsumerContext + 'static> Poller<C> {
     /// not increasing), and sends the rest. When the receiver is gone, stops
     /// handing out. True if a flow-control limit was reached on the way (the
     /// backlog, or a partition's outstanding records): regulate now.
+    /// With `stored_progress`: the records the stored progress has as done
+    /// before this assignment are acked here and never handed out (counted
+    /// in `Stats::records_skipped_done`), as `track_or_skip` does for the
+    /// own-loop front-end.
+    fn skip_done(&self, batch: &mut Vec<Record>) {
+        let (done, keep): (Vec<Record>, Vec<Record>) = std::mem::take(batch)
+            .into_iter()
+            .partition(|r| r.token.slot.done_before(r.token.offset));
+        *batch = keep;
+        if done.is_empty() {
+            return;
+        }
+        self.metrics
+            .records_skipped_done
+            .fetch_add(done.len() as u64, Ordering::Relaxed);
+        for r in done {
+            let _ = r.ack();
+        }
+    }
+
     fn hand_over(&self, batch: &mut Vec<Record>) -> bool {
         let mut urgent = false;
         self.follow_jumps(batch);
         let mut refused: Vec<usize> = Vec::new();
         let mut start = 0;
+        let mut stored_progress = false;
         while start < batch.len() {
             let slot = batch[start].token.slot.clone();
+            stored_progress |= slot.has_progress();
             let run = batch[start..]
                 .iter()
                 .take_while(|r| Arc::ptr_eq(&r.token.slot, &slot))
@@ -363,6 +385,9 @@ impl<C: ConsumerContext + 'static> Poller<C> {
             self.metrics
                 .skipped_revoked
                 .fetch_add(refused.len() as u64, Ordering::Relaxed);
+        }
+        if stored_progress {
+            self.skip_done(batch);
         }
         self.metrics
             .delivered

@@ -398,3 +398,76 @@ async fn members_joining_and_killed_mid_stream_apply_each_record_once() {
     assert_eq!(count(&conn, distinct), 400, "0 lost");
     assert_eq!(count(&conn, "SELECT COUNT(*) FROM offset_guard_done"), 0);
 }
+
+/// The owned front-end (`build()`), killed and restarted: fetching starts at
+/// the stored watermark, and the records stored as done above it are acked
+/// by the guard and never handed out again. Effects counted in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owned_front_end_killed_and_restarted_hands_out_only_what_was_not_done() {
+    let fx = Fixture::any();
+    let (topic, group) = (unique("eodb-owned"), unique("g-eodb-owned"));
+    fx.create_topic(&topic, 1);
+    fx.produce(&topic, 1, 40, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("effects.db");
+    let mut conn = open(&db);
+    let build = || {
+        let mut config = fx.config(&group);
+        config.set("session.timeout.ms", "3000"); // MockCluster: a quicker rejoin
+        let c = offset_guard::OffsetGuard::builder(config)
+            .retry(common::fast_retry(5))
+            .no_commit_interval()
+            .stored_progress(loader(db.clone(), group.clone()))
+            .build()
+            .unwrap();
+        c.subscribe(&[&topic]).unwrap();
+        c
+    };
+
+    // Run 1: the even offsets done (effect + mark, then acked), the odd ones
+    // not (the crash came first). Killed: dropped without shutdown.
+    let mut c = build();
+    let records = common::recv_n(&mut c, 40, Duration::from_secs(30)).await;
+    let mut unfinished = Vec::new();
+    for r in records {
+        let (_, token) = r.into_parts();
+        if token.offset() % 2 == 0 {
+            apply(&mut conn, &group, &token).unwrap();
+            token.ack();
+        } else {
+            unfinished.push(token);
+        }
+    }
+    drop(c);
+    drop(unfinished);
+    let progress = sqlite::load(&conn, &group, &topic, 0).unwrap();
+    assert_eq!(progress.watermark(), Some(1));
+    assert_eq!(progress.done_above().len(), 19, "2, 4, .., 38");
+
+    // Run 2: exactly the odd offsets are handed out.
+    let mut c = build();
+    let records = common::recv_n(&mut c, 20, Duration::from_secs(30)).await;
+    let offsets: Vec<i64> = records.iter().map(|r| r.offset()).collect();
+    assert_eq!(offsets, (1..40).step_by(2).collect::<Vec<_>>());
+    for r in records {
+        let (_, token) = r.into_parts();
+        apply(&mut conn, &group, &token).unwrap();
+        token.ack();
+    }
+    assert_eq!(c.stats().records_skipped_done, 19);
+    c.commit_now().await.unwrap();
+    assert_eq!(fx.committed(&group, &topic, 1), vec![Some(40)]);
+    c.shutdown().await.unwrap();
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM effects"), 40);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM (SELECT DISTINCT record_offset FROM effects)"
+        ),
+        40,
+        "no duplicate effect"
+    );
+    let progress = sqlite::load(&conn, &group, &topic, 0).unwrap();
+    assert_eq!(progress.watermark(), Some(40));
+    assert_eq!(progress.done_above().len(), 0);
+}

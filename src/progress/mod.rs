@@ -60,9 +60,11 @@
 //! The Kafka commit then follows the database as a lagging mirror (acks
 //! come after the database commits) and lag tools keep working; after a
 //! crash between the database commit and the ack, the record is skipped, not
-//! processed again. Not yet: the owned front-end's skip (with
-//! [`GuardedConsumer`](crate::GuardedConsumer) only the start at the
-//! watermark applies; the store's mark refuses records done already),
+//! processed again. With [`GuardedConsumer`](crate::GuardedConsumer) (the
+//! owned front-end) the same holds without `track_or_skip`: its poll thread
+//! acks the records stored as done and never hands them out; mark each
+//! record with `sqlite::mark_token(&tx, group, &record.ack_token())` and ack
+//! it after the transaction committed. Not yet:
 //! business keys in the consumer path (call `sqlite::mark_key` yourself),
 //! PostgreSQL.
 //!
