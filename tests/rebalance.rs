@@ -446,6 +446,8 @@ async fn a_wrapped_user_context_keeps_its_callbacks() {
     let a2 = assigned.clone();
     let mut c = offset_guard::OffsetGuard::builder(cfg)
         .context(ctx.clone())
+        // Only `commit_now` commits (a periodic commit could land first).
+        .no_commit_interval()
         .on_assign(move |a| {
             a2.fetch_add(
                 a.partitions.len() as u64,
