@@ -88,7 +88,8 @@ impl Native {
         // are dropped in declaration order, `msg` before `hold`. `Native`
         // never hands out the `BorrowedMessage<'static>` itself, only
         // references bounded by `&self`.
-        let msg = unsafe { std::mem::transmute::<BorrowedMessage<'_>, BorrowedMessage<'static>>(msg) };
+        let msg =
+            unsafe { std::mem::transmute::<BorrowedMessage<'_>, BorrowedMessage<'static>>(msg) };
         Native {
             msg,
             read_headers,
