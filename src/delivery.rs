@@ -149,6 +149,17 @@ impl Drop for Native {
 /// [`PartitionStatus::abandoned`](crate::PartitionStatus::abandoned) and the
 /// shutdown report. Ack it later with
 /// [`ack_offset`](crate::GuardedConsumer::ack_offset) to release the partition.
+///
+/// A record is librdkafka's own message, not a copy: [`key`](Self::key),
+/// [`payload`](Self::payload) and [`headers`](Self::headers) point into the
+/// fetch response it came in, which stays in memory while any record of it
+/// is kept (up to `max.partition.fetch.bytes` per partition and fetch,
+/// 1 MiB by default); [`message`](Self::message) and
+/// [`into_parts`](Self::into_parts) make a copy. A record also keeps
+/// librdkafka's client alive: one kept after
+/// [`shutdown`](crate::GuardedConsumer::shutdown) still reads whole (the
+/// consumer has left its group all the same), and the client is destroyed,
+/// on a thread of its own, when the last such record is dropped.
 pub struct Record {
     native: Native,
     /// A copy for [`message`](Self::message), made at its first call.

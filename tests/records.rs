@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{Fixture, unique};
@@ -140,13 +142,27 @@ async fn a_record_kept_after_shutdown_stays_whole_and_the_consumer_leaves_the_gr
     fx.create_topic(&topic, 1);
     produce(&fx, &topic);
     let group = unique("g-kept");
-    let mut c = fx.guard(&group).build().unwrap();
+    let revokes = Arc::new(AtomicUsize::new(0));
+    let seen = revokes.clone();
+    let mut c = fx
+        .guard(&group)
+        .on_revoke(move |_| {
+            seen.fetch_add(1, Ordering::SeqCst);
+        })
+        .build()
+        .unwrap();
     c.subscribe(&[&topic]).unwrap();
     let kept = next(&mut c).await;
     kept.ack_token().ack();
     next(&mut c).await.ack();
     let report = c.shutdown().await.expect("shutdown");
     assert_eq!(report.committed[0].offset, 2);
+    // The member left at shutdown (the close revokes its partitions),
+    // although the record keeps its client.
+    assert!(
+        revokes.load(Ordering::SeqCst) >= 1,
+        "the consumer was closed by shutdown"
+    );
 
     let read = || {
         kept.headers().map(|h| {
