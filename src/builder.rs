@@ -333,12 +333,13 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// Owned front-end: whether records carry their Kafka headers.
     /// Default: true.
     ///
-    /// With `false`, the poll thread does not ask librdkafka for headers and
-    /// every record's [`headers()`](rdkafka::Message::headers) is `None`.
-    /// librdkafka parses a record's headers each time they are asked for,
-    /// even when the record has none (it allocates a reader for that):
-    /// an application that reads no headers saves that work on the poll
-    /// thread (BENCHMARKS.md, section 8). The own-loop front-end
+    /// With `false`, every record's [`Record::headers`](crate::Record::headers)
+    /// (and the headers of [`Record::message`](crate::Record::message)) is
+    /// `None`. With `true`, librdkafka parses a record's headers at the first
+    /// call that asks for them, on the calling thread, once per record; the
+    /// poll thread never parses headers (a record keeps librdkafka's message,
+    /// nothing is copied), so this costs nothing when no code asks
+    /// (BENCHMARKS.md, section 10). The own-loop front-end
     /// ([`build_consumer`](Self::build_consumer)) copies nothing, so this
     /// does not apply to it.
     pub fn read_headers(mut self, yes: bool) -> Self {

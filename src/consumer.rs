@@ -360,6 +360,11 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
                 }
             })
             .await;
+        // Records never received hold librdkafka's messages, and with them
+        // the consumer: let go of them first.
+        self.current.clear();
+        self.held.clear();
+        while self.rx.try_recv().is_ok() {}
         // Close the consumer off the executor; it closes for real once the
         // guard's threads let go of it.
         if let Some(consumer) = self.consumer.take() {
@@ -367,13 +372,29 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             let _ = std::thread::Builder::new()
                 .name("offset-guard-close".into())
                 .spawn(move || {
-                    drop(consumer);
+                    close(consumer);
                     let _ = tx.send(());
                 });
             let _ = within(deadline, rx).await;
         }
         result
     }
+}
+
+/// Closes the consumer (leaves the group) now and drops this reference to
+/// it. Records the application still holds keep librdkafka's client alive
+/// (their messages must be destroyed before it, see `delivery::Native`):
+/// with others holding it, the close is done here, and the last record's
+/// drop only destroys the client (rdkafka then logs that the consumer was
+/// already closed). (A guard thread still busy past the shutdown deadline
+/// holds it too; it ends by itself.)
+fn close<C: ConsumerContext + 'static>(consumer: Arc<BaseConsumer<GuardContext<C>>>) {
+    if Arc::strong_count(&consumer) > 1 && !consumer.closed() && consumer.close_queue().is_ok() {
+        while !consumer.closed() {
+            let _ = consumer.poll(std::time::Duration::from_millis(100));
+        }
+    }
+    drop(consumer);
 }
 
 /// The records as a stream (`Ok` records, `Err` errors, ends like

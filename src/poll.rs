@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedHeaders, BorrowedMessage, OwnedMessage};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::assignment::{AckToken, Assignment, PartitionSlot};
 use crate::commit::handle::{CommitHandle, RestartJob};
-use crate::delivery::{Delivery, Record};
+use crate::delivery::{BatchHold, Delivery, Native, Record};
 use crate::error::Error;
 use crate::flow::{FlowLimits, FlowState};
 use crate::partition::TopicPartition;
@@ -75,7 +75,8 @@ pub(crate) struct Poller<C: ConsumerContext + 'static> {
     pub done: oneshot::Sender<()>,
     pub poll_timeout: Duration,
     pub batch_size: usize,
-    /// Copy each record's headers (librdkafka parses them at every ask).
+    /// Whether records give their headers (librdkafka parses them at the
+    /// first ask, on the thread that asks).
     pub read_headers: bool,
     /// For the events.
     pub group: String,
@@ -96,6 +97,11 @@ impl<C: ConsumerContext + 'static> Poller<C> {
         Vec::with_capacity(self.batch_size.min(MAX_PREALLOCATED))
     }
 
+    /// A hold on the consumer for the records of a batch ([`Native`]).
+    fn new_hold(&self) -> Arc<BatchHold> {
+        BatchHold::new(self.consumer.clone())
+    }
+
     fn run(mut self) {
         // A local, so dropped before `self` (and its sender): a death is
         // visible before `recv` sees the channel close.
@@ -105,6 +111,7 @@ impl<C: ConsumerContext + 'static> Poller<C> {
             panic!("injected: the poll thread dies");
         }
         let mut batch = self.new_batch();
+        let mut hold = self.new_hold();
         let mut last: Option<Arc<PartitionSlot>> = None;
         let mut turns: u32 = 0;
         let mut flow = Flow {
@@ -145,7 +152,12 @@ impl<C: ConsumerContext + 'static> Poller<C> {
                     }
                 }
                 Some(Ok(m)) => {
-                    batch.push(self.to_record(&mut last, &m));
+                    if batch.is_empty() && Arc::strong_count(&hold) > 1 {
+                        // The last batch's records are out: a new hold, so
+                        // that they and these share no count.
+                        hold = self.new_hold();
+                    }
+                    batch.push(self.to_record(&mut last, &hold, m));
                     if batch.len() >= self.batch_size {
                         let urgent = self.hand_over(&mut batch);
                         self.regulate(&mut flow, urgent);
@@ -411,10 +423,16 @@ impl<C: ConsumerContext + 'static> Poller<C> {
         urgent || backlog >= self.limits.backlog || unacked >= self.limits.outstanding as u64
     }
 
-    /// A record for a polled message; [`Self::hand_over`] registers its offset
-    /// with its slot before the application can see it.
+    /// A record for a polled message, which it keeps (nothing is copied);
+    /// [`Self::hand_over`] registers its offset with its slot before the
+    /// application can see it.
     #[inline]
-    fn to_record(&self, last: &mut Option<Arc<PartitionSlot>>, m: &BorrowedMessage<'_>) -> Record {
+    fn to_record(
+        &self,
+        last: &mut Option<Arc<PartitionSlot>>,
+        hold: &Arc<BatchHold>,
+        m: BorrowedMessage<'_>,
+    ) -> Record {
         let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
         let slot = match last {
             Some(s) if s.tp.partition == partition && &*s.tp.topic == topic && !s.is_revoked() => {
@@ -426,21 +444,10 @@ impl<C: ConsumerContext + 'static> Poller<C> {
                 s
             }
         };
-        // `detach`, with the topic read once and the headers only if wanted.
-        let message = OwnedMessage::new(
-            m.payload().map(<[u8]>::to_vec),
-            m.key().map(<[u8]>::to_vec),
-            topic.to_owned(),
-            m.timestamp(),
-            partition,
-            offset,
-            if self.read_headers {
-                m.headers().map(BorrowedHeaders::detach)
-            } else {
-                None
-            },
-        );
-        Record::new(message, AckToken::new(slot, offset))
+        // SAFETY: `m` was polled from `self.consumer`, and `hold` holds a
+        // clone of that same `Arc` (`new_hold`).
+        let native = unsafe { Native::new(m, hold.clone(), self.read_headers) };
+        Record::new(native, AckToken::new(slot, offset))
     }
 }
 

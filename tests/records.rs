@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{Fixture, unique};
@@ -116,4 +118,96 @@ async fn a_record_carries_key_payload_timestamp_and_headers_unless_told_not_to()
         r.ack();
     }
     c.shutdown().await.unwrap();
+}
+
+async fn next(c: &mut GuardedConsumer) -> offset_guard::Record {
+    tokio::time::timeout(Duration::from_secs(20), c.recv())
+        .await
+        .expect("a record within 20 s")
+        .expect("no error")
+        .expect("not stopped")
+}
+
+/// Records keep librdkafka's message instead of a copy (issue 13, item 7,
+/// prototype): a record kept after `shutdown` is still whole (headers read
+/// from two threads at once, the first read parses them), the consumer left
+/// the group at shutdown all the same (a new member of the group gets the
+/// partition and the next record; one still in the group would hold the
+/// rebalance for `max.poll.interval.ms`, 300 s), and dropping the record on
+/// another thread afterwards (its drop destroys librdkafka's client) returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_kept_after_shutdown_stays_whole_and_the_consumer_leaves_the_group() {
+    let fx = Fixture::any();
+    let topic = unique("records-kept");
+    fx.create_topic(&topic, 1);
+    produce(&fx, &topic);
+    let group = unique("g-kept");
+    let revokes = Arc::new(AtomicUsize::new(0));
+    let seen = revokes.clone();
+    let mut c = fx
+        .guard(&group)
+        .on_revoke(move |_| {
+            seen.fetch_add(1, Ordering::SeqCst);
+        })
+        .build()
+        .unwrap();
+    c.subscribe(&[&topic]).unwrap();
+    let kept = next(&mut c).await;
+    kept.ack_token().ack();
+    next(&mut c).await.ack();
+    let report = c.shutdown().await.expect("shutdown");
+    assert_eq!(report.committed[0].offset, 2);
+    // The member left at shutdown (the close revokes its partitions),
+    // although the record keeps its client.
+    assert!(
+        revokes.load(Ordering::SeqCst) >= 1,
+        "the consumer was closed by shutdown"
+    );
+
+    let read = || {
+        kept.headers().map(|h| {
+            (
+                h.count(),
+                h.get(0).key.to_string(),
+                h.get(0).value.map(<[u8]>::to_vec),
+            )
+        })
+    };
+    let (x, y) = std::thread::scope(|s| {
+        let x = s.spawn(read);
+        let y = s.spawn(read);
+        (x.join().unwrap(), y.join().unwrap())
+    });
+    let want = Some((2, "trace".to_string(), Some(b"abc".to_vec())));
+    assert_eq!(
+        (&x, &y),
+        (&want, &want),
+        "headers, read from two threads at once"
+    );
+    assert_eq!(
+        (kept.offset(), kept.key(), kept.payload()),
+        (0, Some(&b"k1"[..]), Some(&b"v1"[..]))
+    );
+    assert_eq!(kept.message().headers().map(|h| h.count()), Some(2));
+
+    // The group is empty: a new member gets the partition and the next record.
+    let p = fx.producer();
+    p.send(BaseRecord::<(), str>::to(&topic).partition(0).payload("v3"))
+        .map_err(|(e, _)| e)
+        .expect("send");
+    p.flush(Duration::from_secs(30)).expect("flush");
+    let mut d = fx.guard(&group).build().unwrap();
+    d.subscribe(&[&topic]).unwrap();
+    let r = next(&mut d).await;
+    assert_eq!((r.offset(), r.payload()), (2, Some(&b"v3"[..])));
+    r.ack();
+    d.shutdown().await.expect("shutdown");
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(kept);
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("dropping the last record returns");
 }
