@@ -349,9 +349,11 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
 
     /// Owned front-end: how many batches of fetched records may wait for
     /// `recv` before the poll thread pauses the partitions they come from
-    /// (it never blocks: it keeps polling, so heartbeats, rebalance callbacks
-    /// and errors are served while the application is slow). The partitions
-    /// are resumed once half of that backlog was received. The backlog limit
+    /// (it never blocks on the application: when the backlog is full it
+    /// waits at most 100 ms for `recv` to take half of it, then pauses and
+    /// keeps polling, so heartbeats, rebalance callbacks and errors are
+    /// served while the application is slow). The partitions are resumed
+    /// once half of that backlog was received. The backlog limit
     /// is `prefetch_batches` x `batch_size` records, and at least 1,024 (each
     /// pause and resume costs a fetch round trip). Default:
     /// [`DEFAULT_PREFETCH_BATCHES`](crate::DEFAULT_PREFETCH_BATCHES), 128

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 use crate::assignment::{AckStatus, HandOut};
+use crate::backlog::Backlog;
 use crate::consumer_handle::ConsumerHandle;
 use crate::deadline::Deadline;
 use crate::delivery::{Delivery, Record};
@@ -38,7 +39,7 @@ pub struct GuardedConsumer<C: ConsumerContext + 'static = DefaultConsumerContext
     /// Records of `current`'s batch not yet counted out of the backlog.
     current_len: usize,
     /// Records sent by the poll thread and not yet received (whole batches).
-    backlog: Arc<AtomicUsize>,
+    backlog: Arc<Backlog>,
     /// Records of partitions the application paused, oldest first.
     held: VecDeque<Record>,
     /// `handle.resumes` as last seen: on a change `recv` looks at `held` again.
@@ -60,7 +61,7 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
         let (tx, rx) = mpsc::unbounded_channel();
         let wake = tx.downgrade();
         let (requests, requests_rx) = std::sync::mpsc::channel();
-        let backlog = Arc::new(AtomicUsize::new(0));
+        let backlog = Arc::new(Backlog::new(config.flow_limits().backlog));
         let (done, poll_done) = oneshot::channel();
         let errors = Arc::new(Outbox::default());
         let poller = Poller {
@@ -186,8 +187,7 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
                 }
             }
             // The batch is used up: out of the backlog the poll thread watches.
-            self.backlog
-                .fetch_sub(std::mem::take(&mut self.current_len), Ordering::Relaxed);
+            self.backlog.take(std::mem::take(&mut self.current_len));
             // Whichever comes first: a delivery, or an error surfaced meanwhile.
             let delivery = match self.rx.poll_recv(cx) {
                 Poll::Ready(d) => d,
@@ -350,6 +350,8 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
         self.shut_down = true;
         self.rx.close();
         let run = self.guard.begin_shutdown();
+        // A poll thread waiting for the backlog to drain stops waiting.
+        self.backlog.wake();
         let deadline = run.deadline;
         let poll_done = self.poll_done.take();
         let result = self
@@ -412,11 +414,13 @@ impl<C: ConsumerContext + 'static> Drop for GuardedConsumer<C> {
     fn drop(&mut self) {
         if self.shut_down {
             self.guard.life.stop();
+            self.backlog.wake();
             return;
         }
         // The poll thread keeps serving rebalance callbacks until the commit
         // thread is done (its end stops the poll thread).
         self.guard.finish_in_background();
+        self.backlog.wake();
         debug!("guarded consumer dropped without shutdown; final commit runs in the background");
     }
 }

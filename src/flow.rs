@@ -85,6 +85,11 @@ impl FlowState {
         self.paused.contains_key(tp)
     }
 
+    /// The backlog reached its limit and has not come down to half since.
+    pub(crate) fn is_backlogged(&self) -> bool {
+        self.backlogged
+    }
+
     /// Anything paused by the guard (not by the user): the poll thread then
     /// checks again soon.
     pub(crate) fn holds_back(&self) -> bool {

@@ -183,9 +183,16 @@
 //!
 //! | limit | default | reached | lifted |
 //! |---|---|---|---|
-//! | backlog: records fetched and not yet received by [`recv`](GuardedConsumer::recv) | [`prefetch_batches`](GuardBuilder::prefetch_batches) x [`batch_size`](GuardBuilder::batch_size) = 32,768 (at least 1,024) | the partitions with records waiting are paused | at half |
+//! | backlog: records fetched and not yet received by [`recv`](GuardedConsumer::recv) | [`prefetch_batches`](GuardBuilder::prefetch_batches) x [`batch_size`](GuardBuilder::batch_size) = 32,768 (at least 1,024) | unless `recv` takes half of it within 100 ms, the partitions with records waiting are paused | at half |
 //! | outstanding records of one partition (delivered, not released by acks) | [`max_outstanding_per_partition`](GuardBuilder::max_outstanding_per_partition) = 50,000 | that partition is paused | at half |
 //! | outstanding records of all partitions | [`max_outstanding`](GuardBuilder::max_outstanding) = 100,000 | every partition holding outstanding records is paused | at half |
+//!
+//! The 100 ms grace on the backlog is the only time the poll thread waits
+//! for the application: a pause makes librdkafka drop what it prefetched
+//! for the partition and fetch it again after the resume, which costs more
+//! than a burst an application only a little slower than the poll thread
+//! takes in a few milliseconds (BENCHMARKS.md, section 10); rebalance
+//! callbacks and errors are served at most that much later.
 //!
 //! A record that is never acked thus stops its own partition at the cap,
 //! not the consumer. Pauses are counted in [`Stats::partitions_paused`]. The
@@ -263,6 +270,7 @@
 // No other lock is held while taking another, calling out to user code
 // (sinks, hooks) or calling librdkafka.
 mod assignment;
+mod backlog;
 #[doc(hidden)]
 pub mod bench_support;
 mod builder;

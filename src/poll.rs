@@ -5,7 +5,7 @@
 //! pauses and resumes the consumer's partitions.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::assignment::{AckToken, Assignment, PartitionSlot};
+use crate::backlog::{BACKLOG_GRACE, Backlog};
 use crate::commit::handle::{CommitHandle, RestartJob};
 use crate::delivery::{BatchHold, Delivery, Native, Record};
 use crate::error::Error;
@@ -69,7 +70,7 @@ pub(crate) struct Poller<C: ConsumerContext + 'static> {
     pub life: Arc<Lifecycle>,
     pub tx: mpsc::UnboundedSender<Delivery>,
     /// Records sent to the front-end and not yet received by the application.
-    pub backlog: Arc<AtomicUsize>,
+    pub backlog: Arc<Backlog>,
     pub requests: std::sync::mpsc::Receiver<PollRequest>,
     pub limits: FlowLimits,
     pub done: oneshot::Sender<()>,
@@ -319,7 +320,15 @@ impl<C: ConsumerContext + 'static> Poller<C> {
         }
         flow.checked = Instant::now();
         let slots: Vec<_> = self.assignment.all().iter().map(|s| s.figures()).collect();
-        let backlog = self.backlog.load(Ordering::Relaxed);
+        let mut backlog = self.backlog.get();
+        if backlog >= self.limits.backlog && !flow.state.is_backlogged() {
+            // Full: give the application a moment to catch up before pausing
+            // (a pause costs a refetch; see `backlog`).
+            let life = &self.life;
+            self.backlog
+                .wait_drained(BACKLOG_GRACE, || life.is_stopped() || life.is_draining());
+            backlog = self.backlog.get();
+        }
         let d = flow.state.decide(self.limits, backlog, &slots);
         if !d.pause.is_empty() {
             let guard_paused = d
@@ -408,7 +417,7 @@ impl<C: ConsumerContext + 'static> Poller<C> {
             return urgent;
         }
         let full = std::mem::replace(batch, self.new_batch());
-        let backlog = self.backlog.fetch_add(full.len(), Ordering::Relaxed) + full.len();
+        let backlog = self.backlog.add(full.len());
         if self.tx.send(Delivery::Batch(full)).is_err() {
             self.life.drain();
         }
