@@ -177,7 +177,8 @@ impl FailureRecorder {
 }
 
 /// The highest unresolved logged offset per partition of this group, read
-/// from the log at `path` in one streaming pass: only the unresolved offsets
+/// from the log `log` (the file, or the database's rows of this group) in one
+/// streaming pass: only the unresolved offsets
 /// of this group are kept ([`UnresolvedOffsets`]). Runs on the commit thread
 /// before it serves anything (so before the first assign), never on the
 /// caller's executor. A log that cannot be opened is logged as an error and
@@ -186,11 +187,11 @@ impl FailureRecorder {
 ///
 /// [`UnresolvedOffsets`]: crate::failure_log::UnresolvedOffsets
 pub(crate) fn replay_entries(
-    path: &std::path::Path,
+    log: &crate::failure_log::LogBuilder,
     group_id: &str,
 ) -> HashMap<TopicPartition, i64> {
     let started = std::time::Instant::now();
-    let stream = match crate::failure_log::LogStream::open(path) {
+    let stream = match log.stream(Some(group_id)) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(group = group_id, error = %e, "failed-offset log: cannot be read, nothing is replayed");
@@ -328,11 +329,12 @@ mod tests {
         bytes.extend_from_slice(b"garbage\n");
         std::fs::write(&path, bytes).unwrap();
 
-        let map = replay_entries(&path, "billing");
+        let map = replay_entries(&FailedOffsetLog::builder(&path), "billing");
         assert_eq!(map.len(), 1, "{map:?}");
         assert_eq!(map.get(&TopicPartition::new("orders", 0)), Some(&12));
         // A log that cannot be read replays nothing (and says so).
-        assert!(replay_entries(&dir.join("missing.jsonl"), "billing").is_empty());
+        let missing = FailedOffsetLog::builder(dir.join("missing.jsonl"));
+        assert!(replay_entries(&missing, "billing").is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -215,15 +215,10 @@ impl Worker {
         if !self.config.replay_failed_offsets {
             return;
         }
-        let Some(path) = self
-            .config
-            .failed_offset_log
-            .as_ref()
-            .map(|l| l.path().to_path_buf())
-        else {
+        let Some(log) = self.config.failed_offset_log.as_ref() else {
             return;
         };
-        for (tp, offset) in crate::failures::replay_entries(&path, &self.config.group_id) {
+        for (tp, offset) in crate::failures::replay_entries(log, &self.config.group_id) {
             let e = self.replay.entry(tp).or_insert(offset);
             *e = (*e).max(offset);
         }

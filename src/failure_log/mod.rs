@@ -208,9 +208,16 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+#[cfg(feature = "sqlite")]
+mod db;
+mod location;
 mod reader;
 mod record;
 mod writer;
+
+#[cfg(feature = "sqlite")]
+pub use db::DB_SCHEMA_VERSION;
+pub use location::LogLocation;
 
 pub use reader::{
     LogReader, LogStream, LogSummary, MAX_LINE_BYTES, PartitionSummary, ReadIssue,
@@ -294,6 +301,52 @@ pub enum LogError {
         /// `block device`, `socket` or `special file`.
         kind: &'static str,
     },
+    /// The database of a log kept in a database failed a statement (opening
+    /// it, reading or writing rows).
+    Database {
+        /// The database file.
+        path: PathBuf,
+        /// What was being done (`open`, `create tables`, `read rows`, ...).
+        op: &'static str,
+        /// The driver's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The database holds the log's tables in a newer schema version than
+    /// this build knows (a newer offset-guard migrated it). Nothing is changed.
+    SchemaTooNew {
+        /// The database file.
+        path: PathBuf,
+        /// The version found.
+        found: i64,
+        /// The newest version this build knows (`DB_SCHEMA_VERSION`).
+        supported: i64,
+    },
+    /// A table with one of the log's names exists but is not the log's (other
+    /// columns, no or a strange version row). Nothing is changed.
+    ForeignSchema {
+        /// The database file.
+        path: PathBuf,
+        /// The table.
+        table: String,
+        /// What does not match.
+        detail: String,
+    },
+    /// The database has no failed-offset log (a reader found no log tables;
+    /// a writer creates them).
+    NoLogTable {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// A log location given as a URL that this build cannot use
+    /// ([`LogLocation::parse`]).
+    UnsupportedUrl {
+        /// The URL given.
+        url: String,
+        /// Its scheme, lower case (`postgres`, `sqlite`, ...).
+        scheme: String,
+        /// Why, and what is supported.
+        reason: String,
+    },
 }
 
 impl LogError {
@@ -341,8 +394,12 @@ impl LogError {
             | LogError::Timeout { path, .. }
             | LogError::Closed { path }
             | LogError::InUse { path, .. }
-            | LogError::NotAFile { path, .. } => Some(path),
-            LogError::InvalidConfig { .. } => None,
+            | LogError::NotAFile { path, .. }
+            | LogError::Database { path, .. }
+            | LogError::SchemaTooNew { path, .. }
+            | LogError::ForeignSchema { path, .. }
+            | LogError::NoLogTable { path } => Some(path),
+            LogError::InvalidConfig { .. } | LogError::UnsupportedUrl { .. } => None,
         }
     }
 }
@@ -397,6 +454,41 @@ impl fmt::Display for LogError {
                 "failed-offset log {}: is a {kind}, not a regular file",
                 path.display()
             ),
+            LogError::Database { path, op, source } => {
+                write!(
+                    f,
+                    "failed-offset log database {}: {op}: {source}",
+                    path.display()
+                )
+            }
+            LogError::SchemaTooNew {
+                path,
+                found,
+                supported,
+            } => write!(
+                f,
+                "failed-offset log database {}: schema version {found} is newer than this build knows ({supported}); upgrade offset-guard",
+                path.display()
+            ),
+            LogError::ForeignSchema {
+                path,
+                table,
+                detail,
+            } => write!(
+                f,
+                "failed-offset log database {}: table {table} is not offset-guard's log: {detail}",
+                path.display()
+            ),
+            LogError::NoLogTable { path } => write!(
+                f,
+                "failed-offset log database {}: no failed-offset log in it (table offset_guard_failed_offsets missing)",
+                path.display()
+            ),
+            LogError::UnsupportedUrl {
+                url,
+                scheme,
+                reason,
+            } => write!(f, "failed-offset log {url}: scheme `{scheme}`: {reason}"),
         }
     }
 }
@@ -405,6 +497,7 @@ impl std::error::Error for LogError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             LogError::Io { source, .. } => Some(source),
+            LogError::Database { source, .. } => Some(source.as_ref()),
             _ => None,
         }
     }

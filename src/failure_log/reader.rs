@@ -190,6 +190,37 @@ impl LogStream {
         Ok(LogStream::with_sources(sources))
     }
 
+    /// Reads the log kept in the SQLite database at `path` (see the
+    /// [module docs](super#in-a-database)), oldest row first, a page of rows
+    /// at a time (bounded memory). Issues name the database file and the
+    /// row's `id` as the line number; a row whose `line` is not a valid log
+    /// line is an issue like a damaged line of a file. Rows written while
+    /// the stream runs may or may not be seen.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::NotFound`] when the file does not exist,
+    /// [`LogError::NoLogTable`] when the database has no log,
+    /// [`LogError::SchemaTooNew`] / [`LogError::ForeignSchema`] when its log
+    /// tables are not this build's, [`LogError::Database`] when it cannot be
+    /// opened or read. A read that fails later is a [`ReadIssueKind::Io`]
+    /// issue, and the stream ends.
+    #[cfg(feature = "sqlite")]
+    pub fn open_sqlite(path: impl AsRef<Path>) -> Result<LogStream, LogError> {
+        LogStream::open_sqlite_group(path.as_ref(), None)
+    }
+
+    /// [`open_sqlite`](Self::open_sqlite), only the rows of `group` when given.
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn open_sqlite_group(
+        path: &Path,
+        group: Option<&str>,
+    ) -> Result<LogStream, LogError> {
+        let conn = super::db::open_reader(path)?;
+        let rows = super::db::DbLines::new(conn, path.to_path_buf(), group.map(str::to_owned));
+        Ok(LogStream::from_reader(path, rows))
+    }
+
     /// Reads log content from any reader (a file, stdin, a buffer); `name`
     /// names it in issues.
     pub fn from_reader(name: impl Into<PathBuf>, input: impl Read + Send + 'static) -> LogStream {
@@ -413,6 +444,13 @@ impl LogReader {
     /// [`ReadIssueKind::MissingFile`] issue.
     pub fn open(path: impl AsRef<Path>) -> Result<LogReader, LogError> {
         Ok(LogReader::collect(LogStream::open(path)?))
+    }
+
+    /// Reads the log kept in the SQLite database at `path` into memory (see
+    /// [`LogStream::open_sqlite`], errors as there).
+    #[cfg(feature = "sqlite")]
+    pub fn open_sqlite(path: impl AsRef<Path>) -> Result<LogReader, LogError> {
+        Ok(LogReader::collect(LogStream::open_sqlite(path)?))
     }
 
     /// Reads log content already in memory (a file, stdin, a test buffer);

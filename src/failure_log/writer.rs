@@ -75,6 +75,8 @@ pub struct LogStatus {
 #[must_use]
 pub struct LogBuilder {
     path: PathBuf,
+    /// In a SQLite database at `path` rather than a file (feature `sqlite`).
+    database: bool,
     fsync: FsyncPolicy,
     max_file_bytes: u64,
     max_files: usize,
@@ -194,6 +196,13 @@ impl LogBuilder {
     pub fn open(self) -> Result<FailedOffsetLog, LogError> {
         self.validate()?;
         let path = self.path.clone();
+        if self.database {
+            #[cfg(feature = "sqlite")]
+            {
+                let conn = super::db::open_writer(&path)?;
+                return self.start(None, None, Some(conn));
+            }
+        }
         refuse_non_file(&path)?;
         let lock = take_lock(&path)?;
         // Re-checked on failure: the path may have been replaced meanwhile.
@@ -202,14 +211,31 @@ impl LogBuilder {
                 .err()
                 .unwrap_or_else(|| LogError::from_io(&path, op, e))
         })?;
+        self.start(
+            Some(lock),
+            Some(opened),
+            #[cfg(feature = "sqlite")]
+            None,
+        )
+    }
 
+    /// Starts the writer thread on an opened file or database.
+    fn start(
+        self,
+        lock: Option<File>,
+        file: Option<OpenFile>,
+        #[cfg(feature = "sqlite")] db: Option<rusqlite::Connection>,
+    ) -> Result<FailedOffsetLog, LogError> {
+        let path = self.path.clone();
         let shared = Arc::new(Shared::default());
         let (tx, rx) = mpsc::channel();
         let mut writer = Writer {
             _lock: lock,
             cfg: self,
             shared: Arc::clone(&shared),
-            file: Some(opened),
+            file,
+            #[cfg(feature = "sqlite")]
+            db,
             pending: VecDeque::new(),
             unsynced: 0,
             first_unsynced: None,
@@ -234,6 +260,17 @@ impl LogBuilder {
                 thread: Mutex::new(Some(thread)),
             }),
         })
+    }
+
+    /// Reads this log (for replay), the file or the database; `group`
+    /// limits a database read to that group's rows.
+    pub(crate) fn stream(&self, group: Option<&str>) -> Result<super::LogStream, LogError> {
+        if self.database {
+            #[cfg(feature = "sqlite")]
+            return super::LogStream::open_sqlite_group(&self.path, group);
+        }
+        let _ = group;
+        super::LogStream::open(&self.path)
     }
 }
 
@@ -289,10 +326,28 @@ impl FailedOffsetLog {
         FailedOffsetLog::builder(path).open()
     }
 
+    /// A builder for a log kept in the SQLite database at `path` (created if
+    /// missing, its directory must exist): one row per entry in the table
+    /// `offset_guard_failed_offsets`, which `open` creates (see the
+    /// [module docs](super#in-a-database)). Several writers, in this process
+    /// or others, may share one database: there is no writer lock.
+    /// [`max_unwritten`](LogBuilder::max_unwritten) applies; the `fsync`
+    /// policy, `max_file_bytes` and `max_files` have no effect (each row is
+    /// committed on its own, with `synchronous=FULL`; the table is not
+    /// rotated).
+    #[cfg(feature = "sqlite")]
+    pub fn sqlite(path: impl AsRef<Path>) -> LogBuilder {
+        LogBuilder {
+            database: true,
+            ..FailedOffsetLog::builder(path)
+        }
+    }
+
     /// A builder for the log at `path`.
     pub fn builder(path: impl AsRef<Path>) -> LogBuilder {
         LogBuilder {
             path: path.as_ref().to_path_buf(),
+            database: false,
             fsync: FsyncPolicy::default(),
             max_file_bytes: 64 * 1024 * 1024,
             max_files: 8,
@@ -629,8 +684,12 @@ const ROTATE_RETRY_INTERVAL: Duration = Duration::from_secs(60);
 struct Writer {
     /// The writer lock (`path.lock`), held until the thread ends: dropped
     /// with the writer, after the log file was synced and closed.
-    _lock: File,
+    /// The file's writer lock (none for a database).
+    _lock: Option<File>,
     cfg: LogBuilder,
+    /// The database connection of a log kept in a database (then `file` is `None`).
+    #[cfg(feature = "sqlite")]
+    db: Option<rusqlite::Connection>,
     shared: Arc<Shared>,
     file: Option<OpenFile>,
     /// Lines accepted but not written, oldest first, with whether each is a failure.
@@ -785,6 +844,13 @@ impl Writer {
         if self.unsynced == 0 {
             return;
         }
+        #[cfg(feature = "sqlite")]
+        if self.db.is_some() {
+            // Every row was committed durably when it was inserted.
+            self.unsynced = 0;
+            self.first_unsynced = None;
+            return;
+        }
         let Some(f) = &self.file else { return };
         match f.file.sync_data() {
             Ok(()) => self.sync_error = None,
@@ -876,6 +942,11 @@ impl Writer {
     /// Writes one line (with its newline) in one `write` call: with
     /// `O_APPEND` it lands as a unit after whatever is in the file.
     fn write_line(&mut self, line: &str) -> Result<(), (&'static str, io::Error)> {
+        #[cfg(feature = "sqlite")]
+        if let Some(conn) = &self.db {
+            // Committed on its own (synchronous=FULL): nothing left to sync.
+            return super::db::insert(conn, line).map_err(|e| ("insert", io::Error::other(e)));
+        }
         self.ensure_open(line.len() as u64)?;
         let Some(f) = self.file.as_mut() else {
             return Err(("open", io::Error::other("no open file")));

@@ -16,8 +16,6 @@ pub const DAMAGED: u8 = 1;
 pub const USAGE: u8 = 2;
 /// The log could not be opened, read or written.
 pub const LOG: u8 = 3;
-/// The log could not be opened (the `failures` command's name for [`LOG`]).
-pub const OPEN: u8 = LOG;
 /// The cluster could not be reached in time, or a request to it failed.
 pub const KAFKA: u8 = 4;
 /// `recommit` refused: the group has active members.
@@ -81,8 +79,7 @@ impl CliError {
     pub fn code(&self) -> u8 {
         match self {
             CliError::Usage(_) => USAGE,
-            CliError::Log(e) if log_in_use(e) => LOG_IN_USE,
-            CliError::Log(_) => LOG,
+            CliError::Log(e) => log_error_code(e),
             CliError::Kafka { .. } => KAFKA,
             CliError::ActiveMembers { .. } => ACTIVE_MEMBERS,
             CliError::NotFound(_) => NOT_FOUND,
@@ -95,6 +92,16 @@ impl CliError {
             what: what.into(),
             error: error.to_string(),
         }
+    }
+}
+
+/// The exit code of a log error: [`USAGE`] for a URL this build cannot
+/// use, [`LOG_IN_USE`] for a held lock, else [`LOG`].
+pub fn log_error_code(e: &LogError) -> u8 {
+    match e {
+        LogError::UnsupportedUrl { .. } => USAGE,
+        e if log_in_use(e) => LOG_IN_USE,
+        _ => LOG,
     }
 }
 

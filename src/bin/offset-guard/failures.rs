@@ -18,7 +18,8 @@ use std::time::SystemTime;
 
 use clap::Args;
 use offset_guard::failure_log::{
-    FailureRecord, LogEntry, LogStream, LogSummary, PartitionSummary, ReadIssue, ResolutionIndex,
+    FailureRecord, LogEntry, LogLocation, LogStream, LogSummary, PartitionSummary, ReadIssue,
+    ResolutionIndex,
 };
 
 use crate::output::{Stop, Table, clean, format_time};
@@ -26,7 +27,8 @@ use crate::{exit, warn};
 
 pub(crate) const AFTER_HELP: &str = "\
 PATH and its rotated files (PATH.N ... PATH.1, PATH) are read oldest first,
-line by line. The table has one row per failure; RESOLVED says whether a later
+line by line; a database log (sqlite:PATH.db) row by row, in id order (issues
+name the row id as the line). The table has one row per failure; RESOLVED says whether a later
 resolution in the log covers it. To know that and to align the columns the
 table reads the log twice; a summary reads it once. Text from the log is
 printed with control characters escaped (\\n, \\u{1b}, ...).
@@ -35,15 +37,18 @@ Exit codes:
   0  success (a closed output pipe ends the output quietly)
   1  the log is damaged or incomplete (damaged lines, unreadable or missing
      rotated files); what was readable was printed
-  2  usage error
-  3  the log could not be opened (missing, unreadable, a directory)
+  2  usage error, or a URL this build cannot read (its scheme is named)
+  3  the log could not be opened (missing, unreadable, a directory, a
+     database without the log's tables or with another schema)
   8  the output could not be written (the other codes: `offset-guard --help`)";
 
 /// The options of `offset-guard failures`.
 #[derive(Debug, Args)]
 pub(crate) struct FailuresArgs {
-    /// The log file (its rotated files PATH.N ... PATH.1 are read too)
-    #[arg(value_name = "PATH")]
+    /// The log file (its rotated files PATH.N ... PATH.1 are read too), or a
+    /// database log: sqlite:///ABS/PATH.db or sqlite:REL/PATH.db (needs the
+    /// `sqlite` cargo feature)
+    #[arg(value_name = "PATH|URL")]
     path: PathBuf,
     /// JSON Lines output: entries in the log's own format (failures and the
     /// resolutions that match the filters); with --summary, one JSON object
@@ -105,7 +110,7 @@ pub(crate) fn run(args: &FailuresArgs) -> ExitCode {
         Ok(()) => issues.report(),
         Err(Fail::Open(e)) => {
             warn(&e.to_string());
-            ExitCode::from(exit::OPEN)
+            ExitCode::from(exit::log_error_code(&e))
         }
         Err(Fail::Out(Stop::Closed)) => ExitCode::SUCCESS,
         Err(Fail::Out(Stop::Failed(e))) => {
@@ -128,7 +133,9 @@ impl From<io::Error> for Fail {
 }
 
 fn open(path: &Path) -> Result<LogStream, Fail> {
-    LogStream::open(path).map_err(Fail::Open)
+    LogLocation::parse(path)
+        .and_then(|l| l.stream())
+        .map_err(Fail::Open)
 }
 
 /// The issues of the pass that prints: the first [`Issues::SHOWN`] kept to

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::Path;
 
 use offset_guard::failure_log::{
-    FailedOffsetLog, LogEntry, LogError, LogStream, Resolution, UnresolvedOffsets,
+    FailedOffsetLog, LogEntry, LogError, LogLocation, Resolution, UnresolvedOffsets,
 };
 
 use crate::exit::CliError;
@@ -54,7 +54,13 @@ impl GroupLog {
     }
 }
 
-/// Reads the log at `path` (with its rotated files) line by line and keeps
+/// Where the log is: a database URL (`sqlite:PATH`), else a file path.
+pub fn location(path: &Path) -> Result<LogLocation, CliError> {
+    Ok(LogLocation::parse(path)?)
+}
+
+/// Reads the log at `path` (a file with its rotated files, or a database
+/// URL) entry by entry and keeps
 /// what concerns `group`; `failed_of` also collects every failed offset of
 /// that (topic, partition).
 pub fn read_group(
@@ -65,7 +71,7 @@ pub fn read_group(
     let mut out = GroupLog::default();
     let mut open = UnresolvedOffsets::new();
     let mut partitions: BTreeSet<(String, i32)> = BTreeSet::new();
-    for item in LogStream::open(path)? {
+    for item in location(path)?.stream()? {
         let entry = match item {
             Ok(entry) => entry,
             Err(issue) => {
@@ -103,14 +109,16 @@ pub fn read_group(
 /// Opens the log at `path` for appending, before it is read: once the
 /// writer takes a lock at open, a running service holding the log makes this
 /// fail (`CliError::Log`, exit code `LOG_IN_USE`) before anything is done.
-/// A log that does not exist is an error (the writer would create it).
+/// A log that does not exist is an error (the writer would create it). A
+/// database log takes no lock: the service may keep writing meanwhile.
 pub fn open_for_append(path: &Path) -> Result<FailedOffsetLog, CliError> {
-    if !path.exists() {
+    let location = location(path)?;
+    if !location.path().exists() {
         return Err(CliError::Log(LogError::NotFound {
-            path: path.to_path_buf(),
+            path: location.path().to_path_buf(),
         }));
     }
-    Ok(FailedOffsetLog::open(path)?)
+    Ok(location.builder().open()?)
 }
 
 /// Appends `resolutions` to `log`, waits until they are written (and

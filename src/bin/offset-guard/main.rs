@@ -9,6 +9,11 @@
 //!                       (-o OFFSET... | --all-unresolved) -n NOTE [--by NAME]
 //! ```
 //!
+//! PATH is a log file (with its rotated files), or a log kept in a SQLite
+//! database, given as a URL: `sqlite:///abs/path.db` or
+//! `sqlite:relative/path.db` (builds with the `sqlite` cargo feature; another
+//! scheme, or `sqlite:` without the feature, is a usage error naming it).
+//!
 //! - `failures`: prints the log (see `offset-guard failures --help`).
 //! - `offsets`: connects to the cluster and shows, per partition of the
 //!   group's topics (`--topic`, default: the group's topics in `--log`), the

@@ -30,8 +30,9 @@ pub struct OffsetsArgs {
     /// topics of the group in the log (then --log is required).
     #[arg(short, long = "topic", value_name = "TOPIC", value_delimiter = ',', value_parser = NonEmptyStringValueParser::new())]
     pub topics: Vec<String>,
-    /// The failed-offset log (and its rotated files), for the UNRESOLVED column.
-    #[arg(short, long, value_name = "PATH")]
+    /// The failed-offset log (a file and its rotated files, or a database URL
+    /// sqlite:PATH.db), for the UNRESOLVED column.
+    #[arg(short, long, value_name = "PATH|URL")]
     pub log: Option<PathBuf>,
     /// JSON Lines: one object per partition.
     #[arg(long)]

@@ -30,8 +30,9 @@ pub struct RecommitArgs {
     /// The consumer group.
     #[arg(short, long, value_parser = NonEmptyStringValueParser::new())]
     pub group: String,
-    /// The failed-offset log (and its rotated files).
-    #[arg(short, long, value_name = "PATH")]
+    /// The failed-offset log: a file (and its rotated files), or a database
+    /// URL sqlite:///ABS/PATH.db or sqlite:REL/PATH.db.
+    #[arg(short, long, value_name = "PATH|URL")]
     pub log: PathBuf,
     /// Only these topics (repeatable, or a comma-separated list). Default: all
     /// of the group's topics with unresolved failures.

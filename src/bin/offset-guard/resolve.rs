@@ -21,8 +21,9 @@ use crate::text::{escape, table};
 #[derive(Debug, Clone, clap::Args)]
 #[command(group = clap::ArgGroup::new("which").required(true).multiple(false).args(["offsets", "all_unresolved"]))]
 pub struct ResolveArgs {
-    /// The failed-offset log (and its rotated files).
-    #[arg(short, long, value_name = "PATH")]
+    /// The failed-offset log: a file (and its rotated files), or a database
+    /// URL sqlite:///ABS/PATH.db or sqlite:REL/PATH.db.
+    #[arg(short, long, value_name = "PATH|URL")]
     pub log: PathBuf,
     /// The consumer group.
     #[arg(short, long, value_parser = NonEmptyStringValueParser::new())]

@@ -1,0 +1,215 @@
+//! Where a failed-offset log is: a file path, or a database URL.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::{LogBuilder, LogError, LogStream};
+
+/// Where a failed-offset log is kept: a JSON Lines file, or (cargo feature
+/// `sqlite`) a table in a SQLite database. [`LogLocation::parse`] reads the
+/// form the `offset-guard` command takes: a path, or a URL
+/// `sqlite:///abs/path.db` / `sqlite:relative/path.db`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LogLocation {
+    /// A JSON Lines file (with its rotated files).
+    File(PathBuf),
+    /// The `offset_guard_failed_offsets` table of the SQLite database at this path.
+    #[cfg(feature = "sqlite")]
+    Sqlite(PathBuf),
+}
+
+/// URL schemes recognised even without `://` (so `sqlite:app.db` is a URL,
+/// `notes:today.jsonl` a file name).
+const KNOWN_SCHEMES: &[&str] = &["sqlite", "postgres", "postgresql"];
+
+impl LogLocation {
+    /// A path, or a database URL. Text is a URL when it starts with a scheme
+    /// of two or more characters followed by `://`, or with `sqlite:`,
+    /// `postgres:` or `postgresql:`; anything else (also a non-UTF-8 path)
+    /// is a file path.
+    ///
+    /// `sqlite:` URLs: `sqlite:///abs/path.db` (absolute),
+    /// `sqlite:relative/path.db` (relative to the working directory) and
+    /// `sqlite:/abs/path.db`; no host, no `?` parameters.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::UnsupportedUrl`] naming the scheme and why: a scheme this
+    /// crate has no backend for (`postgres://` for now), `sqlite:` in a build
+    /// without the `sqlite` cargo feature, a URL with a host, parameters or
+    /// no path.
+    pub fn parse(text: impl AsRef<OsStr>) -> Result<LogLocation, LogError> {
+        let raw = text.as_ref();
+        let Some(s) = raw.to_str() else {
+            return Ok(LogLocation::File(PathBuf::from(raw)));
+        };
+        let Some((scheme, rest)) = split_scheme(s) else {
+            return Ok(LogLocation::File(PathBuf::from(raw)));
+        };
+        let unsupported = |reason: String| LogError::UnsupportedUrl {
+            url: s.to_string(),
+            scheme: scheme.clone(),
+            reason,
+        };
+        if scheme != "sqlite" {
+            return Err(unsupported(
+                "no failed-offset log backend for this scheme (supported: a file path, or sqlite: with the `sqlite` cargo feature)".into(),
+            ));
+        }
+        let path = match rest.strip_prefix("//") {
+            Some(after) if after.starts_with('/') => after,
+            Some(_) => {
+                return Err(unsupported(
+                    "a host is not supported: use sqlite:///absolute/path.db or sqlite:relative/path.db".into(),
+                ));
+            }
+            None => rest,
+        };
+        if path.is_empty() {
+            return Err(unsupported("no database path".into()));
+        }
+        if path.contains('?') {
+            return Err(unsupported(
+                "URL parameters (`?...`) are not supported".into(),
+            ));
+        }
+        sqlite_location(path).map_err(unsupported)
+    }
+
+    /// The file, or the database file.
+    pub fn path(&self) -> &Path {
+        match self {
+            LogLocation::File(p) => p,
+            #[cfg(feature = "sqlite")]
+            LogLocation::Sqlite(p) => p,
+        }
+    }
+
+    /// A writer's builder for this log, with the default settings.
+    pub fn builder(&self) -> LogBuilder {
+        match self {
+            LogLocation::File(p) => super::FailedOffsetLog::builder(p),
+            #[cfg(feature = "sqlite")]
+            LogLocation::Sqlite(p) => super::FailedOffsetLog::sqlite(p),
+        }
+    }
+
+    /// Reads the log, oldest entry first ([`LogStream::open`] or
+    /// [`LogStream::open_sqlite`]).
+    ///
+    /// # Errors
+    ///
+    /// As those functions.
+    pub fn stream(&self) -> Result<LogStream, LogError> {
+        match self {
+            LogLocation::File(p) => LogStream::open(p),
+            #[cfg(feature = "sqlite")]
+            LogLocation::Sqlite(p) => LogStream::open_sqlite(p),
+        }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+fn sqlite_location(path: &str) -> Result<LogLocation, String> {
+    Ok(LogLocation::Sqlite(PathBuf::from(path)))
+}
+
+#[cfg(not(feature = "sqlite"))]
+fn sqlite_location(_: &str) -> Result<LogLocation, String> {
+    Err("this build has no SQLite support: enable the `sqlite` cargo feature".into())
+}
+
+/// The lower-cased scheme and the rest, when `s` is a URL.
+fn split_scheme(s: &str) -> Option<(String, &str)> {
+    let (scheme, rest) = s.split_once(':')?;
+    let valid = scheme.len() >= 2
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    let scheme = scheme.to_ascii_lowercase();
+    (valid && (rest.starts_with("//") || KNOWN_SCHEMES.contains(&scheme.as_str())))
+        .then_some((scheme, rest))
+}
+
+impl fmt::Display for LogLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LogLocation::File(p) => write!(f, "{}", p.display()),
+            #[cfg(feature = "sqlite")]
+            LogLocation::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+        }
+    }
+}
+
+impl std::str::FromStr for LogLocation {
+    type Err = LogError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        LogLocation::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_paths_and_urls_are_parsed() {
+        for p in [
+            "log.jsonl",
+            "/var/log/x.jsonl",
+            "notes:today.jsonl",
+            "C:\\x.jsonl",
+            "a",
+        ] {
+            assert_eq!(
+                LogLocation::parse(p).unwrap(),
+                LogLocation::File(p.into()),
+                "{p}"
+            );
+        }
+        for (url, scheme) in [
+            ("postgres://h/db", "postgres"),
+            ("postgresql:db", "postgresql"),
+            ("mysql://h/db", "mysql"),
+            ("sqlite://host/x.db", "sqlite"),
+            ("sqlite:", "sqlite"),
+            ("sqlite:x.db?mode=ro", "sqlite"),
+        ] {
+            match LogLocation::parse(url) {
+                Err(LogError::UnsupportedUrl { scheme: s, .. }) => assert_eq!(s, scheme),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn sqlite_urls() {
+        for (url, path) in [
+            ("sqlite:///abs/x.db", "/abs/x.db"),
+            ("sqlite:/abs/x.db", "/abs/x.db"),
+            ("sqlite:rel/x.db", "rel/x.db"),
+            ("SQLITE:x.db", "x.db"),
+        ] {
+            assert_eq!(
+                LogLocation::parse(url).unwrap(),
+                LogLocation::Sqlite(path.into())
+            );
+        }
+        assert_eq!(
+            LogLocation::Sqlite("x.db".into()).to_string(),
+            "sqlite:x.db"
+        );
+    }
+
+    #[cfg(not(feature = "sqlite"))]
+    #[test]
+    fn sqlite_without_the_feature_names_it() {
+        let e = LogLocation::parse("sqlite:x.db").unwrap_err();
+        assert!(e.to_string().contains("`sqlite` cargo feature"), "{e}");
+    }
+}
