@@ -175,8 +175,21 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// # }
     /// ```
     ///
+    /// With the `sqlite` cargo feature the log can live in a table of a
+    /// SQLite database instead, shared by every instance of the service, so
+    /// that replay works wherever a partition is assigned next:
+    /// `.failed_offset_log(FailedOffsetLog::sqlite("/var/lib/app/app.db"))`
+    /// (see [In a database](crate::failure_log#in-a-database); a path is
+    /// always a file, never parsed as a URL: use
+    /// [`LogLocation::parse`](crate::failure_log::LogLocation::parse)`(text)?.builder()`
+    /// for text that may be either). There `build()` also fails with
+    /// [`LogError::SchemaTooNew`](crate::failure_log::LogError::SchemaTooNew),
+    /// [`ForeignSchema`](crate::failure_log::LogError::ForeignSchema) or
+    /// [`Database`](crate::failure_log::LogError::Database); several guards
+    /// may share the database (no writer lock).
+    ///
     /// Read it back with [`LogReader`](crate::failure_log::LogReader) or
-    /// `offset-guard failures PATH`. Combines with
+    /// `offset-guard failures PATH` (or `failures sqlite:PATH.db`). Combines with
     /// [`failure_sink`](Self::failure_sink): both receive every record. Shutdown
     /// flushes the log within its deadline. Records the log refuses (its
     /// in-memory bound overflows while the disk fails) are counted in

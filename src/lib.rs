@@ -23,7 +23,9 @@
 //!   ([`GuardBuilder::context`]) and hooks run on assign, revoke and lost;
 //! - every offset given up on goes to a [`FailureSink`] with its reason; with
 //!   [`GuardBuilder::failed_offset_log`] to a durable JSON Lines log
-//!   ([`failure_log`]), read back with [`failure_log::LogStream`] (any size,
+//!   ([`failure_log`]) or, with the `sqlite` feature, to a table of a SQLite
+//!   database shared by all instances of a service
+//!   ([In a database](failure_log#in-a-database)), read back with [`failure_log::LogStream`] (any size,
 //!   bounded memory), [`failure_log::LogReader`] or the
 //!   `offset-guard failures PATH` command (the `offset-guard` tool also shows
 //!   a group's offsets beside its failures, recommits them and resolves them

@@ -22,6 +22,9 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rusqlite::Connection;
 use tempdir::TempDir;
 
+/// A row's query columns: kind, group, partition, offset, reason, resolution.
+type Row = (String, String, i32, i64, Option<String>, Option<String>);
+
 fn failure(partition: i32, offset: i64) -> FailedOffset {
     FailedOffset::new("billing", "orders", partition, offset, FailureReason::Fatal)
         .with_error_message("Broker: Topic authorization failed")
@@ -61,7 +64,7 @@ fn a_database_log_round_trips_with_query_columns_and_several_writers() {
     // The same entries as the file log would hold, through the same parser.
     let reader = LogReader::open_sqlite(&db).unwrap();
     assert!(reader.issues().is_empty(), "{:?}", reader.issues());
-    assert_eq!(reader.files(), [db.clone()]);
+    assert_eq!(reader.files(), std::slice::from_ref(&db));
     let offsets: Vec<i64> = reader.entries().iter().map(LogEntry::offset).collect();
     assert_eq!(offsets, [42, 43, 7, 42]);
     assert!(matches!(&reader.entries()[0], LogEntry::Failure(f)
@@ -79,7 +82,7 @@ fn a_database_log_round_trips_with_query_columns_and_several_writers() {
 
     // The query columns match the lines.
     let conn = Connection::open(&db).unwrap();
-    let rows: Vec<(String, String, i32, i64, Option<String>, Option<String>)> = conn
+    let rows: Vec<Row> = conn
         .prepare(
             "SELECT kind, group_id, partition_id, commit_offset, reason, resolution
              FROM offset_guard_failed_offsets ORDER BY id",

@@ -11,7 +11,9 @@ use rusqlite::{Connection, OpenFlags, params};
 
 use super::LogError;
 
-/// The schema version [`migrate`] creates, stored in `offset_guard_log_schema`.
+/// The schema version of the failed-offset log's tables that this build
+/// creates and reads, stored in the table `offset_guard_log_schema` (see
+/// [In a database](super#in-a-database)).
 pub const DB_SCHEMA_VERSION: i64 = 1;
 
 /// The one migration: version 1. Also in the [module docs](super#in-a-database).

@@ -1,7 +1,9 @@
 //! The durable failed-offset log: every offset the guard gave up on, on disk.
 //!
 //! [`FailedOffsetLog`] is a [`FailureSink`](crate::FailureSink) that appends
-//! each [`FailedOffset`](crate::FailedOffset) to a JSON Lines file;
+//! each [`FailedOffset`](crate::FailedOffset) to a JSON Lines file (or, with
+//! the `sqlite` cargo feature, to a table of a SQLite database: see
+//! [In a database](#in-a-database));
 //! [`LogStream`] reads it back line by line (and [`LogReader`] into memory);
 //! the `offset-guard failures` command prints it;
 //! with [`GuardBuilder::replay_failed_offsets`](crate::GuardBuilder::replay_failed_offsets)
@@ -116,9 +118,84 @@
 //! of a file: damaged lines, non-UTF-8 lines, unreadable files and a rotated
 //! file missing between others are [`ReadIssue`]s.
 //!
+//! # In a database
+//!
+//! A service that runs on several machines loses a local log file when an
+//! instance moves. With the `sqlite` cargo feature,
+//! `FailedOffsetLog::sqlite(path)` keeps the log in a table of a SQLite
+//! database instead (typically the database the service writes its results
+//! and its [`progress`](crate::progress) to), so that whichever member is
+//! assigned a partition next replays its failures
+//! ([`replay_failed_offsets`](crate::GuardBuilder::replay_failed_offsets)
+//! reads the unresolved failures of the consumer's group from the table and
+//! appends the resolutions there). The file stays the default.
+//!
+//! ```text
+//! GuardBuilder::failed_offset_log(FailedOffsetLog::sqlite("/var/lib/app/app.db"))
+//! offset-guard failures sqlite:///var/lib/app/app.db        # absolute path
+//! offset-guard resolve -l sqlite:app.db -g G -t T -p N ...  # relative path
+//! ```
+//!
+//! The writer creates the tables at open when neither exists (in one write
+//! transaction, so processes starting together create them once); this is
+//! migration 1, schema version `DB_SCHEMA_VERSION` = 1, kept in a version
+//! table of its own, apart from the progress store's:
+//!
+//! ```sql
+//! CREATE TABLE offset_guard_log_schema (version INTEGER NOT NULL);  -- one row: 1
+//! CREATE TABLE offset_guard_failed_offsets (
+//!     id            INTEGER PRIMARY KEY AUTOINCREMENT,  -- log order
+//!     kind          TEXT    NOT NULL,  -- failure | resolved
+//!     time          TEXT    NOT NULL,  -- RFC 3339, UTC, milliseconds
+//!     group_id      TEXT    NOT NULL,
+//!     topic         TEXT    NOT NULL,
+//!     partition_id  INTEGER NOT NULL,
+//!     commit_offset INTEGER NOT NULL,  -- `offset` of the line
+//!     reason        TEXT,              -- failures: retries_exhausted, fatal, ...
+//!     resolution    TEXT,              -- resolutions: recommitted, superseded, manual
+//!     line          TEXT    NOT NULL   -- the entry's JSON line (format above)
+//! );
+//! CREATE INDEX offset_guard_failed_offsets_group ON offset_guard_failed_offsets (group_id, id);
+//! ```
+//!
+//! One row per log line, the same content as the file: `line` is the entry's
+//! canonical JSON line (without its newline) and is what readers parse, so
+//! `LogStream::open_sqlite` and `LogReader::open_sqlite` yield the same
+//! [`LogEntry`]s, and everything that folds entries works unchanged. The
+//! other columns are copied from the line at insert, for your own queries
+//! (`SELECT ... WHERE group_id = ? AND kind = 'failure'`). Readers go by
+//! `id` order, and report a row whose `line` is not a valid log line as a
+//! [`ReadIssue`] with the row's `id` as the line number, like a damaged line.
+//! A newer schema version is [`LogError::SchemaTooNew`], a table of the log's
+//! name that is not the log's [`LogError::ForeignSchema`] (nothing is
+//! changed then), a database without the tables [`LogError::NoLogTable`] for
+//! a reader.
+//!
+//! Writing works as for the file: [`FailureSink::record`](crate::FailureSink::record)
+//! queues, a writer thread inserts each record as one row committed on its
+//! own (`synchronous=FULL`: durable when [`flush`](FailedOffsetLog::flush)
+//! returns). The writer's connection switches the database to WAL mode
+//! (persistent; readers then never wait for writers) and waits up to 1 s for
+//! another connection's write lock; a write that still finds the database
+//! busy or failing is counted in [`LogStatus`], logged with `tracing::warn!`,
+//! and the record is kept in memory (up to
+//! [`max_unwritten`](LogBuilder::max_unwritten)) and inserted again a second
+//! later. There is no writer lock: any number of guards, processes and the
+//! CLI may write to one database. The `fsync` policy, rotation and
+//! `max_file_bytes` / `max_files` do not apply; delete old rows yourself
+//! (resolved failures and their resolutions) if the table grows too large.
+//! PostgreSQL is not supported yet (`postgres://` is refused with
+//! [`LogError::UnsupportedUrl`]). [`LogLocation`] parses the command line's
+//! form: a path, or a `sqlite:` URL.
+//!
 //! # Command line
 //!
-//! The `offset-guard` tool (cargo feature `cli`, on by default):
+//! The `offset-guard` tool (cargo feature `cli`, on by default). Wherever it
+//! takes a log `PATH` it also takes a database URL, `sqlite:///abs/path.db`
+//! or `sqlite:relative/path.db` (built with the `sqlite` feature; see
+//! [`LogLocation::parse`]); another scheme, or `sqlite:` in a build without
+//! the feature, is a usage error (exit code 2) naming it.
+//!
 //!
 //! - `offset-guard failures PATH [--json] [--topic T] [--partition N]
 //!   [--since RFC3339] [--unresolved] [--summary]` prints the log as an
@@ -144,7 +221,7 @@
 //! and `-X KEY=VALUE` librdkafka properties. Names and messages from the log
 //! or the broker are printed with control characters escaped. Exit codes: 0
 //! success; 1 the log had damaged lines (what was readable was used); 2
-//! usage error; 3 the log could not be opened, read or written; 4 the
+//! usage error (also a log URL this build cannot use); 3 the log could not be opened, read or written; 4 the
 //! cluster could not be reached in time or a request failed; 5 `recommit`
 //! refused: the group has active members; 6 nothing matched; 7 the log is in
 //! use by a running writer; 8 writing the output failed.

@@ -335,6 +335,28 @@ impl FailedOffsetLog {
     /// policy, `max_file_bytes` and `max_files` have no effect (each row is
     /// committed on its own, with `synchronous=FULL`; the table is not
     /// rotated).
+    ///
+    /// ```
+    /// use offset_guard::failure_log::{FailedOffsetLog, LogReader, Resolution};
+    /// use offset_guard::{FailedOffset, FailureReason, FailureSink};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let unique = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+    /// # let dir = std::env::temp_dir().join(format!("offset-guard-doc-db-{}-{unique}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// let db = dir.join("app.db");
+    /// let log = FailedOffsetLog::sqlite(&db).open()?;
+    /// log.record(FailedOffset::new("billing", "orders", 3, 42, FailureReason::Fatal));
+    /// log.resolve(Resolution::recommitted("billing", "orders", 3, 42));
+    /// log.close()?; // inserted and committed
+    ///
+    /// let reader = LogReader::open_sqlite(&db)?;
+    /// assert_eq!(reader.entries().len(), 2);
+    /// assert!(reader.unresolved().is_empty());
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[cfg(feature = "sqlite")]
     pub fn sqlite(path: impl AsRef<Path>) -> LogBuilder {
         LogBuilder {
