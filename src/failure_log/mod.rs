@@ -531,6 +531,15 @@ impl fmt::Display for LogError {
                 "failed-offset log {}: is a {kind}, not a regular file",
                 path.display()
             ),
+            _ => self.fmt_database(f),
+        }
+    }
+}
+
+impl LogError {
+    /// `Display` for the errors of a log kept in a database, and of URLs.
+    fn fmt_database(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             LogError::Database { path, op, source } => {
                 write!(
                     f,
@@ -566,6 +575,7 @@ impl fmt::Display for LogError {
                 scheme,
                 reason,
             } => write!(f, "failed-offset log {url}: scheme `{scheme}`: {reason}"),
+            _ => Ok(()),
         }
     }
 }
