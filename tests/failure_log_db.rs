@@ -439,3 +439,58 @@ fn a_busy_database_delays_records_and_loses_none() {
     let reader = LogReader::open_sqlite(&db).unwrap();
     assert_eq!(unresolved(&reader), [(0, 1), (0, 2), (0, 3)]);
 }
+
+#[test]
+fn offsets_and_recommit_work_on_a_database_log() {
+    let fx = Fixture::mock();
+    let (topic, group) = (unique("logdb-ops"), unique("g-logdb-ops"));
+    fx.create_topic(&topic, 2);
+    fx.produce(&topic, 2, 10, 0);
+    let dir = TempDir::new("logdb-ops");
+    let db = dir.join("ops.db");
+    let log = FailedOffsetLog::sqlite(&db).open().unwrap();
+    for (p, o) in [(0, 7), (1, 5)] {
+        log.record(FailedOffset::new(
+            &group,
+            &topic,
+            p,
+            o,
+            FailureReason::Fatal,
+        ));
+    }
+    log.close().unwrap();
+    let url = format!("sqlite://{}", db.display());
+    let b = fx.bootstrap();
+
+    let out = cli_in(
+        &dir.0,
+        &["offsets", "-b", b, "-g", &group, "-l", &url, "--json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let unresolved: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["unresolved"].clone())
+        .collect();
+    assert_eq!(unresolved, [serde_json::json!([7]), serde_json::json!([5])]);
+
+    let out = cli_in(&dir.0, &["recommit", "-b", b, "-g", &group, "-l", &url]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(fx.committed(&group, &topic, 2), [Some(7), Some(5)]);
+    let reader = LogReader::open_sqlite(&db).unwrap();
+    assert!(reader.unresolved().is_empty(), "{:?}", reader.unresolved());
+    let how: Vec<_> = reader
+        .entries()
+        .iter()
+        .filter_map(|e| match e {
+            LogEntry::Resolved(r) => Some((r.partition, r.offset, r.how)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        how,
+        [
+            (0, 7, ResolutionKind::Recommitted),
+            (1, 5, ResolutionKind::Recommitted)
+        ]
+    );
+}
