@@ -96,6 +96,10 @@
 //!
 mod error;
 mod model;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod shared;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
