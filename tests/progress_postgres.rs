@@ -28,7 +28,9 @@ async fn process(client: &mut Client, partition: i32, offset: i64) -> Result<(),
 
 async fn start(client: &mut Client, partition: i32, at: i64) {
     let tx = client.transaction().await.unwrap();
-    postgres::advance(&tx, GROUP, TOPIC, partition, at).await.unwrap();
+    postgres::advance(&tx, GROUP, TOPIC, partition, at)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 }
 
@@ -37,7 +39,9 @@ async fn done_rows(client: &Client) -> i64 {
 }
 
 async fn load(client: &Client, partition: i32) -> (Option<i64>, Vec<i64>) {
-    let p = postgres::load(client, GROUP, TOPIC, partition).await.unwrap();
+    let p = postgres::load(client, GROUP, TOPIC, partition)
+        .await
+        .unwrap();
     (p.watermark(), p.done_above().collect())
 }
 
@@ -55,7 +59,11 @@ async fn out_of_order_completion_never_advances_past_an_undone_offset_and_stays_
     assert_eq!(load(&c, 0).await, (Some(0), vec![1, 2, 3, 4, 6, 7, 8, 9]));
     process(&mut c, 0, 0).await.unwrap();
     assert_eq!(load(&c, 0).await, (Some(5), vec![6, 7, 8, 9]), "stops at 5");
-    assert_eq!(done_rows(&c).await, 4, "rows folded into the watermark are deleted");
+    assert_eq!(
+        done_rows(&c).await,
+        4,
+        "rows folded into the watermark are deleted"
+    );
     process(&mut c, 0, 5).await.unwrap();
     assert_eq!(load(&c, 0).await, (Some(10), vec![]));
     assert_eq!(done_rows(&c).await, 0);
@@ -115,7 +123,9 @@ async fn a_record_marked_twice_is_refused_and_its_effect_rolled_back() {
     // Twice in one transaction.
     let tx = c.transaction().await.unwrap();
     postgres::mark_done(&tx, GROUP, TOPIC, 0, 20).await.unwrap();
-    let e = postgres::mark_done(&tx, GROUP, TOPIC, 0, 20).await.unwrap_err();
+    let e = postgres::mark_done(&tx, GROUP, TOPIC, 0, 20)
+        .await
+        .unwrap_err();
     assert!(e.is_already_done(), "{e}");
     drop(tx);
     // The refused transactions' effects are gone with them.
@@ -146,14 +156,20 @@ async fn progress_reloads_per_partition_and_group_also_through_the_loader() {
     // and from a plain thread.
     let loader = Arc::new(db.loader());
     let p = loader.load(GROUP, TOPIC, 0).unwrap();
-    assert_eq!((p.watermark(), p.is_done(4), p.is_done(3)), (Some(2), true, false));
+    assert_eq!(
+        (p.watermark(), p.is_done(4), p.is_done(3)),
+        (Some(2), true, false)
+    );
     let l = loader.clone();
     let p = std::thread::spawn(move || l.load(GROUP, TOPIC, 1).unwrap())
         .join()
         .unwrap();
     assert_eq!(p.watermark(), Some(100));
     let e = loader.load("", TOPIC, 0).unwrap_err();
-    assert!(matches!(e, ProgressError::InvalidArgument { name: "group", .. }), "{e}");
+    assert!(
+        matches!(e, ProgressError::InvalidArgument { name: "group", .. }),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +177,10 @@ async fn the_loader_reports_an_unreachable_server_and_a_bad_connection_string() 
     let e = postgres::Loader::connect("postgresql://nobody@127.0.0.1:1/none").unwrap_err();
     assert!(matches!(e, ProgressError::Database { .. }), "{e}");
     let e = postgres::Loader::connect("postgresql://[bad").unwrap_err();
-    assert!(matches!(e, ProgressError::InvalidArgument { name: "config", .. }), "{e}");
+    assert!(
+        matches!(e, ProgressError::InvalidArgument { name: "config", .. }),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,16 +217,25 @@ async fn a_key_is_processed_once_within_its_retention_and_old_keys_are_deleted()
     let ret = Duration::from_secs(60);
     let mark = async |c: &mut Client, group: &str, key: &[u8], at: SystemTime| {
         let tx = c.transaction().await.unwrap();
-        let new = postgres::mark_key_at(&tx, group, key, ret, at).await.unwrap();
+        let new = postgres::mark_key_at(&tx, group, key, ret, at)
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
         new
     };
     assert!(mark(&mut c, GROUP, b"order-1", t0).await);
     assert!(!mark(&mut c, GROUP, b"order-1", t0 + Duration::from_secs(30)).await);
-    assert!(mark(&mut c, "other", b"order-1", t0).await, "keys are per group");
+    assert!(
+        mark(&mut c, "other", b"order-1", t0).await,
+        "keys are per group"
+    );
     // Rolled back: the key is not kept.
     let tx = c.transaction().await.unwrap();
-    assert!(postgres::mark_key_at(&tx, GROUP, b"order-2", ret, t0).await.unwrap());
+    assert!(
+        postgres::mark_key_at(&tx, GROUP, b"order-2", ret, t0)
+            .await
+            .unwrap()
+    );
     drop(tx);
     assert!(mark(&mut c, GROUP, b"order-2", t0).await);
     // Past the retention: deleted, new again; the table holds about one
@@ -217,13 +245,20 @@ async fn a_key_is_processed_once_within_its_retention_and_old_keys_are_deleted()
     }
     assert!(mark(&mut c, GROUP, b"order-1", t0 + Duration::from_secs(61)).await);
     assert_eq!(
-        count(&c, "SELECT COUNT(*) FROM offset_guard_keys WHERE group_id = 'g'").await,
+        count(
+            &c,
+            "SELECT COUNT(*) FROM offset_guard_keys WHERE group_id = 'g'"
+        )
+        .await,
         21,
         "order-1 and order-2 of t0 deleted, 20 + order-1 again kept"
     );
     let tx = c.transaction().await.unwrap();
     let e = postgres::mark_key(&tx, "", b"k", ret).await.unwrap_err();
-    assert!(matches!(e, ProgressError::InvalidArgument { name: "group", .. }), "{e}");
+    assert!(
+        matches!(e, ProgressError::InvalidArgument { name: "group", .. }),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,7 +273,9 @@ async fn foreign_newer_damaged_or_missing_schema_gives_a_typed_error() {
     let e = postgres::check_schema(&c).await.unwrap_err();
     assert!(matches!(e, ProgressError::NotMigrated { .. }), "{e}");
     // A user's table with the store's name: refused, nothing created.
-    c.batch_execute("CREATE TABLE offset_guard_progress (id INT)").await.unwrap();
+    c.batch_execute("CREATE TABLE offset_guard_progress (id INT)")
+        .await
+        .unwrap();
     let e = postgres::migrate(&mut c).await.unwrap_err();
     assert!(
         matches!(&e, ProgressError::ForeignSchema { table, .. } if table == "offset_guard_progress"),
@@ -273,7 +310,10 @@ async fn foreign_newer_damaged_or_missing_schema_gives_a_typed_error() {
     .await
     .unwrap();
     let e = postgres::load(&c, GROUP, TOPIC, 0).await.unwrap_err();
-    assert!(matches!(e, ProgressError::Damaged { partition: 0, .. }), "{e}");
+    assert!(
+        matches!(e, ProgressError::Damaged { partition: 0, .. }),
+        "{e}"
+    );
     // A newer version, also with a changed column: SchemaTooNew, unchanged.
     c.batch_execute(
         "UPDATE offset_guard_schema SET version = 2;
@@ -286,12 +326,20 @@ async fn foreign_newer_damaged_or_missing_schema_gives_a_typed_error() {
         postgres::check_schema(&c).await.unwrap_err(),
     ] {
         assert!(
-            matches!(e, ProgressError::SchemaTooNew { found: 2, supported: 1 }),
+            matches!(
+                e,
+                ProgressError::SchemaTooNew {
+                    found: 2,
+                    supported: 1
+                }
+            ),
             "{e}"
         );
     }
     // No version row.
-    c.batch_execute("DELETE FROM offset_guard_schema").await.unwrap();
+    c.batch_execute("DELETE FROM offset_guard_schema")
+        .await
+        .unwrap();
     let e = postgres::check_schema(&c).await.unwrap_err();
     assert!(matches!(e, ProgressError::ForeignSchema { .. }), "{e}");
 }
@@ -306,9 +354,18 @@ async fn bad_arguments_are_refused_before_any_statement() {
     for (r, name) in [
         (postgres::mark_done(&tx, "", TOPIC, 0, 1).await, "group"),
         (postgres::mark_done(&tx, GROUP, "", 0, 1).await, "topic"),
-        (postgres::mark_done(&tx, GROUP, TOPIC, -1, 1).await, "partition"),
-        (postgres::mark_done(&tx, GROUP, TOPIC, 0, -1).await, "offset"),
-        (postgres::mark_done(&tx, GROUP, TOPIC, 0, i64::MAX).await, "offset"),
+        (
+            postgres::mark_done(&tx, GROUP, TOPIC, -1, 1).await,
+            "partition",
+        ),
+        (
+            postgres::mark_done(&tx, GROUP, TOPIC, 0, -1).await,
+            "offset",
+        ),
+        (
+            postgres::mark_done(&tx, GROUP, TOPIC, 0, i64::MAX).await,
+            "offset",
+        ),
         (postgres::advance(&tx, GROUP, TOPIC, 0, -5).await, "floor"),
     ] {
         let e = r.unwrap_err();
@@ -318,7 +375,10 @@ async fn bad_arguments_are_refused_before_any_statement() {
         );
     }
     tx.commit().await.unwrap();
-    assert_eq!(count(&c, "SELECT COUNT(*) FROM offset_guard_progress").await, 0);
+    assert_eq!(
+        count(&c, "SELECT COUNT(*) FROM offset_guard_progress").await,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,10 +406,15 @@ async fn migrate_runs_inside_the_users_transaction_and_concurrently() {
         t.await.unwrap().unwrap();
     }
     postgres::check_schema(&c).await.unwrap();
-    assert_eq!(count(&c, "SELECT COUNT(*) FROM offset_guard_schema").await, 1);
+    assert_eq!(
+        count(&c, "SELECT COUNT(*) FROM offset_guard_schema").await,
+        1
+    );
 }
 
-async fn repeatable(c: &mut Client) -> Result<tokio_postgres::Transaction<'_>, tokio_postgres::Error> {
+async fn repeatable(
+    c: &mut Client,
+) -> Result<tokio_postgres::Transaction<'_>, tokio_postgres::Error> {
     c.build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
         .start()
@@ -371,13 +436,19 @@ async fn wait_for_lock_wait(observer: &Client, pid: i32) {
         if row.get::<_, String>(0) == "Lock" {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "backend {pid} never waited for the lock");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "backend {pid} never waited for the lock"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
 async fn backend_pid(c: &Client) -> i32 {
-    c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0)
+    c.query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,7 +462,9 @@ async fn a_second_mark_of_the_same_offset_waits_for_the_first_and_then_fails() {
     for (offset, first_commits) in [(0, true), (5, true), (6, false)] {
         let ta = a.transaction().await.unwrap();
         effect(&ta, 0, offset).await;
-        postgres::mark_done(&ta, GROUP, TOPIC, 0, offset).await.unwrap();
+        postgres::mark_done(&ta, GROUP, TOPIC, 0, offset)
+            .await
+            .unwrap();
         // B marks the same record while A's transaction is open.
         let db2 = db.clone();
         let b = tokio::spawn(async move {
@@ -458,8 +531,16 @@ async fn concurrent_transactions_on_one_partition_lose_no_update_and_count_each_
         refused += r;
     }
     assert_eq!((applied, refused), (N, N));
-    assert_eq!(effects(&c).await, (N, N, N), "each record's effect exactly once");
-    assert_eq!(load(&c, 0).await, (Some(N), vec![]), "no lost watermark update");
+    assert_eq!(
+        effects(&c).await,
+        (N, N, N),
+        "each record's effect exactly once"
+    );
+    assert_eq!(
+        load(&c, 0).await,
+        (Some(N), vec![]),
+        "no lost watermark update"
+    );
     assert_eq!(done_rows(&c).await, 0);
 }
 
@@ -479,7 +560,9 @@ async fn at_repeatable_read_a_concurrent_mark_fails_retryably_and_loses_nothing(
     let (go_tx, go) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(async move {
         let tb = repeatable(&mut b).await.unwrap();
-        tb.query_one("SELECT COUNT(*) FROM effects", &[]).await.unwrap();
+        tb.query_one("SELECT COUNT(*) FROM effects", &[])
+            .await
+            .unwrap();
         snapshot_tx.send(()).unwrap();
         go.await.unwrap();
         let first = postgres::mark_done(&tb, GROUP, TOPIC, 0, 1).await;

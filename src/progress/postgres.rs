@@ -229,7 +229,9 @@ pub fn is_retryable(e: &ProgressError) -> bool {
     source
         .downcast_ref::<tokio_postgres::Error>()
         .and_then(|e| e.code())
-        .is_some_and(|c| *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED)
+        .is_some_and(|c| {
+            *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+        })
 }
 
 /// Coordinates as typed parameters: group, topic, partition.
@@ -238,7 +240,11 @@ fn coords<'a>(
     topic: &'a String,
     partition: &'a i32,
 ) -> [(&'a (dyn ToSql + Sync), Type); 3] {
-    [(group, Type::TEXT), (topic, Type::TEXT), (partition, Type::INT4)]
+    [
+        (group, Type::TEXT),
+        (topic, Type::TEXT),
+        (partition, Type::INT4),
+    ]
 }
 
 /// Creates the store's tables if they do not exist (schema version
@@ -255,13 +261,13 @@ fn coords<'a>(
 /// the store's names is not the store's, [`ProgressError::Database`] when a
 /// statement fails. Nothing is changed then.
 pub async fn migrate(client: &mut impl GenericClient) -> Result<(), ProgressError> {
-    let tx = client
-        .transaction()
-        .await
-        .map_err(db("begin migration"))?;
-    tx.query_typed("SELECT pg_advisory_xact_lock($1)", &[(&MIGRATE_LOCK, Type::INT8)])
-        .await
-        .map_err(db("lock for migration"))?;
+    let tx = client.transaction().await.map_err(db("begin migration"))?;
+    tx.query_typed(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[(&MIGRATE_LOCK, Type::INT8)],
+    )
+    .await
+    .map_err(db("lock for migration"))?;
     let existing: Vec<String> = tx
         .query_typed(
             "SELECT relname::text FROM pg_class
@@ -760,7 +766,10 @@ impl Loader {
                 timeout: LOADER_TIMEOUT,
             }),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(loader_gone("connect", "no connection within the loader timeout")),
+            Err(_) => Err(loader_gone(
+                "connect",
+                "no connection within the loader timeout",
+            )),
         }
     }
 

@@ -126,6 +126,10 @@ pub async fn effects(client: &Client) -> (i64, i64, i64) {
             "SELECT COUNT(*) FROM (SELECT DISTINCT partition_id, record_offset FROM effects) d",
         )
         .await,
-        count(client, "SELECT COALESCE(SUM(records), 0)::BIGINT FROM totals").await,
+        count(
+            client,
+            "SELECT COALESCE(SUM(records), 0)::BIGINT FROM totals",
+        )
+        .await,
     )
 }
