@@ -41,6 +41,10 @@
 //! locks: take them in one order (e.g. sorted by topic and partition), or a
 //! deadlock (SQLSTATE 40P01, also [`is_retryable`]) aborts one of them.
 //!
+//! Hold the lock briefly: make the mark the last statement before your
+//! commit (apply the record's effects first), so the partition's other
+//! records wait only for that commit, not for a slow record's processing.
+//!
 //! # The loader
 //!
 //! The guard's [`stored_progress`](crate::GuardBuilder::stored_progress)
@@ -67,24 +71,48 @@
 //!
 //! # Example
 //!
-//! ```no_run
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! (It runs where the tests' server is named by `OFFSET_GUARD_POSTGRES`,
+//! in a schema of its own; elsewhere it returns at once.)
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use offset_guard::progress::postgres;
 //!
-//! let (mut client, connection) =
-//!     tokio_postgres::connect("postgresql://app@127.0.0.1/app", tokio_postgres::NoTls).await?;
+//! # let Ok(url) = std::env::var("OFFSET_GUARD_POSTGRES") else { return Ok(()) };
+//! let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
 //! tokio::spawn(connection);
+//! # let schema = format!("doc_{}", std::process::id());
+//! # client.batch_execute(&format!("CREATE SCHEMA {schema}; SET search_path TO {schema}")).await?;
 //! postgres::migrate(&mut client).await?;
+//! client.batch_execute("CREATE TABLE orders (id BIGINT PRIMARY KEY)").await?;
 //!
-//! // Per record: effects and mark, one transaction.
+//! // At start: the partition starts where the consumer starts fetching it.
 //! let tx = client.transaction().await?;
-//! tx.execute("INSERT INTO orders (id) VALUES ($1)", &[&100_i64]).await?;
-//! match postgres::mark_done(&tx, "billing", "orders", 0, 100).await {
-//!     Ok(()) => tx.commit().await?,
-//!     Err(e) if e.is_already_done() => tx.rollback().await?, // processed before
-//!     Err(e) => return Err(e.into()),
+//! postgres::advance(&tx, "billing", "orders", 0, 100).await?;
+//! tx.commit().await?;
+//!
+//! // Per record (here 101 finishes before 100): effects, then the mark, one
+//! // transaction.
+//! for offset in [101_i64, 100] {
+//!     let tx = client.transaction().await?;
+//!     tx.execute("INSERT INTO orders (id) VALUES ($1)", &[&offset]).await?;
+//!     postgres::mark_done(&tx, "billing", "orders", 0, offset).await?;
+//!     tx.commit().await?;
 //! }
-//! # Ok(()) }
+//! let progress = postgres::load(&client, "billing", "orders", 0).await?;
+//! assert_eq!(progress.watermark(), Some(102)); // 100 and 101 done, no rows left
+//! assert_eq!(progress.done_above().len(), 0);
+//!
+//! // The same record again: refused, the transaction is rolled back.
+//! let tx = client.transaction().await?;
+//! tx.execute("INSERT INTO orders (id) VALUES (-101)", &[]).await?;
+//! let err = postgres::mark_done(&tx, "billing", "orders", 0, 101).await.unwrap_err();
+//! assert!(err.is_already_done());
+//! tx.rollback().await?;
+//! # client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await?;
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! # Schema
