@@ -173,6 +173,31 @@ async fn progress_reloads_per_partition_and_group_also_through_the_loader() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loader_connects_again_after_its_connection_was_terminated() {
+    let Some(db) = pg::db("reconnect").await else {
+        return;
+    };
+    let mut c = db.open().await;
+    start(&mut c, 0, 7).await;
+    let name = format!("loader-{}", db.schema);
+    let mut config = db.config.clone();
+    config.application_name(&name);
+    let loader = postgres::Loader::connect_with(config, tokio_postgres::NoTls).unwrap();
+    assert_eq!(loader.load(GROUP, TOPIC, 0).unwrap().watermark(), Some(7));
+    let terminated = count(
+        &c,
+        &format!(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{name}'"
+        ),
+    )
+    .await;
+    assert_eq!(terminated, 1);
+    for _ in 0..2 {
+        assert_eq!(loader.load(GROUP, TOPIC, 0).unwrap().watermark(), Some(7));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_loader_reports_an_unreachable_server_and_a_bad_connection_string() {
     let e = postgres::Loader::connect("postgresql://nobody@127.0.0.1:1/none").unwrap_err();
     assert!(matches!(e, ProgressError::Database { .. }), "{e}");

@@ -897,16 +897,31 @@ fn serve<T>(
         }
     };
     while let Ok(req) = incoming.recv() {
-        if client.is_closed() {
-            match connect() {
-                Ok(c) => client = c,
-                Err(e) => {
-                    let _ = req.reply.send(Err(e));
-                    continue;
-                }
-            }
+        let run =
+            |client: &Client| runtime.block_on(load(client, &req.group, &req.topic, req.partition));
+        // A connection found closed (server restarted, backend terminated)
+        // is opened again, and the load tried once more on it.
+        let mut result = match client.is_closed() {
+            true => Err(loader_gone("load", "connection closed")),
+            false => run(&client),
+        };
+        if result.as_ref().is_err_and(connection_closed) {
+            result = connect().and_then(|c| {
+                client = c;
+                run(&client)
+            });
         }
-        let result = runtime.block_on(load(&client, &req.group, &req.topic, req.partition));
         let _ = req.reply.send(result);
+    }
+}
+
+/// Whether a load failed because the loader's connection is closed.
+fn connection_closed(e: &ProgressError) -> bool {
+    let ProgressError::Database { source, .. } = e else {
+        return false;
+    };
+    match source.downcast_ref::<tokio_postgres::Error>() {
+        Some(e) => e.is_closed() || e.code() == Some(&SqlState::ADMIN_SHUTDOWN),
+        None => source.to_string() == "connection closed",
     }
 }
