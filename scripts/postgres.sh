@@ -93,10 +93,16 @@ running_pid() {
   [[ -f "$pidfile" ]] || return 0
   pid="$(head -n 1 "$pidfile" 2>/dev/null || true)"
   [[ "$pid" =~ ^[0-9]+$ ]] || return 0
-  kill -0 "$pid" 2>/dev/null || return 0
+  alive "$pid" || return 0
   cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
   [[ "$cmd" == *postgres*"$data"* ]] || return 0
   printf '%s\n' "$pid"
+}
+
+# Running, and not a zombie (an exited process nobody reaped yet).
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  [[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null || echo Z)" != Z ]]
 }
 
 env_line() {
@@ -149,7 +155,9 @@ stop() {
     bin="$(find_bin)"
     user="$(stat -c %U "$data")"
     as_user "$user" "$bin/pg_ctl" -D "$data" -m fast -w -t 20 stop >&2 || true
-    if kill -0 "$pid" 2>/dev/null; then
+    local i
+    for i in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
+    if alive "$pid"; then
       log "pg_ctl did not stop pid $pid: SIGKILL"
       kill -9 "$pid" 2>/dev/null || true
     fi
