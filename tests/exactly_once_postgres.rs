@@ -59,13 +59,20 @@ async fn apply(client: &mut Client, group: &str, token: &AckToken) -> Result<(),
     Ok(())
 }
 
+/// The next message; after 30 s without one, fails with the guard's view
+/// (stats and partitions) for diagnosis.
 async fn next(
     consumer: &StreamConsumer<GuardContext>,
+    guard: &GuardHandle,
 ) -> (i32, i64, rdkafka::message::OwnedMessage) {
-    let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
-        .await
-        .expect("a message within 30 s")
-        .expect("recv");
+    let m = match tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await {
+        Ok(m) => m.expect("recv"),
+        Err(_) => panic!(
+            "no message within 30 s; stats {:?}; partitions {:?}",
+            guard.stats(),
+            guard.partitions()
+        ),
+    };
     (m.partition(), m.offset(), m.detach())
 }
 
@@ -103,7 +110,7 @@ async fn killed_mid_stream_then_restarted_zero_lost_zero_duplicate_effects() {
     let (consumer, guard) = start(&fx, &group, &topic, &db);
     let mut tracked = Vec::new();
     while tracked.len() < 120 {
-        let (_, _, m) = next(&consumer).await;
+        let (_, _, m) = next(&consumer, &guard).await;
         match guard.track_or_skip(&m) {
             Tracked::Process(token) => tracked.push(token),
             Tracked::Done => panic!("nothing is done yet"),
@@ -144,7 +151,7 @@ async fn killed_mid_stream_then_restarted_zero_lost_zero_duplicate_effects() {
     let (mut skipped, mut processed) = (0, 0);
     let mut lowest = [i64::MAX; 2];
     while skipped + processed < 154 {
-        let (p, o, m) = next(&consumer).await;
+        let (p, o, m) = next(&consumer, &guard).await;
         lowest[p as usize] = lowest[p as usize].min(o);
         match guard.track_or_skip(&m) {
             Tracked::Done => {
@@ -214,7 +221,7 @@ async fn the_same_record_produced_twice_with_key_idempotency_has_one_effect() {
     let (consumer, guard) = start(&fx, &group, &topic, &db);
     let mut skipped_keys = Vec::new();
     for _ in 0..keys.len() {
-        let (_, o, m) = next(&consumer).await;
+        let (_, o, m) = next(&consumer, &guard).await;
         let Tracked::Process(token) = guard.track_or_skip(&m) else {
             panic!("nothing is done yet");
         };
@@ -314,7 +321,7 @@ async fn out_of_order_with_one_slow_record_then_a_crash_skips_nothing_that_was_n
         })
         .collect();
     for _ in 0..60 {
-        let (_, _, m) = next(&consumer).await;
+        let (_, _, m) = next(&consumer, &guard).await;
         let Tracked::Process(token) = guard.track_or_skip(&m) else {
             panic!("nothing is done yet");
         };
@@ -359,7 +366,7 @@ async fn out_of_order_with_one_slow_record_then_a_crash_skips_nothing_that_was_n
     let mut handed_out = Vec::new();
     let mut skipped = 0;
     while handed_out.len() + skipped < 23 {
-        let (p, o, m) = next(&consumer).await;
+        let (p, o, m) = next(&consumer, &guard).await;
         assert_eq!(p, 0, "partition 1 starts at its watermark, the log end");
         match guard.track_or_skip(&m) {
             Tracked::Done => {
