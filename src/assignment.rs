@@ -707,7 +707,7 @@ impl AckToken {
     /// partition in this assignment is acked (its commit point), else the
     /// first record it received (nothing before it was handed out: it was
     /// done before, or is no record). For a store's floor.
-    #[cfg(feature = "sqlite")]
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) fn progress_floor(&self) -> i64 {
         let view = self.slot.view();
         view.commit_point

@@ -263,7 +263,9 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// Exactly-once into a database (own-loop front-end,
     /// [`build_consumer`](Self::build_consumer)): `loader(group, topic,
     /// partition)` reads a partition's stored progress (e.g.
-    /// `progress::sqlite::load` on a connection of yours); `group` is the
+    /// `progress::sqlite::load` on a connection of yours, or
+    /// `progress::postgres::Loader::load`, which works on any thread,
+    /// including a tokio worker's, where blocking on a future panics); `group` is the
     /// consumer's `group.id`, progress is kept per group.
     /// It runs in the assign callback for every assigned partition. A stored
     /// watermark ahead of the group's committed offset is committed (Kafka's

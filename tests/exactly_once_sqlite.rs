@@ -477,3 +477,64 @@ async fn owned_front_end_killed_and_restarted_hands_out_only_what_was_not_done()
     assert_eq!(progress.watermark(), Some(40));
     assert_eq!(progress.done_above().len(), 0);
 }
+
+/// The same record produced twice (same key, two offsets) with key
+/// idempotency on: one effect, both offsets done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_record_produced_twice_with_key_idempotency_has_one_effect() {
+    use rdkafka::producer::{BaseRecord, Producer};
+    let fx = Fixture::any();
+    let (topic, group) = (unique("eodb-key"), unique("g-eodb-key"));
+    fx.create_topic(&topic, 1);
+    // Ten orders, then orders 3 and 7 again: same key, two offsets.
+    let keys: Vec<String> = (0..10)
+        .chain([3, 7])
+        .map(|k| format!("order-{k}"))
+        .collect();
+    let producer = fx.producer();
+    for k in &keys {
+        producer
+            .send(BaseRecord::to(&topic).partition(0).key(k).payload(k))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("effects.db");
+    let mut conn = open(&db);
+    let (consumer, guard) = start(&fx, &group, &topic, &db);
+    let mut skipped_keys = Vec::new();
+    for _ in 0..keys.len() {
+        let (_, o, m) = next(&consumer).await;
+        let Tracked::Process(token) = guard.track_or_skip(&m) else {
+            panic!("nothing is done yet");
+        };
+        let key = m.key().unwrap().to_vec();
+        let tx = conn.transaction().unwrap();
+        if sqlite::mark_key(&tx, &group, &key, Duration::from_secs(3600)).unwrap() {
+            tx.execute(
+                "INSERT INTO effects (partition_id, record_offset) VALUES (0, ?1)",
+                [o],
+            )
+            .unwrap();
+        } else {
+            skipped_keys.push((o, String::from_utf8(key).unwrap()));
+        }
+        sqlite::mark_token(&tx, &group, &token).unwrap();
+        tx.commit().unwrap();
+        token.ack();
+    }
+    guard.shutdown(&*consumer).await.unwrap();
+    drop(consumer);
+    assert_eq!(
+        skipped_keys,
+        vec![(10, "order-3".to_string()), (11, "order-7".to_string())]
+    );
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM effects"),
+        10,
+        "one effect per key"
+    );
+    let progress = sqlite::load(&conn, &group, &topic, 0).unwrap();
+    assert_eq!(progress.watermark(), Some(12), "both copies are done");
+    assert_eq!(fx.committed(&group, &topic, 1), vec![Some(12)]);
+}

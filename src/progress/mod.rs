@@ -1,7 +1,13 @@
 //! Exactly-once into a database: each record's progress stored in your own
-//! SQL transaction. The store for SQLite is `progress::sqlite` (feature
-//! `sqlite`); this module holds what every store shares: the
-//! [`PartitionProgress`] model and [`ProgressError`].
+//! SQL transaction. The stores: `progress::sqlite` (feature `sqlite`,
+//! through your `rusqlite` connection) and `progress::postgres` (feature
+//! `postgres`, async, through your `tokio-postgres` client or transaction;
+//! the same calls and errors, the same model, each with its own SQL). This
+//! module holds what every store shares: the [`PartitionProgress`] model and
+//! [`ProgressError`]. The steps below name the SQLite calls; with PostgreSQL
+//! they are the same `postgres::` calls, awaited, with
+//! `postgres::Loader` as the guard's loader (see that module for the loader,
+//! the row locks that make concurrent marks safe, and the isolation level).
 //!
 //! # The guarantee
 //!
@@ -65,12 +71,13 @@
 //! acks the records stored as done and never hands them out; mark each
 //! record with `sqlite::mark_token(&tx, group, &record.ack_token())` and ack
 //! it after the transaction committed. Not yet:
-//! business keys in the consumer path (call `sqlite::mark_key` yourself),
-//! PostgreSQL.
+//! business keys in the consumer path (call `sqlite::mark_key` or
+//! `postgres::mark_key` yourself).
 //!
 //! # Schema
 //!
-//! `sqlite::migrate` creates, once (version 1, in `offset_guard_schema`; it
+//! PostgreSQL's tables are the same with PostgreSQL's types (`BIGINT`
+//! offsets, `BYTEA` keys); `postgres` lists its migration. `sqlite::migrate` creates, once (version 1, in `offset_guard_schema`; it
 //! never uses `PRAGMA user_version`, which stays yours):
 //!
 //! ```sql
@@ -96,6 +103,10 @@
 //!
 mod error;
 mod model;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod shared;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 

@@ -57,7 +57,11 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::error::ProgressError;
-use super::model::{MarkRefused, PartitionProgress};
+use super::model::PartitionProgress;
+use super::shared::{
+    already_done, check_coordinates, check_floor, check_group, check_mark_offset, check_version,
+    key_clock, loaded, refused,
+};
 
 /// The schema version [`migrate`] creates, stored in `offset_guard_schema`.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -232,37 +236,23 @@ fn schema_version(conn: &Connection) -> Result<(), ProgressError> {
             .and_then(|rows| rows.collect())
             .map_err(db("read schema version"))?
     };
-    let foreign = |detail: String| ProgressError::ForeignSchema {
-        table: "offset_guard_schema".into(),
-        detail,
-    };
-    match versions.as_slice() {
-        [rusqlite::types::Value::Integer(v)] if *v == SCHEMA_VERSION => Ok(()),
-        [rusqlite::types::Value::Integer(v)] if *v > SCHEMA_VERSION => {
-            Err(ProgressError::SchemaTooNew {
-                found: *v,
-                supported: SCHEMA_VERSION,
-            })
-        }
-        [other] => Err(foreign(format!(
-            "version {other:?} is not one offset-guard wrote"
-        ))),
-        rows => Err(foreign(format!("{} version rows, expected 1", rows.len()))),
+    if let [other] = versions.as_slice()
+        && !matches!(other, rusqlite::types::Value::Integer(_))
+    {
+        return Err(ProgressError::ForeignSchema {
+            table: "offset_guard_schema".into(),
+            detail: format!("version {other:?} is not one offset-guard wrote"),
+        });
     }
-}
-
-fn check_coordinates(group: &str, topic: &str, partition: i32) -> Result<(), ProgressError> {
-    let invalid = |name, value: String| Err(ProgressError::InvalidArgument { name, value });
-    if group.is_empty() {
-        return invalid("group", group.into());
-    }
-    if topic.is_empty() {
-        return invalid("topic", topic.into());
-    }
-    if partition < 0 {
-        return invalid("partition", partition.to_string());
-    }
-    Ok(())
+    // Several rows are refused by their count, whatever their values.
+    let ints: Vec<i64> = versions
+        .iter()
+        .map(|v| match v {
+            rusqlite::types::Value::Integer(i) => *i,
+            _ => i64::MIN,
+        })
+        .collect();
+    check_version("offset_guard_schema", &ints, SCHEMA_VERSION)
 }
 
 fn in_transaction(conn: &Connection, call: &'static str) -> Result<(), ProgressError> {
@@ -367,21 +357,10 @@ pub fn mark_done(
     offset: i64,
 ) -> Result<(), ProgressError> {
     check_coordinates(group, topic, partition)?;
-    if offset == i64::MAX {
-        // Its watermark, offset + 1, would not fit in an i64.
-        return Err(ProgressError::InvalidArgument {
-            name: "offset",
-            value: offset.to_string(),
-        });
-    }
+    check_mark_offset(offset)?;
     in_transaction(conn, "mark_done")?;
     let watermark = read_watermark(conn, group, topic, partition)?.flatten();
-    let already = || ProgressError::AlreadyDone {
-        topic: topic.into(),
-        partition,
-        offset,
-        watermark,
-    };
+    let already = || already_done(topic, partition, offset, watermark);
     // Only the run right after the watermark matters for folding; a done
     // row elsewhere is caught by the insert's primary key.
     let run = match watermark {
@@ -389,13 +368,9 @@ pub fn mark_done(
         _ => Vec::new(),
     };
     let mut progress = PartitionProgress::from_parts(watermark, run);
-    let change = progress.mark_done(offset).map_err(|r| match r {
-        MarkRefused::AlreadyDone => already(),
-        MarkRefused::Negative | MarkRefused::TooLarge => ProgressError::InvalidArgument {
-            name: "offset",
-            value: offset.to_string(),
-        },
-    })?;
+    let change = progress
+        .mark_done(offset)
+        .map_err(|r| refused(r, topic, partition, offset, watermark))?;
     if let Some(o) = change.insert {
         let inserted = conn
             .prepare_cached(
@@ -437,12 +412,7 @@ pub fn advance(
 ) -> Result<(), ProgressError> {
     check_coordinates(group, topic, partition)?;
     in_transaction(conn, "advance")?;
-    if floor < 0 {
-        return Err(ProgressError::InvalidArgument {
-            name: "floor",
-            value: floor.to_string(),
-        });
-    }
+    check_floor(floor)?;
     let watermark = read_watermark(conn, group, topic, partition)?.flatten();
     if watermark.is_some_and(|w| floor <= w) {
         return Ok(());
@@ -505,25 +475,7 @@ pub fn load(
                 .collect()
         })
         .map_err(db("read done rows"))?;
-    let damaged = |detail: String| ProgressError::Damaged {
-        topic: topic.into(),
-        partition,
-        detail,
-    };
-    if let Some(w) = watermark.filter(|w| *w < 0) {
-        return Err(damaged(format!("negative watermark {w}")));
-    }
-    if let Some(&o) = done.first().filter(|o| **o < 0) {
-        return Err(damaged(format!("negative done offset {o}")));
-    }
-    if let (Some(w), Some(&o)) = (watermark, done.first())
-        && o < w
-    {
-        return Err(damaged(format!(
-            "done offset {o} below the watermark {w} (it should have been folded)"
-        )));
-    }
-    Ok(PartitionProgress::from_parts(watermark, done))
+    loaded(topic, partition, watermark, done)
 }
 
 /// Records that the business `key` was processed, inside your transaction;
@@ -560,19 +512,9 @@ pub fn mark_key_at(
     retention: Duration,
     now: SystemTime,
 ) -> Result<bool, ProgressError> {
-    if group.is_empty() {
-        return Err(ProgressError::InvalidArgument {
-            name: "group",
-            value: String::new(),
-        });
-    }
+    check_group(group)?;
     in_transaction(conn, "mark_key")?;
-    let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-    let now_ms = match now.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => millis(d),
-        Err(e) => -millis(e.duration()),
-    };
-    let cutoff = now_ms.saturating_sub(millis(retention));
+    let (now_ms, cutoff) = key_clock(retention, now);
     conn.prepare_cached("DELETE FROM offset_guard_keys WHERE group_id = ?1 AND processed_at < ?2")
         .and_then(|mut s| s.execute(params![group, cutoff]))
         .map_err(db("prune keys"))?;

@@ -1,0 +1,612 @@
+//! The PostgreSQL progress store (feature `postgres`) on a real server
+//! (`OFFSET_GUARD_POSTGRES`, see tests/common/pg.rs: without it each test
+//! prints "OFFSET_GUARD_POSTGRES not set: skipped"). Progress written in the
+//! test's own transactions, effects counted in the same database; each test
+//! in a schema of its own.
+
+#[path = "common/pg.rs"]
+mod pg;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use offset_guard::progress::{ProgressError, postgres};
+use pg::{count, effect, effects};
+use tokio_postgres::{Client, IsolationLevel};
+
+const GROUP: &str = "g";
+const TOPIC: &str = "orders";
+
+/// Processes one record: its effect and its mark in one transaction.
+async fn process(client: &mut Client, partition: i32, offset: i64) -> Result<(), ProgressError> {
+    let tx = client.transaction().await.unwrap();
+    effect(&tx, partition, offset).await;
+    postgres::mark_done(&tx, GROUP, TOPIC, partition, offset).await?;
+    tx.commit().await.unwrap();
+    Ok(())
+}
+
+async fn start(client: &mut Client, partition: i32, at: i64) {
+    let tx = client.transaction().await.unwrap();
+    postgres::advance(&tx, GROUP, TOPIC, partition, at)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn done_rows(client: &Client) -> i64 {
+    count(client, "SELECT COUNT(*) FROM offset_guard_done").await
+}
+
+async fn load(client: &Client, partition: i32) -> (Option<i64>, Vec<i64>) {
+    let p = postgres::load(client, GROUP, TOPIC, partition)
+        .await
+        .unwrap();
+    (p.watermark(), p.done_above().collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_order_completion_never_advances_past_an_undone_offset_and_stays_bounded() {
+    let Some(db) = pg::db("out_of_order").await else {
+        return;
+    };
+    let mut c = db.open().await;
+    start(&mut c, 0, 0).await;
+    // 1..=9 done before 0 and 5.
+    for o in (1..10).filter(|o| *o != 5) {
+        process(&mut c, 0, o).await.unwrap();
+    }
+    assert_eq!(load(&c, 0).await, (Some(0), vec![1, 2, 3, 4, 6, 7, 8, 9]));
+    process(&mut c, 0, 0).await.unwrap();
+    assert_eq!(load(&c, 0).await, (Some(5), vec![6, 7, 8, 9]), "stops at 5");
+    assert_eq!(
+        done_rows(&c).await,
+        4,
+        "rows folded into the watermark are deleted"
+    );
+    process(&mut c, 0, 5).await.unwrap();
+    assert_eq!(load(&c, 0).await, (Some(10), vec![]));
+    assert_eq!(done_rows(&c).await, 0);
+    // A long in-order stream keeps no rows at all.
+    for o in 10..200 {
+        process(&mut c, 0, o).await.unwrap();
+        assert!(done_rows(&c).await == 0);
+    }
+    assert_eq!(load(&c, 0).await, (Some(200), vec![]));
+    assert_eq!(effects(&c).await, (200, 200, 200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_leaves_nothing_marked() {
+    let Some(db) = pg::db("rollback").await else {
+        return;
+    };
+    let mut c = db.open().await;
+    start(&mut c, 0, 0).await;
+    for o in [0, 3] {
+        let tx = c.transaction().await.unwrap();
+        effect(&tx, 0, o).await;
+        postgres::mark_done(&tx, GROUP, TOPIC, 0, o).await.unwrap();
+        tx.rollback().await.unwrap();
+    }
+    assert_eq!(load(&c, 0).await, (Some(0), vec![]));
+    assert_eq!(effects(&c).await, (0, 0, 0));
+    // Dropped without commit: rolled back too.
+    {
+        let tx = c.transaction().await.unwrap();
+        effect(&tx, 0, 0).await;
+        postgres::mark_done(&tx, GROUP, TOPIC, 0, 0).await.unwrap();
+    }
+    assert_eq!(load(&c, 0).await, (Some(0), vec![]));
+    process(&mut c, 0, 0).await.unwrap();
+    process(&mut c, 0, 3).await.unwrap();
+    assert_eq!(load(&c, 0).await, (Some(1), vec![3]));
+    assert_eq!(effects(&c).await, (2, 2, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_marked_twice_is_refused_and_its_effect_rolled_back() {
+    let Some(db) = pg::db("twice").await else {
+        return;
+    };
+    let mut c = db.open().await;
+    start(&mut c, 0, 10).await;
+    process(&mut c, 0, 10).await.unwrap(); // folded: watermark 11
+    process(&mut c, 0, 13).await.unwrap(); // a done row
+    for o in [5, 10, 13] {
+        let e = process(&mut c, 0, o).await.unwrap_err();
+        assert!(
+            matches!(e, ProgressError::AlreadyDone { offset, watermark: Some(11), .. } if offset == o),
+            "{e}"
+        );
+    }
+    // Twice in one transaction.
+    let tx = c.transaction().await.unwrap();
+    postgres::mark_done(&tx, GROUP, TOPIC, 0, 20).await.unwrap();
+    let e = postgres::mark_done(&tx, GROUP, TOPIC, 0, 20)
+        .await
+        .unwrap_err();
+    assert!(e.is_already_done(), "{e}");
+    drop(tx);
+    // The refused transactions' effects are gone with them.
+    assert_eq!(effects(&c).await, (2, 2, 2));
+    assert_eq!(load(&c, 0).await, (Some(11), vec![13]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_reloads_per_partition_and_group_also_through_the_loader() {
+    let Some(db) = pg::db("reload").await else {
+        return;
+    };
+    let mut c = db.open().await;
+    start(&mut c, 0, 0).await;
+    start(&mut c, 1, 100).await;
+    for o in [0, 1, 4] {
+        process(&mut c, 0, o).await.unwrap();
+    }
+    process(&mut c, 1, 102).await.unwrap();
+    drop(c);
+    let c = db.connect().await;
+    assert_eq!(load(&c, 0).await, (Some(2), vec![4]));
+    assert_eq!(load(&c, 1).await, (Some(100), vec![102]));
+    assert_eq!(load(&c, 2).await, (None, vec![]), "never stored");
+    let other = postgres::load(&c, "other-group", TOPIC, 0).await.unwrap();
+    assert_eq!(other.watermark(), None, "progress is per group");
+    // The loader, called from this tokio worker thread (no block_on panic)
+    // and from a plain thread.
+    let loader = Arc::new(db.loader());
+    let p = loader.load(GROUP, TOPIC, 0).unwrap();
+    assert_eq!(
+        (p.watermark(), p.is_done(4), p.is_done(3)),
+        (Some(2), true, false)
+    );
+    let l = loader.clone();
+    let p = std::thread::spawn(move || l.load(GROUP, TOPIC, 1).unwrap())
+        .join()
+        .unwrap();
+    assert_eq!(p.watermark(), Some(100));
+    let e = loader.load("", TOPIC, 0).unwrap_err();
+    assert!(
+        matches!(e, ProgressError::InvalidArgument { name: "group", .. }),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loader_connects_again_after_its_connection_was_terminated() {
+    let Some(db) = pg::db("reconnect").await else {
+        return;
+    };
+    let mut c = db.open().await;
+    start(&mut c, 0, 7).await;
+    let name = format!("loader-{}", db.schema);
+    let mut config = db.config.clone();
+    config.application_name(&name);
+    let loader = postgres::Loader::connect_with(config, tokio_postgres::NoTls).unwrap();
+    assert_eq!(loader.load(GROUP, TOPIC, 0).unwrap().watermark(), Some(7));
+    let terminated = count(
+        &c,
+        &format!(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{name}'"
+        ),
+    )
+    .await;
+    assert_eq!(terminated, 1);
+    for _ in 0..2 {
+        assert_eq!(loader.load(GROUP, TOPIC, 0).unwrap().watermark(), Some(7));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loader_reports_an_unreachable_server_and_a_bad_connection_string() {
+    let e = postgres::Loader::connect("postgresql://nobody@127.0.0.1:1/none").unwrap_err();
+    assert!(matches!(e, ProgressError::Database { .. }), "{e}");
+    let e = postgres::Loader::connect("postgresql://[bad").unwrap_err();
+    assert!(
+        matches!(e, ProgressError::InvalidArgument { name: "config", .. }),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advance_steps_over_an_offset_gap_and_deletes_the_rows_below() {
+    let Some(db) = pg::db("advance").await else {
+        return;
+    };
+    let mut c = db.open().await;
+    start(&mut c, 0, 0).await;
+    for o in [0, 1, 3, 4, 7] {
+        process(&mut c, 0, o).await.unwrap();
+    }
+    assert_eq!(load(&c, 0).await, (Some(2), vec![3, 4, 7]), "2 is a gap");
+    start(&mut c, 0, 3).await;
+    assert_eq!(load(&c, 0).await, (Some(5), vec![7]));
+    start(&mut c, 0, 1).await; // below: nothing changes
+    assert_eq!(load(&c, 0).await, (Some(5), vec![7]));
+    start(&mut c, 0, 9).await;
+    assert_eq!(load(&c, 0).await, (Some(9), vec![]));
+    assert_eq!(done_rows(&c).await, 0);
+    // Marks before any advance are kept as rows, nothing folded.
+    process(&mut c, 1, 0).await.unwrap();
+    process(&mut c, 1, 1).await.unwrap();
+    assert_eq!(load(&c, 1).await, (None, vec![0, 1]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_is_processed_once_within_its_retention_and_old_keys_are_deleted() {
+    let Some(db) = pg::db("keys").await else {
+        return;
+    };
+    let mut c = db.open().await;
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let ret = Duration::from_secs(60);
+    let mark = async |c: &mut Client, group: &str, key: &[u8], at: SystemTime| {
+        let tx = c.transaction().await.unwrap();
+        let new = postgres::mark_key_at(&tx, group, key, ret, at)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        new
+    };
+    assert!(mark(&mut c, GROUP, b"order-1", t0).await);
+    assert!(!mark(&mut c, GROUP, b"order-1", t0 + Duration::from_secs(30)).await);
+    assert!(
+        mark(&mut c, "other", b"order-1", t0).await,
+        "keys are per group"
+    );
+    // Rolled back: the key is not kept.
+    let tx = c.transaction().await.unwrap();
+    assert!(
+        postgres::mark_key_at(&tx, GROUP, b"order-2", ret, t0)
+            .await
+            .unwrap()
+    );
+    drop(tx);
+    assert!(mark(&mut c, GROUP, b"order-2", t0).await);
+    // Past the retention: deleted, new again; the table holds about one
+    // retention period of keys.
+    for i in 0..20u8 {
+        mark(&mut c, GROUP, &[i], t0 + Duration::from_secs(61)).await;
+    }
+    assert!(mark(&mut c, GROUP, b"order-1", t0 + Duration::from_secs(61)).await);
+    assert_eq!(
+        count(
+            &c,
+            "SELECT COUNT(*) FROM offset_guard_keys WHERE group_id = 'g'"
+        )
+        .await,
+        21,
+        "order-1 and order-2 of t0 deleted, 20 + order-1 again kept"
+    );
+    let tx = c.transaction().await.unwrap();
+    let e = postgres::mark_key(&tx, "", b"k", ret).await.unwrap_err();
+    assert!(
+        matches!(e, ProgressError::InvalidArgument { name: "group", .. }),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_newer_damaged_or_missing_schema_gives_a_typed_error() {
+    let Some(db) = pg::db("schema").await else {
+        return;
+    };
+    let mut c = db.connect().await;
+    // Not migrated.
+    let e = postgres::load(&c, GROUP, TOPIC, 0).await.unwrap_err();
+    assert!(matches!(e, ProgressError::NotMigrated { .. }), "{e}");
+    let e = postgres::check_schema(&c).await.unwrap_err();
+    assert!(matches!(e, ProgressError::NotMigrated { .. }), "{e}");
+    // A user's table with the store's name: refused, nothing created.
+    c.batch_execute("CREATE TABLE offset_guard_progress (id INT)")
+        .await
+        .unwrap();
+    let e = postgres::migrate(&mut c).await.unwrap_err();
+    assert!(
+        matches!(&e, ProgressError::ForeignSchema { table, .. } if table == "offset_guard_progress"),
+        "{e}"
+    );
+    assert_eq!(
+        count(&c, "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'offset_guard_schema'").await,
+        0
+    );
+    c.batch_execute("DROP TABLE offset_guard_progress; CREATE TABLE offset_guard_audit (id INT)")
+        .await
+        .unwrap();
+    postgres::migrate(&mut c).await.unwrap(); // a user table sharing only the prefix
+    postgres::migrate(&mut c).await.unwrap(); // idempotent
+    // A column of another type.
+    c.batch_execute("ALTER TABLE offset_guard_done ALTER COLUMN record_offset TYPE INTEGER")
+        .await
+        .unwrap();
+    let e = postgres::check_schema(&c).await.unwrap_err();
+    assert!(
+        matches!(&e, ProgressError::ForeignSchema { table, .. } if table == "offset_guard_done"),
+        "{e}"
+    );
+    c.batch_execute("ALTER TABLE offset_guard_done ALTER COLUMN record_offset TYPE BIGINT")
+        .await
+        .unwrap();
+    // Damaged rows.
+    c.batch_execute(
+        "INSERT INTO offset_guard_progress VALUES ('g', 'orders', 0, 10);
+         INSERT INTO offset_guard_done VALUES ('g', 'orders', 0, 4)",
+    )
+    .await
+    .unwrap();
+    let e = postgres::load(&c, GROUP, TOPIC, 0).await.unwrap_err();
+    assert!(
+        matches!(e, ProgressError::Damaged { partition: 0, .. }),
+        "{e}"
+    );
+    // A newer version, also with a changed column: SchemaTooNew, unchanged.
+    c.batch_execute(
+        "UPDATE offset_guard_schema SET version = 2;
+         ALTER TABLE offset_guard_keys ADD COLUMN origin TEXT",
+    )
+    .await
+    .unwrap();
+    for e in [
+        postgres::migrate(&mut c).await.unwrap_err(),
+        postgres::check_schema(&c).await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(
+                e,
+                ProgressError::SchemaTooNew {
+                    found: 2,
+                    supported: 1
+                }
+            ),
+            "{e}"
+        );
+    }
+    // No version row.
+    c.batch_execute("DELETE FROM offset_guard_schema")
+        .await
+        .unwrap();
+    let e = postgres::check_schema(&c).await.unwrap_err();
+    assert!(matches!(e, ProgressError::ForeignSchema { .. }), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_arguments_are_refused_before_any_statement() {
+    let Some(db) = pg::db("args").await else {
+        return;
+    };
+    let mut c = db.open().await;
+    let tx = c.transaction().await.unwrap();
+    for (r, name) in [
+        (postgres::mark_done(&tx, "", TOPIC, 0, 1).await, "group"),
+        (postgres::mark_done(&tx, GROUP, "", 0, 1).await, "topic"),
+        (
+            postgres::mark_done(&tx, GROUP, TOPIC, -1, 1).await,
+            "partition",
+        ),
+        (
+            postgres::mark_done(&tx, GROUP, TOPIC, 0, -1).await,
+            "offset",
+        ),
+        (
+            postgres::mark_done(&tx, GROUP, TOPIC, 0, i64::MAX).await,
+            "offset",
+        ),
+        (postgres::advance(&tx, GROUP, TOPIC, 0, -5).await, "floor"),
+    ] {
+        let e = r.unwrap_err();
+        assert!(
+            matches!(e, ProgressError::InvalidArgument { name: n, .. } if n == name),
+            "{e}"
+        );
+    }
+    tx.commit().await.unwrap();
+    assert_eq!(
+        count(&c, "SELECT COUNT(*) FROM offset_guard_progress").await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_runs_inside_the_users_transaction_and_concurrently() {
+    let Some(db) = pg::db("migrate").await else {
+        return;
+    };
+    // Rolled back with the user's transaction.
+    let mut c = db.connect().await;
+    let mut tx = c.transaction().await.unwrap();
+    postgres::migrate(&mut tx).await.unwrap();
+    tx.rollback().await.unwrap();
+    let e = postgres::check_schema(&c).await.unwrap_err();
+    assert!(matches!(e, ProgressError::NotMigrated { .. }), "{e}");
+    // Four processes' worth of connections migrating at once.
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = db.connect().await;
+            postgres::migrate(&mut c).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    postgres::check_schema(&c).await.unwrap();
+    assert_eq!(
+        count(&c, "SELECT COUNT(*) FROM offset_guard_schema").await,
+        1
+    );
+}
+
+async fn repeatable(
+    c: &mut Client,
+) -> Result<tokio_postgres::Transaction<'_>, tokio_postgres::Error> {
+    c.build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .start()
+        .await
+}
+
+/// The backend of `client` is waiting for a lock (pg_stat_activity), within
+/// 10 s.
+async fn wait_for_lock_wait(observer: &Client, pid: i32) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let row = observer
+            .query_one(
+                "SELECT COALESCE(wait_event_type, '') FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .await
+            .unwrap();
+        if row.get::<_, String>(0) == "Lock" {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "backend {pid} never waited for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn backend_pid(c: &Client) -> i32 {
+    c.query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_mark_of_the_same_offset_waits_for_the_first_and_then_fails() {
+    let Some(db) = pg::db("lock").await else {
+        return;
+    };
+    let mut a = db.open().await;
+    let observer = db.connect().await;
+    start(&mut a, 0, 0).await;
+    for (offset, first_commits) in [(0, true), (5, true), (6, false)] {
+        let ta = a.transaction().await.unwrap();
+        effect(&ta, 0, offset).await;
+        postgres::mark_done(&ta, GROUP, TOPIC, 0, offset)
+            .await
+            .unwrap();
+        // B marks the same record while A's transaction is open.
+        let db2 = db.clone();
+        let b = tokio::spawn(async move {
+            let mut b = db2.connect().await;
+            let pid = backend_pid(&b).await;
+            let run = tokio::spawn(async move {
+                let r = process(&mut b, 0, offset).await;
+                (r, b)
+            });
+            (pid, run)
+        });
+        let (pid, run) = b.await.unwrap();
+        wait_for_lock_wait(&observer, pid).await;
+        assert!(!run.is_finished(), "B waits for A's lock");
+        if first_commits {
+            ta.commit().await.unwrap();
+            let (r, _) = run.await.unwrap();
+            let e = r.unwrap_err();
+            assert!(e.is_already_done(), "offset {offset}: {e}");
+        } else {
+            ta.rollback().await.unwrap();
+            let (r, _) = run.await.unwrap();
+            r.unwrap(); // A rolled back: B's mark is the one
+        }
+    }
+    assert_eq!(load(&a, 0).await, (Some(1), vec![5, 6]));
+    assert_eq!(effects(&a).await, (3, 3, 3), "each record's effect once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_transactions_on_one_partition_lose_no_update_and_count_each_record_once() {
+    let Some(db) = pg::db("concurrent").await else {
+        return;
+    };
+    let mut c = db.open().await;
+    start(&mut c, 0, 0).await;
+    // Six writers; every offset 0..300 is processed by two of them, in
+    // different orders (out of order across writers).
+    const N: i64 = 300;
+    let mut tasks = Vec::new();
+    for w in 0..6i64 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = db.connect().await;
+            let mut offsets: Vec<i64> = (0..N).filter(|o| o % 3 == w % 3).collect();
+            if w >= 3 {
+                offsets.reverse();
+            }
+            let (mut applied, mut refused) = (0, 0);
+            for o in offsets {
+                match process(&mut c, 0, o).await {
+                    Ok(()) => applied += 1,
+                    Err(e) if e.is_already_done() => refused += 1,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            (applied, refused)
+        }));
+    }
+    let (mut applied, mut refused) = (0, 0);
+    for t in tasks {
+        let (a, r) = t.await.unwrap();
+        applied += a;
+        refused += r;
+    }
+    assert_eq!((applied, refused), (N, N));
+    assert_eq!(
+        effects(&c).await,
+        (N, N, N),
+        "each record's effect exactly once"
+    );
+    assert_eq!(
+        load(&c, 0).await,
+        (Some(N), vec![]),
+        "no lost watermark update"
+    );
+    assert_eq!(done_rows(&c).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_repeatable_read_a_concurrent_mark_fails_retryably_and_loses_nothing() {
+    let Some(db) = pg::db("repeatable").await else {
+        return;
+    };
+    let mut a = db.open().await;
+    let mut b = db.connect().await;
+    let observer = db.connect().await;
+    let pid_b = backend_pid(&b).await;
+    start(&mut a, 0, 0).await;
+    // B's snapshot is taken before A marks 0 (which moves the watermark);
+    // then B marks 1 and waits for A's lock.
+    let (snapshot_tx, snapshot) = tokio::sync::oneshot::channel();
+    let (go_tx, go) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(async move {
+        let tb = repeatable(&mut b).await.unwrap();
+        tb.query_one("SELECT COUNT(*) FROM effects", &[])
+            .await
+            .unwrap();
+        snapshot_tx.send(()).unwrap();
+        go.await.unwrap();
+        let first = postgres::mark_done(&tb, GROUP, TOPIC, 0, 1).await;
+        tb.rollback().await.unwrap();
+        // Run again: it goes through.
+        let tb = repeatable(&mut b).await.unwrap();
+        let again = postgres::mark_done(&tb, GROUP, TOPIC, 0, 1).await;
+        tb.commit().await.unwrap();
+        (first, again)
+    });
+    snapshot.await.unwrap();
+    let ta = repeatable(&mut a).await.unwrap();
+    postgres::mark_done(&ta, GROUP, TOPIC, 0, 0).await.unwrap();
+    go_tx.send(()).unwrap();
+    wait_for_lock_wait(&observer, pid_b).await;
+    ta.commit().await.unwrap();
+    let (first, again) = run.await.unwrap();
+    let e = first.unwrap_err();
+    assert!(postgres::is_retryable(&e), "{e}");
+    again.unwrap();
+    assert_eq!(load(&a, 0).await, (Some(2), vec![]));
+}
