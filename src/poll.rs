@@ -423,12 +423,12 @@ impl<C: ConsumerContext + 'static> Poller<C> {
         }
         // Delivered and not acked, all partitions: at most the outstanding
         // total (acked records behind an un-acked one are outstanding too,
-        // which `regulate` counts exactly).
-        let unacked = self
-            .metrics
-            .delivered
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.metrics.acked.load(Ordering::Relaxed));
+        // which `regulate` counts exactly). Records skipped as done are
+        // acked by the guard without being delivered.
+        let m = &self.metrics;
+        let unacked = (m.delivered.load(Ordering::Relaxed)
+            + m.records_skipped_done.load(Ordering::Relaxed))
+        .saturating_sub(m.acked.load(Ordering::Relaxed));
         urgent || backlog >= self.limits.backlog || unacked >= self.limits.outstanding as u64
     }
 

@@ -107,7 +107,11 @@ impl Metrics {
 pub struct Stats {
     /// Records handed to the application.
     pub delivered: u64,
-    /// Acks recorded.
+    /// Acks recorded (stale, duplicate and unknown acks are counted apart):
+    /// the application's, and the guard's own acks of the records it skipped
+    /// as done ([`records_skipped_done`](Self::records_skipped_done)), which
+    /// are not in `delivered`. Records delivered and not acked yet, while
+    /// their assignments last: `delivered + records_skipped_done - acked`.
     pub acked: u64,
     /// Acks dropped because their partition assignment had ended (older epoch).
     pub acks_stale: u64,
