@@ -186,8 +186,15 @@ impl<C: ConsumerContext + 'static> Poller<C> {
             // consumer is the application's records (or nothing).
             drop(batch);
             drop(hold);
-            let Poller { consumer, tx, .. } = self;
-            drop(tx);
+            // And the hand-off and the requests: a `stop` or a `seek` from a
+            // handle is answered at once, not after the close.
+            let Poller {
+                consumer,
+                tx,
+                requests,
+                ..
+            } = self;
+            drop((tx, requests));
             close(consumer);
         }
     }
