@@ -18,7 +18,7 @@ use crate::delivery::{Delivery, Record};
 use crate::error::{BuildError, Error};
 use crate::guard::{Guard, PartitionStatus, Setup, ShutdownReport, spawn_error, within};
 use crate::partition::CommittedOffset;
-use crate::poll::Poller;
+use crate::poll::{Poller, close};
 use crate::rebalance::GuardContext;
 use crate::stats::{Metrics, Stats};
 use crate::surface::{ErrorPolicy, Outbox};
@@ -49,6 +49,9 @@ pub struct GuardedConsumer<C: ConsumerContext + 'static = DefaultConsumerContext
     shut_down: bool,
     /// Errors surfaced by the poll thread's error policy.
     errors: Arc<Outbox>,
+    /// Tells the poll thread to close the consumer at its end (dropped
+    /// without `shutdown`: records the application holds keep it open).
+    close_at_end: Arc<AtomicBool>,
 }
 
 impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
@@ -64,6 +67,7 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
         let backlog = Arc::new(Backlog::new(config.flow_limits().backlog));
         let (done, poll_done) = oneshot::channel();
         let errors = Arc::new(Outbox::default());
+        let close_at_end = Arc::new(AtomicBool::new(false));
         let poller = Poller {
             consumer: consumer.clone(),
             assignment: guard.assignment.clone(),
@@ -75,6 +79,7 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             requests: requests_rx,
             limits: config.flow_limits(),
             done,
+            close_at_end: close_at_end.clone(),
             poll_timeout: config.poll_timeout,
             batch_size: config.batch_size,
             read_headers: config.read_headers,
@@ -115,6 +120,7 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             poll_done: Some(poll_done),
             shut_down: false,
             errors,
+            close_at_end,
         })
     }
 
@@ -383,22 +389,6 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
     }
 }
 
-/// Closes the consumer (leaves the group) now and drops this reference to
-/// it. Records the application still holds keep librdkafka's client alive
-/// (their messages must be destroyed before it, see `delivery::Native`):
-/// with others holding it, the close is done here, and the last record's
-/// drop only destroys the client (rdkafka then logs that the consumer was
-/// already closed). (A guard thread still busy past the shutdown deadline
-/// holds it too; it ends by itself.)
-fn close<C: ConsumerContext + 'static>(consumer: Arc<BaseConsumer<GuardContext<C>>>) {
-    if Arc::strong_count(&consumer) > 1 && !consumer.closed() && consumer.close_queue().is_ok() {
-        while !consumer.closed() {
-            let _ = consumer.poll(std::time::Duration::from_millis(100));
-        }
-    }
-    drop(consumer);
-}
-
 /// The records as a stream (`Ok` records, `Err` errors, ends like
 /// [`recv`](GuardedConsumer::recv) returning `None`), for `StreamExt`
 /// combinators such as `for_each_concurrent` and `buffer_unordered`.
@@ -418,7 +408,10 @@ impl<C: ConsumerContext + 'static> Drop for GuardedConsumer<C> {
             return;
         }
         // The poll thread keeps serving rebalance callbacks until the commit
-        // thread is done (its end stops the poll thread).
+        // thread is done (its end stops the poll thread), then closes the
+        // consumer (leaves the group) even while the application still holds
+        // records, which keep librdkafka's client alive.
+        self.close_at_end.store(true, Ordering::Release);
         self.guard.finish_in_background();
         self.backlog.wake();
         debug!("guarded consumer dropped without shutdown; final commit runs in the background");

@@ -5,7 +5,7 @@
 //! pauses and resumes the consumer's partitions.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -74,6 +74,10 @@ pub(crate) struct Poller<C: ConsumerContext + 'static> {
     pub requests: std::sync::mpsc::Receiver<PollRequest>,
     pub limits: FlowLimits,
     pub done: oneshot::Sender<()>,
+    /// Set when the front-end was dropped without `shutdown`: the poll
+    /// thread closes the consumer at its end (records the application still
+    /// holds keep it alive, see [`close`]).
+    pub close_at_end: Arc<AtomicBool>,
     pub poll_timeout: Duration,
     pub batch_size: usize,
     /// Whether records give their headers (librdkafka parses them at the
@@ -177,6 +181,22 @@ impl<C: ConsumerContext + 'static> Poller<C> {
         }
         drop(last);
         let _ = self.done.send(());
+        if self.close_at_end.load(Ordering::Acquire) {
+            // This thread's records and hold first: what is left holding the
+            // consumer is the application's records (or nothing).
+            drop(batch);
+            drop(hold);
+            // And the hand-off and the requests: a `stop` or a `seek` from a
+            // handle is answered at once, not after the close.
+            let Poller {
+                consumer,
+                tx,
+                requests,
+                ..
+            } = self;
+            drop((tx, requests));
+            close(consumer);
+        }
     }
 
     /// Serves what the front-end asked since the last turn; a seek hands
@@ -470,6 +490,22 @@ struct Flow {
 
 /// How often an idle poll thread looks for positions past the last record.
 const TAILS_EVERY: Duration = Duration::from_millis(200);
+
+/// Closes the consumer (leaves the group) now and drops this reference to
+/// it. Records the application still holds keep librdkafka's client alive
+/// (their messages must be destroyed before it, see `delivery::Native`):
+/// with others holding it, the close is done here, and the last record's
+/// drop only destroys the client (rdkafka then logs that the consumer was
+/// already closed). Without others, dropping it closes it. (A guard thread
+/// still busy past the shutdown deadline holds it too; it ends by itself.)
+pub(crate) fn close<C: ConsumerContext + 'static>(consumer: Arc<BaseConsumer<GuardContext<C>>>) {
+    if Arc::strong_count(&consumer) > 1 && !consumer.closed() && consumer.close_queue().is_ok() {
+        while !consumer.closed() {
+            let _ = consumer.poll(Duration::from_millis(100));
+        }
+    }
+    drop(consumer);
+}
 
 fn tpl(tps: &[TopicPartition]) -> TopicPartitionList {
     let mut l = TopicPartitionList::with_capacity(tps.len());
