@@ -290,6 +290,8 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
     /// # Errors
     ///
     /// [`Error::NotOwned`] for a partition not assigned to this consumer;
+    /// [`Error::InvalidSeek`] for an offset that is not a read position
+    /// (`Offset::Invalid`, `Offset::Stored`, a negative offset or tail);
     /// [`Error::Kafka`] when librdkafka refuses the seek (the position is
     /// unchanged then); [`Error::ThreadDied`] / [`Error::ShutDown`] when the
     /// guard stopped.

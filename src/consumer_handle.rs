@@ -140,6 +140,13 @@ impl ConsumerHandle {
             return Err(e);
         }
         self.owned_slot(topic, partition)?;
+        if !is_read_position(offset) {
+            return Err(Error::InvalidSeek {
+                topic: topic.to_string(),
+                partition,
+                offset,
+            });
+        }
         let (reply, answer) = oneshot::channel();
         let request = PollRequest::Seek {
             topic: topic.to_string(),
@@ -199,5 +206,17 @@ impl ConsumerHandle {
                 topic: topic.to_string(),
                 partition,
             })
+    }
+}
+
+/// Whether librdkafka can seek to `offset`: `Invalid` and `Stored` are not
+/// positions (librdkafka resets `Invalid` by `auto.offset.reset`), and a
+/// negative offset or tail is refused.
+fn is_read_position(offset: rdkafka::Offset) -> bool {
+    use rdkafka::Offset;
+    match offset {
+        Offset::Beginning | Offset::End => true,
+        Offset::Offset(n) | Offset::OffsetTail(n) => n >= 0,
+        Offset::Stored | Offset::Invalid => false,
     }
 }

@@ -151,6 +151,17 @@ pub enum Error {
         /// Partition of the ack.
         partition: i32,
     },
+    /// A seek to an offset that is not a read position: `Offset::Invalid`,
+    /// `Offset::Stored`, or a negative `Offset::Offset(n)` / `Offset::OffsetTail(n)`.
+    /// Nothing was changed.
+    InvalidSeek {
+        /// Topic of the seek.
+        topic: String,
+        /// Partition of the seek.
+        partition: i32,
+        /// The offset asked for.
+        offset: rdkafka::Offset,
+    },
     /// The consumer is shutting down or was shut down.
     ShutDown,
     /// A commit failed for good; the offsets were handed to the failure sink.
@@ -250,6 +261,15 @@ impl fmt::Display for Error {
                     "partition {topic}[{partition}] is not owned by this consumer"
                 )
             }
+            Error::InvalidSeek {
+                topic,
+                partition,
+                offset,
+            } => write!(
+                f,
+                "seek of {topic}[{partition}] to {offset:?}: not a read position \
+                 (use Offset::Offset(n >= 0), Beginning, End or OffsetTail(n >= 0))"
+            ),
             Error::ShutDown => write!(f, "the consumer is shut down"),
             Error::CommitFailed { code, attempts } => match code {
                 Some(c) => write!(f, "commit failed after {attempts} attempt(s): {c}"),

@@ -161,3 +161,42 @@ async fn an_offset_reset_after_a_seek_never_commits_backwards() {
     );
     c.shutdown().await.unwrap();
 }
+
+/// An offset that is not a read position is refused with a typed error
+/// naming it, and the position is unchanged (librdkafka would reset an
+/// `Offset::Invalid` by `auto.offset.reset`, re-delivering from 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seek_to_an_offset_that_is_no_position_is_refused_and_changes_nothing() {
+    let fx = Fixture::mock();
+    let (topic, group, mut c) = setup(&fx, "seekinvalid");
+    let first = receive(&mut c, 10).await;
+    assert_eq!(offsets(&first), (0..10).collect::<Vec<_>>());
+    for bad in [
+        Offset::Invalid,
+        Offset::Stored,
+        Offset::Offset(-5),
+        Offset::OffsetTail(-1),
+    ] {
+        match c.seek(&topic, 0, bad).await {
+            Err(Error::InvalidSeek {
+                topic: t,
+                partition: 0,
+                offset,
+            }) => {
+                assert_eq!((t.as_str(), offset), (topic.as_str(), bad));
+            }
+            other => panic!("seek to {bad:?}: {other:?}"),
+        }
+    }
+    let e = c.seek(&topic, 0, Offset::Invalid).await.unwrap_err();
+    assert!(e.to_string().contains("not a read position"), "{e}");
+    // The position is where it was: 10..19 follow, nothing again.
+    let rest = receive(&mut c, 10).await;
+    assert_eq!(offsets(&rest), (10..20).collect::<Vec<_>>());
+    for r in first.iter().chain(&rest) {
+        r.ack_token().ack();
+    }
+    c.commit_now().await.unwrap();
+    assert_eq!(fx.committed(&group, &topic, 1), vec![Some(20)]);
+    c.shutdown().await.unwrap();
+}
