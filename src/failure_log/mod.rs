@@ -288,6 +288,8 @@ use std::time::Duration;
 #[cfg(feature = "sqlite")]
 mod db;
 mod location;
+#[cfg(feature = "postgres")]
+mod pg;
 mod reader;
 mod record;
 mod writer;
@@ -295,6 +297,8 @@ mod writer;
 #[cfg(feature = "sqlite")]
 pub use db::DB_SCHEMA_VERSION;
 pub use location::LogLocation;
+#[cfg(feature = "postgres")]
+pub use pg::PG_LOG_SCHEMA_VERSION;
 
 pub use reader::{
     LogReader, LogStream, LogSummary, MAX_LINE_BYTES, PartitionSummary, ReadIssue,
