@@ -45,7 +45,7 @@ impl LogLocation {
     /// `sqlite:relative/path.db` (relative to the working directory) and
     /// `sqlite:/abs/path.db`; no host, no `?` parameters.
     ///
-    /// `postgres://` and `postgresql://` URLs: as [`tokio_postgres::Config`]
+    /// `postgres://` and `postgresql://` URLs: as `tokio_postgres::Config`
     /// parses them (`postgresql://user:password@host:port/db?options=...`;
     /// `?options=-csearch_path%3Dmyschema` picks the schema of the log).
     ///
@@ -69,7 +69,8 @@ impl LogLocation {
             reason,
         };
         if scheme == "postgres" || scheme == "postgresql" {
-            return postgres_location(s).map_err(unsupported);
+            // The scheme in lower case, as tokio-postgres expects it.
+            return postgres_location(&format!("{scheme}:{rest}")).map_err(unsupported);
         }
         if scheme != "sqlite" {
             return Err(unsupported(

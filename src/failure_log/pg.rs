@@ -125,10 +125,10 @@ pub(super) fn redact(conn: &str) -> String {
     if let Some((scheme, rest)) = conn.split_once("://") {
         let end = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(end);
-        if let Some((user_info, host)) = authority.rsplit_once('@') {
-            if let Some((user, _)) = user_info.split_once(':') {
-                return format!("{scheme}://{user}:***@{host}{tail}");
-            }
+        if let Some((user_info, host)) = authority.rsplit_once('@')
+            && let Some((user, _)) = user_info.split_once(':')
+        {
+            return format!("{scheme}://{user}:***@{host}{tail}");
         }
         return conn.to_string();
     }
