@@ -6,7 +6,7 @@
 //! another that shares only the database, the CLI reading and resolving it
 //! through a `postgresql://` URL, damaged rows and foreign schemas as typed
 //! errors, a busy group lock and a terminated connection losing nothing, a
-//! refused connection at open. Each test in a schema of its own (the URL's
+//! refused connection at open; `offsets` and `recommit` on it. Each test in a schema of its own (the URL's
 //! `options=-csearch_path=...`).
 
 mod common;
@@ -429,11 +429,36 @@ async fn a_held_group_lock_or_a_lost_connection_delays_records_and_loses_none() 
     let status = log.status();
     assert_eq!(status.unwritten, 3, "{status:?}");
     assert!(status.last_error.is_some());
+    // A row of another group meanwhile (no lock of its group is held): the
+    // waiting inserts have taken no id yet, so theirs come after it.
+    client
+        .batch_execute(
+            "INSERT INTO offset_guard_failed_offsets
+               (kind, time, group_id, topic, partition_id, commit_offset, line)
+             VALUES ('failure', 'x', 'other', 'orders', 0, 0, 'other group')",
+        )
+        .await
+        .unwrap();
     client
         .batch_execute("SELECT pg_advisory_unlock(x'6f676c67'::int, hashtext('billing'))")
         .await
         .unwrap();
     log.flush().unwrap();
+    let before: i64 = client
+        .query_one(
+            "SELECT count(*) FROM offset_guard_failed_offsets
+             WHERE group_id = 'billing'
+               AND id < (SELECT id FROM offset_guard_failed_offsets WHERE group_id = 'other')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(before, 0, "ids are taken after the group lock");
+    client
+        .batch_execute("DELETE FROM offset_guard_failed_offsets WHERE group_id = 'other'")
+        .await
+        .unwrap();
     let status = log.status();
     assert_eq!(
         (status.records_written, status.unwritten, status.dropped),
@@ -473,4 +498,56 @@ async fn a_held_group_lock_or_a_lost_connection_delays_records_and_loses_none() 
         "{e:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_and_recommit_work_on_a_postgres_log() {
+    let Some((_db, _client, url)) = setup("log_ops", "").await else {
+        return;
+    };
+    let fx = Fixture::mock();
+    let (topic, group) = (unique("logpg-ops"), unique("g-logpg-ops"));
+    fx.create_topic(&topic, 2);
+    fx.produce(&topic, 2, 10, 0);
+    let log = FailedOffsetLog::postgres(&url).open().unwrap();
+    for (p, o) in [(0, 7), (1, 5)] {
+        log.record(FailedOffset::new(
+            &group,
+            &topic,
+            p,
+            o,
+            FailureReason::Fatal,
+        ));
+    }
+    log.close().unwrap();
+    let b = fx.bootstrap();
+
+    let out = cli(&["offsets", "-b", b, "-g", &group, "-l", &url, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let unresolved: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["unresolved"].clone())
+        .collect();
+    assert_eq!(unresolved, [serde_json::json!([7]), serde_json::json!([5])]);
+
+    let out = cli(&["recommit", "-b", b, "-g", &group, "-l", &url]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(fx.committed(&group, &topic, 2), [Some(7), Some(5)]);
+    let reader = LogReader::open_postgres(&url).unwrap();
+    assert!(reader.unresolved().is_empty(), "{:?}", reader.unresolved());
+    let how: Vec<_> = reader
+        .entries()
+        .iter()
+        .filter_map(|e| match e {
+            LogEntry::Resolved(r) => Some((r.partition, r.offset, r.how)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        how,
+        [
+            (0, 7, ResolutionKind::Recommitted),
+            (1, 5, ResolutionKind::Recommitted)
+        ]
+    );
 }
