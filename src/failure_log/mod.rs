@@ -452,7 +452,7 @@ pub enum LogError {
     /// The database of a log kept in a database failed a statement (opening
     /// it, reading or writing rows).
     Database {
-        /// The database file.
+        /// The database file (PostgreSQL: the connection string, its password as `***`).
         path: PathBuf,
         /// What was being done (`open`, `create tables`, `read rows`, ...).
         op: &'static str,
@@ -462,7 +462,7 @@ pub enum LogError {
     /// The database holds the log's tables in a newer schema version than
     /// this build knows (a newer offset-guard migrated it). Nothing is changed.
     SchemaTooNew {
-        /// The database file.
+        /// The database file (PostgreSQL: the connection string, its password as `***`).
         path: PathBuf,
         /// The version found.
         found: i64,
@@ -472,7 +472,7 @@ pub enum LogError {
     /// A table with one of the log's names exists but is not the log's (other
     /// columns, no or a strange version row). Nothing is changed.
     ForeignSchema {
-        /// The database file.
+        /// The database file (PostgreSQL: the connection string, its password as `***`).
         path: PathBuf,
         /// The table.
         table: String,
@@ -482,7 +482,7 @@ pub enum LogError {
     /// The database has no failed-offset log (a reader found no log tables;
     /// a writer creates them).
     NoLogTable {
-        /// The database file.
+        /// The database file (PostgreSQL: the connection string, its password as `***`).
         path: PathBuf,
     },
     /// A log location given as a URL that this build cannot use

@@ -184,7 +184,10 @@ impl LogBuilder {
     }
 
     /// Takes the log's writer lock, opens (creates, or appends to) the file
-    /// and starts the writer thread.
+    /// and starts the writer thread. For a log in a database
+    /// (`FailedOffsetLog::sqlite`, `FailedOffsetLog::postgres`): opens it,
+    /// creates or checks the log's tables, and starts the writer thread (the
+    /// errors: see those functions).
     ///
     /// # Errors
     ///

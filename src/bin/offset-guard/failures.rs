@@ -40,7 +40,8 @@ Exit codes:
      rotated files); what was readable was printed
   2  usage error, or a URL this build cannot read (its scheme is named)
   3  the log could not be opened (missing, unreadable, a directory, a
-     database without the log's tables or with another schema)
+     database without the log's tables or with another schema, a database
+     server that cannot be reached)
   8  the output could not be written (the other codes: `offset-guard --help`)";
 
 /// The options of `offset-guard failures`.
