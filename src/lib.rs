@@ -23,9 +23,10 @@
 //!   ([`GuardBuilder::context`]) and hooks run on assign, revoke and lost;
 //! - every offset given up on goes to a [`FailureSink`] with its reason; with
 //!   [`GuardBuilder::failed_offset_log`] to a durable JSON Lines log
-//!   ([`failure_log`]) or, with the `sqlite` feature, to a table of a SQLite
-//!   database shared by all instances of a service
-//!   ([In a database](failure_log#in-a-database)), read back with [`failure_log::LogStream`] (any size,
+//!   ([`failure_log`]) or, with the `sqlite` or `postgres` feature, to a
+//!   table of a SQLite or PostgreSQL database shared by all instances of a
+//!   service ([In a database](failure_log#in-a-database),
+//!   [In PostgreSQL](failure_log#in-postgresql)), read back with [`failure_log::LogStream`] (any size,
 //!   bounded memory), [`failure_log::LogReader`] or the
 //!   `offset-guard failures PATH` command (the `offset-guard` tool also shows
 //!   a group's offsets beside its failures, recommits them and resolves them
@@ -177,7 +178,9 @@
 //!   Pulls in `rusqlite` with its bundled SQLite.
 //! - `postgres`: the same progress store in PostgreSQL (`progress::postgres`,
 //!   through your own `tokio-postgres` client or transaction, with a
-//!   `Loader` for the guard's synchronous loader). Pulls in `tokio-postgres`.
+//!   `Loader` for the guard's synchronous loader). Also the failed-offset log
+//!   in PostgreSQL (`failure_log::FailedOffsetLog::postgres`).
+//!   Pulls in `tokio-postgres`.
 //!
 //! # Backpressure
 //!

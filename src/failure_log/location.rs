@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use super::{LogBuilder, LogError, LogStream};
 
 /// Where a failed-offset log is kept: a JSON Lines file, or (cargo feature
-/// `sqlite`) a table in a SQLite database. [`LogLocation::parse`] reads the
-/// form the `offset-guard` command takes: a path, or a URL
-/// `sqlite:///abs/path.db` / `sqlite:relative/path.db`.
+/// `sqlite`) a table in a SQLite database, or (cargo feature `postgres`) a
+/// table in PostgreSQL. [`LogLocation::parse`] reads the form the
+/// `offset-guard` command takes: a path, or a URL `sqlite:///abs/path.db` /
+/// `sqlite:relative/path.db` / `postgresql://user@host:port/db` /
+/// `postgres://...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LogLocation {
@@ -18,6 +20,15 @@ pub enum LogLocation {
     /// The `offset_guard_failed_offsets` table of the SQLite database at this path.
     #[cfg(feature = "sqlite")]
     Sqlite(PathBuf),
+    /// The `offset_guard_failed_offsets` table in PostgreSQL (cargo feature
+    /// `postgres`; see [`FailedOffsetLog::postgres`](super::FailedOffsetLog::postgres)).
+    #[cfg(feature = "postgres")]
+    Postgres {
+        /// The URL, as given (it may hold a password).
+        url: String,
+        /// The URL with its password replaced by `***` (for messages).
+        name: PathBuf,
+    },
 }
 
 /// URL schemes recognised even without `://` (so `sqlite:app.db` is a URL,
@@ -34,12 +45,16 @@ impl LogLocation {
     /// `sqlite:relative/path.db` (relative to the working directory) and
     /// `sqlite:/abs/path.db`; no host, no `?` parameters.
     ///
+    /// `postgres://` and `postgresql://` URLs: as `tokio_postgres::Config`
+    /// parses them (`postgresql://user:password@host:port/db?options=...`;
+    /// `?options=-csearch_path%3Dmyschema` picks the schema of the log).
+    ///
     /// # Errors
     ///
     /// [`LogError::UnsupportedUrl`] naming the scheme and why: a scheme this
-    /// crate has no backend for (`postgres://` for now), `sqlite:` in a build
-    /// without the `sqlite` cargo feature, a URL with a host, parameters or
-    /// no path.
+    /// crate has no backend for, `sqlite:` or `postgres:` in a build without
+    /// the `sqlite` or `postgres` cargo feature, a `sqlite:` URL with a host,
+    /// parameters or no path, a `postgres:` URL that does not parse.
     pub fn parse(text: impl AsRef<OsStr>) -> Result<LogLocation, LogError> {
         let raw = text.as_ref();
         let Some(s) = raw.to_str() else {
@@ -53,9 +68,13 @@ impl LogLocation {
             scheme: scheme.clone(),
             reason,
         };
+        if scheme == "postgres" || scheme == "postgresql" {
+            // The scheme in lower case, as tokio-postgres expects it.
+            return postgres_location(&format!("{scheme}:{rest}")).map_err(unsupported);
+        }
         if scheme != "sqlite" {
             return Err(unsupported(
-                "no failed-offset log backend for this scheme (supported: a file path, or sqlite: with the `sqlite` cargo feature)".into(),
+                "no failed-offset log backend for this scheme (supported: a file path, sqlite: with the `sqlite` cargo feature, postgres:// with the `postgres` cargo feature)".into(),
             ));
         }
         let path = match rest.strip_prefix("//") {
@@ -78,12 +97,15 @@ impl LogLocation {
         sqlite_location(path).map_err(unsupported)
     }
 
-    /// The file, or the database file.
+    /// The file, or the database file; for PostgreSQL the URL with its
+    /// password replaced by `***`.
     pub fn path(&self) -> &Path {
         match self {
             LogLocation::File(p) => p,
             #[cfg(feature = "sqlite")]
             LogLocation::Sqlite(p) => p,
+            #[cfg(feature = "postgres")]
+            LogLocation::Postgres { name, .. } => name,
         }
     }
 
@@ -93,11 +115,13 @@ impl LogLocation {
             LogLocation::File(p) => super::FailedOffsetLog::builder(p),
             #[cfg(feature = "sqlite")]
             LogLocation::Sqlite(p) => super::FailedOffsetLog::sqlite(p),
+            #[cfg(feature = "postgres")]
+            LogLocation::Postgres { url, .. } => super::FailedOffsetLog::postgres(url),
         }
     }
 
-    /// Reads the log, oldest entry first ([`LogStream::open`] or
-    /// [`LogStream::open_sqlite`]).
+    /// Reads the log, oldest entry first ([`LogStream::open`],
+    /// `LogStream::open_sqlite` or `LogStream::open_postgres`).
     ///
     /// # Errors
     ///
@@ -107,6 +131,8 @@ impl LogLocation {
             LogLocation::File(p) => LogStream::open(p),
             #[cfg(feature = "sqlite")]
             LogLocation::Sqlite(p) => LogStream::open_sqlite(p),
+            #[cfg(feature = "postgres")]
+            LogLocation::Postgres { url, .. } => LogStream::open_postgres(url),
         }
     }
 }
@@ -119,6 +145,24 @@ fn sqlite_location(path: &str) -> Result<LogLocation, String> {
 #[cfg(not(feature = "sqlite"))]
 fn sqlite_location(_: &str) -> Result<LogLocation, String> {
     Err("this build has no SQLite support: enable the `sqlite` cargo feature".into())
+}
+
+#[cfg(feature = "postgres")]
+fn postgres_location(url: &str) -> Result<LogLocation, String> {
+    match url.parse::<tokio_postgres::Config>() {
+        Ok(_) => Ok(LogLocation::Postgres {
+            url: url.to_string(),
+            name: PathBuf::from(super::pg::redact(url)),
+        }),
+        Err(e) => Err(format!(
+            "not a PostgreSQL URL (postgresql://user@host:port/db): {e}"
+        )),
+    }
+}
+
+#[cfg(not(feature = "postgres"))]
+fn postgres_location(_: &str) -> Result<LogLocation, String> {
+    Err("this build has no PostgreSQL support: enable the `postgres` cargo feature".into())
 }
 
 /// The lower-cased scheme and the rest, when `s` is a URL.
@@ -140,6 +184,8 @@ impl fmt::Display for LogLocation {
             LogLocation::File(p) => write!(f, "{}", p.display()),
             #[cfg(feature = "sqlite")]
             LogLocation::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+            #[cfg(feature = "postgres")]
+            LogLocation::Postgres { name, .. } => write!(f, "{}", name.display()),
         }
     }
 }
@@ -172,7 +218,6 @@ mod tests {
             );
         }
         for (url, scheme) in [
-            ("postgres://h/db", "postgres"),
             ("postgresql:db", "postgresql"),
             ("mysql://h/db", "mysql"),
             ("sqlite://host/x.db", "sqlite"),
@@ -204,6 +249,28 @@ mod tests {
             LogLocation::Sqlite("x.db".into()).to_string(),
             "sqlite:x.db"
         );
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn postgres_urls() {
+        let l = LogLocation::parse("postgres://app:pw@db.example:5433/app").unwrap();
+        assert!(
+            matches!(&l, LogLocation::Postgres { url, .. } if url == "postgres://app:pw@db.example:5433/app")
+        );
+        assert_eq!(l.to_string(), "postgres://app:***@db.example:5433/app");
+        assert_eq!(
+            l.path(),
+            Path::new("postgres://app:***@db.example:5433/app")
+        );
+        assert!(LogLocation::parse("POSTGRESQL://h/db").is_ok());
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    #[test]
+    fn postgres_without_the_feature_names_it() {
+        let e = LogLocation::parse("postgres://h/db").unwrap_err();
+        assert!(e.to_string().contains("`postgres` cargo feature"), "{e}");
     }
 
     #[cfg(not(feature = "sqlite"))]

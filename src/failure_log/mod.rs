@@ -184,17 +184,84 @@
 //! CLI may write to one database. The `fsync` policy, rotation and
 //! `max_file_bytes` / `max_files` do not apply; delete old rows yourself
 //! (resolved failures and their resolutions) if the table grows too large.
-//! PostgreSQL is not supported yet (`postgres://` is refused with
-//! [`LogError::UnsupportedUrl`]). [`LogLocation`] parses the command line's
-//! form: a path, or a `sqlite:` URL.
+//! [`LogLocation`] parses the command line's form: a path, a `sqlite:` URL
+//! or a `postgresql://` URL.
+//!
+//! # In PostgreSQL
+//!
+//! With the `postgres` cargo feature, `FailedOffsetLog::postgres(conn)`
+//! keeps the log in a table in PostgreSQL (`conn`: a connection string as
+//! `tokio_postgres::Config` parses it; no TLS), with the same rows and the
+//! same behaviour as in SQLite above, replay included. The tables go into
+//! the connection's current schema (the first of its `search_path`; a URL
+//! can pick it: `?options=-csearch_path%3Dapp`); migration 1, schema
+//! version `PG_LOG_SCHEMA_VERSION` = 1:
+//!
+//! ```sql
+//! CREATE TABLE offset_guard_log_schema (version BIGINT NOT NULL);  -- one row: 1
+//! CREATE TABLE offset_guard_failed_offsets (
+//!     id            BIGINT GENERATED ALWAYS AS IDENTITY (CACHE 1) PRIMARY KEY,
+//!     kind TEXT NOT NULL, time TEXT NOT NULL, group_id TEXT NOT NULL,
+//!     topic TEXT NOT NULL, partition_id INTEGER NOT NULL,
+//!     commit_offset BIGINT NOT NULL, reason TEXT, resolution TEXT,
+//!     line          TEXT NOT NULL      -- the entry's JSON line, what readers parse
+//! );
+//! CREATE INDEX offset_guard_failed_offsets_group ON offset_guard_failed_offsets (group_id, id);
+//! ```
+//!
+//! ```text
+//! GuardBuilder::failed_offset_log(FailedOffsetLog::postgres("postgresql://app@db/app"))
+//! offset-guard failures postgresql://app@db/app --unresolved
+//! offset-guard resolve -l postgresql://app@db/app -g G -t T -p N -o OFFSET -n NOTE
+//! ```
+//!
+//! The writer creates the tables at open when neither exists, in one
+//! transaction holding an advisory lock (processes starting together create
+//! them once), and checks them (columns and types, version): a newer version
+//! is [`LogError::SchemaTooNew`], a table of the log's names that is not the
+//! log's [`LogError::ForeignSchema`], nothing changed. Connections are made
+//! on threads of their own with a single-threaded tokio runtime (the
+//! writer's on the writer thread; a reader's on a reader thread that sends
+//! rows through a bounded channel), so opening, writing and reading work
+//! from any thread, also inside a tokio runtime. Each record is inserted in
+//! a transaction of its own; an unreachable server (connecting waits at most
+//! the string's `connect_timeout`, default 5 s), a closed connection (opened
+//! again at the next attempt), a statement without an answer within 5 s or a
+//! lock not granted within 2 s (`lock_timeout`) fail the attempt: counted in
+//! [`LogStatus`], warned, the record kept in memory (up to
+//! [`max_unwritten`](LogBuilder::max_unwritten)) and inserted again a second
+//! later, as for the file. Errors and issues name the connection string
+//! with its password replaced by `***`.
+//!
+//! ## Order of rows in PostgreSQL
+//!
+//! Readers return rows by `id`, and the resolution logic needs the rows of
+//! a group in the order they were written: a resolution resolves the
+//! failures **before** it, at or below its offset. Sequence values are
+//! taken at insert but become visible at commit, so with several writers a
+//! smaller id can commit after a larger one: a reader could pass it, and a
+//! resolution written meanwhile would get a larger id than a failure
+//! logged before it. So every insert first takes a transaction-level
+//! advisory lock for its group (`pg_advisory_xact_lock(1869048935,
+//! hashtext(group_id))`, the first key "oglg" in ASCII) and only then takes
+//! its id: the inserts of one group are serialized, and their ids increase
+//! in commit order (the identity has `CACHE 1`; do not change it). Within a
+//! group, id order is therefore write order, and a reader paging by id never
+//! misses a row committed later with a smaller id. Across groups ids are
+//! not ordered by commit, and nothing relies on it (replay and the CLI work
+//! per group). Another session holding that lock delays the group's inserts
+//! (then the 2 s `lock_timeout` and the retry above). A `time`-based order
+//! was not chosen: instances' clocks differ.
 //!
 //! # Command line
 //!
 //! The `offset-guard` tool (cargo feature `cli`, on by default). Wherever it
 //! takes a log `PATH` it also takes a database URL, `sqlite:///abs/path.db`
-//! or `sqlite:relative/path.db` (built with the `sqlite` feature; see
-//! [`LogLocation::parse`]); another scheme, or `sqlite:` in a build without
-//! the feature, is a usage error (exit code 2) naming it.
+//! or `sqlite:relative/path.db` (built with the `sqlite` feature),
+//! `postgresql://user@host:port/db` or `postgres://...` (built with the
+//! `postgres` feature; see [`LogLocation::parse`]); another scheme, or a
+//! scheme in a build without its feature, is a usage error (exit code 2)
+//! naming it (and the feature).
 //!
 //!
 //! - `offset-guard failures PATH [--json] [--topic T] [--partition N]
@@ -288,6 +355,8 @@ use std::time::Duration;
 #[cfg(feature = "sqlite")]
 mod db;
 mod location;
+#[cfg(feature = "postgres")]
+mod pg;
 mod reader;
 mod record;
 mod writer;
@@ -295,6 +364,8 @@ mod writer;
 #[cfg(feature = "sqlite")]
 pub use db::DB_SCHEMA_VERSION;
 pub use location::LogLocation;
+#[cfg(feature = "postgres")]
+pub use pg::PG_LOG_SCHEMA_VERSION;
 
 pub use reader::{
     LogReader, LogStream, LogSummary, MAX_LINE_BYTES, PartitionSummary, ReadIssue,
@@ -381,7 +452,7 @@ pub enum LogError {
     /// The database of a log kept in a database failed a statement (opening
     /// it, reading or writing rows).
     Database {
-        /// The database file.
+        /// The database file (PostgreSQL: the connection string, its password as `***`).
         path: PathBuf,
         /// What was being done (`open`, `create tables`, `read rows`, ...).
         op: &'static str,
@@ -391,7 +462,7 @@ pub enum LogError {
     /// The database holds the log's tables in a newer schema version than
     /// this build knows (a newer offset-guard migrated it). Nothing is changed.
     SchemaTooNew {
-        /// The database file.
+        /// The database file (PostgreSQL: the connection string, its password as `***`).
         path: PathBuf,
         /// The version found.
         found: i64,
@@ -401,7 +472,7 @@ pub enum LogError {
     /// A table with one of the log's names exists but is not the log's (other
     /// columns, no or a strange version row). Nothing is changed.
     ForeignSchema {
-        /// The database file.
+        /// The database file (PostgreSQL: the connection string, its password as `***`).
         path: PathBuf,
         /// The table.
         table: String,
@@ -411,7 +482,7 @@ pub enum LogError {
     /// The database has no failed-offset log (a reader found no log tables;
     /// a writer creates them).
     NoLogTable {
-        /// The database file.
+        /// The database file (PostgreSQL: the connection string, its password as `***`).
         path: PathBuf,
     },
     /// A log location given as a URL that this build cannot use

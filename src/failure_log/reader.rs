@@ -221,6 +221,40 @@ impl LogStream {
         Ok(LogStream::from_reader(path, rows))
     }
 
+    /// Reads the log kept in PostgreSQL (see
+    /// [`FailedOffsetLog::postgres`](super::FailedOffsetLog::postgres) for
+    /// `conn` and the [module docs](super#in-postgresql)), oldest row first
+    /// (by id: in write order within each group), a page of rows at a time
+    /// (bounded memory) from a thread of its own with its own connection, so
+    /// it may be called from any thread. Issues name the connection string
+    /// (password as `***`) and the row's `id` as the line number; a row whose
+    /// `line` is not a valid log line is an issue like a damaged line of a
+    /// file. Rows written while the stream runs may or may not be seen.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Database`] when the string does not parse or the server
+    /// cannot be reached (within its `connect_timeout`, default 5 s),
+    /// [`LogError::NoLogTable`] when the schema has no log,
+    /// [`LogError::SchemaTooNew`] / [`LogError::ForeignSchema`] when its log
+    /// tables are not this build's. A read that fails later is a
+    /// [`ReadIssueKind::Io`] issue, and the stream ends.
+    #[cfg(feature = "postgres")]
+    pub fn open_postgres(conn: &str) -> Result<LogStream, LogError> {
+        LogStream::open_pg_target(super::pg::PgTarget::new(conn), None)
+    }
+
+    /// [`open_postgres`](Self::open_postgres), only the rows of `group` when given.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn open_pg_target(
+        target: super::pg::PgTarget,
+        group: Option<&str>,
+    ) -> Result<LogStream, LogError> {
+        let name = target.name.clone();
+        let rows = super::pg::PgLines::open(target, group.map(str::to_owned))?;
+        Ok(LogStream::from_reader(name, rows))
+    }
+
     /// Reads log content from any reader (a file, stdin, a buffer); `name`
     /// names it in issues.
     pub fn from_reader(name: impl Into<PathBuf>, input: impl Read + Send + 'static) -> LogStream {
@@ -451,6 +485,13 @@ impl LogReader {
     #[cfg(feature = "sqlite")]
     pub fn open_sqlite(path: impl AsRef<Path>) -> Result<LogReader, LogError> {
         Ok(LogReader::collect(LogStream::open_sqlite(path)?))
+    }
+
+    /// Reads the log kept in PostgreSQL into memory (see
+    /// [`LogStream::open_postgres`], errors as there).
+    #[cfg(feature = "postgres")]
+    pub fn open_postgres(conn: &str) -> Result<LogReader, LogError> {
+        Ok(LogReader::collect(LogStream::open_postgres(conn)?))
     }
 
     /// Reads log content already in memory (a file, stdin, a test buffer);

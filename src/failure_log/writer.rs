@@ -77,6 +77,10 @@ pub struct LogBuilder {
     path: PathBuf,
     /// In a SQLite database at `path` rather than a file (feature `sqlite`).
     database: bool,
+    /// In PostgreSQL (feature `postgres`): the connection string; `path` is
+    /// then its name in errors (the password replaced by `***`).
+    #[cfg(feature = "postgres")]
+    postgres: Option<super::pg::PgTarget>,
     fsync: FsyncPolicy,
     max_file_bytes: u64,
     max_files: usize,
@@ -180,7 +184,10 @@ impl LogBuilder {
     }
 
     /// Takes the log's writer lock, opens (creates, or appends to) the file
-    /// and starts the writer thread.
+    /// and starts the writer thread. For a log in a database
+    /// (`FailedOffsetLog::sqlite`, `FailedOffsetLog::postgres`): opens it,
+    /// creates or checks the log's tables, and starts the writer thread (the
+    /// errors: see those functions).
     ///
     /// # Errors
     ///
@@ -196,11 +203,16 @@ impl LogBuilder {
     pub fn open(self) -> Result<FailedOffsetLog, LogError> {
         self.validate()?;
         let path = self.path.clone();
+        #[cfg(feature = "postgres")]
+        if let Some(target) = self.postgres.clone() {
+            let writer = super::pg::PgWriter::open(target)?;
+            return self.start(None, None, Some(DbConn::Postgres(Box::new(writer))));
+        }
         if self.database {
             #[cfg(feature = "sqlite")]
             {
                 let conn = super::db::open_writer(&path)?;
-                return self.start(None, None, Some(conn));
+                return self.start(None, None, Some(DbConn::Sqlite(conn)));
             }
         }
         refuse_non_file(&path)?;
@@ -211,12 +223,7 @@ impl LogBuilder {
                 .err()
                 .unwrap_or_else(|| LogError::from_io(&path, op, e))
         })?;
-        self.start(
-            Some(lock),
-            Some(opened),
-            #[cfg(feature = "sqlite")]
-            None,
-        )
+        self.start(Some(lock), Some(opened), None)
     }
 
     /// Starts the writer thread on an opened file or database.
@@ -224,7 +231,7 @@ impl LogBuilder {
         self,
         lock: Option<File>,
         file: Option<OpenFile>,
-        #[cfg(feature = "sqlite")] db: Option<rusqlite::Connection>,
+        db: Option<DbConn>,
     ) -> Result<FailedOffsetLog, LogError> {
         let path = self.path.clone();
         let shared = Arc::new(Shared::default());
@@ -234,7 +241,6 @@ impl LogBuilder {
             cfg: self,
             shared: Arc::clone(&shared),
             file,
-            #[cfg(feature = "sqlite")]
             db,
             pending: VecDeque::new(),
             unsynced: 0,
@@ -265,6 +271,10 @@ impl LogBuilder {
     /// Reads this log (for replay), the file or the database; `group`
     /// limits a database read to that group's rows.
     pub(crate) fn stream(&self, group: Option<&str>) -> Result<super::LogStream, LogError> {
+        #[cfg(feature = "postgres")]
+        if let Some(target) = &self.postgres {
+            return super::LogStream::open_pg_target(target.clone(), group);
+        }
         if self.database {
             #[cfg(feature = "sqlite")]
             return super::LogStream::open_sqlite_group(&self.path, group);
@@ -365,11 +375,76 @@ impl FailedOffsetLog {
         }
     }
 
+    /// A builder for a log kept in PostgreSQL: one row per entry in the
+    /// table `offset_guard_failed_offsets` of the current schema (the first
+    /// of the connection's `search_path`), which `open` creates (see
+    /// [In PostgreSQL](super#in-postgresql)). `conn` is a connection string
+    /// as [`tokio_postgres::Config`] parses it (`postgresql://user@host/db`,
+    /// `host=... user=...`); connected without TLS; a `connect_timeout` of
+    /// 5 s unless it sets one. Errors and [`path`](LogBuilder::path) name it
+    /// with its password replaced by `***`. Several writers, in this process
+    /// or others, may share one table: there is no writer lock.
+    /// [`max_unwritten`](LogBuilder::max_unwritten) applies; the `fsync`
+    /// policy, `max_file_bytes` and `max_files` have no effect (each row is
+    /// committed on its own; the table is not rotated).
+    ///
+    /// `open` connects (on a thread of its own, so it may be called from any
+    /// thread, also inside a tokio runtime) and fails with
+    /// [`LogError::Database`] when the string does not parse or the server
+    /// cannot be reached, [`LogError::SchemaTooNew`] /
+    /// [`LogError::ForeignSchema`] when the log's tables are not this
+    /// build's. Once open, an unreachable or busy server delays records (kept
+    /// in memory, retried every second, counted and warned) and loses none
+    /// up to `max_unwritten`.
+    ///
+    /// (The example runs where the tests' server is named by
+    /// `OFFSET_GUARD_POSTGRES`, in a schema of its own; elsewhere it returns
+    /// at once.)
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use offset_guard::failure_log::{FailedOffsetLog, LogReader, Resolution};
+    /// use offset_guard::{FailedOffset, FailureReason, FailureSink};
+    ///
+    /// # let Ok(base) = std::env::var("OFFSET_GUARD_POSTGRES") else { return Ok(()) };
+    /// # let schema = format!("doc_log_{}", std::process::id());
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    /// # let sql = |q: String| rt.block_on(async {
+    /// #     let (c, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await?;
+    /// #     tokio::spawn(conn);
+    /// #     c.batch_execute(&q).await
+    /// # });
+    /// # sql(format!("CREATE SCHEMA {schema}"))?;
+    /// # let url = format!("{base}?options=-csearch_path%3D{schema}");
+    /// // e.g. url = "postgresql://app@db.example/app"
+    /// let log = FailedOffsetLog::postgres(&url).open()?;
+    /// log.record(FailedOffset::new("billing", "orders", 3, 42, FailureReason::Fatal));
+    /// log.resolve(Resolution::recommitted("billing", "orders", 3, 42));
+    /// log.close()?; // both rows inserted and committed
+    ///
+    /// let reader = LogReader::open_postgres(&url)?;
+    /// assert_eq!(reader.entries().len(), 2);
+    /// assert!(reader.unresolved().is_empty());
+    /// # sql(format!("DROP SCHEMA {schema} CASCADE"))?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "postgres")]
+    pub fn postgres(conn: &str) -> LogBuilder {
+        let target = super::pg::PgTarget::new(conn);
+        LogBuilder {
+            postgres: Some(target.clone()),
+            ..FailedOffsetLog::builder(&target.name)
+        }
+    }
+
     /// A builder for the log at `path`.
     pub fn builder(path: impl AsRef<Path>) -> LogBuilder {
         LogBuilder {
             path: path.as_ref().to_path_buf(),
             database: false,
+            #[cfg(feature = "postgres")]
+            postgres: None,
             fsync: FsyncPolicy::default(),
             max_file_bytes: 64 * 1024 * 1024,
             max_files: 8,
@@ -702,6 +777,45 @@ const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// How long to keep writing to an oversized file after a failed rotation.
 const ROTATE_RETRY_INTERVAL: Duration = Duration::from_secs(60);
 
+/// The connection of a log kept in a database.
+enum DbConn {
+    #[cfg(feature = "sqlite")]
+    Sqlite(rusqlite::Connection),
+    #[cfg(feature = "postgres")]
+    Postgres(Box<super::pg::PgWriter>),
+    /// No database backend in this build (keeps the enum usable without one).
+    #[allow(dead_code)]
+    None(std::convert::Infallible),
+}
+
+impl DbConn {
+    /// Inserts one line as one row, committed on its own: nothing is left to
+    /// sync afterwards (SQLite with synchronous=FULL; PostgreSQL's commit).
+    fn insert(&mut self, line: &str) -> Result<(), (&'static str, io::Error)> {
+        let _ = line; // unused in a build without a database backend
+        match self {
+            #[cfg(feature = "sqlite")]
+            DbConn::Sqlite(conn) => {
+                super::db::insert(conn, line).map_err(|e| ("insert", io::Error::other(e)))
+            }
+            #[cfg(feature = "postgres")]
+            DbConn::Postgres(w) => w.insert(line).map_err(|e| {
+                let text = match e {
+                    LogError::Database {
+                        op: "insert",
+                        source,
+                        ..
+                    } => source.to_string(),
+                    LogError::Database { op, source, .. } => format!("{op}: {source}"),
+                    other => other.to_string(),
+                };
+                ("insert", io::Error::other(text))
+            }),
+            DbConn::None(never) => match *never {},
+        }
+    }
+}
+
 /// The writer thread's state; it alone touches the file.
 struct Writer {
     /// The writer lock (`path.lock`), held until the thread ends: dropped
@@ -710,8 +824,7 @@ struct Writer {
     _lock: Option<File>,
     cfg: LogBuilder,
     /// The database connection of a log kept in a database (then `file` is `None`).
-    #[cfg(feature = "sqlite")]
-    db: Option<rusqlite::Connection>,
+    db: Option<DbConn>,
     shared: Arc<Shared>,
     file: Option<OpenFile>,
     /// Lines accepted but not written, oldest first, with whether each is a failure.
@@ -866,7 +979,6 @@ impl Writer {
         if self.unsynced == 0 {
             return;
         }
-        #[cfg(feature = "sqlite")]
         if self.db.is_some() {
             // Every row was committed durably when it was inserted.
             self.unsynced = 0;
@@ -964,10 +1076,8 @@ impl Writer {
     /// Writes one line (with its newline) in one `write` call: with
     /// `O_APPEND` it lands as a unit after whatever is in the file.
     fn write_line(&mut self, line: &str) -> Result<(), (&'static str, io::Error)> {
-        #[cfg(feature = "sqlite")]
-        if let Some(conn) = &self.db {
-            // Committed on its own (synchronous=FULL): nothing left to sync.
-            return super::db::insert(conn, line).map_err(|e| ("insert", io::Error::other(e)));
+        if let Some(db) = self.db.as_mut() {
+            return db.insert(line);
         }
         self.ensure_open(line.len() as u64)?;
         let Some(f) = self.file.as_mut() else {

@@ -27,7 +27,8 @@ use crate::{exit, warn};
 
 pub(crate) const AFTER_HELP: &str = "\
 PATH and its rotated files (PATH.N ... PATH.1, PATH) are read oldest first,
-line by line; a database log (sqlite:PATH.db) row by row, in id order (issues
+line by line; a database log (sqlite:PATH.db, postgresql://...) row by row, in
+id order (issues
 name the row id as the line). The table has one row per failure; RESOLVED says whether a later
 resolution in the log covers it. To know that and to align the columns the
 table reads the log twice; a summary reads it once. Text from the log is
@@ -39,7 +40,8 @@ Exit codes:
      rotated files); what was readable was printed
   2  usage error, or a URL this build cannot read (its scheme is named)
   3  the log could not be opened (missing, unreadable, a directory, a
-     database without the log's tables or with another schema)
+     database without the log's tables or with another schema, a database
+     server that cannot be reached)
   8  the output could not be written (the other codes: `offset-guard --help`)";
 
 /// The options of `offset-guard failures`.
@@ -47,7 +49,8 @@ Exit codes:
 pub(crate) struct FailuresArgs {
     /// The log file (its rotated files PATH.N ... PATH.1 are read too), or a
     /// database log: sqlite:///ABS/PATH.db or sqlite:REL/PATH.db (needs the
-    /// `sqlite` cargo feature)
+    /// `sqlite` cargo feature), postgresql://USER@HOST:PORT/DB (needs the
+    /// `postgres` cargo feature)
     #[arg(value_name = "PATH|URL")]
     path: PathBuf,
     /// JSON Lines output: entries in the log's own format (failures and the

@@ -54,7 +54,8 @@ impl GroupLog {
     }
 }
 
-/// Where the log is: a database URL (`sqlite:PATH`), else a file path.
+/// Where the log is: a database URL (`sqlite:PATH`, `postgresql://...`),
+/// else a file path.
 pub fn location(path: &Path) -> Result<LogLocation, CliError> {
     Ok(LogLocation::parse(path)?)
 }
@@ -113,6 +114,13 @@ pub fn read_group(
 /// database log takes no lock: the service may keep writing meanwhile.
 pub fn open_for_append(path: &Path) -> Result<FailedOffsetLog, CliError> {
     let location = location(path)?;
+    #[cfg(feature = "postgres")]
+    if let LogLocation::Postgres { .. } = &location {
+        // A database without the log is refused as a missing file is (the
+        // reader says so); the writer would create the tables.
+        drop(location.stream()?);
+        return Ok(location.builder().open()?);
+    }
     if !location.path().exists() {
         return Err(CliError::Log(LogError::NotFound {
             path: location.path().to_path_buf(),

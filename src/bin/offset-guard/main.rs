@@ -11,8 +11,10 @@
 //!
 //! PATH is a log file (with its rotated files), or a log kept in a SQLite
 //! database, given as a URL: `sqlite:///abs/path.db` or
-//! `sqlite:relative/path.db` (builds with the `sqlite` cargo feature; another
-//! scheme, or `sqlite:` without the feature, is a usage error naming it).
+//! `sqlite:relative/path.db` (builds with the `sqlite` cargo feature), or a
+//! log kept in PostgreSQL: `postgresql://user@host:port/db` or `postgres://...`
+//! (builds with the `postgres` cargo feature; another scheme, or a scheme
+//! without its feature, is a usage error naming it).
 //!
 //! - `failures`: prints the log (see `offset-guard failures --help`).
 //! - `offsets`: connects to the cluster and shows, per partition of the

@@ -31,7 +31,7 @@ pub struct OffsetsArgs {
     #[arg(short, long = "topic", value_name = "TOPIC", value_delimiter = ',', value_parser = NonEmptyStringValueParser::new())]
     pub topics: Vec<String>,
     /// The failed-offset log (a file and its rotated files, or a database URL
-    /// sqlite:PATH.db), for the UNRESOLVED column.
+    /// sqlite:PATH.db or postgresql://USER@HOST/DB), for the UNRESOLVED column.
     #[arg(short, long, value_name = "PATH|URL")]
     pub log: Option<PathBuf>,
     /// JSON Lines: one object per partition.

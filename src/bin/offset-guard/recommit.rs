@@ -31,7 +31,8 @@ pub struct RecommitArgs {
     #[arg(short, long, value_parser = NonEmptyStringValueParser::new())]
     pub group: String,
     /// The failed-offset log: a file (and its rotated files), or a database
-    /// URL sqlite:///ABS/PATH.db or sqlite:REL/PATH.db.
+    /// URL sqlite:///ABS/PATH.db, sqlite:REL/PATH.db or
+    /// postgresql://USER@HOST:PORT/DB.
     #[arg(short, long, value_name = "PATH|URL")]
     pub log: PathBuf,
     /// Only these topics (repeatable, or a comma-separated list). Default: all

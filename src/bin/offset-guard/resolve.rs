@@ -22,7 +22,8 @@ use crate::text::{escape, table};
 #[command(group = clap::ArgGroup::new("which").required(true).multiple(false).args(["offsets", "all_unresolved"]))]
 pub struct ResolveArgs {
     /// The failed-offset log: a file (and its rotated files), or a database
-    /// URL sqlite:///ABS/PATH.db or sqlite:REL/PATH.db.
+    /// URL sqlite:///ABS/PATH.db, sqlite:REL/PATH.db or
+    /// postgresql://USER@HOST:PORT/DB.
     #[arg(short, long, value_name = "PATH|URL")]
     pub log: PathBuf,
     /// The consumer group.
