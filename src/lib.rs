@@ -174,7 +174,7 @@
 //!   written in your own `rusqlite` transaction, for exactly-once effects in
 //!   a database; with the own-loop front-end, records stored as done are
 //!   skipped after a restart or rebalance. Also the failed-offset log in a
-//!   SQLite database ([`FailedOffsetLog::sqlite`](failure_log::FailedOffsetLog::sqlite)).
+//!   SQLite database (`failure_log::FailedOffsetLog::sqlite`).
 //!   Pulls in `rusqlite` with its bundled SQLite.
 //! - `postgres`: the same progress store in PostgreSQL (`progress::postgres`,
 //!   through your own `tokio-postgres` client or transaction, with a
