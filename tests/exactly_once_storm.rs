@@ -1,0 +1,423 @@
+//! Exactly-once into SQLite under a rebalance storm (issue 16, item 6;
+//! feature `sqlite`): members of one group join and leave repeatedly while
+//! records keep flowing, some killed (dropped without shutdown, the last
+//! record committed to the database but never acked), some shut down
+//! cleanly; eager (`range`, `roundrobin`) and cooperative
+//! (`cooperative-sticky`); the own-loop front-end and the owned one. Every
+//! processing writes one effect row and bumps a business row in the same
+//! SQLite transaction as `mark_token`; the members share one database file
+//! (WAL, busy timeout, `IMMEDIATE` transactions). At the end the database
+//! itself is counted: every produced record has exactly one effect. The
+//! broker comes from tests/common (MockCluster, or a real one with
+//! `OFFSET_GUARD_BOOTSTRAP`).
+
+mod common;
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::group::{Feeder, until};
+use common::{Fixture, unique};
+use offset_guard::progress::{PartitionProgress, ProgressError, sqlite};
+use offset_guard::{AckToken, GuardBuilder, GuardContext, Tracked};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rusqlite::{Connection, TransactionBehavior, params};
+use tokio::sync::watch;
+
+const PARTITIONS: i32 = 6;
+/// Join-and-leave rounds: each starts a member and ends the oldest one.
+const ROUNDS: usize = 3;
+
+/// Opens the shared database: WAL (readers do not block the writer), a
+/// busy timeout (writers wait for the lock), the store and the test's tables.
+fn open(path: &Path) -> Connection {
+    let conn = Connection::open(path).unwrap();
+    conn.busy_timeout(Duration::from_secs(20)).unwrap();
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+        .unwrap();
+    sqlite::migrate(&conn).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS effects (
+             partition_id INTEGER NOT NULL, record_offset INTEGER NOT NULL, member TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS totals (
+             partition_id INTEGER PRIMARY KEY, processed INTEGER NOT NULL);",
+    )
+    .unwrap();
+    conn
+}
+
+fn count(conn: &Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// The record's effects (one effect row, the business row bumped) and its
+/// mark in one transaction. False: refused as done already (rolled back).
+fn process(conn: &mut Connection, group: &str, member: &str, token: &AckToken) -> bool {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .unwrap();
+    tx.execute(
+        "INSERT INTO effects (partition_id, record_offset, member) VALUES (?1, ?2, ?3)",
+        params![token.partition(), token.offset(), member],
+    )
+    .unwrap();
+    tx.execute(
+        "INSERT INTO totals (partition_id, processed) VALUES (?1, 1)
+         ON CONFLICT (partition_id) DO UPDATE SET processed = processed + 1",
+        params![token.partition()],
+    )
+    .unwrap();
+    match sqlite::mark_token(&tx, group, token) {
+        Ok(()) => {
+            tx.commit().unwrap();
+            true
+        }
+        Err(e) => {
+            assert!(e.is_already_done(), "{member}: {e}");
+            false // dropped: rolled back
+        }
+    }
+}
+
+/// How a member ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Dropped without shutdown; the record being processed is committed to
+    /// the database and never acked (a crash between the two).
+    Kill,
+    /// `shutdown`: final commit, leave the group.
+    Clean,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Front {
+    OwnLoop,
+    Owned,
+}
+
+/// What a member did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    applied: u64,
+    refused: u64,
+    skipped: u64,
+    /// Committed to the database, never acked (killed in between).
+    unacked: u64,
+}
+
+struct Member {
+    name: String,
+    end: watch::Sender<Option<End>>,
+    task: tokio::task::JoinHandle<Counts>,
+}
+
+impl Member {
+    async fn end(self, how: End) -> (String, Counts) {
+        self.end.send(Some(how)).unwrap();
+        let counts = self.task.await.expect("member task");
+        (self.name, counts)
+    }
+}
+
+fn loader(
+    path: PathBuf,
+) -> impl Fn(&str, &str, i32) -> Result<PartitionProgress, ProgressError> + Send + Sync + 'static {
+    let conn = Mutex::new(open(&path));
+    move |group, topic, partition| sqlite::load(&conn.lock().unwrap(), group, topic, partition)
+}
+
+fn builder(fx: &Fixture, group: &str, strategy: &str, db: &Path) -> GuardBuilder {
+    let mut config = fx.config(group);
+    config.set("partition.assignment.strategy", strategy);
+    // MockCluster: each rebalance waits session.timeout.ms - 1 s.
+    config.set("session.timeout.ms", "3000");
+    offset_guard::OffsetGuard::builder(config)
+        .retry(common::fast_retry(5))
+        .commit_interval(Duration::from_millis(500))
+        .shutdown_timeout(Duration::from_secs(10))
+        .stored_progress(loader(db.to_path_buf()))
+}
+
+/// Processes one record and acks it, except when the member is being
+/// killed: then the crash comes between the database commit and the ack
+/// (false: stop).
+fn handle(
+    conn: &mut Connection,
+    group: &str,
+    name: &str,
+    token: AckToken,
+    end: &watch::Receiver<Option<End>>,
+    counts: &mut Counts,
+) -> bool {
+    if process(conn, group, name, &token) {
+        counts.applied += 1;
+    } else {
+        counts.refused += 1;
+    }
+    if *end.borrow() == Some(End::Kill) {
+        counts.unacked += 1;
+        return false;
+    }
+    token.ack();
+    true
+}
+
+/// The next message to process, or `None` to stop: at once for a clean end;
+/// a member being killed still takes the next record (committed, never
+/// acked), or stops after 10 s without one.
+async fn next<T>(
+    recv: impl std::future::Future<Output = T>,
+    end: &mut watch::Receiver<Option<End>>,
+) -> Option<T> {
+    tokio::pin!(recv);
+    loop {
+        let state = *end.borrow_and_update();
+        match state {
+            Some(End::Clean) => return None,
+            Some(End::Kill) => {
+                return tokio::time::timeout(Duration::from_secs(10), &mut recv)
+                    .await
+                    .ok();
+            }
+            None => {}
+        }
+        tokio::select! {
+            m = &mut recv => return Some(m),
+            _ = end.changed() => {}
+        }
+    }
+}
+
+fn start(
+    fx: &Fixture,
+    front: Front,
+    name: &str,
+    (group, topic, strategy): (&str, &str, &str),
+    db: &Path,
+) -> Member {
+    let (end_tx, end_rx) = watch::channel(None);
+    let conn = open(db);
+    let builder = builder(fx, group, strategy, db);
+    let (name, group) = (name.to_string(), group.to_string());
+    let task = match front {
+        Front::OwnLoop => {
+            let (consumer, guard) = builder
+                .build_consumer::<StreamConsumer<GuardContext>>()
+                .expect("build");
+            consumer.subscribe(&[topic]).unwrap();
+            tokio::spawn(own_loop(name.clone(), consumer, guard, conn, end_rx))
+        }
+        Front::Owned => {
+            let c = builder.build().expect("build");
+            c.subscribe(&[topic]).unwrap();
+            tokio::spawn(owned(name.clone(), group, c, conn, end_rx))
+        }
+    };
+    Member {
+        name,
+        end: end_tx,
+        task,
+    }
+}
+
+async fn own_loop(
+    name: String,
+    consumer: Arc<StreamConsumer<GuardContext>>,
+    guard: offset_guard::GuardHandle,
+    mut conn: Connection,
+    mut end: watch::Receiver<Option<End>>,
+) -> Counts {
+    let group = guard.group_id().to_string();
+    let mut counts = Counts::default();
+    while let Some(m) = next(consumer.recv(), &mut end).await {
+        let m = m.unwrap_or_else(|e| panic!("{name}: recv: {e}"));
+        match guard.track_or_skip(&m) {
+            Tracked::Done => counts.skipped += 1,
+            Tracked::Process(token) => {
+                if !handle(&mut conn, &group, &name, token, &end, &mut counts) {
+                    break;
+                }
+            }
+        }
+    }
+    if *end.borrow() == Some(End::Clean) {
+        guard.shutdown(&*consumer).await.expect("shutdown");
+    } else {
+        drop(guard);
+    }
+    // Closing blocks: off the executor.
+    tokio::task::spawn_blocking(move || drop(consumer))
+        .await
+        .unwrap();
+    counts
+}
+
+async fn owned(
+    name: String,
+    group: String,
+    mut c: offset_guard::GuardedConsumer,
+    mut conn: Connection,
+    mut end: watch::Receiver<Option<End>>,
+) -> Counts {
+    let mut counts = Counts::default();
+    while let Some(r) = next(c.recv(), &mut end).await {
+        let record = match r {
+            Ok(Some(r)) => r,
+            Ok(None) => panic!("{name}: consumer stopped"),
+            Err(e) => panic!("{name}: recv: {e}"),
+        };
+        let (_, token) = record.into_parts();
+        if !handle(&mut conn, &group, &name, token, &end, &mut counts) {
+            break;
+        }
+    }
+    counts.skipped = c.stats().records_skipped_done;
+    if *end.borrow() == Some(End::Clean) {
+        c.shutdown().await.expect("shutdown");
+    } else {
+        tokio::task::spawn_blocking(move || drop(c)).await.unwrap();
+    }
+    counts
+}
+
+/// Waits until 100 more effects are in the database (the group makes progress).
+async fn progress(conn: &Connection, what: &str) {
+    let effects = || count(conn, "SELECT COUNT(*) FROM effects");
+    let at = effects();
+    let what = format!("{what}: 100 more effects after {at}");
+    until(Duration::from_secs(40), &what, || effects() >= at + 100).await;
+}
+
+/// Members joining and leaving (killed and shut down, in turn) while a feeder
+/// produces; then the feeder stops, the last members drain and shut down.
+/// The database must hold exactly one effect per produced record.
+async fn storm(front: Front, strategy: &str) {
+    let fx = Fixture::any();
+    let tag = strategy.replace('-', "");
+    let (topic, group) = (
+        unique(&format!("storm-{tag}")),
+        unique(&format!("g-storm-{tag}")),
+    );
+    fx.create_topic(&topic, PARTITIONS);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("effects.db");
+    let conn = open(&db);
+    let started = std::time::Instant::now();
+
+    let feeder = Feeder::start(&fx, &topic, PARTITIONS, 1, Duration::from_millis(10));
+    let mut next = 0;
+    let mut spawn = |members: &mut VecDeque<Member>| {
+        let name = format!("m{next}");
+        next += 1;
+        members.push_back(start(&fx, front, &name, (&group, &topic, strategy), &db));
+    };
+    let mut members = VecDeque::new();
+    spawn(&mut members);
+    spawn(&mut members);
+    let mut ended = Vec::new();
+    progress(&conn, "start").await;
+    for round in 0..ROUNDS {
+        spawn(&mut members);
+        progress(&conn, &format!("round {round}, joined")).await;
+        let how = if round % 2 == 0 {
+            End::Kill
+        } else {
+            End::Clean
+        };
+        let m = members.pop_front().unwrap();
+        ended.push((how, m.end(how).await));
+        progress(&conn, &format!("round {round}, left")).await;
+    }
+    let ends = feeder.stop(PARTITIONS);
+    let watermarks = |conn: &Connection| -> Vec<Option<i64>> {
+        (0..PARTITIONS)
+            .map(|p| sqlite::load(conn, &group, &topic, p).unwrap().watermark())
+            .collect()
+    };
+    let want: Vec<Option<i64>> = ends.iter().map(|e| Some(*e)).collect();
+    until(Duration::from_secs(60), "every record done", || {
+        watermarks(&conn) == want
+    })
+    .await;
+    for m in members {
+        ended.push((End::Clean, m.end(End::Clean).await));
+    }
+    println!(
+        "{front:?} {strategy}: {} records in {:?}; members {ended:?}",
+        ends.iter().sum::<i64>(),
+        started.elapsed()
+    );
+    assert_exactly_once(&conn, &ends);
+    assert!(
+        ended
+            .iter()
+            .any(|(how, (_, c))| *how == End::Kill && c.unacked == 1),
+        "a member was killed between a database commit and its ack: {ended:?}"
+    );
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM offset_guard_done"), 0);
+    // Kafka's commit is a lagging mirror: never past the database.
+    for (p, c) in fx
+        .committed(&group, &topic, PARTITIONS)
+        .into_iter()
+        .enumerate()
+    {
+        assert!(
+            c.is_none_or(|c| c <= ends[p]),
+            "partition {p}: Kafka commit {c:?} past the database's {}",
+            ends[p]
+        );
+    }
+}
+
+/// Counted in the database: one effect row per produced record (0 lost, 0
+/// duplicates), no row outside the produced range, and the business rows
+/// agree.
+fn assert_exactly_once(conn: &Connection, ends: &[i64]) {
+    let total: i64 = ends.iter().sum();
+    let distinct =
+        "SELECT COUNT(*) FROM (SELECT DISTINCT partition_id, record_offset FROM effects)";
+    let dups = "SELECT COUNT(*) FROM (SELECT 1 FROM effects GROUP BY partition_id, record_offset HAVING COUNT(*) > 1)";
+    assert_eq!(count(conn, dups), 0, "records with more than one effect");
+    assert_eq!(count(conn, distinct), total, "0 lost");
+    assert_eq!(
+        count(conn, "SELECT COUNT(*) FROM effects"),
+        total,
+        "0 duplicates"
+    );
+    for (p, end) in ends.iter().enumerate() {
+        let outside = format!(
+            "SELECT COUNT(*) FROM effects WHERE partition_id = {p} AND (record_offset < 0 OR record_offset >= {end})"
+        );
+        assert_eq!(count(conn, &outside), 0, "partition {p}");
+        let business =
+            format!("SELECT COALESCE(SUM(processed), 0) FROM totals WHERE partition_id = {p}");
+        assert_eq!(count(conn, &business), *end, "partition {p}: business row");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 6)]
+async fn storm_own_loop_range() {
+    storm(Front::OwnLoop, "range").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 6)]
+async fn storm_own_loop_roundrobin() {
+    storm(Front::OwnLoop, "roundrobin").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 6)]
+async fn storm_own_loop_cooperative_sticky() {
+    storm(Front::OwnLoop, "cooperative-sticky").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 6)]
+async fn storm_owned_range() {
+    storm(Front::Owned, "range").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 6)]
+async fn storm_owned_cooperative_sticky() {
+    storm(Front::Owned, "cooperative-sticky").await;
+}
