@@ -447,3 +447,251 @@ async fn storm_owned_range() {
 async fn storm_owned_cooperative_sticky() {
     storm(Front::Owned, "cooperative-sticky").await;
 }
+
+/// Watches, every 50 ms, the group's committed offsets on the broker and
+/// then the database's watermarks: a committed offset past the watermark
+/// read after it is a commit past the database (the watermark only grows, so
+/// this never reports a false one). Returns the samples taken and every
+/// violation seen.
+struct PastDatabase {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl PastDatabase {
+    fn watch(fx: &Fixture, group: &str, topic: &str, partitions: i32, db: &Path) -> PastDatabase {
+        use rdkafka::consumer::BaseConsumer;
+        use std::sync::atomic::Ordering;
+        let reader: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", fx.bootstrap())
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let conn = open(db);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, group, topic) = (stop.clone(), group.to_string(), topic.to_string());
+        let handle = std::thread::spawn(move || {
+            let (mut samples, mut past) = (0, Vec::new());
+            while !s.load(Ordering::Relaxed) {
+                let mut tpl = rdkafka::TopicPartitionList::new();
+                for p in 0..partitions {
+                    tpl.add_partition(&topic, p);
+                }
+                if let Ok(got) = reader.committed_offsets(tpl, Duration::from_secs(5)) {
+                    let committed: Vec<Option<i64>> = (0..partitions)
+                        .map(
+                            |p| match got.find_partition(&topic, p).map(|e| e.offset()) {
+                                Some(rdkafka::Offset::Offset(o)) => Some(o),
+                                _ => None,
+                            },
+                        )
+                        .collect();
+                    drop(got);
+                    for (p, c) in committed.into_iter().enumerate() {
+                        let w = sqlite::load(&conn, &group, &topic, p as i32)
+                            .unwrap()
+                            .watermark();
+                        if let Some(c) = c
+                            && w.is_none_or(|w| c > w)
+                        {
+                            past.push(format!("partition {p}: committed {c}, database {w:?}"));
+                        }
+                    }
+                    samples += 1;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (samples, past)
+        });
+        PastDatabase { stop, handle }
+    }
+
+    fn stop(self) -> (usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().unwrap()
+    }
+}
+
+/// Receives, tracks and processes `n` records in one transaction each
+/// (effect + mark); acks those `ack` accepts. Returns the tokens not acked.
+async fn process_n(
+    consumer: &StreamConsumer<GuardContext>,
+    guard: &offset_guard::GuardHandle,
+    conn: &mut Connection,
+    n: usize,
+    ack: impl Fn(i64) -> bool,
+) -> Vec<AckToken> {
+    let group = guard.group_id().to_string();
+    let mut kept = Vec::new();
+    let mut handled = 0;
+    while handled < n {
+        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("a record within 30 s")
+            .expect("recv");
+        handled += 1;
+        let Tracked::Process(token) = guard.track_or_skip(&m) else {
+            continue;
+        };
+        assert!(process(conn, &group, "c", &token), "refused {token:?}");
+        if ack(token.offset()) {
+            token.ack();
+        } else {
+            kept.push(token);
+        }
+    }
+    kept
+}
+
+/// A commit failure burst (issue 16, item 6): MockCluster fails every
+/// OffsetCommit for longer than the retry budget, so the guard's commits go
+/// to the failed-offset log while the database moves on; the consumer is
+/// then killed (dropped without shutdown, the burst still on, records
+/// committed to the database but not acked) and a new one starts, first
+/// still under the burst, then without. The database says what is done:
+/// 0 duplicate effects, 0 lost, and Kafka's committed offset is never seen
+/// past the database's watermark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_failure_burst_then_kill_and_restart_applies_each_record_once() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    const P: i32 = 2;
+    let fx = Fixture::mock();
+    let (topic, group) = (unique("burst"), unique("g-burst"));
+    fx.create_topic(&topic, P);
+    fx.produce(&topic, P, 20, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let (db, log) = (
+        dir.path().join("effects.db"),
+        dir.path().join("failed.jsonl"),
+    );
+    let mut conn = open(&db);
+    let watcher = PastDatabase::watch(&fx, &group, &topic, P, &db);
+    // A killed guard's final commit runs in the background (bounded by its
+    // shutdown timeout) and holds the log until then: a new one waits for
+    // the log, as a restarted process would find it free.
+    let build = || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let mut config = fx.config(&group);
+            config.set("session.timeout.ms", "3000");
+            let built = offset_guard::OffsetGuard::builder(config)
+                .retry(common::fast_retry(3))
+                .no_commit_interval()
+                .revoke_timeout(Duration::from_secs(2))
+                .shutdown_timeout(Duration::from_secs(3))
+                .failed_offset_log(&log)
+                .stored_progress(loader(db.clone()))
+                .build_consumer::<StreamConsumer<GuardContext>>();
+            match built {
+                Ok((consumer, guard)) => {
+                    consumer.subscribe(&[&topic]).unwrap();
+                    return (consumer, guard);
+                }
+                Err(offset_guard::BuildError::FailedOffsetLog(e))
+                    if e.is_in_use() && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("build: {e}"),
+            }
+        }
+    };
+    let mock = fx.mock_cluster();
+    let burst = |on: bool| match on {
+        true => mock.request_errors(
+            RDKafkaApiKey::OffsetCommit,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 1000],
+        ),
+        false => mock.clear_request_errors(RDKafkaApiKey::OffsetCommit),
+    };
+    let watermarks = |conn: &Connection| -> Vec<Option<i64>> {
+        (0..P)
+            .map(|p| sqlite::load(conn, &group, &topic, p).unwrap().watermark())
+            .collect()
+    };
+
+    // Run 1: 20 per partition done and committed; then the burst: 20 more
+    // done, their commit given up (retries exhausted) and logged. (Produced
+    // in steps: each step is exactly what is received.)
+    let (consumer, guard) = build();
+    process_n(&consumer, &guard, &mut conn, 40, |_| true).await;
+    guard.commit_now().await.unwrap();
+    assert_eq!(fx.committed(&group, &topic, P), vec![Some(20); 2]);
+    burst(true);
+    fx.produce(&topic, P, 20, 20);
+    process_n(&consumer, &guard, &mut conn, 40, |_| true).await;
+    let err = guard
+        .commit_now()
+        .await
+        .expect_err("the burst outlasts the retries");
+    assert!(
+        matches!(err, offset_guard::Error::CommitFailed { attempts: 3, .. }),
+        "{err:?}"
+    );
+    assert_eq!(watermarks(&conn), vec![Some(40); 2]);
+    assert_eq!(
+        fx.committed(&group, &topic, P),
+        vec![Some(20); 2],
+        "Kafka lags"
+    );
+    // 10 more per partition, in the database; only the even ones acked;
+    // then killed, the burst still on.
+    fx.produce(&topic, P, 10, 40);
+    let unacked = process_n(&consumer, &guard, &mut conn, 20, |o| o % 2 == 0).await;
+    assert_eq!(unacked.len(), 10);
+    drop(unacked);
+    drop(guard);
+    tokio::task::spawn_blocking(move || drop(consumer))
+        .await
+        .unwrap();
+    assert_eq!(watermarks(&conn), vec![Some(50); 2]);
+    for c in fx.committed(&group, &topic, P) {
+        assert!(
+            c.is_some_and(|c| c <= 50),
+            "Kafka {c:?} within the database"
+        );
+    }
+
+    // Run 2, still under the burst: fetching starts at the stored 50 (its
+    // commit fails meanwhile); 10 new records per partition processed.
+    fx.produce(&topic, P, 10, 50);
+    let (consumer, guard) = build();
+    process_n(&consumer, &guard, &mut conn, 20, |_| true).await;
+    assert!(guard.commit_now().await.is_err(), "still failing");
+    // The burst ends: the next commit lands, at the database's watermark.
+    burst(false);
+    guard.commit_now().await.unwrap();
+    assert_eq!(
+        guard.stats().records_skipped_done,
+        0,
+        "started at the watermark"
+    );
+    let report = guard.shutdown(&*consumer).await.unwrap();
+    assert!(report.not_committed.is_empty(), "{report:?}");
+    tokio::task::spawn_blocking(move || drop(consumer))
+        .await
+        .unwrap();
+    assert_eq!(fx.committed(&group, &topic, P), vec![Some(60); 2]);
+    assert_eq!(watermarks(&conn), vec![Some(60); 2]);
+    assert_exactly_once(&conn, &[60, 60]);
+
+    let (samples, past) = watcher.stop();
+    assert!(samples > 10, "the watcher read the commits {samples} times");
+    assert!(
+        past.is_empty(),
+        "Kafka's commit past the database: {past:?}"
+    );
+    // The given-up commits are in the failed-offset log.
+    let read = offset_guard::failure_log::LogReader::open(&log).unwrap();
+    let failed: Vec<_> = read
+        .failures()
+        .map(|f| (f.partition, f.offset, f.reason))
+        .collect();
+    assert!(
+        failed
+            .iter()
+            .any(|(_, o, r)| *o == 40 && *r == offset_guard::FailureReason::RetriesExhausted),
+        "{failed:?}"
+    );
+}
