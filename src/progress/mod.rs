@@ -100,4 +100,4 @@ mod model;
 pub mod sqlite;
 
 pub use error::ProgressError;
-pub use model::{Change, MarkRefused, PartitionProgress};
+pub use model::{Change, Keyed, MarkRefused, PartitionProgress};
