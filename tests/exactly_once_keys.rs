@@ -58,7 +58,7 @@ fn produce(fx: &Fixture, topic: &str, orders: &[(&str, i32)]) {
 /// A member of either front-end with stored progress.
 enum Member {
     OwnLoop(Arc<StreamConsumer<GuardContext>>, GuardHandle),
-    Owned(GuardedConsumer),
+    Owned(Box<GuardedConsumer>),
 }
 
 impl Member {
@@ -73,7 +73,7 @@ impl Member {
         if owned {
             let c = builder.build().unwrap();
             c.subscribe(&[topic]).unwrap();
-            Member::Owned(c)
+            Member::Owned(Box::new(c))
         } else {
             let (consumer, guard) = builder
                 .build_consumer::<StreamConsumer<GuardContext>>()
