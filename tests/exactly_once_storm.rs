@@ -112,6 +112,8 @@ struct Member {
     name: String,
     end: watch::Sender<Option<End>>,
     task: tokio::task::JoinHandle<Counts>,
+    /// Assignments the member got (its `on_assign` hook).
+    assigns: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Member {
@@ -238,7 +240,11 @@ fn start(
 ) -> Member {
     let (end_tx, end_rx) = watch::channel(None);
     let work = Work::new(db, group, name);
-    let builder = builder(fx, group, strategy, db);
+    let assigns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a = assigns.clone();
+    let builder = builder(fx, group, strategy, db).on_assign(move |_| {
+        a.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
     let task = match front {
         Front::OwnLoop => {
             let (consumer, guard) = builder
@@ -257,6 +263,7 @@ fn start(
         name: name.to_string(),
         end: end_tx,
         task,
+        assigns,
     }
 }
 
@@ -273,7 +280,8 @@ async fn own_loop(
             Tracked::Process(token) => work.spawn(token),
         }
     }
-    let how = end.borrow().expect("told to end");
+    // No end given: the test is failing and dropped the sender.
+    let how = end.borrow().unwrap_or(End::Kill);
     let counts = work.end(how).await;
     match how {
         End::Clean => drop(guard.shutdown(&*consumer).await.expect("shutdown")),
@@ -298,7 +306,8 @@ async fn owned(
             Err(e) => panic!("{}: recv: {e}", work.name),
         }
     }
-    let how = end.borrow().expect("told to end");
+    // No end given: the test is failing and dropped the sender.
+    let how = end.borrow().unwrap_or(End::Kill);
     let mut counts = work.end(how).await;
     counts.skipped = c.stats().records_skipped_done;
     match how {
@@ -346,6 +355,15 @@ async fn storm(front: Front, strategy: &str) {
     progress(&conn, "start").await;
     for round in 0..ROUNDS {
         spawn(&mut members);
+        // Paced by the group, not the clock: the joiner got its first
+        // assignment, then the group makes progress.
+        let joiner = members.back().unwrap().assigns.clone();
+        until(
+            Duration::from_secs(60),
+            "the joiner's first assignment",
+            || joiner.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+        )
+        .await;
         progress(&conn, &format!("round {round}, joined")).await;
         let how = if round % 2 == 0 {
             End::Kill
