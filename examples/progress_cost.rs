@@ -11,8 +11,9 @@
 //!    without offset-guard's progress (`track`, effect only) and with it
 //!    (`stored_progress` + `track_or_skip` + `mark_token`).
 //!
-//! A file in the temporary directory, WAL journal. Prints records/s and the
-//! ratio with/without side by side.
+//! A file in the temporary directory, WAL journal. Prints records/s (the
+//! median of 3 runs, without and with in turn) and the ratio with/without
+//! side by side.
 //!
 //! `cargo run --release --example progress_cost --features sqlite [RECORDS]`
 
@@ -28,6 +29,14 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rusqlite::{Connection, params};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Runs of each measurement (without and with in turn); the median is shown.
+const REPEATS: usize = 3;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
 
 /// Records per transaction in the batch modes.
 const BATCH: usize = 100;
@@ -104,13 +113,19 @@ fn database_alone(records: i64) -> Res<()> {
             ),
             ("1 tx per 100 records, in order", &in_order, BATCH),
         ] {
-            let mut rates = [0.0; 2];
+            let mut rates = [Vec::new(), Vec::new()];
             let mut left = 0;
-            for (i, mark) in [false, true].into_iter().enumerate() {
-                let scratch = Scratch::new(&format!("{sync}-{batch}-{mark}-{}", order[1]))?;
-                let mut conn = open(&scratch.db(), sync)?;
-                (rates[i], left) = run_db(&mut conn, order, batch, mark)?;
+            // Without and with in turn, REPEATS times each: the median.
+            for _ in 0..REPEATS {
+                for (i, mark) in [false, true].into_iter().enumerate() {
+                    let scratch = Scratch::new(&format!("{sync}-{batch}-{mark}-{}", order[1]))?;
+                    let mut conn = open(&scratch.db(), sync)?;
+                    let (rate, l) = run_db(&mut conn, order, batch, mark)?;
+                    rates[i].push(rate);
+                    left = left.max(l);
+                }
             }
+            let rates = rates.map(median);
             println!(
                 "  synchronous={sync:<6} {name:<48} without {:>9.0}  with {:>9.0}  ratio {:.2}  (done rows left: {left})",
                 rates[0],
@@ -203,8 +218,11 @@ async fn consumer_path(records: i64) -> Res<()> {
         "2. end to end through a consumer (own loop, MockCluster, synchronous=NORMAL), {records} records (records/s; with/without)"
     );
     for (name, batch) in [("1 tx per record", 1), ("1 tx per 100 records", BATCH)] {
-        let mut rates = [0.0; 2];
-        for (i, mark) in [false, true].into_iter().enumerate() {
+        let mut rates = [Vec::new(), Vec::new()];
+        for (i, mark) in (0..REPEATS)
+            .flat_map(|_| [false, true])
+            .map(|m| (m as usize, m))
+        {
             // A fresh cluster per run: the group starts at offset 0.
             let cluster = MockCluster::new(1)?;
             cluster.create_topic("cost", PARTITIONS, 1)?;
@@ -224,8 +242,10 @@ async fn consumer_path(records: i64) -> Res<()> {
             }
             producer.flush(Duration::from_secs(30))?;
             let group = format!("{batch}-{mark}");
-            rates[i] = consume(&cluster.bootstrap_servers(), &group, records, batch, mark).await?;
+            rates[i]
+                .push(consume(&cluster.bootstrap_servers(), &group, records, batch, mark).await?);
         }
+        let rates = rates.map(median);
         println!(
             "  {name:<48} without {:>9.0}  with {:>9.0}  ratio {:.2}",
             rates[0],
