@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::group::{Feeder, until};
+use common::group::Feeder;
 use common::{Fixture, unique};
 use offset_guard::progress::{PartitionProgress, ProgressError, sqlite};
 use offset_guard::{AckToken, GuardBuilder, GuardContext, Tracked};
@@ -321,12 +321,39 @@ async fn owned(
     counts
 }
 
+/// Waits (async) until `f` holds; on a timeout the panic also names the
+/// process's threads by name and count (a guard or librdkafka thread still
+/// running after its member ended shows there).
+async fn wait_for(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !f() {
+        if std::time::Instant::now() >= deadline {
+            panic!("timed out waiting for: {what}; threads: {}", threads());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The process's threads, by name, with counts (Linux: /proc/self/task).
+fn threads() -> String {
+    let mut names = std::collections::BTreeMap::<String, usize>::new();
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        *names.entry(name.trim().to_string()).or_default() += 1;
+    }
+    format!("{names:?}")
+}
+
 /// Waits until 100 more effects are in the database (the group makes progress).
 async fn progress(conn: &Connection, what: &str) {
     let effects = || count(conn, "SELECT COUNT(*) FROM effects");
     let at = effects();
     let what = format!("{what}: 100 more effects after {at}");
-    until(Duration::from_secs(40), &what, || effects() >= at + 100).await;
+    wait_for(Duration::from_secs(40), &what, || effects() >= at + 100).await;
 }
 
 /// Members joining and leaving (killed and shut down, in turn) while a feeder
@@ -363,11 +390,10 @@ async fn storm(front: Front, strategy: &str) {
         // Paced by the group, not the clock: the joiner got its first
         // assignment, then the group makes progress.
         let joiner = members.back().unwrap().assigns.clone();
-        until(
-            Duration::from_secs(60),
-            "the joiner's first assignment",
-            || joiner.load(std::sync::atomic::Ordering::Relaxed) >= 1,
-        )
+        let what = format!("round {round}: the joiner's first assignment");
+        wait_for(Duration::from_secs(60), &what, || {
+            joiner.load(std::sync::atomic::Ordering::Relaxed) >= 1
+        })
         .await;
         progress(&conn, &format!("round {round}, joined")).await;
         let how = if round % 2 == 0 {
@@ -386,7 +412,7 @@ async fn storm(front: Front, strategy: &str) {
             .collect()
     };
     let want: Vec<Option<i64>> = ends.iter().map(|e| Some(*e)).collect();
-    until(Duration::from_secs(60), "every record done", || {
+    wait_for(Duration::from_secs(60), "every record done", || {
         watermarks(&conn) == want
     })
     .await;
