@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use offset_guard::progress::sqlite;
+use offset_guard::progress::{Keyed, sqlite};
 use offset_guard::{AckToken, GuardContext, GuardHandle, OffsetGuard, Tracked};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::mocking::MockCluster;
@@ -55,19 +55,21 @@ fn start(bootstrap: &str, db: &Path) -> Result<(Guarded, GuardHandle), Box<dyn s
     Ok((consumer, guard))
 }
 
-/// One order: the invoice and the progress in one transaction.
+/// One order: the invoice and the progress in one transaction; the order id
+/// (the message key) seen before within the retention: no second invoice.
 fn process(
     conn: &mut Connection,
     token: &AckToken,
     key: &[u8],
 ) -> Result<(), Box<dyn std::error::Error>> {
     let tx = conn.transaction()?;
-    if sqlite::mark_key(&tx, GROUP, key, KEY_RETENTION)? {
-        tx.execute("INSERT INTO invoices (order_id) VALUES (?1)", params![key])?;
-    }
-    match sqlite::mark_token(&tx, GROUP, token) {
-        Ok(()) => Ok(tx.commit()?),
-        Err(e) if e.is_already_done() => Ok(()), // rolled back on drop: done elsewhere
+    match sqlite::mark_token_with_key(&tx, GROUP, token, key, KEY_RETENTION) {
+        Ok(Keyed::Apply) => {
+            tx.execute("INSERT INTO invoices (order_id) VALUES (?1)", params![key])?;
+            Ok(tx.commit()?)
+        }
+        Ok(Keyed::DuplicateKey) => Ok(tx.commit()?), // the offset is done, nothing applied
+        Err(e) if e.is_already_done() => Ok(()),     // rolled back on drop: done elsewhere
         Err(e) => Err(e.into()),
     }
 }

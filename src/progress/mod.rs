@@ -17,9 +17,9 @@
 //! rebalance or a failed Kafka commit, `sqlite::load` tells exactly which
 //! records are done, and a record marked twice makes the second transaction
 //! fail with [`ProgressError::AlreadyDone`] (roll it back), so no effect is
-//! applied twice. Optional idempotency by business key:
-//! `sqlite::mark_key` returns `false` for a key already processed within a
-//! retention period, even at another offset.
+//! applied twice. Optional idempotency by business key (see
+//! [below](#idempotency-by-business-key)): a record whose key was processed
+//! within a retention period, even at another offset, applies nothing.
 //!
 //! # The trap: "the highest offset done" skips records
 //!
@@ -70,9 +70,40 @@
 //! owned front-end) the same holds without `track_or_skip`: its poll thread
 //! acks the records stored as done and never hands them out; mark each
 //! record with `sqlite::mark_token(&tx, group, &record.ack_token())` and ack
-//! it after the transaction committed. Not yet:
-//! business keys in the consumer path (call `sqlite::mark_key` or
-//! `postgres::mark_key` yourself).
+//! it after the transaction committed.
+//!
+//! # Idempotency by business key
+//!
+//! A producer retry can write the same order twice, at two offsets: offset
+//! progress alone processes both. With a business key (the message key, or
+//! one you extract, such as an order id), call
+//! `sqlite::mark_token_with_key(&tx, group, &token, key, retention)` (or
+//! `postgres::mark_token_with_key(&tx, ...).await`) **first** in the record's
+//! transaction, instead of `mark_token`:
+//! [`Keyed::Apply`]: apply the effects, commit, ack;
+//! [`Keyed::DuplicateKey`]: a record with this key was processed within
+//! `retention`: apply nothing, commit (the offset is marked done), ack.
+//! Keys are kept per group for `retention` (older ones are deleted as new
+//! ones are marked, and count as new); `retention` is yours to size: longer
+//! than the window in which a duplicate can arrive (producer retries,
+//! replays). Both front-ends: `message.key()` with the own loop's token,
+//! `record.key()` with `record.ack_token()`. `mark_key` (in both stores) is
+//! the same check on its own.
+//!
+//! # Rebalances and commit failures
+//!
+//! The database decides what is done, never Kafka's commit: a record
+//! processed by a member that lost its partition meanwhile (a zombie) and by
+//! the new owner is marked by whichever transaction commits first, and the
+//! other gets [`ProgressError::AlreadyDone`] (roll back, ack). Commits that
+//! fail (retries exhausted, logged in the failed-offset log) only make
+//! Kafka's commit lag; at the next assign the stored watermark is committed
+//! and fetching starts there. `tests/exactly_once_storm.rs` counts the
+//! effects in SQLite after members joined and left repeatedly (killed and
+//! shut down; eager and cooperative; both front-ends, several members on one
+//! file with WAL and a busy timeout) and after a commit-failure burst, a
+//! kill and a restart: one effect per record, Kafka's commit never seen past
+//! the database's watermark.
 //!
 //! # Schema
 //!
@@ -111,4 +142,4 @@ mod shared;
 pub mod sqlite;
 
 pub use error::ProgressError;
-pub use model::{Change, MarkRefused, PartitionProgress};
+pub use model::{Change, Keyed, MarkRefused, PartitionProgress};

@@ -49,6 +49,21 @@ pub enum MarkRefused {
     AlreadyDone,
 }
 
+/// What a keyed mark found (`sqlite::mark_token_with_key`): whether the
+/// record's effects are to be applied in this transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "on DuplicateKey the record's effects must not be applied"]
+pub enum Keyed {
+    /// The first record with this business key within the retention: apply
+    /// its effects in the same transaction, commit, then ack.
+    Apply,
+    /// A record with this business key was processed within the retention,
+    /// at another offset (a producer retry wrote it twice, say): apply
+    /// nothing. The record's offset is marked done in the transaction:
+    /// commit it, then ack.
+    DuplicateKey,
+}
+
 impl PartitionProgress {
     /// Progress with nothing done and no watermark.
     pub fn new() -> Self {

@@ -128,6 +128,17 @@ pub(crate) fn key_clock(retention: Duration, now: SystemTime) -> (i64, i64) {
     (now_ms, now_ms.saturating_sub(millis(retention)))
 }
 
+/// A key retention of zero would never recognize a key.
+pub(crate) fn check_retention(retention: Duration) -> Result<(), ProgressError> {
+    if retention.is_zero() {
+        return Err(ProgressError::InvalidArgument {
+            name: "retention",
+            value: "0s (a key would never be recognized)".into(),
+        });
+    }
+    Ok(())
+}
+
 /// The stored schema versions (one row expected) against this build's.
 pub(crate) fn check_version(
     table: &str,

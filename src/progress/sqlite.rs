@@ -57,10 +57,10 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::error::ProgressError;
-use super::model::PartitionProgress;
+use super::model::{Keyed, PartitionProgress};
 use super::shared::{
-    already_done, check_coordinates, check_floor, check_group, check_mark_offset, check_version,
-    key_clock, loaded, refused,
+    already_done, check_coordinates, check_floor, check_group, check_mark_offset,
+    check_retention, check_version, key_clock, loaded, refused,
 };
 
 /// The schema version [`migrate`] creates, stored in `offset_guard_schema`.
@@ -447,6 +447,94 @@ pub fn mark_token(
     mark_done(conn, group, topic, partition, token.offset())
 }
 
+/// [`mark_token`] with idempotency by business key: marks the tracked record
+/// done and records its `key` (the message key, or one you extract, such as
+/// an order id), inside your transaction. Call it **first** in the
+/// transaction, before applying the record's effects:
+///
+/// - [`Keyed::Apply`]: the first record with this key within `retention`:
+///   apply the effects, commit, ack the token.
+/// - [`Keyed::DuplicateKey`]: a record with this key was processed within
+///   `retention` at another offset (a producer retry wrote it twice, say):
+///   apply nothing, commit (the record's offset is marked done), ack.
+///
+/// A key processed longer ago than `retention` counts as new (keys older
+/// than the retention are deleted as [`mark_key`] does). Works for both
+/// front-ends: the own loop's
+/// [`GuardHandle::track_or_skip`](crate::GuardHandle::track_or_skip) token
+/// with `message.key()`, the owned front-end's `record.ack_token()` with
+/// `record.key()`. A duplicate key is logged (`tracing`, debug).
+///
+/// ```
+/// use std::time::Duration;
+/// use offset_guard::AckToken;
+/// use offset_guard::progress::{Keyed, sqlite};
+///
+/// const KEY_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+///
+/// fn handle(
+///     conn: &mut rusqlite::Connection,
+///     group: &str,
+///     token: AckToken,
+///     order_id: &[u8],
+/// ) -> Result<(), Box<dyn std::error::Error>> {
+///     let tx = conn.transaction()?;
+///     match sqlite::mark_token_with_key(&tx, group, &token, order_id, KEY_RETENTION) {
+///         Ok(Keyed::Apply) => {
+///             tx.execute("INSERT INTO invoices (order_id) VALUES (?1)", [order_id])?;
+///             tx.commit()?;
+///         }
+///         Ok(Keyed::DuplicateKey) => tx.commit()?, // nothing applied; the offset is done
+///         Err(e) if e.is_already_done() => drop(tx), // rolled back: done already
+///         Err(e) => return Err(e.into()),
+///     }
+///     token.ack();
+///     Ok(())
+/// }
+/// ```
+///
+/// # Errors
+///
+/// As [`mark_token`] (on [`ProgressError::AlreadyDone`]: roll back, ack);
+/// [`ProgressError::InvalidArgument`] for a zero `retention`.
+pub fn mark_token_with_key(
+    conn: &Connection,
+    group: &str,
+    token: &crate::AckToken,
+    key: &[u8],
+    retention: Duration,
+) -> Result<Keyed, ProgressError> {
+    mark_token_with_key_at(conn, group, token, key, retention, SystemTime::now())
+}
+
+/// [`mark_token_with_key`] with the time given (`now`), as [`mark_key_at`]:
+/// for tests and replays.
+///
+/// # Errors
+///
+/// As [`mark_token_with_key`].
+pub fn mark_token_with_key_at(
+    conn: &Connection,
+    group: &str,
+    token: &crate::AckToken,
+    key: &[u8],
+    retention: Duration,
+    now: SystemTime,
+) -> Result<Keyed, ProgressError> {
+    check_retention(retention)?;
+    mark_token(conn, group, token)?;
+    if mark_key_at(conn, group, key, retention, now)? {
+        return Ok(Keyed::Apply);
+    }
+    tracing::debug!(
+        topic = token.topic(),
+        partition = token.partition(),
+        offset = token.offset(),
+        "business key processed before within the retention: the record's effects are not applied"
+    );
+    Ok(Keyed::DuplicateKey)
+}
+
 /// Reads a partition's stored progress (no transaction needed; inside one,
 /// it sees that transaction's own writes). A partition never stored has no
 /// watermark and nothing done.
@@ -484,11 +572,14 @@ pub fn load(
 /// so the table holds about the keys of one retention period and a key seen
 /// longer ago counts as new.
 ///
+/// In the consumer path, [`mark_token_with_key`] marks the record and its
+/// key together.
+///
 /// # Errors
 ///
-/// [`ProgressError::InvalidArgument`] for an empty group,
-/// [`ProgressError::NotInTransaction`], [`ProgressError::NotMigrated`],
-/// [`ProgressError::Database`].
+/// [`ProgressError::InvalidArgument`] for an empty group or a zero
+/// `retention`, [`ProgressError::NotInTransaction`],
+/// [`ProgressError::NotMigrated`], [`ProgressError::Database`].
 pub fn mark_key(
     conn: &Connection,
     group: &str,
@@ -513,6 +604,7 @@ pub fn mark_key_at(
     now: SystemTime,
 ) -> Result<bool, ProgressError> {
     check_group(group)?;
+    check_retention(retention)?;
     in_transaction(conn, "mark_key")?;
     let (now_ms, cutoff) = key_clock(retention, now);
     conn.prepare_cached("DELETE FROM offset_guard_keys WHERE group_id = ?1 AND processed_at < ?2")
