@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Fixture, unique};
-use offset_guard::progress::{ProgressError, postgres};
+use offset_guard::progress::{Keyed, ProgressError, postgres};
 use offset_guard::{AckToken, GuardContext, GuardHandle, Tracked};
 use pg::{Db, effect, effects};
 use rdkafka::Message;
@@ -227,15 +227,14 @@ async fn the_same_record_produced_twice_with_key_idempotency_has_one_effect() {
         };
         let key = m.key().unwrap().to_vec();
         let tx = c.transaction().await.unwrap();
-        let fresh = postgres::mark_key(&tx, &group, &key, Duration::from_secs(3600))
+        // First in the transaction: the record and its key.
+        match postgres::mark_token_with_key(&tx, &group, &token, &key, Duration::from_secs(3600))
             .await
-            .unwrap();
-        if fresh {
-            effect(&tx, 0, o).await;
-        } else {
-            skipped_keys.push((o, String::from_utf8(key).unwrap()));
+            .unwrap()
+        {
+            Keyed::Apply => effect(&tx, 0, o).await,
+            Keyed::DuplicateKey => skipped_keys.push((o, String::from_utf8(key).unwrap())),
         }
-        postgres::mark_token(&tx, &group, &token).await.unwrap();
         tx.commit().await.unwrap();
         token.ack();
     }

@@ -284,6 +284,20 @@ async fn a_key_is_processed_once_within_its_retention_and_old_keys_are_deleted()
         matches!(e, ProgressError::InvalidArgument { name: "group", .. }),
         "{e}"
     );
+    // A zero retention would never recognize a key: refused, as in SQLite.
+    let e = postgres::mark_key(&tx, GROUP, b"k", Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ProgressError::InvalidArgument {
+                name: "retention",
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

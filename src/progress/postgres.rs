@@ -153,10 +153,10 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, GenericClient, NoTls, Socket, Transaction};
 
 use super::error::ProgressError;
-use super::model::PartitionProgress;
+use super::model::{Keyed, PartitionProgress};
 use super::shared::{
-    already_done, check_coordinates, check_floor, check_group, check_mark_offset, check_version,
-    key_clock, loaded, refused,
+    already_done, check_coordinates, check_floor, check_group, check_mark_offset, check_retention,
+    check_version, key_clock, loaded, refused,
 };
 
 /// The schema version [`migrate`] creates, stored in `offset_guard_schema`.
@@ -611,6 +611,60 @@ pub async fn mark_token(
     mark_done(tx, group, topic, partition, token.offset()).await
 }
 
+/// [`mark_token`] with idempotency by business key, as
+/// `progress::sqlite::mark_token_with_key`: marks the tracked record done
+/// and records its `key` (the message key, or one you extract, such as an
+/// order id), inside your transaction. Call it **first** in the
+/// transaction, before applying the record's effects:
+/// [`Keyed::Apply`]: the first record with this key within `retention`:
+/// apply the effects, commit, ack the token; [`Keyed::DuplicateKey`]: a
+/// record with this key was processed within `retention` at another offset:
+/// apply nothing, commit (the record's offset is marked done), ack. Two
+/// transactions with the same key at once: the second waits for the first
+/// (the key's unique index) and gets `DuplicateKey` once it committed.
+///
+/// # Errors
+///
+/// As [`mark_token`] (on [`ProgressError::AlreadyDone`]: roll back, ack);
+/// [`ProgressError::InvalidArgument`] for a zero `retention`.
+pub async fn mark_token_with_key(
+    tx: &Transaction<'_>,
+    group: &str,
+    token: &crate::AckToken,
+    key: &[u8],
+    retention: Duration,
+) -> Result<Keyed, ProgressError> {
+    mark_token_with_key_at(tx, group, token, key, retention, SystemTime::now()).await
+}
+
+/// [`mark_token_with_key`] with the time given (`now`), as [`mark_key_at`]:
+/// for tests and replays.
+///
+/// # Errors
+///
+/// As [`mark_token_with_key`].
+pub async fn mark_token_with_key_at(
+    tx: &Transaction<'_>,
+    group: &str,
+    token: &crate::AckToken,
+    key: &[u8],
+    retention: Duration,
+    now: SystemTime,
+) -> Result<Keyed, ProgressError> {
+    check_retention(retention)?;
+    mark_token(tx, group, token).await?;
+    if mark_key_at(tx, group, key, retention, now).await? {
+        return Ok(Keyed::Apply);
+    }
+    tracing::debug!(
+        topic = token.topic(),
+        partition = token.partition(),
+        offset = token.offset(),
+        "business key processed before within the retention: the record's effects are not applied"
+    );
+    Ok(Keyed::DuplicateKey)
+}
+
 /// Reads a partition's stored progress (no transaction needed; inside one,
 /// it sees that transaction's own writes; it takes no lock). A partition
 /// never stored has no watermark and nothing done.
@@ -666,8 +720,8 @@ pub async fn load(
 ///
 /// # Errors
 ///
-/// [`ProgressError::InvalidArgument`] for an empty group,
-/// [`ProgressError::NotMigrated`], [`ProgressError::Database`].
+/// [`ProgressError::InvalidArgument`] for an empty group or a zero
+/// `retention`, [`ProgressError::NotMigrated`], [`ProgressError::Database`].
 pub async fn mark_key(
     tx: &Transaction<'_>,
     group: &str,
@@ -692,6 +746,7 @@ pub async fn mark_key_at(
     now: SystemTime,
 ) -> Result<bool, ProgressError> {
     check_group(group)?;
+    check_retention(retention)?;
     let (now_ms, cutoff) = key_clock(retention, now);
     let g = group.to_string();
     tx.execute_typed(

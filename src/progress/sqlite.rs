@@ -59,8 +59,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::error::ProgressError;
 use super::model::{Keyed, PartitionProgress};
 use super::shared::{
-    already_done, check_coordinates, check_floor, check_group, check_mark_offset,
-    check_retention, check_version, key_clock, loaded, refused,
+    already_done, check_coordinates, check_floor, check_group, check_mark_offset, check_retention,
+    check_version, key_clock, loaded, refused,
 };
 
 /// The schema version [`migrate`] creates, stored in `offset_guard_schema`.
