@@ -148,14 +148,7 @@ impl<C: ConsumerContext + 'static> Poller<C> {
                 self.poll_timeout
             };
             match self.consumer.poll(timeout) {
-                None => {
-                    let urgent = !batch.is_empty() && self.hand_over(&mut batch);
-                    self.regulate(&mut flow, urgent);
-                    if flow.tails_at.elapsed() >= TAILS_EVERY {
-                        flow.tails_at = Instant::now();
-                        self.mark_tails();
-                    }
-                }
+                None => self.idle(&mut batch, &mut flow),
                 Some(Ok(m)) => {
                     if batch.is_empty() && Arc::strong_count(&hold) > 1 {
                         // The last batch's records are out: a new hold, so
@@ -180,6 +173,23 @@ impl<C: ConsumerContext + 'static> Poller<C> {
             }
         }
         drop(last);
+        self.finish(batch, hold);
+    }
+
+    /// Nothing polled: hands the batch over, regulates, marks tails now and
+    /// then.
+    fn idle(&self, batch: &mut Vec<Record>, flow: &mut Flow) {
+        let urgent = !batch.is_empty() && self.hand_over(batch);
+        self.regulate(flow, urgent);
+        if flow.tails_at.elapsed() >= TAILS_EVERY {
+            flow.tails_at = Instant::now();
+            self.mark_tails();
+        }
+    }
+
+    /// The poll thread's end: says it is done, and closes the consumer when
+    /// the front-end was dropped (records the application holds keep it).
+    fn finish(self, batch: Vec<Record>, hold: Arc<BatchHold>) {
         let _ = self.done.send(());
         if self.close_at_end.load(Ordering::Acquire) {
             // This thread's records and hold first: what is left holding the
