@@ -2,14 +2,14 @@
 //! table, its migration and schema check, the writer's insert, and the
 //! reader's row cursor. See the [module docs](super#in-a-database).
 
-use std::collections::VecDeque;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, params};
 
 use super::LogError;
+use super::rows::RowSource;
 
 /// The schema version of the failed-offset log's tables that this build
 /// creates and reads, stored in the table `offset_guard_log_schema` (see
@@ -240,10 +240,7 @@ pub(super) struct DbLines {
     path: PathBuf,
     group: Option<String>,
     last_id: i64,
-    /// Rows read but not yet handed out: the blank lines before each, and its text.
-    rows: VecDeque<(u64, Vec<u8>)>,
-    blank_lines: u64,
-    buf: VecDeque<u8>,
+    /// The last page was short: no more rows.
     done: bool,
 }
 
@@ -254,14 +251,11 @@ impl DbLines {
             path,
             group,
             last_id: 0,
-            rows: VecDeque::new(),
-            blank_lines: 0,
-            buf: VecDeque::new(),
             done: false,
         }
     }
 
-    fn fetch(&mut self) -> rusqlite::Result<()> {
+    fn fetch(&mut self) -> rusqlite::Result<Vec<(i64, Vec<u8>)>> {
         let sql = match self.group {
             Some(_) => {
                 "SELECT id, line FROM offset_guard_failed_offsets
@@ -274,21 +268,26 @@ impl DbLines {
         };
         let mut stmt = self.conn.prepare_cached(sql)?;
         let mut rows = stmt.query(params![self.last_id, self.group, PAGE_ROWS])?;
-        let mut n = 0;
+        let mut page = Vec::new();
         while let Some(row) = rows.next()? {
-            n += 1;
             let id: i64 = row.get(0)?;
-            let mut bytes = value_bytes(row.get_ref(1)?);
-            bytes.retain(|&b| b != b'\n' && b != b'\r');
-            bytes.push(b'\n');
-            // Blank lines for the ids in between (with a group filter, the
-            // other groups' rows are such gaps too).
-            let gap = id.saturating_sub(self.last_id).saturating_sub(1);
-            self.rows.push_back((gap.unsigned_abs(), bytes));
+            page.push((id, value_bytes(row.get_ref(1)?)));
             self.last_id = id;
         }
-        self.done = n < PAGE_ROWS;
-        Ok(())
+        self.done = (page.len() as i64) < PAGE_ROWS;
+        Ok(page)
+    }
+}
+
+impl RowSource for DbLines {
+    fn next_rows(&mut self) -> io::Result<Vec<(i64, Vec<u8>)>> {
+        if self.done {
+            return Ok(Vec::new());
+        }
+        self.fetch().map_err(|e| {
+            self.done = true;
+            io::Error::other(format!("{}: read rows: {e}", self.path.display()))
+        })
     }
 }
 
@@ -299,39 +298,5 @@ fn value_bytes(v: rusqlite::types::ValueRef<'_>) -> Vec<u8> {
         ValueRef::Null => b"NULL".to_vec(),
         ValueRef::Integer(i) => i.to_string().into_bytes(),
         ValueRef::Real(r) => r.to_string().into_bytes(),
-    }
-}
-
-impl Read for DbLines {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        loop {
-            if self.blank_lines > 0 {
-                let n = out
-                    .len()
-                    .min(usize::try_from(self.blank_lines).unwrap_or(usize::MAX));
-                out[..n].fill(b'\n');
-                self.blank_lines -= n as u64;
-                return Ok(n);
-            }
-            if !self.buf.is_empty() || out.is_empty() {
-                let n = out.len().min(self.buf.len());
-                for (slot, byte) in out.iter_mut().zip(self.buf.drain(..n)) {
-                    *slot = byte;
-                }
-                return Ok(n);
-            }
-            if let Some((blanks, bytes)) = self.rows.pop_front() {
-                self.blank_lines = blanks;
-                self.buf.extend(bytes);
-                continue;
-            }
-            if self.done {
-                return Ok(0);
-            }
-            self.fetch().map_err(|e| {
-                self.done = true;
-                io::Error::other(format!("{}: read rows: {e}", self.path.display()))
-            })?;
-        }
     }
 }

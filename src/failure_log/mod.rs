@@ -359,6 +359,8 @@ mod location;
 mod pg;
 mod reader;
 mod record;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod rows;
 mod writer;
 
 #[cfg(feature = "sqlite")]

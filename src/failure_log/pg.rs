@@ -9,9 +9,8 @@
 //! the log's writer thread, a reader's on a reader thread that sends rows
 //! through a bounded channel.
 
-use std::collections::VecDeque;
 use std::future::Future;
-use std::io::{self, Read};
+use std::io;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -20,6 +19,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Config, NoTls};
 
 use super::LogError;
+use super::rows::RowSource;
 
 /// The schema version of the failed-offset log's tables in PostgreSQL that
 /// this build creates and reads (table `offset_guard_log_schema`, see
@@ -454,10 +454,6 @@ type RowMsg = Result<(i64, Vec<u8>), String>;
 pub(crate) struct PgLines {
     rows: mpsc::Receiver<RowMsg>,
     name: PathBuf,
-    last_id: i64,
-    blank_lines: u64,
-    buf: VecDeque<u8>,
-    done: bool,
 }
 
 impl PgLines {
@@ -493,14 +489,7 @@ impl PgLines {
             })
             .map_err(|e| target.error("start the reader thread", e))?;
         match ready.recv() {
-            Ok(Ok(())) => Ok(PgLines {
-                rows,
-                name,
-                last_id: 0,
-                blank_lines: 0,
-                buf: VecDeque::new(),
-                done: false,
-            }),
+            Ok(Ok(())) => Ok(PgLines { rows, name }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(target.error("open", "the reader thread ended")),
         }
@@ -551,46 +540,16 @@ fn send_rows(mut session: PgSession, group: Option<&str>, out: &mpsc::SyncSender
     }
 }
 
-impl Read for PgLines {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        loop {
-            if self.blank_lines > 0 {
-                let n = out
-                    .len()
-                    .min(usize::try_from(self.blank_lines).unwrap_or(usize::MAX));
-                out[..n].fill(b'\n');
-                self.blank_lines -= n as u64;
-                return Ok(n);
-            }
-            if !self.buf.is_empty() || out.is_empty() {
-                let n = out.len().min(self.buf.len());
-                for (slot, byte) in out.iter_mut().zip(self.buf.drain(..n)) {
-                    *slot = byte;
-                }
-                return Ok(n);
-            }
-            if self.done {
-                return Ok(0);
-            }
-            match self.rows.recv() {
-                Ok(Ok((id, mut bytes))) => {
-                    bytes.retain(|&b| b != b'\n' && b != b'\r');
-                    bytes.push(b'\n');
-                    // Blank lines for the ids in between.
-                    let gap = id.saturating_sub(self.last_id).saturating_sub(1);
-                    self.blank_lines = gap.unsigned_abs();
-                    self.last_id = id;
-                    self.buf.extend(bytes);
-                }
-                Ok(Err(e)) => {
-                    self.done = true;
-                    return Err(io::Error::other(format!(
-                        "{}: read rows: {e}",
-                        self.name.display()
-                    )));
-                }
-                Err(_) => self.done = true,
-            }
+impl RowSource for PgLines {
+    fn next_rows(&mut self) -> io::Result<Vec<(i64, Vec<u8>)>> {
+        match self.rows.recv() {
+            Ok(Ok(row)) => Ok(vec![row]),
+            Ok(Err(e)) => Err(io::Error::other(format!(
+                "{}: read rows: {e}",
+                self.name.display()
+            ))),
+            // The reader thread is done: no more rows.
+            Err(_) => Ok(Vec::new()),
         }
     }
 }

@@ -218,7 +218,10 @@ impl LogStream {
     ) -> Result<LogStream, LogError> {
         let conn = super::db::open_reader(path)?;
         let rows = super::db::DbLines::new(conn, path.to_path_buf(), group.map(str::to_owned));
-        Ok(LogStream::from_reader(path, rows))
+        Ok(LogStream::from_reader(
+            path,
+            super::rows::RowLines::new(rows),
+        ))
     }
 
     /// Reads the log kept in PostgreSQL (see
@@ -252,7 +255,10 @@ impl LogStream {
     ) -> Result<LogStream, LogError> {
         let name = target.name.clone();
         let rows = super::pg::PgLines::open(target, group.map(str::to_owned))?;
-        Ok(LogStream::from_reader(name, rows))
+        Ok(LogStream::from_reader(
+            name,
+            super::rows::RowLines::new(rows),
+        ))
     }
 
     /// Reads log content from any reader (a file, stdin, a buffer); `name`
