@@ -267,7 +267,11 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// `progress::postgres::Loader::load`, which works on any thread,
     /// including a tokio worker's, where blocking on a future panics); `group` is the
     /// consumer's `group.id`, progress is kept per group.
-    /// It runs in the assign callback for every assigned partition. A stored
+    /// It runs in the assign callback for every assigned partition, one
+    /// after another (its total time is the partitions times its own: keep
+    /// it short, with a timeout, below the group's rebalance timeout), and
+    /// must read the database your marks go to: a watermark read elsewhere
+    /// that is ahead skips records that were never processed. A stored
     /// watermark ahead of the group's committed offset is committed (Kafka's
     /// commit, a lagging mirror of the database, catches up, also for a
     /// partition with nothing new to read) and fetching starts there; and [`GuardHandle::track_or_skip`](crate::GuardHandle::track_or_skip)

@@ -284,6 +284,20 @@ async fn a_key_is_processed_once_within_its_retention_and_old_keys_are_deleted()
         matches!(e, ProgressError::InvalidArgument { name: "group", .. }),
         "{e}"
     );
+    // A key too long for PostgreSQL's index: a typed error before any
+    // statement (the transaction stays usable), at exactly the limit it works.
+    let long = vec![7u8; postgres::MAX_KEY_BYTES + 1];
+    let e = postgres::mark_key(&tx, GROUP, &long, ret)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ProgressError::InvalidArgument { name: "key", .. }),
+        "{e}"
+    );
+    let random: Vec<u8> = (0..postgres::MAX_KEY_BYTES)
+        .map(|i| (i * 7919 % 251) as u8)
+        .collect();
+    assert!(postgres::mark_key(&tx, GROUP, &random, ret).await.unwrap());
     // A zero retention would never recognize a key: refused, as in SQLite.
     let e = postgres::mark_key(&tx, GROUP, b"k", Duration::ZERO)
         .await

@@ -64,7 +64,7 @@ impl LogLocation {
             return Ok(LogLocation::File(PathBuf::from(raw)));
         };
         let unsupported = |reason: String| LogError::UnsupportedUrl {
-            url: s.to_string(),
+            url: redact_password(s),
             scheme: scheme.clone(),
             reason,
         };
@@ -152,7 +152,7 @@ fn postgres_location(url: &str) -> Result<LogLocation, String> {
     match url.parse::<tokio_postgres::Config>() {
         Ok(_) => Ok(LogLocation::Postgres {
             url: url.to_string(),
-            name: PathBuf::from(super::pg::redact(url)),
+            name: PathBuf::from(redact_password(url)),
         }),
         Err(e) => Err(format!(
             "not a PostgreSQL URL (postgresql://user@host:port/db): {e}"
@@ -166,6 +166,49 @@ fn postgres_location(_: &str) -> Result<LogLocation, String> {
 }
 
 /// The lower-cased scheme and the rest, when `s` is a URL.
+/// A connection string or URL with its password replaced by `***`: the
+/// user info of a URL (`user:password@`), a `password` query parameter of a
+/// URL, and a `password=` pair of the key=value form. For error messages
+/// and names; the text is otherwise unchanged.
+pub(crate) fn redact_password(conn: &str) -> String {
+    let Some((scheme, rest)) = conn.split_once("://") else {
+        return conn
+            .split_whitespace()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+    };
+    let (before_query, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    let end = before_query.find('/').unwrap_or(before_query.len());
+    let (authority, path) = before_query.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => authority.to_string(),
+        },
+        None => authority.to_string(),
+    };
+    let query = query.map(|q| {
+        q.split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    match query {
+        Some(q) => format!("{scheme}://{authority}{path}?{q}"),
+        None => format!("{scheme}://{authority}{path}"),
+    }
+}
+
 fn split_scheme(s: &str) -> Option<(String, &str)> {
     let (scheme, rest) = s.split_once(':')?;
     let valid = scheme.len() >= 2
@@ -201,6 +244,54 @@ impl std::str::FromStr for LogLocation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn a_loader_refusing_a_connection_string_hides_its_password() {
+        let Err(e) = crate::progress::postgres::Loader::connect(
+            "postgresql://app:s3cret@127.0.0.1:notaport/app",
+        ) else {
+            panic!("not a connection string, yet accepted");
+        };
+        let text = format!("{e} {e:?}");
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+
+    #[test]
+    fn passwords_never_reach_a_name_or_an_error() {
+        for (conn, want) in [
+            (
+                "postgresql://app:s3cret@db:5432/app?sslmode=disable",
+                "postgresql://app:***@db:5432/app?sslmode=disable",
+            ),
+            ("postgres://app@db/app", "postgres://app@db/app"),
+            (
+                "postgresql://app@db/app?sslmode=disable&password=s3cret",
+                "postgresql://app@db/app?sslmode=disable&password=***",
+            ),
+            (
+                "postgresql://app:s3cret@127.0.0.1:notaport/app",
+                "postgresql://app:***@127.0.0.1:notaport/app",
+            ),
+            (
+                "host=db user=app password=s3cret dbname=app",
+                "host=db user=app password=*** dbname=app",
+            ),
+        ] {
+            assert_eq!(redact_password(conn), want);
+        }
+        // A URL refused (bad port; or no PostgreSQL in this build): the
+        // error names it without the password.
+        for bad in [
+            "postgresql://app:s3cret@127.0.0.1:notaport/app",
+            "postgresql://app@127.0.0.1:notaport/app?password=s3cret",
+        ] {
+            let e = LogLocation::parse(bad).unwrap_err();
+            let text = format!("{e} {e:?}");
+            assert!(!text.contains("s3cret"), "{text}");
+            assert!(text.contains("***"), "{text}");
+        }
+    }
 
     #[test]
     fn paths_stay_paths_and_urls_are_parsed() {

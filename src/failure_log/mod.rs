@@ -356,6 +356,8 @@ use std::time::Duration;
 mod db;
 mod location;
 #[cfg(feature = "postgres")]
+pub(crate) use location::redact_password;
+#[cfg(feature = "postgres")]
 mod pg;
 mod reader;
 mod record;
@@ -616,8 +618,9 @@ impl LogError {
             LogError::Database { path, op, source } => {
                 write!(
                     f,
-                    "failed-offset log database {}: {op}: {source}",
-                    path.display()
+                    "failed-offset log database {}: {op}: {}",
+                    path.display(),
+                    crate::progress::with_causes(source.as_ref())
                 )
             }
             LogError::SchemaTooNew {

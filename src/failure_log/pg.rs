@@ -91,7 +91,7 @@ impl PgTarget {
     pub(super) fn new(conn: &str) -> PgTarget {
         PgTarget {
             conn: conn.to_string(),
-            name: PathBuf::from(redact(conn)),
+            name: PathBuf::from(super::redact_password(conn)),
         }
     }
 
@@ -117,28 +117,6 @@ impl PgTarget {
         }
         Ok(config)
     }
-}
-
-/// The connection string with its password (URL user info or
-/// `password=...`) replaced by `***`.
-pub(super) fn redact(conn: &str) -> String {
-    if let Some((scheme, rest)) = conn.split_once("://") {
-        let end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(end);
-        if let Some((user_info, host)) = authority.rsplit_once('@')
-            && let Some((user, _)) = user_info.split_once(':')
-        {
-            return format!("{scheme}://{user}:***@{host}{tail}");
-        }
-        return conn.to_string();
-    }
-    conn.split_whitespace()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-            _ => kv.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// What a statement's failure says about the connection: `true` when it is
@@ -556,7 +534,7 @@ impl RowSource for PgLines {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use crate::failure_log::redact_password as redact;
 
     #[test]
     fn passwords_are_redacted() {

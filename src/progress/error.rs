@@ -126,7 +126,11 @@ impl fmt::Display for ProgressError {
                 "stored progress of {topic}[{partition}] is damaged: {detail}"
             ),
             ProgressError::Database { action, source } => {
-                write!(f, "progress store: {action}: {source}")
+                write!(
+                    f,
+                    "progress store: {action}: {}",
+                    with_causes(source.as_ref())
+                )
             }
         }
     }
@@ -138,5 +142,64 @@ impl std::error::Error for ProgressError {
             ProgressError::Database { source, .. } => Some(source.as_ref()),
             _ => None,
         }
+    }
+}
+
+/// An error's text with its causes (`source()` chain) appended, `: `
+/// separated: drivers such as tokio-postgres put the server's message
+/// ("FATAL: role \"x\" does not exist") in a cause and say only "db error"
+/// themselves. A cause whose text is already in the message is left out.
+pub(crate) fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl fmt::Display for Layer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    #[test]
+    fn a_database_error_shows_its_causes() {
+        let e = ProgressError::Database {
+            action: "load",
+            source: Box::new(Layer(
+                "db error",
+                Some(Box::new(Layer(
+                    "FATAL: role \"nobody\" does not exist",
+                    None,
+                ))),
+            )),
+        };
+        assert_eq!(
+            e.to_string(),
+            "progress store: load: db error: FATAL: role \"nobody\" does not exist"
+        );
+        // A cause already in the message is not repeated.
+        let e = Layer("connect: refused", Some(Box::new(Layer("refused", None))));
+        assert_eq!(with_causes(&e), "connect: refused");
     }
 }

@@ -83,8 +83,10 @@
 //! [`Keyed::Apply`]: apply the effects, commit, ack;
 //! [`Keyed::DuplicateKey`]: a record with this key was processed within
 //! `retention`: apply nothing, commit (the offset is marked done), ack.
-//! Keys are kept per group for `retention` (older ones are deleted as new
-//! ones are marked, and count as new); `retention` is yours to size: longer
+//! Keys are kept per group (not per topic or partition: the same key on two
+//! topics of one group counts as one; give keys a topic prefix if that is
+//! not what you want) for `retention`, measured on each member's own clock
+//! (older ones are deleted as new ones are marked, and count as new); `retention` is yours to size: longer
 //! than the window in which a duplicate can arrive (producer retries,
 //! replays). Both front-ends: `message.key()` with the own loop's token,
 //! `record.key()` with `record.ack_token()`. `mark_key` (in both stores) is
@@ -142,4 +144,5 @@ mod shared;
 pub mod sqlite;
 
 pub use error::ProgressError;
+pub(crate) use error::with_causes;
 pub use model::{Change, Keyed, MarkRefused, PartitionProgress};

@@ -159,6 +159,14 @@ use super::shared::{
     check_version, key_clock, loaded, refused,
 };
 
+/// The longest business key [`mark_key`] and [`mark_token_with_key`] take,
+/// in bytes: 2,048. Keys live in a B-tree index, whose rows PostgreSQL
+/// limits to about 2.7 kB; a longer key is refused with
+/// [`ProgressError::InvalidArgument`] (`key`) before any statement, so the
+/// transaction stays usable. Store a hash of longer keys (the SQLite store
+/// has no such limit).
+pub const MAX_KEY_BYTES: usize = 2048;
+
 /// The schema version [`migrate`] creates, stored in `offset_guard_schema`.
 pub const SCHEMA_VERSION: i64 = 1;
 
@@ -626,7 +634,8 @@ pub async fn mark_token(
 /// # Errors
 ///
 /// As [`mark_token`] (on [`ProgressError::AlreadyDone`]: roll back, ack);
-/// [`ProgressError::InvalidArgument`] for a zero `retention`.
+/// [`ProgressError::InvalidArgument`] for a zero `retention` or a key
+/// longer than [`MAX_KEY_BYTES`].
 pub async fn mark_token_with_key(
     tx: &Transaction<'_>,
     group: &str,
@@ -720,8 +729,9 @@ pub async fn load(
 ///
 /// # Errors
 ///
-/// [`ProgressError::InvalidArgument`] for an empty group or a zero
-/// `retention`, [`ProgressError::NotMigrated`], [`ProgressError::Database`].
+/// [`ProgressError::InvalidArgument`] for an empty group, a zero
+/// `retention` or a key longer than [`MAX_KEY_BYTES`],
+/// [`ProgressError::NotMigrated`], [`ProgressError::Database`].
 pub async fn mark_key(
     tx: &Transaction<'_>,
     group: &str,
@@ -747,6 +757,16 @@ pub async fn mark_key_at(
 ) -> Result<bool, ProgressError> {
     check_group(group)?;
     check_retention(retention)?;
+    if key.len() > MAX_KEY_BYTES {
+        return Err(ProgressError::InvalidArgument {
+            name: "key",
+            value: format!(
+                "{} bytes (at most {MAX_KEY_BYTES} in PostgreSQL, whose index rows are limited to \
+                 about 2.7 kB: store a hash of a longer key)",
+                key.len()
+            ),
+        });
+    }
     let (now_ms, cutoff) = key_clock(retention, now);
     let g = group.to_string();
     tx.execute_typed(
@@ -814,7 +834,7 @@ impl Loader {
         let parsed: tokio_postgres::Config =
             config.parse().map_err(|e| ProgressError::InvalidArgument {
                 name: "config",
-                value: format!("{config} ({e})"),
+                value: format!("{} ({e})", crate::failure_log::redact_password(config)),
             })?;
         Loader::connect_with(parsed, NoTls)
     }
