@@ -269,7 +269,8 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
     /// consumer's `group.id`, progress is kept per group.
     /// It runs in the assign callback for every assigned partition, one
     /// after another (its total time is the partitions times its own: keep
-    /// it short, with a timeout, below the group's rebalance timeout), and
+    /// it short, with a timeout; the loads of one assign stop after
+    /// [`progress_load_timeout`](Self::progress_load_timeout)), and
     /// must read the database your marks go to: a watermark read elsewhere
     /// that is ahead skips records that were never processed. A stored
     /// watermark ahead of the group's committed offset is committed (Kafka's
@@ -299,6 +300,25 @@ impl<C: ConsumerContext + 'static> GuardBuilder<C> {
         + 'static,
     ) -> Self {
         self.hooks.progress = Some(Box::new(loader));
+        self
+    }
+
+    /// How long the [`stored_progress`](Self::stored_progress) loads of one
+    /// assign may take together. The loader runs inside the rebalance
+    /// callback, one partition after another: a database that hangs would
+    /// hold the group's rebalance for the partitions times the loader's own
+    /// timeout. Once this budget is spent, the partitions not loaded yet are
+    /// not loaded (a `tracing` warning naming how many; each counted in
+    /// [`Stats::progress_load_errors`](crate::Stats::progress_load_errors)):
+    /// as for a loader error, their records are all handed out and the
+    /// store's mark refuses those done already, so nothing is applied twice.
+    /// A load that has started is not interrupted: the assign can take this
+    /// budget plus one load. Keep it below the group's rebalance timeout
+    /// (`max.poll.interval.ms`). Default: 10 s
+    /// ([`DEFAULT_PROGRESS_LOAD_TIMEOUT`](crate::DEFAULT_PROGRESS_LOAD_TIMEOUT)).
+    /// Must be greater than zero; `Duration::MAX`: no limit.
+    pub fn progress_load_timeout(mut self, timeout: Duration) -> Self {
+        self.config.progress_load_timeout = timeout;
         self
     }
 

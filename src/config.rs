@@ -34,6 +34,10 @@ pub(crate) const MIN_BACKLOG: usize = 1_024;
 /// The largest accepted [`prefetch_batches`](crate::GuardBuilder::prefetch_batches).
 pub const MAX_PREFETCH_BATCHES: usize = 1 << 16;
 
+/// The default of
+/// [`progress_load_timeout`](crate::GuardBuilder::progress_load_timeout): 10 s.
+pub const DEFAULT_PROGRESS_LOAD_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The smallest accepted period for periodic work (`commit_interval`,
 /// `recommit_idle_every`): below it the commit thread would spin.
 pub const MIN_PERIOD: Duration = Duration::from_millis(1);
@@ -52,6 +56,8 @@ pub(crate) struct Config {
     pub shutdown_timeout: Duration,
     pub revoke_timeout: Duration,
     pub revoke_grace: Duration,
+    /// The time the stored-progress loads of one assign may take together.
+    pub progress_load_timeout: Duration,
     /// `Duration::MAX`: never surfaced.
     pub brokers_unreachable_after: Duration,
     /// How long one poll of the consumer waits (internal).
@@ -83,6 +89,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             revoke_timeout: Duration::from_secs(10),
             revoke_grace: Duration::from_secs(1),
+            progress_load_timeout: DEFAULT_PROGRESS_LOAD_TIMEOUT,
             brokers_unreachable_after: Duration::from_secs(30),
             poll_timeout: Duration::from_millis(100),
             batch_size: 256,
@@ -178,6 +185,12 @@ impl Config {
         if self.revoke_timeout.is_zero() {
             return duration("revoke_timeout", "must be greater than zero".into());
         }
+        if self.progress_load_timeout.is_zero() {
+            return duration(
+                "progress_load_timeout",
+                "must be greater than zero (Duration::MAX: no limit)".into(),
+            );
+        }
         if self.brokers_unreachable_after.is_zero() {
             return duration(
                 "brokers_unreachable_after",
@@ -237,6 +250,7 @@ mod tests {
             shutdown_timeout: Duration::MAX,
             revoke_timeout: Duration::MAX,
             revoke_grace: Duration::MAX,
+            progress_load_timeout: Duration::MAX,
             brokers_unreachable_after: Duration::MAX,
             commit_every: Some(u64::MAX),
             batch_size: usize::MAX,
@@ -301,6 +315,13 @@ mod tests {
                     ..Config::default()
                 },
                 "shutdown_timeout",
+            ),
+            (
+                Config {
+                    progress_load_timeout: Duration::ZERO,
+                    ..Config::default()
+                },
+                "progress_load_timeout",
             ),
             (
                 Config {

@@ -311,7 +311,7 @@ pub use assignment::{AckStatus, AckToken};
 pub use builder::{GuardBuilder, OffsetGuard};
 pub use config::{
     DEFAULT_MAX_OUTSTANDING, DEFAULT_MAX_OUTSTANDING_PER_PARTITION, DEFAULT_PREFETCH_BATCHES,
-    DEFAULT_STUCK_AFTER, MAX_PREFETCH_BATCHES,
+    DEFAULT_PROGRESS_LOAD_TIMEOUT, DEFAULT_STUCK_AFTER, MAX_PREFETCH_BATCHES,
 };
 pub use consumer::GuardedConsumer;
 pub use consumer_handle::ConsumerHandle;

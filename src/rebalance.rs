@@ -4,6 +4,7 @@
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rdkafka::client::{ClientContext, OAuthToken};
@@ -348,8 +349,22 @@ impl<C: ConsumerContext> GuardContext<C> {
         };
         let mut stored = Vec::new();
         let group = self.parts.config.group_id.as_str();
-        for slot in slots {
+        let budget = Deadline::after(self.parts.config.progress_load_timeout);
+        for (n, slot) in slots.iter().enumerate() {
             let (topic, partition) = (&*slot.tp.topic, slot.tp.partition);
+            if budget.is_past(Instant::now()) {
+                let left = slots.len() - n;
+                self.parts
+                    .metrics
+                    .progress_load_errors
+                    .fetch_add(left as u64, Ordering::Relaxed);
+                warn!(
+                    partitions = left,
+                    timeout_ms = self.parts.config.progress_load_timeout.as_millis() as u64,
+                    "stored progress not loaded: the loads of this assign took progress_load_timeout; these partitions' records are all handed out"
+                );
+                break;
+            }
             let loaded = catch_unwind(AssertUnwindSafe(|| loader(group, topic, partition)));
             let progress = match loaded {
                 Ok(Ok(p)) => p,

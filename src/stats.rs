@@ -195,7 +195,10 @@ pub struct Stats {
     /// ([`GuardHandle::track_or_skip`](crate::GuardHandle::track_or_skip)).
     pub records_skipped_done: u64,
     /// Assigned partitions whose stored progress could not be loaded (the
-    /// loader failed or panicked; a `tracing` warning each): their records are
+    /// loader failed or panicked, a `tracing` warning each; or the loads of
+    /// the assign took
+    /// [`progress_load_timeout`](crate::GuardBuilder::progress_load_timeout)
+    /// before their turn, one warning for them all): their records are
     /// all handed out, and a record done already is refused by the store's
     /// mark ([`ProgressError::AlreadyDone`](crate::progress::ProgressError::AlreadyDone)).
     pub progress_load_errors: u64,

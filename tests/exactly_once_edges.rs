@@ -394,3 +394,92 @@ fn the_model_refuses_the_largest_offset_without_a_panic() {
         Err(offset_guard::progress::MarkRefused::TooLarge)
     );
 }
+
+/// A slow database at assign: the loader takes 300 ms a partition and the
+/// loads of one assign may take 400 ms together (`progress_load_timeout`).
+/// The partitions whose turn came after the budget are not loaded (counted
+/// as load errors, not waited for): their records are all handed out, and
+/// the store's mark refuses the ones done already, so every record's effect
+/// is applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_past_the_budget_are_skipped_and_nothing_is_applied_twice() {
+    let fx = Fixture::any();
+    let (topic, group) = (unique("load-budget"), unique("g-load-budget"));
+    const P: i32 = 6;
+    fx.create_topic(&topic, P);
+    fx.produce(&topic, P, 10, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("effects.db");
+    let mut conn = open_effects(&db);
+    // A previous run applied and marked offsets 0-4 of every partition.
+    let tx = conn.transaction().unwrap();
+    for p in 0..P {
+        sqlite::advance(&tx, &group, &topic, p, 0).unwrap();
+        for o in 0..5 {
+            tx.execute(
+                "INSERT INTO effects (partition_id, record_offset) VALUES (?1, ?2)",
+                params![p, o],
+            )
+            .unwrap();
+            sqlite::mark_done(&tx, &group, &topic, p, o).unwrap();
+        }
+    }
+    tx.commit().unwrap();
+
+    let loads = Arc::new(Mutex::new(Vec::new()));
+    let (loader_conn, seen) = (Mutex::new(open_effects(&db)), loads.clone());
+    let loader = move |group: &str, topic: &str, partition| {
+        // A database that answers slowly (the behaviour under test).
+        std::thread::sleep(Duration::from_millis(300));
+        seen.lock().unwrap().push(partition);
+        sqlite::load(&loader_conn.lock().unwrap(), group, topic, partition)
+    };
+    let (consumer, guard) = offset_guard::OffsetGuard::builder(fx.config(&group))
+        .retry(common::fast_retry(5))
+        .no_commit_interval()
+        .stored_progress(loader)
+        .progress_load_timeout(Duration::from_millis(400))
+        .build_consumer::<StreamConsumer<GuardContext>>()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let watermarks = |conn: &Connection| -> Vec<Option<i64>> {
+        (0..P)
+            .map(|p| sqlite::load(conn, &group, &topic, p).unwrap().watermark())
+            .collect()
+    };
+    while watermarks(&conn) != vec![Some(10); P as usize] {
+        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("a record within 30 s")
+            .expect("recv");
+        let Tracked::Process(token) = guard.track_or_skip(&m) else {
+            continue;
+        };
+        let tx = conn.transaction().unwrap();
+        tx.execute(
+            "INSERT INTO effects (partition_id, record_offset) VALUES (?1, ?2)",
+            params![token.partition(), token.offset()],
+        )
+        .unwrap();
+        match sqlite::mark_token(&tx, &group, &token) {
+            Ok(()) => tx.commit().unwrap(),
+            Err(e) => assert!(e.is_already_done(), "{e}"),
+        }
+        token.ack();
+    }
+    let loaded = loads.lock().unwrap().len() as u64;
+    let stats = guard.stats();
+    guard.shutdown(&*consumer).await.unwrap();
+
+    // Two loads take 600 ms, past the budget: at most two, never all six.
+    assert!((1..=2).contains(&loaded), "{loaded} loads");
+    assert_eq!(stats.progress_load_errors, P as u64 - loaded);
+    let distinct =
+        "SELECT COUNT(*) FROM (SELECT DISTINCT partition_id, record_offset FROM effects)";
+    assert_eq!(count(&conn, distinct), P as i64 * 10, "0 lost");
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM effects"),
+        P as i64 * 10,
+        "0 duplicates"
+    );
+}

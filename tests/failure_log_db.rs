@@ -496,3 +496,34 @@ fn offsets_and_recommit_work_on_a_database_log() {
         ]
     );
 }
+
+#[test]
+fn the_cli_refuses_to_resolve_in_a_database_without_the_log_and_creates_nothing() {
+    let dir = TempDir::new("logdb-cli-empty");
+    let db = dir.join("app.db");
+    let conn = Connection::open(&db).unwrap();
+    conn.execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+        .unwrap();
+    let tables = |conn: &Connection| -> Vec<String> {
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    for url in ["sqlite:app.db", "sqlite:app%2Edb"] {
+        let out = cli_in(
+            &dir.0,
+            &[
+                "resolve", "-l", url, "-g", "billing", "-t", "orders", "-p", "0", "-o", "1", "-n",
+                "by hand",
+            ],
+        );
+        assert_ne!(out.status.code(), Some(0), "{url}");
+        let err = text(&out.stderr);
+        assert!(err.contains("app.db"), "{err}");
+        assert_eq!(tables(&conn), ["orders"], "{url}: {err}");
+    }
+}

@@ -43,7 +43,11 @@ impl LogLocation {
     ///
     /// `sqlite:` URLs: `sqlite:///abs/path.db` (absolute),
     /// `sqlite:relative/path.db` (relative to the working directory) and
-    /// `sqlite:/abs/path.db`; no host, no `?` parameters.
+    /// `sqlite:/abs/path.db`; no host, no `?` parameters, no `#` fragment.
+    /// Percent-escapes in the path are decoded (`sqlite:my%20log.db` is the
+    /// file `my log.db`; write `%25` for a `%`, `%3F` for `?`, `%23` for
+    /// `#`); `~` is not expanded (that is the shell's work). A plain path
+    /// (no scheme) is taken as it is, escapes and all.
     ///
     /// `postgres://` and `postgresql://` URLs: as `tokio_postgres::Config`
     /// parses them (`postgresql://user:password@host:port/db?options=...`;
@@ -91,7 +95,14 @@ impl LogLocation {
         }
         if path.contains('?') {
             return Err(unsupported(
-                "URL parameters (`?...`) are not supported".into(),
+                "URL parameters (`?...`) are not supported (write `%3F` for a `?` in the path)"
+                    .into(),
+            ));
+        }
+        if path.contains('#') {
+            return Err(unsupported(
+                "a URL fragment (`#...`) is not supported (write `%23` for a `#` in the path)"
+                    .into(),
             ));
         }
         sqlite_location(path).map_err(unsupported)
@@ -139,7 +150,49 @@ impl LogLocation {
 
 #[cfg(feature = "sqlite")]
 fn sqlite_location(path: &str) -> Result<LogLocation, String> {
-    Ok(LogLocation::Sqlite(PathBuf::from(path)))
+    let bytes: Vec<u8> = percent_encoding::percent_decode_str(path).collect();
+    if bytes.is_empty() {
+        return Err("no database path".into());
+    }
+    #[cfg(unix)]
+    let path = {
+        use std::os::unix::ffi::OsStringExt;
+        PathBuf::from(std::ffi::OsString::from_vec(bytes))
+    };
+    #[cfg(not(unix))]
+    let path = match String::from_utf8(bytes) {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => return Err("the decoded path is not UTF-8".into()),
+    };
+    Ok(LogLocation::Sqlite(path))
+}
+
+/// The characters of a path escaped in a `sqlite:` URL: those the parser
+/// reads as URL syntax, controls and the space.
+#[cfg(feature = "sqlite")]
+const SQLITE_PATH_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'%')
+    .add(b'?')
+    .add(b'#');
+
+/// `path` as a `sqlite:` URL that [`LogLocation::parse`] reads back as the
+/// same path.
+#[cfg(feature = "sqlite")]
+fn sqlite_url(path: &Path) -> String {
+    #[cfg(unix)]
+    let bytes = {
+        use std::os::unix::ffi::OsStrExt;
+        path.as_os_str().as_bytes().to_vec()
+    };
+    #[cfg(not(unix))]
+    let bytes = path.to_string_lossy().into_owned().into_bytes();
+    let escaped = percent_encoding::percent_encode(&bytes, SQLITE_PATH_ESCAPES).to_string();
+    // An absolute path after `sqlite://` (so `//x` stays a path, not a host).
+    match escaped.starts_with('/') {
+        true => format!("sqlite://{escaped}"),
+        false => format!("sqlite:{escaped}"),
+    }
 }
 
 #[cfg(not(feature = "sqlite"))]
@@ -165,7 +218,6 @@ fn postgres_location(_: &str) -> Result<LogLocation, String> {
     Err("this build has no PostgreSQL support: enable the `postgres` cargo feature".into())
 }
 
-/// The lower-cased scheme and the rest, when `s` is a URL.
 /// A connection string or URL with its password replaced by `***`: the
 /// user info of a URL (`user:password@`), a `password` query parameter of a
 /// URL, and a `password=` pair of the key=value form. For error messages
@@ -209,6 +261,7 @@ pub(crate) fn redact_password(conn: &str) -> String {
     }
 }
 
+/// The lower-cased scheme and the rest, when `s` is a URL.
 fn split_scheme(s: &str) -> Option<(String, &str)> {
     let (scheme, rest) = s.split_once(':')?;
     let valid = scheme.len() >= 2
@@ -226,7 +279,7 @@ impl fmt::Display for LogLocation {
         match self {
             LogLocation::File(p) => write!(f, "{}", p.display()),
             #[cfg(feature = "sqlite")]
-            LogLocation::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+            LogLocation::Sqlite(p) => f.write_str(&sqlite_url(p)),
             #[cfg(feature = "postgres")]
             LogLocation::Postgres { name, .. } => write!(f, "{}", name.display()),
         }
@@ -340,6 +393,40 @@ mod tests {
             LogLocation::Sqlite("x.db".into()).to_string(),
             "sqlite:x.db"
         );
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn sqlite_url_escapes_are_decoded_and_display_reads_back() {
+        for (url, path) in [
+            ("sqlite:my%20log.db", "my log.db"),
+            ("sqlite:///tmp/a%3Fb%23c%25d.db", "/tmp/a?b#c%d.db"),
+            ("sqlite:caf%C3%A9.db", "café.db"),
+            ("sqlite:~/x.db", "~/x.db"),
+        ] {
+            let l = LogLocation::parse(url).unwrap();
+            assert_eq!(l, LogLocation::Sqlite(path.into()), "{url}");
+            assert_eq!(LogLocation::parse(l.to_string()).unwrap(), l, "{url}");
+        }
+        for path in ["/abs/x.db", "//srv/share/x.db", "rel dir/x%41.db", "a?b#c"] {
+            let l = LogLocation::Sqlite(path.into());
+            assert_eq!(LogLocation::parse(l.to_string()).unwrap(), l, "{path}");
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let raw = std::ffi::OsStr::from_bytes(b"bad\xff.db");
+            let l = LogLocation::Sqlite(raw.into());
+            assert_eq!(l.to_string(), "sqlite:bad%FF.db");
+            assert_eq!(LogLocation::parse(l.to_string()).unwrap(), l);
+        }
+        for (url, why) in [("sqlite:a.db#frag", "fragment"), ("sqlite:%", "")] {
+            match LogLocation::parse(url) {
+                Err(LogError::UnsupportedUrl { reason, .. }) => assert!(reason.contains(why)),
+                Ok(LogLocation::Sqlite(p)) if why.is_empty() => assert_eq!(p, Path::new("%")),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
     }
 
     #[cfg(feature = "postgres")]

@@ -185,7 +185,8 @@
 //! `max_file_bytes` / `max_files` do not apply; delete old rows yourself
 //! (resolved failures and their resolutions) if the table grows too large.
 //! [`LogLocation`] parses the command line's form: a path, a `sqlite:` URL
-//! or a `postgresql://` URL.
+//! (percent-escapes in its path decoded; `~` not expanded) or a
+//! `postgresql://` URL.
 //!
 //! # In PostgreSQL
 //!

@@ -50,7 +50,10 @@
 //!    give it a connection your loop holds locked across a poll). At every
 //!    assign the guard reads each assigned partition's progress; where the
 //!    stored watermark is ahead of the group's committed offset, it commits
-//!    the watermark and fetching starts there.
+//!    the watermark and fetching starts there. The loads of one assign stop
+//!    after [`progress_load_timeout`](crate::GuardBuilder::progress_load_timeout)
+//!    (default 10 s); a partition not loaded is handed out in full and the
+//!    mark refuses what is done already.
 //! 2. [`GuardHandle::track_or_skip`](crate::GuardHandle::track_or_skip) for
 //!    each message: [`Tracked::Done`](crate::Tracked::Done) for a record the
 //!    database has as done (acked for you, counted in

@@ -110,21 +110,21 @@ pub fn read_group(
 /// Opens the log at `path` for appending, before it is read: once the
 /// writer takes a lock at open, a running service holding the log makes this
 /// fail (`CliError::Log`, exit code `LOG_IN_USE`) before anything is done.
-/// A log that does not exist is an error (the writer would create it). A
-/// database log takes no lock: the service may keep writing meanwhile.
+/// A log that does not exist is an error (the writer would create it): a
+/// missing file, and a database (SQLite or PostgreSQL) without the log's
+/// tables, which are refused by the reader before the writer could create
+/// them. A database log takes no lock: the service may keep writing
+/// meanwhile.
 pub fn open_for_append(path: &Path) -> Result<FailedOffsetLog, CliError> {
     let location = location(path)?;
-    #[cfg(feature = "postgres")]
-    if let LogLocation::Postgres { .. } = &location {
+    match &location {
+        LogLocation::File(file) if !file.exists() => {
+            return Err(CliError::Log(LogError::NotFound { path: file.clone() }));
+        }
+        LogLocation::File(_) => {}
         // A database without the log is refused as a missing file is (the
-        // reader says so); the writer would create the tables.
-        drop(location.stream()?);
-        return Ok(location.builder().open()?);
-    }
-    if !location.path().exists() {
-        return Err(CliError::Log(LogError::NotFound {
-            path: location.path().to_path_buf(),
-        }));
+        // reader says so: a missing SQLite file, no log tables).
+        _ => drop(location.stream()?),
     }
     Ok(location.builder().open()?)
 }
