@@ -34,6 +34,9 @@ pub(crate) struct AckSignal {
     pending: AtomicBool,
     acks_at_last_cycle: AtomicU64,
     ring: Box<dyn Fn(Ring) + Send + Sync>,
+    /// Bumped after a slot's assignment ended (revoked, lost, replaced):
+    /// `recv` then drops the held records of ended assignments.
+    ended: AtomicU64,
 }
 
 impl AckSignal {
@@ -50,7 +53,13 @@ impl AckSignal {
             pending: AtomicBool::new(false),
             acks_at_last_cycle: AtomicU64::new(0),
             ring,
+            ended: AtomicU64::new(0),
         }
+    }
+
+    /// How many slot assignments have ended so far (see `ended`).
+    pub(crate) fn assignments_ended(&self) -> u64 {
+        self.ended.load(Ordering::Acquire)
     }
 
     /// Hot path: called once per recorded ack.
@@ -378,6 +387,7 @@ impl PartitionSlot {
         s.revoked = true;
         self.closing.store(true, Ordering::SeqCst);
         self.revoked_hint.store(true, Ordering::Release);
+        self.signal.ended.fetch_add(1, Ordering::Release);
         s.commit_point()
     }
 

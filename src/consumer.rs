@@ -42,8 +42,9 @@ pub struct GuardedConsumer<C: ConsumerContext + 'static = DefaultConsumerContext
     backlog: Arc<Backlog>,
     /// Records of partitions the application paused, oldest first.
     held: VecDeque<Record>,
-    /// `handle.resumes` as last seen: on a change `recv` looks at `held` again.
-    resumes_seen: usize,
+    /// `handle.resumes` and the assignments ended as last seen: on a change
+    /// `recv` looks at `held` again.
+    resumes_seen: (usize, u64),
     handle: ConsumerHandle,
     poll_done: Option<oneshot::Receiver<()>>,
     shut_down: bool,
@@ -115,7 +116,7 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
             current_len: 0,
             backlog,
             held: VecDeque::new(),
-            resumes_seen: 0,
+            resumes_seen: (0, 0),
             handle,
             poll_done: Some(poll_done),
             shut_down: false,
@@ -219,15 +220,21 @@ impl<C: ConsumerContext + 'static> GuardedConsumer<C> {
         }
     }
 
-    /// After a `resume`: held records of partitions no longer paused go back
-    /// to the front, in their order (they are older than anything of theirs
-    /// still in the hand-off); those of ended assignments are dropped.
+    /// After a `resume` (or seek): held records of partitions no longer
+    /// paused go back to the front, in their order (they are older than
+    /// anything of theirs still in the hand-off). After an assignment ended
+    /// (revoke, loss): those of ended assignments are dropped, so a paused
+    /// partition revoked and never resumed keeps no records in memory.
     fn release_held(&mut self) {
-        let resumes = self.handle.resumes.load(Ordering::Acquire);
-        if resumes == self.resumes_seen || self.held.is_empty() {
+        if self.held.is_empty() {
             return;
         }
-        self.resumes_seen = resumes;
+        let resumes = self.handle.resumes.load(Ordering::Acquire);
+        let ended = self.guard.assignment.signal().assignments_ended();
+        if (resumes, ended) == self.resumes_seen {
+            return;
+        }
+        self.resumes_seen = (resumes, ended);
         let mut still = VecDeque::new();
         let mut back = Vec::new();
         for r in self.held.drain(..) {

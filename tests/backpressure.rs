@@ -382,3 +382,60 @@ async fn the_total_outstanding_cap_holds_across_partitions() {
     c.shutdown().await.unwrap();
     assert_eq!(fx.committed(&group, &topic, 2), vec![Some(2_000); 2]);
 }
+
+/// A partition paused by the application and then revoked (a second member
+/// joined): the records held back for it belong to an ended assignment, so
+/// `recv` drops them (counted in `skipped_revoked`) at once, not only at a
+/// `resume` the application has no reason to call for a partition it no
+/// longer owns; the records of the new assignment are handed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_records_of_a_paused_partition_are_dropped_when_it_is_revoked() {
+    let fx = Fixture::mock();
+    let (topic, group) = (unique("pause-revoke"), unique("g-pause-revoke"));
+    fx.create_topic(&topic, 2);
+    fx.produce(&topic, 2, 1_000, 0);
+    let mut a: GuardedConsumer = fx.guard(&group).build().unwrap();
+    a.subscribe(&[&topic]).unwrap();
+    let mut received = recv_n(&mut a, 1, Duration::from_secs(30)).await;
+    while a.partitions().len() < 2 {
+        received.extend(recv_n(&mut a, 1, Duration::from_secs(30)).await);
+    }
+    a.pause(&[(topic.as_str(), 0), (topic.as_str(), 1)])
+        .unwrap();
+    received.into_iter().for_each(|r| {
+        r.ack();
+    });
+    // Nothing is handed out while both are paused: what was fetched is held.
+    let more = tokio::time::timeout(Duration::from_millis(300), a.recv()).await;
+    assert!(more.is_err(), "got {more:?} while paused");
+    let before = a.stats().skipped_revoked;
+
+    let mut b: GuardedConsumer = fx.guard(&group).build().unwrap();
+    b.subscribe(&[&topic]).unwrap();
+    let mut handed_after = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while a.stats().skipped_revoked == before || handed_after == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "held records of the revoked assignment still kept: {:?}",
+            a.stats()
+        );
+        tokio::select! {
+            r = a.recv() => {
+                if let Some(r) = r.unwrap() {
+                    handed_after += 1;
+                    r.ack();
+                }
+            }
+            r = b.recv() => {
+                if let Some(r) = r.unwrap() {
+                    r.ack();
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    assert!(a.stats().skipped_revoked > before);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
