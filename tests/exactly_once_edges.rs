@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Fixture, unique};
+use common::{Fixture, exactly_once, unique};
 use offset_guard::progress::{PartitionProgress, ProgressError, sqlite};
 use offset_guard::{GuardContext, GuardHandle, Tracked};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use tokio::sync::Notify;
 
@@ -228,10 +228,8 @@ fn start_member(
     topic: &str,
     db: &Path,
 ) -> (Arc<StreamConsumer<GuardContext>>, Arc<GuardHandle>) {
-    let mut config = fx.config(group);
-    config
-        .set("session.timeout.ms", "3000")
-        .set("partition.assignment.strategy", "cooperative-sticky");
+    let mut config = exactly_once::config(fx, group);
+    config.set("partition.assignment.strategy", "cooperative-sticky");
     let conn = Mutex::new(open_effects(db));
     let g = group.to_string();
     let loader =
@@ -239,13 +237,7 @@ fn start_member(
             assert_eq!(group, g);
             sqlite::load(&conn.lock().unwrap(), group, topic, partition)
         };
-    let (consumer, guard) = offset_guard::OffsetGuard::builder(config)
-        .retry(common::fast_retry(5))
-        .no_commit_interval()
-        .stored_progress(loader)
-        .build_consumer::<StreamConsumer<GuardContext>>()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
+    let (consumer, guard) = exactly_once::own_loop(exactly_once::builder(config, loader), topic);
     (consumer, Arc::new(guard))
 }
 

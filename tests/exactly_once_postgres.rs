@@ -14,13 +14,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Fixture, unique};
+use common::{Fixture, exactly_once, unique};
 use offset_guard::progress::{Keyed, ProgressError, postgres};
 use offset_guard::{AckToken, GuardContext, GuardHandle, Tracked};
 use pg::{Db, effect, effects};
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::consumer::StreamConsumer;
 use tokio::sync::{Mutex, Notify, mpsc};
 use tokio_postgres::Client;
 
@@ -31,21 +30,16 @@ fn start(
     topic: &str,
     db: &Db,
 ) -> (Arc<StreamConsumer<GuardContext>>, GuardHandle) {
-    let mut config = fx.config(group);
-    config.set("session.timeout.ms", "3000"); // MockCluster: a quicker rejoin
     let loader = db.loader();
     let expected = group.to_string();
-    let (consumer, guard) = offset_guard::OffsetGuard::builder(config)
-        .retry(common::fast_retry(5))
-        .no_commit_interval()
-        .stored_progress(move |g, topic, partition| {
+    let builder = exactly_once::builder(
+        exactly_once::config(fx, group),
+        move |g, topic, partition| {
             assert_eq!(g, expected, "the guard passes the consumer's group.id");
             loader.load(g, topic, partition)
-        })
-        .build_consumer::<StreamConsumer<GuardContext>>()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    (consumer, guard)
+        },
+    );
+    exactly_once::own_loop(builder, topic)
 }
 
 /// The record's effect and its mark in one transaction, the mark last (the
@@ -57,23 +51,6 @@ async fn apply(client: &mut Client, group: &str, token: &AckToken) -> Result<(),
     postgres::mark_token(&tx, group, token).await?;
     tx.commit().await.unwrap();
     Ok(())
-}
-
-/// The next message; after 30 s without one, fails with the guard's view
-/// (stats and partitions) for diagnosis.
-async fn next(
-    consumer: &StreamConsumer<GuardContext>,
-    guard: &GuardHandle,
-) -> (i32, i64, rdkafka::message::OwnedMessage) {
-    let m = match tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await {
-        Ok(m) => m.expect("recv"),
-        Err(_) => panic!(
-            "no message within 30 s; stats {:?}; partitions {:?}",
-            guard.stats(),
-            guard.partitions()
-        ),
-    };
-    (m.partition(), m.offset(), m.detach())
 }
 
 async fn progress(client: &Client, group: &str, topic: &str, p: i32) -> (Option<i64>, usize) {
@@ -110,7 +87,7 @@ async fn killed_mid_stream_then_restarted_zero_lost_zero_duplicate_effects() {
     let (consumer, guard) = start(&fx, &group, &topic, &db);
     let mut tracked = Vec::new();
     while tracked.len() < 120 {
-        let (_, _, m) = next(&consumer, &guard).await;
+        let (_, _, m) = exactly_once::next(&consumer, &guard).await;
         match guard.track_or_skip(&m) {
             Tracked::Process(token) => tracked.push(token),
             Tracked::Done => panic!("nothing is done yet"),
@@ -151,7 +128,7 @@ async fn killed_mid_stream_then_restarted_zero_lost_zero_duplicate_effects() {
     let (mut skipped, mut processed) = (0, 0);
     let mut lowest = [i64::MAX; 2];
     while skipped + processed < 154 {
-        let (p, o, m) = next(&consumer, &guard).await;
+        let (p, o, m) = exactly_once::next(&consumer, &guard).await;
         lowest[p as usize] = lowest[p as usize].min(o);
         match guard.track_or_skip(&m) {
             Tracked::Done => {
@@ -205,23 +182,13 @@ async fn the_same_record_produced_twice_with_key_idempotency_has_one_effect() {
     fx.create_topic(&topic, 1);
     // Ten orders, then orders 3 and 7 produced again (a producer retry at
     // the application level): same key, two offsets.
-    let keys: Vec<String> = (0..10)
-        .chain([3, 7])
-        .map(|k| format!("order-{k}"))
-        .collect();
-    let producer = fx.producer();
-    for k in &keys {
-        producer
-            .send(BaseRecord::to(&topic).partition(0).key(k).payload(k))
-            .unwrap();
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
+    let keys = exactly_once::produce_orders_twice(&fx, &topic);
 
     let mut c = db.open().await;
     let (consumer, guard) = start(&fx, &group, &topic, &db);
     let mut skipped_keys = Vec::new();
     for _ in 0..keys.len() {
-        let (_, o, m) = next(&consumer, &guard).await;
+        let (_, o, m) = exactly_once::next(&consumer, &guard).await;
         let Tracked::Process(token) = guard.track_or_skip(&m) else {
             panic!("nothing is done yet");
         };
@@ -320,7 +287,7 @@ async fn out_of_order_with_one_slow_record_then_a_crash_skips_nothing_that_was_n
         })
         .collect();
     for _ in 0..60 {
-        let (_, _, m) = next(&consumer, &guard).await;
+        let (_, _, m) = exactly_once::next(&consumer, &guard).await;
         let Tracked::Process(token) = guard.track_or_skip(&m) else {
             panic!("nothing is done yet");
         };
@@ -365,7 +332,7 @@ async fn out_of_order_with_one_slow_record_then_a_crash_skips_nothing_that_was_n
     let mut handed_out = Vec::new();
     let mut skipped = 0;
     while handed_out.len() + skipped < 23 {
-        let (p, o, m) = next(&consumer, &guard).await;
+        let (p, o, m) = exactly_once::next(&consumer, &guard).await;
         assert_eq!(p, 0, "partition 1 starts at its watermark, the log end");
         match guard.track_or_skip(&m) {
             Tracked::Done => {
@@ -408,17 +375,11 @@ async fn owned_front_end_restarted_hands_out_only_what_was_not_done() {
     fx.produce(&topic, 1, 40, 0);
     let mut c = db.open().await;
     let build = || {
-        let mut config = fx.config(&group);
-        config.set("session.timeout.ms", "3000");
         let loader = db.loader();
-        let consumer = offset_guard::OffsetGuard::builder(config)
-            .retry(common::fast_retry(5))
-            .no_commit_interval()
-            .stored_progress(move |g, t, p| loader.load(g, t, p))
-            .build()
-            .unwrap();
-        consumer.subscribe(&[&topic]).unwrap();
-        consumer
+        let builder = exactly_once::builder(exactly_once::config(&fx, &group), move |g, t, p| {
+            loader.load(g, t, p)
+        });
+        exactly_once::owned(builder, &topic)
     };
 
     // Run 1: the even offsets done, the odd ones abandoned; stopped.

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-use common::{Fixture, unique};
+use common::{Fixture, exactly_once, unique};
 use offset_guard::progress::{PartitionProgress, ProgressError, sqlite};
 use offset_guard::{AckToken, GuardContext, GuardHandle, Tracked};
 use rdkafka::Message;
@@ -54,17 +54,12 @@ fn start(
     group: &str,
     topic: &str,
     db: &Path,
-) -> (std::sync::Arc<StreamConsumer<GuardContext>>, GuardHandle) {
-    let mut config = fx.config(group);
-    config.set("session.timeout.ms", "3000"); // MockCluster: a quicker rejoin
-    let (consumer, guard) = offset_guard::OffsetGuard::builder(config)
-        .retry(common::fast_retry(5))
-        .no_commit_interval()
-        .stored_progress(loader(db.to_path_buf(), group.to_string()))
-        .build_consumer::<StreamConsumer<GuardContext>>()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    (consumer, guard)
+) -> (Arc<StreamConsumer<GuardContext>>, GuardHandle) {
+    let builder = exactly_once::builder(
+        exactly_once::config(fx, group),
+        loader(db.to_path_buf(), group.to_string()),
+    );
+    exactly_once::own_loop(builder, topic)
 }
 
 /// The record's effect and its mark in one transaction. `Err` = refused as
@@ -79,16 +74,6 @@ fn apply(conn: &mut Connection, group: &str, token: &AckToken) -> Result<(), Pro
     sqlite::mark_token(&tx, group, token)?;
     tx.commit().unwrap();
     Ok(())
-}
-
-async fn next(
-    consumer: &StreamConsumer<GuardContext>,
-) -> (i32, i64, rdkafka::message::OwnedMessage) {
-    let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
-        .await
-        .expect("a message within 30 s")
-        .expect("recv");
-    (m.partition(), m.offset(), m.detach())
 }
 
 fn count(conn: &Connection, sql: &str) -> i64 {
@@ -114,7 +99,7 @@ async fn killed_mid_stream_then_restarted_zero_lost_zero_duplicates() {
     let (consumer, guard) = start(&fx, &group, &topic, &db);
     let mut tracked = Vec::new();
     while tracked.len() < 60 * PARTITIONS as usize + 10 {
-        let (_, _, m) = next(&consumer).await;
+        let (_, _, m) = exactly_once::next(&consumer, &guard).await;
         match guard.track_or_skip(&m) {
             Tracked::Process(token) => tracked.push(token),
             Tracked::Done => panic!("nothing is done yet"),
@@ -163,7 +148,7 @@ async fn killed_mid_stream_then_restarted_zero_lost_zero_duplicates() {
     // Fetching starts at the stored watermark 3: 77 records per partition,
     // none of SHORT (its watermark is its end).
     while skipped + processed < 77 * PARTITIONS as usize {
-        let (p, o, m) = next(&consumer).await;
+        let (p, o, m) = exactly_once::next(&consumer, &guard).await;
         assert_ne!(p, SHORT, "SHORT starts at its watermark, the log end");
         lowest[p as usize] = lowest[p as usize].min(o);
         match guard.track_or_skip(&m) {
@@ -254,9 +239,7 @@ async fn a_failing_loader_hands_out_everything_and_the_store_refuses_what_is_don
     }
     tx.commit().unwrap();
 
-    let mut config = fx.config(&group);
-    config.set("session.timeout.ms", "3000");
-    let (consumer, guard) = offset_guard::OffsetGuard::builder(config)
+    let (consumer, guard) = offset_guard::OffsetGuard::builder(exactly_once::config(&fx, &group))
         .retry(common::fast_retry(5))
         .stored_progress(|_group, _topic, partition| {
             if partition == 0 {
@@ -272,7 +255,7 @@ async fn a_failing_loader_hands_out_everything_and_the_store_refuses_what_is_don
     consumer.subscribe(&[&topic]).unwrap();
     let (mut applied, mut refused) = (0, 0);
     for _ in 0..20 {
-        let (_, _, m) = next(&consumer).await;
+        let (_, _, m) = exactly_once::next(&consumer, &guard).await;
         let Tracked::Process(token) = guard.track_or_skip(&m) else {
             panic!("nothing is known to be done: no skip");
         };
@@ -417,16 +400,11 @@ async fn owned_front_end_killed_and_restarted_hands_out_only_what_was_not_done()
     let db = dir.path().join("effects.db");
     let mut conn = open(&db);
     let build = || {
-        let mut config = fx.config(&group);
-        config.set("session.timeout.ms", "3000"); // MockCluster: a quicker rejoin
-        let c = offset_guard::OffsetGuard::builder(config)
-            .retry(common::fast_retry(5))
-            .no_commit_interval()
-            .stored_progress(loader(db.clone(), group.clone()))
-            .build()
-            .unwrap();
-        c.subscribe(&[&topic]).unwrap();
-        c
+        let builder = exactly_once::builder(
+            exactly_once::config(&fx, &group),
+            loader(db.clone(), group.clone()),
+        );
+        exactly_once::owned(builder, &topic)
     };
 
     // Run 1: the even offsets done (effect + mark, then acked), the odd ones
@@ -486,29 +464,18 @@ async fn owned_front_end_killed_and_restarted_hands_out_only_what_was_not_done()
 /// idempotency on: one effect, both offsets done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_record_produced_twice_with_key_idempotency_has_one_effect() {
-    use rdkafka::producer::{BaseRecord, Producer};
     let fx = Fixture::any();
     let (topic, group) = (unique("eodb-key"), unique("g-eodb-key"));
     fx.create_topic(&topic, 1);
     // Ten orders, then orders 3 and 7 again: same key, two offsets.
-    let keys: Vec<String> = (0..10)
-        .chain([3, 7])
-        .map(|k| format!("order-{k}"))
-        .collect();
-    let producer = fx.producer();
-    for k in &keys {
-        producer
-            .send(BaseRecord::to(&topic).partition(0).key(k).payload(k))
-            .unwrap();
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
+    let keys = exactly_once::produce_orders_twice(&fx, &topic);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("effects.db");
     let mut conn = open(&db);
     let (consumer, guard) = start(&fx, &group, &topic, &db);
     let mut skipped_keys = Vec::new();
     for _ in 0..keys.len() {
-        let (_, o, m) = next(&consumer).await;
+        let (_, o, m) = exactly_once::next(&consumer, &guard).await;
         let Tracked::Process(token) = guard.track_or_skip(&m) else {
             panic!("nothing is done yet");
         };

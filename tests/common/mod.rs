@@ -6,6 +6,7 @@
 //! guard's own state.
 #![allow(dead_code)]
 
+pub mod exactly_once;
 pub mod group;
 
 use std::collections::BTreeMap;
