@@ -125,30 +125,20 @@ async fn killed_mid_stream_then_restarted_zero_lost_zero_duplicate_effects() {
     // starts at the stored watermark 3: 77 records per partition.
     fx.produce(&topic, 2, 20, 60);
     let (consumer, guard) = start(&fx, &group, &topic, &db);
-    let (mut skipped, mut processed) = (0, 0);
     let mut lowest = [i64::MAX; 2];
-    while skipped + processed < 154 {
-        let (p, o, m) = exactly_once::next(&consumer, &guard).await;
-        lowest[p as usize] = lowest[p as usize].min(o);
-        match guard.track_or_skip(&m) {
-            Tracked::Done => {
-                assert!(
-                    done_in_run_1.contains(&(p, o)),
-                    "{p}@{o} skipped but not done"
-                );
-                skipped += 1;
-            }
-            Tracked::Process(token) => {
-                assert!(
-                    !done_in_run_1.contains(&(p, o)),
-                    "{p}@{o} done but handed out"
-                );
-                apply(&mut c, &group, &token).await.unwrap();
-                processed += 1;
-                token.ack();
-            }
-        }
-    }
+    let (handed_out, skipped) = exactly_once::resume(
+        &consumer,
+        &guard,
+        &done_in_run_1,
+        154,
+        |p, o| lowest[p as usize] = lowest[p as usize].min(o),
+        async |token| {
+            apply(&mut c, &group, &token).await.unwrap();
+            token.ack();
+        },
+    )
+    .await;
+    let processed = handed_out.len();
     assert_eq!(lowest, [3, 3], "fetching started at the stored watermark");
     assert_eq!(
         skipped,
@@ -329,26 +319,18 @@ async fn out_of_order_with_one_slow_record_then_a_crash_skips_nothing_that_was_n
     // skipped, each of them done in run 1.
     let (consumer, guard) = start(&fx, &group, &topic, &db);
     let mut c2 = db.connect().await;
-    let mut handed_out = Vec::new();
-    let mut skipped = 0;
-    while handed_out.len() + skipped < 23 {
-        let (p, o, m) = exactly_once::next(&consumer, &guard).await;
-        assert_eq!(p, 0, "partition 1 starts at its watermark, the log end");
-        match guard.track_or_skip(&m) {
-            Tracked::Done => {
-                assert!(
-                    done_in_run_1.contains(&(p, o)),
-                    "{p}@{o} skipped but not done"
-                );
-                skipped += 1;
-            }
-            Tracked::Process(token) => {
-                handed_out.push((p, o));
-                apply(&mut c2, &group, &token).await.unwrap();
-                token.ack();
-            }
-        }
-    }
+    let (handed_out, _) = exactly_once::resume(
+        &consumer,
+        &guard,
+        &done_in_run_1,
+        23,
+        |p, _| assert_eq!(p, 0, "partition 1 starts at its watermark, the log end"),
+        async |token| {
+            apply(&mut c2, &group, &token).await.unwrap();
+            token.ack();
+        },
+    )
+    .await;
     assert_eq!(handed_out, vec![SLOW]);
     guard.shutdown(&*consumer).await.unwrap();
     drop(consumer);

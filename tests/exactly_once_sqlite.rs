@@ -143,38 +143,31 @@ async fn killed_mid_stream_then_restarted_zero_lost_zero_duplicates() {
     // Run 2: more records; a new consumer of the group.
     fx.produce(&topic, PARTITIONS, 20, 60);
     let (consumer, guard) = start(&fx, &group, &topic, &db);
-    let (mut skipped, mut processed, mut refused) = (0, 0, 0);
+    let (mut processed, mut refused) = (0, 0);
     let mut lowest = vec![i64::MAX; PARTITIONS as usize];
     // Fetching starts at the stored watermark 3: 77 records per partition,
     // none of SHORT (its watermark is its end).
-    while skipped + processed < 77 * PARTITIONS as usize {
-        let (p, o, m) = exactly_once::next(&consumer, &guard).await;
-        assert_ne!(p, SHORT, "SHORT starts at its watermark, the log end");
-        lowest[p as usize] = lowest[p as usize].min(o);
-        match guard.track_or_skip(&m) {
-            Tracked::Done => {
-                assert!(
-                    done_in_run_1.contains(&(p, o)),
-                    "{p}@{o} skipped but not done"
-                );
-                skipped += 1;
-            }
-            Tracked::Process(token) => {
-                assert!(
-                    !done_in_run_1.contains(&(p, o)),
-                    "{p}@{o} done but handed out"
-                );
-                match apply(&mut conn, &group, &token) {
-                    Ok(()) => processed += 1,
-                    Err(e) => {
-                        assert!(e.is_already_done(), "{e}");
-                        refused += 1;
-                    }
+    let (_, skipped) = exactly_once::resume(
+        &consumer,
+        &guard,
+        &done_in_run_1,
+        77 * PARTITIONS as usize,
+        |p, o| {
+            assert_ne!(p, SHORT, "SHORT starts at its watermark, the log end");
+            lowest[p as usize] = lowest[p as usize].min(o);
+        },
+        async |token| {
+            match apply(&mut conn, &group, &token) {
+                Ok(()) => processed += 1,
+                Err(e) => {
+                    assert!(e.is_already_done(), "{e}");
+                    refused += 1;
                 }
-                token.ack();
             }
-        }
-    }
+            token.ack();
+        },
+    )
+    .await;
     assert_eq!(
         lowest,
         vec![3; PARTITIONS as usize],

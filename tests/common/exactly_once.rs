@@ -4,11 +4,14 @@
 //! transactions, its loader) stays in each test file.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use offset_guard::progress::{PartitionProgress, ProgressError};
-use offset_guard::{GuardBuilder, GuardContext, GuardHandle, GuardedConsumer, OffsetGuard};
+use offset_guard::{
+    AckToken, GuardBuilder, GuardContext, GuardHandle, GuardedConsumer, OffsetGuard, Tracked,
+};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{BaseRecord, Producer};
@@ -89,4 +92,36 @@ pub fn produce_orders_twice(fx: &Fixture, topic: &str) -> Vec<String> {
     }
     producer.flush(Duration::from_secs(30)).unwrap();
     keys
+}
+
+/// The run after a crash: `n` messages of a restarted own-loop member.
+/// `seen` gets each message's (partition, offset) first; a message the
+/// guard skips as done must be in `done` (done before the crash), one it
+/// hands out must not be, and goes to `process` (which acks it). Returns
+/// what was handed out, in order, and how many were skipped.
+pub async fn resume(
+    consumer: &StreamConsumer<GuardContext>,
+    guard: &GuardHandle,
+    done: &BTreeSet<(i32, i64)>,
+    n: usize,
+    mut seen: impl FnMut(i32, i64),
+    mut process: impl AsyncFnMut(AckToken),
+) -> (Vec<(i32, i64)>, usize) {
+    let (mut handed_out, mut skipped) = (Vec::new(), 0);
+    while handed_out.len() + skipped < n {
+        let (p, o, m) = next(consumer, guard).await;
+        seen(p, o);
+        match guard.track_or_skip(&m) {
+            Tracked::Done => {
+                assert!(done.contains(&(p, o)), "{p}@{o} skipped but not done");
+                skipped += 1;
+            }
+            Tracked::Process(token) => {
+                assert!(!done.contains(&(p, o)), "{p}@{o} done but handed out");
+                handed_out.push((p, o));
+                process(token).await;
+            }
+        }
+    }
+    (handed_out, skipped)
 }
