@@ -4,6 +4,8 @@
 //! temporary directory.
 
 mod common;
+#[path = "common/sqlite.rs"]
+mod sqlite_db;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -14,6 +16,7 @@ use offset_guard::progress::{PartitionProgress, ProgressError, sqlite};
 use offset_guard::{GuardContext, GuardHandle, Tracked};
 use rdkafka::consumer::StreamConsumer;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use sqlite_db::{count, open_effects};
 use tokio::sync::Notify;
 
 const GROUP: &str = "g";
@@ -23,10 +26,6 @@ fn open(path: &Path) -> Connection {
     let conn = Connection::open(path).unwrap();
     sqlite::migrate(&conn).unwrap();
     conn
-}
-
-fn count(conn: &Connection, sql: &str) -> i64 {
-    conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
 /// A newer offset-guard that added a column (the usual way a schema grows)
@@ -209,17 +208,6 @@ fn the_largest_offset_is_refused_without_a_panic() {
     );
     drop(tx);
     sqlite::load(&conn, GROUP, TOPIC, 0).unwrap();
-}
-
-fn open_effects(path: &Path) -> Connection {
-    let conn = Connection::open(path).unwrap();
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    sqlite::migrate(&conn).unwrap();
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS effects (partition_id INTEGER NOT NULL, record_offset INTEGER NOT NULL)",
-    )
-    .unwrap();
-    conn
 }
 
 fn start_member(

@@ -7,6 +7,8 @@
 //! or a real one with `OFFSET_GUARD_BOOTSTRAP`).
 
 mod common;
+#[path = "common/sqlite.rs"]
+mod sqlite_db;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -19,6 +21,7 @@ use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::producer::{BaseRecord, Producer};
 use rusqlite::{Connection, params};
+use sqlite_db::count;
 
 const PARTITIONS: i32 = 2;
 const RETENTION: Duration = Duration::from_secs(3600);
@@ -33,10 +36,6 @@ fn open(path: &Path) -> Connection {
     )
     .unwrap();
     conn
-}
-
-fn count(conn: &Connection, sql: &str) -> i64 {
-    conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
 /// Produces one record per `(order id, partition)`, keyed by the order id.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::{Fixture, exactly_once, unique};
 use offset_guard::progress::{Keyed, ProgressError, postgres};
-use offset_guard::{AckToken, GuardContext, GuardHandle, Tracked};
+use offset_guard::{AckToken, GuardContext, GuardHandle};
 use pg::{Db, effect, effects};
 use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
@@ -85,14 +85,7 @@ async fn killed_mid_stream_then_restarted_zero_lost_zero_duplicate_effects() {
     // n % 5 == 0 committed to the database but never acked (killed between
     // the commit and the ack). Then killed: dropped without shutdown.
     let (consumer, guard) = start(&fx, &group, &topic, &db);
-    let mut tracked = Vec::new();
-    while tracked.len() < 120 {
-        let (_, _, m) = exactly_once::next(&consumer, &guard).await;
-        match guard.track_or_skip(&m) {
-            Tracked::Process(token) => tracked.push(token),
-            Tracked::Done => panic!("nothing is done yet"),
-        }
-    }
+    let tracked = exactly_once::track_new(&consumer, &guard, 120).await;
     let mut done_in_run_1 = BTreeSet::new();
     for token in tracked.into_iter().rev() {
         let (p, o) = (token.partition(), token.offset());
@@ -178,10 +171,8 @@ async fn the_same_record_produced_twice_with_key_idempotency_has_one_effect() {
     let (consumer, guard) = start(&fx, &group, &topic, &db);
     let mut skipped_keys = Vec::new();
     for _ in 0..keys.len() {
-        let (_, o, m) = exactly_once::next(&consumer, &guard).await;
-        let Tracked::Process(token) = guard.track_or_skip(&m) else {
-            panic!("nothing is done yet");
-        };
+        let (m, token) = exactly_once::next_new(&consumer, &guard).await;
+        let o = m.offset();
         let key = m.key().unwrap().to_vec();
         let tx = c.transaction().await.unwrap();
         // First in the transaction: the record and its key.
@@ -277,10 +268,7 @@ async fn out_of_order_with_one_slow_record_then_a_crash_skips_nothing_that_was_n
         })
         .collect();
     for _ in 0..60 {
-        let (_, _, m) = exactly_once::next(&consumer, &guard).await;
-        let Tracked::Process(token) = guard.track_or_skip(&m) else {
-            panic!("nothing is done yet");
-        };
+        let (_, token) = exactly_once::next_new(&consumer, &guard).await;
         feed.send(token).unwrap();
     }
     slow_started.notified().await;

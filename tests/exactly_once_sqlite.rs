@@ -5,6 +5,8 @@
 //! default; runs on a real broker with `OFFSET_GUARD_BOOTSTRAP`.
 
 mod common;
+#[path = "common/sqlite.rs"]
+mod sqlite_db;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -19,22 +21,12 @@ use offset_guard::{AckToken, GuardContext, GuardHandle, Tracked};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rusqlite::{Connection, params};
+use sqlite_db::{count, open_effects as open};
 
 /// Partitions with the long stream; one more, `SHORT`, has 10 records, all
 /// done in run 1 and never acked.
 const PARTITIONS: i32 = 2;
 const SHORT: i32 = PARTITIONS;
-
-fn open(path: &Path) -> Connection {
-    let conn = Connection::open(path).unwrap();
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    sqlite::migrate(&conn).unwrap();
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS effects (partition_id INTEGER NOT NULL, record_offset INTEGER NOT NULL)",
-    )
-    .unwrap();
-    conn
-}
 
 /// The guard's loader: the stored progress, read on a connection of its own.
 fn loader(
@@ -76,10 +68,6 @@ fn apply(conn: &mut Connection, group: &str, token: &AckToken) -> Result<(), Pro
     Ok(())
 }
 
-fn count(conn: &Connection, sql: &str) -> i64 {
-    conn.query_row(sql, [], |r| r.get(0)).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_stream_then_restarted_zero_lost_zero_duplicates() {
     let fx = Fixture::any();
@@ -97,14 +85,7 @@ async fn killed_mid_stream_then_restarted_zero_lost_zero_duplicates() {
     // the commit and the ack); partition SHORT all done, none acked. Then
     // killed: dropped without shutdown.
     let (consumer, guard) = start(&fx, &group, &topic, &db);
-    let mut tracked = Vec::new();
-    while tracked.len() < 60 * PARTITIONS as usize + 10 {
-        let (_, _, m) = exactly_once::next(&consumer, &guard).await;
-        match guard.track_or_skip(&m) {
-            Tracked::Process(token) => tracked.push(token),
-            Tracked::Done => panic!("nothing is done yet"),
-        }
-    }
+    let tracked = exactly_once::track_new(&consumer, &guard, 60 * PARTITIONS as usize + 10).await;
     let mut done_in_run_1 = BTreeSet::new();
     for token in tracked.into_iter().rev() {
         let (p, o) = (token.partition(), token.offset());
@@ -468,10 +449,8 @@ async fn the_same_record_produced_twice_with_key_idempotency_has_one_effect() {
     let (consumer, guard) = start(&fx, &group, &topic, &db);
     let mut skipped_keys = Vec::new();
     for _ in 0..keys.len() {
-        let (_, o, m) = exactly_once::next(&consumer, &guard).await;
-        let Tracked::Process(token) = guard.track_or_skip(&m) else {
-            panic!("nothing is done yet");
-        };
+        let (m, token) = exactly_once::next_new(&consumer, &guard).await;
+        let o = m.offset();
         let key = m.key().unwrap().to_vec();
         let tx = conn.transaction().unwrap();
         if sqlite::mark_key(&tx, &group, &key, Duration::from_secs(3600)).unwrap() {

@@ -125,3 +125,30 @@ pub async fn resume(
     }
     (handed_out, skipped)
 }
+
+/// The next message of an own-loop member with nothing stored as done yet,
+/// and its token (fails if the guard skips it as done).
+pub async fn next_new(
+    consumer: &StreamConsumer<GuardContext>,
+    guard: &GuardHandle,
+) -> (OwnedMessage, AckToken) {
+    let (_, _, m) = next(consumer, guard).await;
+    let Tracked::Process(token) = guard.track_or_skip(&m) else {
+        panic!("nothing is done yet");
+    };
+    (m, token)
+}
+
+/// The tokens of the next `n` messages of an own-loop member with nothing
+/// stored as done yet ([`next_new`]).
+pub async fn track_new(
+    consumer: &StreamConsumer<GuardContext>,
+    guard: &GuardHandle,
+    n: usize,
+) -> Vec<AckToken> {
+    let mut tracked = Vec::with_capacity(n);
+    while tracked.len() < n {
+        tracked.push(next_new(consumer, guard).await.1);
+    }
+    tracked
+}
