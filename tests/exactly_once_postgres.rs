@@ -353,36 +353,17 @@ async fn owned_front_end_restarted_hands_out_only_what_was_not_done() {
     };
 
     // Run 1: the even offsets done, the odd ones abandoned; stopped.
-    let mut consumer = build();
-    let mut unfinished = Vec::new();
-    for r in common::recv_n(&mut consumer, 40, Duration::from_secs(30)).await {
-        let (_, token) = r.into_parts();
-        if token.offset() % 2 == 0 {
-            apply(&mut c, &group, &token).await.unwrap();
-            token.ack();
-        } else {
-            unfinished.push(token);
-        }
-    }
-    drop(unfinished);
-    let report = consumer.shutdown().await.unwrap();
-    assert_eq!(report.abandoned.len(), 20, "{report:?}");
+    exactly_once::owned_run_1(build, async |token| {
+        apply(&mut c, &group, token).await.unwrap()
+    })
+    .await;
     assert_eq!(progress(&c, &group, &topic, 0).await, (Some(1), 19));
 
     // Run 2: exactly the odd offsets are handed out.
-    let mut consumer = build();
-    let records = common::recv_n(&mut consumer, 20, Duration::from_secs(30)).await;
-    let offsets: Vec<i64> = records.iter().map(|r| r.offset()).collect();
-    assert_eq!(offsets, (1..40).step_by(2).collect::<Vec<_>>());
-    for r in records {
-        let (_, token) = r.into_parts();
-        apply(&mut c, &group, &token).await.unwrap();
-        token.ack();
-    }
-    assert_eq!(consumer.stats().records_skipped_done, 19);
-    consumer.commit_now().await.unwrap();
-    assert_eq!(fx.committed(&group, &topic, 1), vec![Some(40)]);
-    consumer.shutdown().await.unwrap();
+    exactly_once::owned_run_2(&fx, &group, &topic, build, async |token| {
+        apply(&mut c, &group, token).await.unwrap()
+    })
+    .await;
     assert_eq!(effects(&c).await, (40, 40, 40), "no effect lost or doubled");
     assert_eq!(progress(&c, &group, &topic, 0).await, (Some(40), 0));
 }

@@ -383,43 +383,19 @@ async fn owned_front_end_killed_and_restarted_hands_out_only_what_was_not_done()
 
     // Run 1: the even offsets done (effect + mark, then acked), the odd ones
     // not (dropped unacked: abandoned). Then stopped.
-    let mut c = build();
-    let records = common::recv_n(&mut c, 40, Duration::from_secs(30)).await;
-    let mut unfinished = Vec::new();
-    for r in records {
-        let (_, token) = r.into_parts();
-        if token.offset() % 2 == 0 {
-            apply(&mut conn, &group, &token).unwrap();
-            token.ack();
-        } else {
-            unfinished.push(token);
-        }
-    }
-    drop(unfinished);
-    let report = c.shutdown().await.unwrap();
-    assert_eq!(report.abandoned.len(), 20, "{report:?}");
+    exactly_once::owned_run_1(build, async |token| {
+        apply(&mut conn, &group, token).unwrap()
+    })
+    .await;
     let progress = sqlite::load(&conn, &group, &topic, 0).unwrap();
     assert_eq!(progress.watermark(), Some(1));
     assert_eq!(progress.done_above().len(), 19, "2, 4, .., 38");
 
     // Run 2: exactly the odd offsets are handed out.
-    let mut c = build();
-    let records = common::recv_n(&mut c, 20, Duration::from_secs(30)).await;
-    let offsets: Vec<i64> = records.iter().map(|r| r.offset()).collect();
-    assert_eq!(offsets, (1..40).step_by(2).collect::<Vec<_>>());
-    for r in records {
-        let (_, token) = r.into_parts();
-        apply(&mut conn, &group, &token).unwrap();
-        token.ack();
-    }
-    let stats = c.stats();
-    assert_eq!(stats.records_skipped_done, 19);
-    // Every record delivered or skipped is acked, and the counters agree
-    // (`acked` counts the guard's acks of skipped records too).
-    assert_eq!((stats.delivered, stats.acked), (20, 39), "{stats:?}");
-    c.commit_now().await.unwrap();
-    assert_eq!(fx.committed(&group, &topic, 1), vec![Some(40)]);
-    c.shutdown().await.unwrap();
+    exactly_once::owned_run_2(&fx, &group, &topic, build, async |token| {
+        apply(&mut conn, &group, token).unwrap()
+    })
+    .await;
     assert_eq!(count(&conn, "SELECT COUNT(*) FROM effects"), 40);
     assert_eq!(
         count(
