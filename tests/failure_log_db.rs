@@ -8,6 +8,8 @@
 mod common;
 #[path = "common/logdb.rs"]
 mod logdb;
+#[path = "common/logs.rs"]
+mod logs;
 #[path = "common/tempdir.rs"]
 mod tempdir;
 

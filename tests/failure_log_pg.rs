@@ -13,6 +13,8 @@
 mod common;
 #[path = "common/logdb.rs"]
 mod logdb;
+#[path = "common/logs.rs"]
+mod logs;
 #[path = "common/pg.rs"]
 mod pg;
 

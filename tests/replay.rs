@@ -4,14 +4,14 @@
 //! offset backwards); both get their resolution in the log.
 
 mod common;
+#[path = "common/logs.rs"]
+mod logs;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Fixture, recv_n, unique};
-use offset_guard::failure_log::{
-    FailedOffsetLog, FsyncPolicy, LogEntry, LogReader, ResolutionKind,
-};
+use offset_guard::failure_log::{FailedOffsetLog, FsyncPolicy, LogReader, ResolutionKind};
 use offset_guard::{
     BuildError, FailedOffset, FailureReason, FailureSink, OffsetGuard, RetryPolicy,
 };
@@ -128,14 +128,7 @@ async fn replay_recommits_a_logged_offset_ahead_and_refuses_one_behind() {
     // The log says how each was resolved, and nothing is left to replay.
     let after = LogReader::open(&log_path).unwrap();
     assert!(after.unresolved().is_empty(), "{:?}", after.unresolved());
-    let mut resolutions: Vec<_> = after
-        .entries()
-        .iter()
-        .filter_map(|e| match e {
-            LogEntry::Resolved(r) => Some((r.partition, r.offset, r.how)),
-            _ => None,
-        })
-        .collect();
+    let mut resolutions = logs::resolutions(&after);
     resolutions.sort_by_key(|r| r.0);
     assert_eq!(
         resolutions,

@@ -3,7 +3,7 @@
 //! in tests/failure_log_pg.rs. The database gives the log's URL, a writer's
 //! builder, a reader and the CLI; the scenarios here are the same for both.
 //! Included by path (`#[path = "common/logdb.rs"] mod logdb;`) next to
-//! `mod common;` (it needs the `cli` feature's binary).
+//! `mod common;` and `common/logs.rs` (it needs the `cli` feature's binary).
 #![allow(dead_code)]
 
 use std::path::Path;
@@ -11,6 +11,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::common::{self, Fixture, recv_n, unique};
+use crate::logs::resolutions;
 use offset_guard::failure_log::{
     FailedOffsetLog, LogBuilder, LogEntry, LogError, LogLocation, LogReader, LogStream, Resolution,
     ResolutionKind,
@@ -66,18 +67,6 @@ pub fn unresolved(reader: &LogReader) -> Vec<(i32, i64)> {
         .collect();
     v.sort();
     v
-}
-
-/// (partition, offset, how) of the resolutions, in log order.
-pub fn resolutions(reader: &LogReader) -> Vec<(i32, i64, ResolutionKind)> {
-    reader
-        .entries()
-        .iter()
-        .filter_map(|e| match e {
-            LogEntry::Resolved(r) => Some((r.partition, r.offset, r.how)),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Two writers on one database (another consumer: no lock), a resolution;
