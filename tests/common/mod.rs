@@ -356,6 +356,26 @@ pub async fn recv_n<C: rdkafka::consumer::ConsumerContext + 'static>(
     out
 }
 
+/// Receives one record ([`recv_n`] of 1).
+pub async fn recv_one<C: rdkafka::consumer::ConsumerContext + 'static>(
+    c: &mut offset_guard::GuardedConsumer<C>,
+    timeout: Duration,
+) -> offset_guard::Record {
+    recv_n(c, 1, timeout).await.pop().unwrap()
+}
+
+/// Drops `value` on a thread of its own and fails unless the drop returns
+/// within 10 s (a record's drop may destroy librdkafka's client).
+pub fn drop_elsewhere<T: Send + 'static>(value: T, what: &str) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(value);
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+}
+
 /// A consumer set up to watch commits fail: its own topic and group, fast
 /// retries (`attempts`), no periodic commits, a memory sink and a durable log
 /// at a fresh path; subscribed, with every produced record received.
