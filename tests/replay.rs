@@ -16,7 +16,7 @@ use offset_guard::{
     BuildError, FailedOffset, FailureReason, FailureSink, OffsetGuard, RetryPolicy,
 };
 use rdkafka::ClientConfig;
-use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use rdkafka::types::RDKafkaRespErr;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_recommits_a_logged_offset_ahead_and_refuses_one_behind() {
@@ -45,9 +45,9 @@ async fn replay_recommits_a_logged_offset_ahead_and_refuses_one_behind() {
     }
     c.commit_now().await.unwrap();
     assert_eq!(fx.committed(&group, &topic, 2), vec![Some(10), Some(10)]);
-    fx.mock_cluster().request_errors(
-        RDKafkaApiKey::OffsetCommit,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
+    fx.fail_commits(
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        1,
     );
     for r in later {
         if r.offset() < upto(r.partition()) {

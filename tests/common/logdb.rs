@@ -17,7 +17,7 @@ use offset_guard::failure_log::{
     ResolutionKind,
 };
 use offset_guard::{FailedOffset, FailureReason, FailureSink, RetryPolicy};
-use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use rdkafka::types::RDKafkaRespErr;
 
 /// A row's query columns: kind, group, partition, offset, reason, resolution.
 pub type Row = (String, String, i32, i64, Option<String>, Option<String>);
@@ -157,9 +157,9 @@ pub async fn replayed_by_another_instance(db: &impl LogDb, name: &str, between: 
         r.ack();
     }
     a.commit_now().await.unwrap();
-    fx.mock_cluster().request_errors(
-        RDKafkaApiKey::OffsetCommit,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
+    fx.fail_commits(
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        1,
     );
     for r in later.into_iter().filter(|r| r.offset() < 15) {
         r.ack();

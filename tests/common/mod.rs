@@ -19,6 +19,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// The environment variable naming a real broker's bootstrap address.
@@ -101,6 +102,18 @@ impl Fixture {
             Broker::Mock(c) => c,
             Broker::External(_) => panic!("this test needs a MockCluster"),
         }
+    }
+
+    /// The next `times` OffsetCommit requests fail with `err` (MockCluster only).
+    pub fn fail_commits(&self, err: RDKafkaRespErr, times: usize) {
+        self.mock_cluster()
+            .request_errors(RDKafkaApiKey::OffsetCommit, &vec![err; times]);
+    }
+
+    /// OffsetCommit requests are answered normally again (MockCluster only).
+    pub fn clear_commit_errors(&self) {
+        self.mock_cluster()
+            .clear_request_errors(RDKafkaApiKey::OffsetCommit);
     }
 
     pub fn bootstrap(&self) -> &str {
