@@ -205,3 +205,9 @@ pub async fn owned_run_2(
     assert_eq!(fx.committed(group, topic, 1), vec![Some(40)]);
     c.shutdown().await.unwrap();
 }
+
+/// (offset, key) of the second copies [`produce_orders_twice`] produced: the
+/// records key idempotency skips.
+pub fn second_copies() -> Vec<(i64, String)> {
+    vec![(10, "order-3".to_string()), (11, "order-7".to_string())]
+}
