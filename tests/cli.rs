@@ -6,42 +6,17 @@ use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use offset_guard::failure_log::{FailedOffsetLog, LogEntry, LogReader, Resolution};
 use offset_guard::{FailedOffset, FailureReason, FailureSink};
-use rdkafka::error::RDKafkaErrorCode;
 
+#[path = "common/logs.rs"]
+mod logs;
 /// A fresh directory under the system temp dir, removed on drop.
 #[path = "common/tempdir.rs"]
 mod tempdir;
+use logs::{T0_MS, at_ms, failure};
 use tempdir::TempDir;
-
-const T0_MS: u64 = 1_795_444_236_123; // 2026-11-23T14:30:36.123Z
-
-fn at_ms(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
-}
-
-const REASONS: [FailureReason; 5] = [
-    FailureReason::RetriesExhausted,
-    FailureReason::Fatal,
-    FailureReason::Lost,
-    FailureReason::ShutdownDeadline,
-    FailureReason::RebalanceDropped,
-];
-
-fn failure(topic: &str, partition: i32, offset: i64) -> FailedOffset {
-    let reason = REASONS[offset as usize % REASONS.len()];
-    let mut f = FailedOffset::new("billing", topic, partition, offset, reason)
-        .with_time(at_ms(T0_MS + offset as u64))
-        .with_error_message(format!("Broker: Request timed out (offset {offset}) \"é\""))
-        .with_attempts(5)
-        .with_elapsed(Duration::from_millis(9_120 + offset as u64));
-    f.member_id = (offset % 2 == 0).then(|| format!("member-{offset}"));
-    f.error_code = (offset % 3 != 0).then_some(RDKafkaErrorCode::RequestTimedOut);
-    f
-}
 
 fn resolution_at(mut r: Resolution, ms: u64) -> Resolution {
     r.time = at_ms(ms);

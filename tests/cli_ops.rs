@@ -4,6 +4,8 @@
 //! offsets read back by a separate client, and the log.
 
 mod common;
+#[path = "common/logs.rs"]
+mod logs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -255,14 +257,7 @@ fn recommit_dry_run_changes_nothing_then_commits_forward_only() {
     assert_eq!(f.committed(&group, &t, 3), [Some(7), Some(5), Some(9)]);
 
     let reader = LogReader::open(&path).unwrap();
-    let resolved: Vec<(i32, i64, ResolutionKind)> = reader
-        .entries()
-        .iter()
-        .filter_map(|e| match e {
-            LogEntry::Resolved(r) => Some((r.partition, r.offset, r.how)),
-            _ => None,
-        })
-        .collect();
+    let resolved = logs::resolutions(&reader);
     assert_eq!(
         resolved,
         [

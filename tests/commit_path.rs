@@ -195,10 +195,7 @@ async fn exhausted_retries_go_to_the_sink_and_later_commits_still_land() {
     for r in first {
         r.ack_token().ack();
     }
-    fx.mock_cluster().request_errors(
-        RDKafkaApiKey::OffsetCommit,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 40],
-    );
+    fx.fail_commits(RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, 40);
     let started = Instant::now();
     let err = c.commit_now().await.expect_err("retries exhausted");
     println!("gave up after {:?}: {err}", started.elapsed());
@@ -217,8 +214,7 @@ async fn exhausted_retries_go_to_the_sink_and_later_commits_still_land() {
     assert_eq!(fx.committed(&group, &topic, 1), vec![None]);
 
     // The consumer keeps going and a higher offset lands.
-    fx.mock_cluster()
-        .clear_request_errors(RDKafkaApiKey::OffsetCommit);
+    fx.clear_commit_errors();
     for r in rest {
         r.ack_token().ack();
     }
@@ -268,13 +264,9 @@ async fn a_given_up_offset_committed_later_is_resolved_in_the_log_and_higher_one
     for r in p0.iter().take(5).chain(p1.iter().take(7)) {
         r.ack_token().ack();
     }
-    fx.mock_cluster().request_errors(
-        RDKafkaApiKey::OffsetCommit,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 40],
-    );
+    fx.fail_commits(RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, 40);
     c.commit_now().await.expect_err("retries exhausted");
-    fx.mock_cluster()
-        .clear_request_errors(RDKafkaApiKey::OffsetCommit);
+    fx.clear_commit_errors();
     // Partition 0 goes on to 8; partition 1 gets no new ack: commit_now
     // offers its given-up 7 again.
     for r in p0.iter().skip(5).take(3) {
@@ -286,10 +278,7 @@ async fn a_given_up_offset_committed_later_is_resolved_in_the_log_and_higher_one
     for r in p0.iter().skip(8).take(2) {
         r.ack_token().ack();
     }
-    fx.mock_cluster().request_errors(
-        RDKafkaApiKey::OffsetCommit,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 40],
-    );
+    fx.fail_commits(RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, 40);
     c.commit_now().await.expect_err("retries exhausted");
     // Shutdown's final commit of 10 fails too (the errors are still there).
     let _ = c.shutdown().await;
@@ -427,9 +416,9 @@ async fn permanent_errors_go_straight_to_the_sink_without_retrying() {
     for r in recv_n(&mut c, 5, Duration::from_secs(60)).await {
         r.ack();
     }
-    fx.mock_cluster().request_errors(
-        RDKafkaApiKey::OffsetCommit,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
+    fx.fail_commits(
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        1,
     );
     let err = c.commit_now().await.expect_err("a permanent error");
     assert!(
@@ -585,9 +574,9 @@ async fn refused_log_records_are_counted_in_stats() {
         r.ack();
     }
     std::fs::remove_dir_all(&dir).unwrap();
-    fx.mock_cluster().request_errors(
-        RDKafkaApiKey::OffsetCommit,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
+    fx.fail_commits(
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        1,
     );
     assert!(c.commit_now().await.is_err());
     assert_eq!(c.stats().offsets_failed, 3);

@@ -91,9 +91,9 @@ async fn the_wrapped_commit_callback_hears_every_commit_attempt() {
     }
     if fx.is_mock() {
         // A refused commit (fatal class: not retried) is an Err call.
-        fx.mock_cluster().request_errors(
-            RDKafkaApiKey::OffsetCommit,
-            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE],
+        fx.fail_commits(
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE,
+            1,
         );
         records.next().unwrap().ack();
         assert!(c.commit_now().await.is_err());

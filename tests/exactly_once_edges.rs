@@ -4,16 +4,19 @@
 //! temporary directory.
 
 mod common;
+#[path = "common/sqlite.rs"]
+mod sqlite_db;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Fixture, unique};
+use common::{Fixture, exactly_once, unique};
 use offset_guard::progress::{PartitionProgress, ProgressError, sqlite};
 use offset_guard::{GuardContext, GuardHandle, Tracked};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use sqlite_db::{count, open_effects};
 use tokio::sync::Notify;
 
 const GROUP: &str = "g";
@@ -23,10 +26,6 @@ fn open(path: &Path) -> Connection {
     let conn = Connection::open(path).unwrap();
     sqlite::migrate(&conn).unwrap();
     conn
-}
-
-fn count(conn: &Connection, sql: &str) -> i64 {
-    conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
 /// A newer offset-guard that added a column (the usual way a schema grows)
@@ -211,27 +210,14 @@ fn the_largest_offset_is_refused_without_a_panic() {
     sqlite::load(&conn, GROUP, TOPIC, 0).unwrap();
 }
 
-fn open_effects(path: &Path) -> Connection {
-    let conn = Connection::open(path).unwrap();
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    sqlite::migrate(&conn).unwrap();
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS effects (partition_id INTEGER NOT NULL, record_offset INTEGER NOT NULL)",
-    )
-    .unwrap();
-    conn
-}
-
 fn start_member(
     fx: &Fixture,
     group: &str,
     topic: &str,
     db: &Path,
 ) -> (Arc<StreamConsumer<GuardContext>>, Arc<GuardHandle>) {
-    let mut config = fx.config(group);
-    config
-        .set("session.timeout.ms", "3000")
-        .set("partition.assignment.strategy", "cooperative-sticky");
+    let mut config = exactly_once::config(fx, group);
+    config.set("partition.assignment.strategy", "cooperative-sticky");
     let conn = Mutex::new(open_effects(db));
     let g = group.to_string();
     let loader =
@@ -239,13 +225,7 @@ fn start_member(
             assert_eq!(group, g);
             sqlite::load(&conn.lock().unwrap(), group, topic, partition)
         };
-    let (consumer, guard) = offset_guard::OffsetGuard::builder(config)
-        .retry(common::fast_retry(5))
-        .no_commit_interval()
-        .stored_progress(loader)
-        .build_consumer::<StreamConsumer<GuardContext>>()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
+    let (consumer, guard) = exactly_once::own_loop(exactly_once::builder(config, loader), topic);
     (consumer, Arc::new(guard))
 }
 

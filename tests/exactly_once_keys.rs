@@ -7,18 +7,21 @@
 //! or a real one with `OFFSET_GUARD_BOOTSTRAP`).
 
 mod common;
+#[path = "common/sqlite.rs"]
+mod sqlite_db;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use common::{Fixture, unique};
+use common::{Fixture, exactly_once, unique};
 use offset_guard::progress::{Keyed, ProgressError, sqlite};
 use offset_guard::{AckToken, GuardContext, GuardHandle, GuardedConsumer, Tracked};
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::producer::{BaseRecord, Producer};
 use rusqlite::{Connection, params};
+use sqlite_db::count;
 
 const PARTITIONS: i32 = 2;
 const RETENTION: Duration = Duration::from_secs(3600);
@@ -33,10 +36,6 @@ fn open(path: &Path) -> Connection {
     )
     .unwrap();
     conn
-}
-
-fn count(conn: &Connection, sql: &str) -> i64 {
-    conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
 /// Produces one record per `(order id, partition)`, keyed by the order id.
@@ -63,22 +62,14 @@ enum Member {
 
 impl Member {
     fn start(fx: &Fixture, owned: bool, group: &str, topic: &str, db: &Path) -> Member {
-        let mut config = fx.config(group);
-        config.set("session.timeout.ms", "3000"); // MockCluster: a quicker rejoin
         let conn = Mutex::new(open(db));
-        let builder = offset_guard::OffsetGuard::builder(config)
-            .retry(common::fast_retry(5))
-            .no_commit_interval()
-            .stored_progress(move |g, t, p| sqlite::load(&conn.lock().unwrap(), g, t, p));
+        let builder = exactly_once::builder(exactly_once::config(fx, group), move |g, t, p| {
+            sqlite::load(&conn.lock().unwrap(), g, t, p)
+        });
         if owned {
-            let c = builder.build().unwrap();
-            c.subscribe(&[topic]).unwrap();
-            Member::Owned(Box::new(c))
+            Member::Owned(Box::new(exactly_once::owned(builder, topic)))
         } else {
-            let (consumer, guard) = builder
-                .build_consumer::<StreamConsumer<GuardContext>>()
-                .unwrap();
-            consumer.subscribe(&[topic]).unwrap();
+            let (consumer, guard) = exactly_once::own_loop(builder, topic);
             Member::OwnLoop(consumer, guard)
         }
     }

@@ -14,13 +14,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Fixture, unique};
+use common::{Fixture, exactly_once, unique};
 use offset_guard::progress::{Keyed, ProgressError, postgres};
-use offset_guard::{AckToken, GuardContext, GuardHandle, Tracked};
+use offset_guard::{AckToken, GuardContext, GuardHandle};
 use pg::{Db, effect, effects};
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::consumer::StreamConsumer;
 use tokio::sync::{Mutex, Notify, mpsc};
 use tokio_postgres::Client;
 
@@ -31,21 +30,16 @@ fn start(
     topic: &str,
     db: &Db,
 ) -> (Arc<StreamConsumer<GuardContext>>, GuardHandle) {
-    let mut config = fx.config(group);
-    config.set("session.timeout.ms", "3000"); // MockCluster: a quicker rejoin
     let loader = db.loader();
     let expected = group.to_string();
-    let (consumer, guard) = offset_guard::OffsetGuard::builder(config)
-        .retry(common::fast_retry(5))
-        .no_commit_interval()
-        .stored_progress(move |g, topic, partition| {
+    let builder = exactly_once::builder(
+        exactly_once::config(fx, group),
+        move |g, topic, partition| {
             assert_eq!(g, expected, "the guard passes the consumer's group.id");
             loader.load(g, topic, partition)
-        })
-        .build_consumer::<StreamConsumer<GuardContext>>()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    (consumer, guard)
+        },
+    );
+    exactly_once::own_loop(builder, topic)
 }
 
 /// The record's effect and its mark in one transaction, the mark last (the
@@ -57,23 +51,6 @@ async fn apply(client: &mut Client, group: &str, token: &AckToken) -> Result<(),
     postgres::mark_token(&tx, group, token).await?;
     tx.commit().await.unwrap();
     Ok(())
-}
-
-/// The next message; after 30 s without one, fails with the guard's view
-/// (stats and partitions) for diagnosis.
-async fn next(
-    consumer: &StreamConsumer<GuardContext>,
-    guard: &GuardHandle,
-) -> (i32, i64, rdkafka::message::OwnedMessage) {
-    let m = match tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await {
-        Ok(m) => m.expect("recv"),
-        Err(_) => panic!(
-            "no message within 30 s; stats {:?}; partitions {:?}",
-            guard.stats(),
-            guard.partitions()
-        ),
-    };
-    (m.partition(), m.offset(), m.detach())
 }
 
 async fn progress(client: &Client, group: &str, topic: &str, p: i32) -> (Option<i64>, usize) {
@@ -108,14 +85,7 @@ async fn killed_mid_stream_then_restarted_zero_lost_zero_duplicate_effects() {
     // n % 5 == 0 committed to the database but never acked (killed between
     // the commit and the ack). Then killed: dropped without shutdown.
     let (consumer, guard) = start(&fx, &group, &topic, &db);
-    let mut tracked = Vec::new();
-    while tracked.len() < 120 {
-        let (_, _, m) = next(&consumer, &guard).await;
-        match guard.track_or_skip(&m) {
-            Tracked::Process(token) => tracked.push(token),
-            Tracked::Done => panic!("nothing is done yet"),
-        }
-    }
+    let tracked = exactly_once::track_new(&consumer, &guard, 120).await;
     let mut done_in_run_1 = BTreeSet::new();
     for token in tracked.into_iter().rev() {
         let (p, o) = (token.partition(), token.offset());
@@ -148,30 +118,20 @@ async fn killed_mid_stream_then_restarted_zero_lost_zero_duplicate_effects() {
     // starts at the stored watermark 3: 77 records per partition.
     fx.produce(&topic, 2, 20, 60);
     let (consumer, guard) = start(&fx, &group, &topic, &db);
-    let (mut skipped, mut processed) = (0, 0);
     let mut lowest = [i64::MAX; 2];
-    while skipped + processed < 154 {
-        let (p, o, m) = next(&consumer, &guard).await;
-        lowest[p as usize] = lowest[p as usize].min(o);
-        match guard.track_or_skip(&m) {
-            Tracked::Done => {
-                assert!(
-                    done_in_run_1.contains(&(p, o)),
-                    "{p}@{o} skipped but not done"
-                );
-                skipped += 1;
-            }
-            Tracked::Process(token) => {
-                assert!(
-                    !done_in_run_1.contains(&(p, o)),
-                    "{p}@{o} done but handed out"
-                );
-                apply(&mut c, &group, &token).await.unwrap();
-                processed += 1;
-                token.ack();
-            }
-        }
-    }
+    let (handed_out, skipped) = exactly_once::resume(
+        &consumer,
+        &guard,
+        &done_in_run_1,
+        154,
+        |p, o| lowest[p as usize] = lowest[p as usize].min(o),
+        async |token| {
+            apply(&mut c, &group, &token).await.unwrap();
+            token.ack();
+        },
+    )
+    .await;
+    let processed = handed_out.len();
     assert_eq!(lowest, [3, 3], "fetching started at the stored watermark");
     assert_eq!(
         skipped,
@@ -205,26 +165,14 @@ async fn the_same_record_produced_twice_with_key_idempotency_has_one_effect() {
     fx.create_topic(&topic, 1);
     // Ten orders, then orders 3 and 7 produced again (a producer retry at
     // the application level): same key, two offsets.
-    let keys: Vec<String> = (0..10)
-        .chain([3, 7])
-        .map(|k| format!("order-{k}"))
-        .collect();
-    let producer = fx.producer();
-    for k in &keys {
-        producer
-            .send(BaseRecord::to(&topic).partition(0).key(k).payload(k))
-            .unwrap();
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
+    let keys = exactly_once::produce_orders_twice(&fx, &topic);
 
     let mut c = db.open().await;
     let (consumer, guard) = start(&fx, &group, &topic, &db);
     let mut skipped_keys = Vec::new();
     for _ in 0..keys.len() {
-        let (_, o, m) = next(&consumer, &guard).await;
-        let Tracked::Process(token) = guard.track_or_skip(&m) else {
-            panic!("nothing is done yet");
-        };
+        let (m, token) = exactly_once::next_new(&consumer, &guard).await;
+        let o = m.offset();
         let key = m.key().unwrap().to_vec();
         let tx = c.transaction().await.unwrap();
         // First in the transaction: the record and its key.
@@ -240,10 +188,7 @@ async fn the_same_record_produced_twice_with_key_idempotency_has_one_effect() {
     }
     guard.shutdown(&*consumer).await.unwrap();
     drop(consumer);
-    assert_eq!(
-        skipped_keys,
-        vec![(10, "order-3".to_string()), (11, "order-7".to_string())]
-    );
+    assert_eq!(skipped_keys, exactly_once::second_copies());
     assert_eq!(effects(&c).await, (10, 10, 10), "one effect per key");
     assert_eq!(
         progress(&c, &group, &topic, 0).await,
@@ -320,10 +265,7 @@ async fn out_of_order_with_one_slow_record_then_a_crash_skips_nothing_that_was_n
         })
         .collect();
     for _ in 0..60 {
-        let (_, _, m) = next(&consumer, &guard).await;
-        let Tracked::Process(token) = guard.track_or_skip(&m) else {
-            panic!("nothing is done yet");
-        };
+        let (_, token) = exactly_once::next_new(&consumer, &guard).await;
         feed.send(token).unwrap();
     }
     slow_started.notified().await;
@@ -362,26 +304,18 @@ async fn out_of_order_with_one_slow_record_then_a_crash_skips_nothing_that_was_n
     // skipped, each of them done in run 1.
     let (consumer, guard) = start(&fx, &group, &topic, &db);
     let mut c2 = db.connect().await;
-    let mut handed_out = Vec::new();
-    let mut skipped = 0;
-    while handed_out.len() + skipped < 23 {
-        let (p, o, m) = next(&consumer, &guard).await;
-        assert_eq!(p, 0, "partition 1 starts at its watermark, the log end");
-        match guard.track_or_skip(&m) {
-            Tracked::Done => {
-                assert!(
-                    done_in_run_1.contains(&(p, o)),
-                    "{p}@{o} skipped but not done"
-                );
-                skipped += 1;
-            }
-            Tracked::Process(token) => {
-                handed_out.push((p, o));
-                apply(&mut c2, &group, &token).await.unwrap();
-                token.ack();
-            }
-        }
-    }
+    let (handed_out, _) = exactly_once::resume(
+        &consumer,
+        &guard,
+        &done_in_run_1,
+        23,
+        |p, _| assert_eq!(p, 0, "partition 1 starts at its watermark, the log end"),
+        async |token| {
+            apply(&mut c2, &group, &token).await.unwrap();
+            token.ack();
+        },
+    )
+    .await;
     assert_eq!(handed_out, vec![SLOW]);
     guard.shutdown(&*consumer).await.unwrap();
     drop(consumer);
@@ -408,50 +342,25 @@ async fn owned_front_end_restarted_hands_out_only_what_was_not_done() {
     fx.produce(&topic, 1, 40, 0);
     let mut c = db.open().await;
     let build = || {
-        let mut config = fx.config(&group);
-        config.set("session.timeout.ms", "3000");
         let loader = db.loader();
-        let consumer = offset_guard::OffsetGuard::builder(config)
-            .retry(common::fast_retry(5))
-            .no_commit_interval()
-            .stored_progress(move |g, t, p| loader.load(g, t, p))
-            .build()
-            .unwrap();
-        consumer.subscribe(&[&topic]).unwrap();
-        consumer
+        let builder = exactly_once::builder(exactly_once::config(&fx, &group), move |g, t, p| {
+            loader.load(g, t, p)
+        });
+        exactly_once::owned(builder, &topic)
     };
 
     // Run 1: the even offsets done, the odd ones abandoned; stopped.
-    let mut consumer = build();
-    let mut unfinished = Vec::new();
-    for r in common::recv_n(&mut consumer, 40, Duration::from_secs(30)).await {
-        let (_, token) = r.into_parts();
-        if token.offset() % 2 == 0 {
-            apply(&mut c, &group, &token).await.unwrap();
-            token.ack();
-        } else {
-            unfinished.push(token);
-        }
-    }
-    drop(unfinished);
-    let report = consumer.shutdown().await.unwrap();
-    assert_eq!(report.abandoned.len(), 20, "{report:?}");
+    exactly_once::owned_run_1(build, async |token| {
+        apply(&mut c, &group, token).await.unwrap()
+    })
+    .await;
     assert_eq!(progress(&c, &group, &topic, 0).await, (Some(1), 19));
 
     // Run 2: exactly the odd offsets are handed out.
-    let mut consumer = build();
-    let records = common::recv_n(&mut consumer, 20, Duration::from_secs(30)).await;
-    let offsets: Vec<i64> = records.iter().map(|r| r.offset()).collect();
-    assert_eq!(offsets, (1..40).step_by(2).collect::<Vec<_>>());
-    for r in records {
-        let (_, token) = r.into_parts();
-        apply(&mut c, &group, &token).await.unwrap();
-        token.ack();
-    }
-    assert_eq!(consumer.stats().records_skipped_done, 19);
-    consumer.commit_now().await.unwrap();
-    assert_eq!(fx.committed(&group, &topic, 1), vec![Some(40)]);
-    consumer.shutdown().await.unwrap();
+    exactly_once::owned_run_2(&fx, &group, &topic, build, async |token| {
+        apply(&mut c, &group, token).await.unwrap()
+    })
+    .await;
     assert_eq!(effects(&c).await, (40, 40, 40), "no effect lost or doubled");
     assert_eq!(progress(&c, &group, &topic, 0).await, (Some(40), 0));
 }

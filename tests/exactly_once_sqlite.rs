@@ -5,6 +5,8 @@
 //! default; runs on a real broker with `OFFSET_GUARD_BOOTSTRAP`.
 
 mod common;
+#[path = "common/sqlite.rs"]
+mod sqlite_db;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -13,28 +15,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-use common::{Fixture, unique};
+use common::{Fixture, exactly_once, unique};
 use offset_guard::progress::{PartitionProgress, ProgressError, sqlite};
 use offset_guard::{AckToken, GuardContext, GuardHandle, Tracked};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rusqlite::{Connection, params};
+use sqlite_db::{count, open_effects as open};
 
 /// Partitions with the long stream; one more, `SHORT`, has 10 records, all
 /// done in run 1 and never acked.
 const PARTITIONS: i32 = 2;
 const SHORT: i32 = PARTITIONS;
-
-fn open(path: &Path) -> Connection {
-    let conn = Connection::open(path).unwrap();
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    sqlite::migrate(&conn).unwrap();
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS effects (partition_id INTEGER NOT NULL, record_offset INTEGER NOT NULL)",
-    )
-    .unwrap();
-    conn
-}
 
 /// The guard's loader: the stored progress, read on a connection of its own.
 fn loader(
@@ -54,17 +46,12 @@ fn start(
     group: &str,
     topic: &str,
     db: &Path,
-) -> (std::sync::Arc<StreamConsumer<GuardContext>>, GuardHandle) {
-    let mut config = fx.config(group);
-    config.set("session.timeout.ms", "3000"); // MockCluster: a quicker rejoin
-    let (consumer, guard) = offset_guard::OffsetGuard::builder(config)
-        .retry(common::fast_retry(5))
-        .no_commit_interval()
-        .stored_progress(loader(db.to_path_buf(), group.to_string()))
-        .build_consumer::<StreamConsumer<GuardContext>>()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    (consumer, guard)
+) -> (Arc<StreamConsumer<GuardContext>>, GuardHandle) {
+    let builder = exactly_once::builder(
+        exactly_once::config(fx, group),
+        loader(db.to_path_buf(), group.to_string()),
+    );
+    exactly_once::own_loop(builder, topic)
 }
 
 /// The record's effect and its mark in one transaction. `Err` = refused as
@@ -79,20 +66,6 @@ fn apply(conn: &mut Connection, group: &str, token: &AckToken) -> Result<(), Pro
     sqlite::mark_token(&tx, group, token)?;
     tx.commit().unwrap();
     Ok(())
-}
-
-async fn next(
-    consumer: &StreamConsumer<GuardContext>,
-) -> (i32, i64, rdkafka::message::OwnedMessage) {
-    let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
-        .await
-        .expect("a message within 30 s")
-        .expect("recv");
-    (m.partition(), m.offset(), m.detach())
-}
-
-fn count(conn: &Connection, sql: &str) -> i64 {
-    conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,14 +85,7 @@ async fn killed_mid_stream_then_restarted_zero_lost_zero_duplicates() {
     // the commit and the ack); partition SHORT all done, none acked. Then
     // killed: dropped without shutdown.
     let (consumer, guard) = start(&fx, &group, &topic, &db);
-    let mut tracked = Vec::new();
-    while tracked.len() < 60 * PARTITIONS as usize + 10 {
-        let (_, _, m) = next(&consumer).await;
-        match guard.track_or_skip(&m) {
-            Tracked::Process(token) => tracked.push(token),
-            Tracked::Done => panic!("nothing is done yet"),
-        }
-    }
+    let tracked = exactly_once::track_new(&consumer, &guard, 60 * PARTITIONS as usize + 10).await;
     let mut done_in_run_1 = BTreeSet::new();
     for token in tracked.into_iter().rev() {
         let (p, o) = (token.partition(), token.offset());
@@ -158,38 +124,31 @@ async fn killed_mid_stream_then_restarted_zero_lost_zero_duplicates() {
     // Run 2: more records; a new consumer of the group.
     fx.produce(&topic, PARTITIONS, 20, 60);
     let (consumer, guard) = start(&fx, &group, &topic, &db);
-    let (mut skipped, mut processed, mut refused) = (0, 0, 0);
+    let (mut processed, mut refused) = (0, 0);
     let mut lowest = vec![i64::MAX; PARTITIONS as usize];
     // Fetching starts at the stored watermark 3: 77 records per partition,
     // none of SHORT (its watermark is its end).
-    while skipped + processed < 77 * PARTITIONS as usize {
-        let (p, o, m) = next(&consumer).await;
-        assert_ne!(p, SHORT, "SHORT starts at its watermark, the log end");
-        lowest[p as usize] = lowest[p as usize].min(o);
-        match guard.track_or_skip(&m) {
-            Tracked::Done => {
-                assert!(
-                    done_in_run_1.contains(&(p, o)),
-                    "{p}@{o} skipped but not done"
-                );
-                skipped += 1;
-            }
-            Tracked::Process(token) => {
-                assert!(
-                    !done_in_run_1.contains(&(p, o)),
-                    "{p}@{o} done but handed out"
-                );
-                match apply(&mut conn, &group, &token) {
-                    Ok(()) => processed += 1,
-                    Err(e) => {
-                        assert!(e.is_already_done(), "{e}");
-                        refused += 1;
-                    }
+    let (_, skipped) = exactly_once::resume(
+        &consumer,
+        &guard,
+        &done_in_run_1,
+        77 * PARTITIONS as usize,
+        |p, o| {
+            assert_ne!(p, SHORT, "SHORT starts at its watermark, the log end");
+            lowest[p as usize] = lowest[p as usize].min(o);
+        },
+        async |token| {
+            match apply(&mut conn, &group, &token) {
+                Ok(()) => processed += 1,
+                Err(e) => {
+                    assert!(e.is_already_done(), "{e}");
+                    refused += 1;
                 }
-                token.ack();
             }
-        }
-    }
+            token.ack();
+        },
+    )
+    .await;
     assert_eq!(
         lowest,
         vec![3; PARTITIONS as usize],
@@ -254,9 +213,7 @@ async fn a_failing_loader_hands_out_everything_and_the_store_refuses_what_is_don
     }
     tx.commit().unwrap();
 
-    let mut config = fx.config(&group);
-    config.set("session.timeout.ms", "3000");
-    let (consumer, guard) = offset_guard::OffsetGuard::builder(config)
+    let (consumer, guard) = offset_guard::OffsetGuard::builder(exactly_once::config(&fx, &group))
         .retry(common::fast_retry(5))
         .stored_progress(|_group, _topic, partition| {
             if partition == 0 {
@@ -272,7 +229,7 @@ async fn a_failing_loader_hands_out_everything_and_the_store_refuses_what_is_don
     consumer.subscribe(&[&topic]).unwrap();
     let (mut applied, mut refused) = (0, 0);
     for _ in 0..20 {
-        let (_, _, m) = next(&consumer).await;
+        let (_, _, m) = exactly_once::next(&consumer, &guard).await;
         let Tracked::Process(token) = guard.track_or_skip(&m) else {
             panic!("nothing is known to be done: no skip");
         };
@@ -417,57 +374,28 @@ async fn owned_front_end_killed_and_restarted_hands_out_only_what_was_not_done()
     let db = dir.path().join("effects.db");
     let mut conn = open(&db);
     let build = || {
-        let mut config = fx.config(&group);
-        config.set("session.timeout.ms", "3000"); // MockCluster: a quicker rejoin
-        let c = offset_guard::OffsetGuard::builder(config)
-            .retry(common::fast_retry(5))
-            .no_commit_interval()
-            .stored_progress(loader(db.clone(), group.clone()))
-            .build()
-            .unwrap();
-        c.subscribe(&[&topic]).unwrap();
-        c
+        let builder = exactly_once::builder(
+            exactly_once::config(&fx, &group),
+            loader(db.clone(), group.clone()),
+        );
+        exactly_once::owned(builder, &topic)
     };
 
     // Run 1: the even offsets done (effect + mark, then acked), the odd ones
     // not (dropped unacked: abandoned). Then stopped.
-    let mut c = build();
-    let records = common::recv_n(&mut c, 40, Duration::from_secs(30)).await;
-    let mut unfinished = Vec::new();
-    for r in records {
-        let (_, token) = r.into_parts();
-        if token.offset() % 2 == 0 {
-            apply(&mut conn, &group, &token).unwrap();
-            token.ack();
-        } else {
-            unfinished.push(token);
-        }
-    }
-    drop(unfinished);
-    let report = c.shutdown().await.unwrap();
-    assert_eq!(report.abandoned.len(), 20, "{report:?}");
+    exactly_once::owned_run_1(build, async |token| {
+        apply(&mut conn, &group, token).unwrap()
+    })
+    .await;
     let progress = sqlite::load(&conn, &group, &topic, 0).unwrap();
     assert_eq!(progress.watermark(), Some(1));
     assert_eq!(progress.done_above().len(), 19, "2, 4, .., 38");
 
     // Run 2: exactly the odd offsets are handed out.
-    let mut c = build();
-    let records = common::recv_n(&mut c, 20, Duration::from_secs(30)).await;
-    let offsets: Vec<i64> = records.iter().map(|r| r.offset()).collect();
-    assert_eq!(offsets, (1..40).step_by(2).collect::<Vec<_>>());
-    for r in records {
-        let (_, token) = r.into_parts();
-        apply(&mut conn, &group, &token).unwrap();
-        token.ack();
-    }
-    let stats = c.stats();
-    assert_eq!(stats.records_skipped_done, 19);
-    // Every record delivered or skipped is acked, and the counters agree
-    // (`acked` counts the guard's acks of skipped records too).
-    assert_eq!((stats.delivered, stats.acked), (20, 39), "{stats:?}");
-    c.commit_now().await.unwrap();
-    assert_eq!(fx.committed(&group, &topic, 1), vec![Some(40)]);
-    c.shutdown().await.unwrap();
+    exactly_once::owned_run_2(&fx, &group, &topic, build, async |token| {
+        apply(&mut conn, &group, token).unwrap()
+    })
+    .await;
     assert_eq!(count(&conn, "SELECT COUNT(*) FROM effects"), 40);
     assert_eq!(
         count(
@@ -486,32 +414,19 @@ async fn owned_front_end_killed_and_restarted_hands_out_only_what_was_not_done()
 /// idempotency on: one effect, both offsets done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_record_produced_twice_with_key_idempotency_has_one_effect() {
-    use rdkafka::producer::{BaseRecord, Producer};
     let fx = Fixture::any();
     let (topic, group) = (unique("eodb-key"), unique("g-eodb-key"));
     fx.create_topic(&topic, 1);
     // Ten orders, then orders 3 and 7 again: same key, two offsets.
-    let keys: Vec<String> = (0..10)
-        .chain([3, 7])
-        .map(|k| format!("order-{k}"))
-        .collect();
-    let producer = fx.producer();
-    for k in &keys {
-        producer
-            .send(BaseRecord::to(&topic).partition(0).key(k).payload(k))
-            .unwrap();
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
+    let keys = exactly_once::produce_orders_twice(&fx, &topic);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("effects.db");
     let mut conn = open(&db);
     let (consumer, guard) = start(&fx, &group, &topic, &db);
     let mut skipped_keys = Vec::new();
     for _ in 0..keys.len() {
-        let (_, o, m) = next(&consumer).await;
-        let Tracked::Process(token) = guard.track_or_skip(&m) else {
-            panic!("nothing is done yet");
-        };
+        let (m, token) = exactly_once::next_new(&consumer, &guard).await;
+        let o = m.offset();
         let key = m.key().unwrap().to_vec();
         let tx = conn.transaction().unwrap();
         if sqlite::mark_key(&tx, &group, &key, Duration::from_secs(3600)).unwrap() {
@@ -529,10 +444,7 @@ async fn the_same_record_produced_twice_with_key_idempotency_has_one_effect() {
     }
     guard.shutdown(&*consumer).await.unwrap();
     drop(consumer);
-    assert_eq!(
-        skipped_keys,
-        vec![(10, "order-3".to_string()), (11, "order-7".to_string())]
-    );
+    assert_eq!(skipped_keys, exactly_once::second_copies());
     assert_eq!(
         count(&conn, "SELECT COUNT(*) FROM effects"),
         10,

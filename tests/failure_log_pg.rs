@@ -7,42 +7,52 @@
 //! through a `postgresql://` URL, damaged rows and foreign schemas as typed
 //! errors, a busy group lock and a terminated connection losing nothing, a
 //! refused connection at open; `offsets` and `recommit` on it. Each test in a schema of its own (the URL's
-//! `options=-csearch_path=...`).
+//! `options=-csearch_path=...`). The scenarios shared with the SQLite log
+//! (tests/failure_log_db.rs) are in tests/common/logdb.rs.
 
 mod common;
+#[path = "common/logdb.rs"]
+mod logdb;
+#[path = "common/logs.rs"]
+mod logs;
 #[path = "common/pg.rs"]
 mod pg;
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
-use common::{Fixture, recv_n, unique};
+use logdb::{LogDb, Row, cli_in, failure, text, unresolved};
+use offset_guard::FailureSink;
 use offset_guard::failure_log::{
-    FailedOffsetLog, LogEntry, LogError, LogLocation, LogReader, LogStream, ReadIssueKind,
-    Resolution, ResolutionKind,
+    FailedOffsetLog, LogBuilder, LogEntry, LogError, LogReader, LogStream, ReadIssueKind,
 };
-use offset_guard::{FailedOffset, FailureReason, FailureSink, RetryPolicy};
-use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use tokio_postgres::Client;
 
-/// A row's query columns: kind, group, partition, offset, reason, resolution.
-type Row = (String, String, i32, i64, Option<String>, Option<String>);
-
-fn failure(partition: i32, offset: i64) -> FailedOffset {
-    FailedOffset::new("billing", "orders", partition, offset, FailureReason::Fatal)
-        .with_error_message("Broker: Topic authorization failed")
-        .with_attempts(1)
+/// The log in the test's schema, by a URL naming that schema.
+struct Postgres {
+    url: String,
 }
 
-/// (partition, offset) of the unresolved failures, sorted.
-fn unresolved(reader: &LogReader) -> Vec<(i32, i64)> {
-    let mut v: Vec<_> = reader
-        .unresolved()
-        .iter()
-        .map(|f| (f.partition, f.offset))
-        .collect();
-    v.sort();
-    v
+impl LogDb for Postgres {
+    fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    fn builder(&self) -> LogBuilder {
+        FailedOffsetLog::postgres(&self.url)
+    }
+
+    fn reader(&self) -> LogReader {
+        LogReader::open_postgres(&self.url).unwrap()
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        cli(args)
+    }
+}
+
+fn cli(args: &[&str]) -> Output {
+    cli_in(None, args)
 }
 
 /// The test's schema, a client in it, and the log's URL naming that schema
@@ -76,61 +86,8 @@ async fn a_postgres_log_round_trips_with_query_columns_and_two_writers() {
         return;
     };
     // Opened from a tokio worker thread: no block_on there.
-    let log = FailedOffsetLog::postgres(&url).open().unwrap();
-    let other = FailedOffsetLog::postgres(&url).open().unwrap();
-    log.record(failure(3, 42));
-    log.record(failure(3, 43));
-    log.flush().unwrap();
-    other.record(failure(4, 7));
-    other.close().unwrap();
-    log.resolve(Resolution::superseded("billing", "orders", 3, 42, 57));
-    log.flush().unwrap();
-    let status = log.status();
-    assert_eq!((status.records_written, status.resolutions_written), (2, 1));
-    assert_eq!((status.write_errors, status.dropped), (0, 0));
-    log.close().unwrap();
-
-    let reader = LogReader::open_postgres(&url).unwrap();
-    assert!(reader.issues().is_empty(), "{:?}", reader.issues());
-    let offsets: Vec<i64> = reader.entries().iter().map(LogEntry::offset).collect();
-    assert_eq!(offsets, [42, 43, 7, 42]);
-    assert!(matches!(&reader.entries()[0], LogEntry::Failure(f)
-        if f.reason == FailureReason::Fatal && f.error_message == "Broker: Topic authorization failed"));
-    assert_eq!(unresolved(&reader), [(4, 7)]);
-    let streamed: Vec<_> = LogLocation::parse(&url)
-        .unwrap()
-        .stream()
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(streamed, reader.entries());
-    let fatal = Some("fatal".to_string());
-    let f = |p, o| {
-        (
-            "failure".into(),
-            "billing".into(),
-            p,
-            o,
-            fatal.clone(),
-            None,
-        )
-    };
-    assert_eq!(
-        rows(&client).await,
-        [
-            f(3, 42),
-            f(3, 43),
-            f(4, 7),
-            (
-                "resolved".into(),
-                "billing".into(),
-                3,
-                42,
-                None,
-                Some("superseded".into())
-            ),
-        ]
-    );
+    logdb::round_trip(&Postgres { url });
+    assert_eq!(rows(&client).await, logdb::round_trip_rows());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,85 +131,7 @@ async fn a_failure_of_one_instance_is_replayed_by_another_sharing_only_the_datab
     let Some((_db, _client, url)) = setup("log_replay", "").await else {
         return;
     };
-    let fx = Fixture::mock();
-    let (topic, group) = (unique("logpg"), unique("g-logpg"));
-    fx.create_topic(&topic, 1);
-    fx.produce(&topic, 1, 30, 0);
-
-    // Instance A: 10 committed, then the commit of 15 fails for good.
-    let mut a = fx
-        .guard(&group)
-        .no_commit_interval()
-        .retry(RetryPolicy::none())
-        .failed_offset_log(FailedOffsetLog::postgres(&url))
-        .build()
-        .unwrap();
-    a.subscribe(&[&topic]).unwrap();
-    let records = recv_n(&mut a, 30, Duration::from_secs(30)).await;
-    let (first, later): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| r.offset() < 10);
-    for r in first {
-        r.ack();
-    }
-    a.commit_now().await.unwrap();
-    fx.mock_cluster().request_errors(
-        RDKafkaApiKey::OffsetCommit,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
-    );
-    for r in later.into_iter().filter(|r| r.offset() < 15) {
-        r.ack();
-    }
-    assert!(a.commit_now().await.is_err());
-    let report = a.shutdown().await.unwrap();
-    assert_eq!(report.log_flushed, Some(true));
-    assert_eq!(fx.committed(&group, &topic, 1), [Some(10)]);
-    assert_eq!(
-        unresolved(&LogReader::open_postgres(&url).unwrap()),
-        [(0, 15)]
-    );
-
-    // Instance B: a new builder, the same database: resumes at the replayed
-    // 15, commits it, and resolves it in the table.
-    let mut b = fx
-        .guard(&group)
-        .no_commit_interval()
-        .failed_offset_log(FailedOffsetLog::postgres(&url))
-        .replay_failed_offsets()
-        .build()
-        .unwrap();
-    b.subscribe(&[&topic]).unwrap();
-    let records = recv_n(&mut b, 15, Duration::from_secs(30)).await;
-    assert_eq!(records.iter().map(|r| r.offset()).min(), Some(15));
-    common::wait_until(Duration::from_secs(10), "the replayed commit lands", || {
-        fx.committed(&group, &topic, 1) == [Some(15)]
-    });
-    assert_eq!(b.stats().offsets_replayed, 1);
-    for r in records {
-        r.ack();
-    }
-    b.shutdown().await.unwrap();
-    assert_eq!(fx.committed(&group, &topic, 1), [Some(30)]);
-    let after = LogReader::open_postgres(&url).unwrap();
-    assert!(after.unresolved().is_empty(), "{:?}", after.unresolved());
-    let resolutions: Vec<_> = after
-        .entries()
-        .iter()
-        .filter_map(|e| match e {
-            LogEntry::Resolved(r) => Some((r.partition, r.offset, r.how)),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(resolutions, [(0, 15, ResolutionKind::Recommitted)]);
-}
-
-fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_offset-guard"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    logdb::replayed_by_another_instance(&Postgres { url }, "logpg", || ()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,39 +139,7 @@ async fn the_cli_reads_and_resolves_a_postgres_log_by_url() {
     let Some((db, _client, url)) = setup("log_cli", "").await else {
         return;
     };
-    let log = FailedOffsetLog::postgres(&url).open().unwrap();
-    for o in [10, 11, 12] {
-        log.record(failure(0, o));
-    }
-    log.close().unwrap();
-
-    let out = cli(&["failures", &url, "--unresolved"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let table = text(&out.stdout);
-    for o in ["10", "11", "12"] {
-        assert!(table.contains(o), "{table}");
-    }
-    let resolve = |o: &str, note: &str| {
-        cli(&[
-            "resolve", "-l", &url, "-g", "billing", "-t", "orders", "-p", "0", "-o", o, "-n", note,
-            "--by", "ops",
-        ])
-    };
-    let out = resolve("11", "poison record");
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let reader = LogReader::open_postgres(&url).unwrap();
-    assert_eq!(unresolved(&reader), [(0, 10), (0, 12)]);
-    assert!(
-        matches!(reader.entries().last(), Some(LogEntry::Resolved(r))
-        if r.how == ResolutionKind::Manual && r.offset == 11 && r.by.as_deref() == Some("ops"))
-    );
-    // Resolving it again is refused, nothing written.
-    let out = resolve("11", "again");
-    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
-    assert_eq!(LogReader::open_postgres(&url).unwrap().entries().len(), 4);
-    let out = cli(&["failures", "--json", "--unresolved", &url]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout).lines().count(), 2);
+    logdb::cli_reads_and_resolves(&Postgres { url: url.clone() });
 
     // A schema without the log: exit 3 for both commands, nothing created.
     let admin = db.connect().await;
@@ -365,18 +212,10 @@ async fn damaged_rows_and_foreign_or_newer_schemas_are_typed_errors() {
         .batch_execute("UPDATE offset_guard_log_schema SET version = 2")
         .await
         .unwrap();
-    assert!(matches!(
+    logdb::refused_as_too_new(
         LogStream::open_postgres(&url),
-        Err(LogError::SchemaTooNew {
-            found: 2,
-            supported: 1,
-            ..
-        })
-    ));
-    assert!(matches!(
         FailedOffsetLog::postgres(&url).open(),
-        Err(LogError::SchemaTooNew { found: 2, .. })
-    ));
+    );
 
     // A table of the log's name that is not the log's, in another schema.
     let foreign = format!("{}_foreign", db.schema);
@@ -387,15 +226,10 @@ async fn damaged_rows_and_foreign_or_newer_schemas_are_typed_errors() {
         .await
         .unwrap();
     let foreign_url = url.replace(&db.schema, &foreign);
-    for e in [
-        FailedOffsetLog::postgres(&foreign_url).open().err(),
-        LogStream::open_postgres(&foreign_url).err(),
-    ] {
-        assert!(
-            matches!(&e, Some(LogError::ForeignSchema { table, .. }) if table == "offset_guard_failed_offsets"),
-            "{e:?}"
-        );
-    }
+    logdb::refused_as_foreign(
+        FailedOffsetLog::postgres(&foreign_url).open(),
+        LogStream::open_postgres(&foreign_url),
+    );
     let out = cli(&["failures", &foreign_url]);
     assert_eq!(out.status.code(), Some(3));
     assert!(text(&out.stderr).contains("not offset-guard's log"));
@@ -505,49 +339,5 @@ async fn offsets_and_recommit_work_on_a_postgres_log() {
     let Some((_db, _client, url)) = setup("log_ops", "").await else {
         return;
     };
-    let fx = Fixture::mock();
-    let (topic, group) = (unique("logpg-ops"), unique("g-logpg-ops"));
-    fx.create_topic(&topic, 2);
-    fx.produce(&topic, 2, 10, 0);
-    let log = FailedOffsetLog::postgres(&url).open().unwrap();
-    for (p, o) in [(0, 7), (1, 5)] {
-        log.record(FailedOffset::new(
-            &group,
-            &topic,
-            p,
-            o,
-            FailureReason::Fatal,
-        ));
-    }
-    log.close().unwrap();
-    let b = fx.bootstrap();
-
-    let out = cli(&["offsets", "-b", b, "-g", &group, "-l", &url, "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let unresolved: Vec<serde_json::Value> = text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["unresolved"].clone())
-        .collect();
-    assert_eq!(unresolved, [serde_json::json!([7]), serde_json::json!([5])]);
-
-    let out = cli(&["recommit", "-b", b, "-g", &group, "-l", &url]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(fx.committed(&group, &topic, 2), [Some(7), Some(5)]);
-    let reader = LogReader::open_postgres(&url).unwrap();
-    assert!(reader.unresolved().is_empty(), "{:?}", reader.unresolved());
-    let how: Vec<_> = reader
-        .entries()
-        .iter()
-        .filter_map(|e| match e {
-            LogEntry::Resolved(r) => Some((r.partition, r.offset, r.how)),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(
-        how,
-        [
-            (0, 7, ResolutionKind::Recommitted),
-            (1, 5, ResolutionKind::Recommitted)
-        ]
-    );
+    logdb::offsets_and_recommit(&Postgres { url }, "logpg-ops");
 }

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Fixture, recv_n, unique};
-use offset_guard::{AckStatus, GuardedConsumer, Record};
+use common::{Fixture, recv_n, recv_one, unique};
+use offset_guard::AckStatus;
 use rdkafka::Message;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer};
@@ -227,13 +227,8 @@ fn records_outlive_their_consumer_and_their_runtime() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
-async fn next(c: &mut GuardedConsumer) -> Record {
-    tokio::time::timeout(Duration::from_secs(30), c.recv())
-        .await
-        .expect("a record within 30 s")
-        .expect("no error")
-        .expect("not stopped")
-}
+/// How long a test waits for one record.
+const WAIT: Duration = Duration::from_secs(30);
 
 /// A consumer dropped without `shutdown` while the application still holds
 /// one of its records: the member leaves the group all the same once its
@@ -266,8 +261,8 @@ async fn a_consumer_dropped_while_a_record_is_held_leaves_the_group() {
         .build()
         .unwrap();
     c.subscribe(&[&topic]).unwrap();
-    next(&mut c).await.ack();
-    let kept = next(&mut c).await;
+    recv_one(&mut c, WAIT).await.ack();
+    let kept = recv_one(&mut c, WAIT).await;
     assert_eq!(kept.offset(), 1);
     drop(c);
     common::wait_until(
@@ -278,18 +273,12 @@ async fn a_consumer_dropped_while_a_record_is_held_leaves_the_group() {
 
     let mut d = build();
     d.subscribe(&[&topic]).unwrap();
-    let r = next(&mut d).await;
+    let r = recv_one(&mut d, WAIT).await;
     assert_eq!(r.offset(), 1, "from the acked offset");
     assert_eq!(kept.payload(), Some(&b"v1"[..]), "the held record is whole");
     r.ack();
     d.shutdown().await.unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        drop(kept);
-        let _ = tx.send(());
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("dropping the last record returns");
+    common::drop_elsewhere(kept, "dropping the last record returns");
 }
 
 /// Records held across a seek and across a revoke stay whole; their acks
@@ -304,7 +293,7 @@ async fn records_held_across_a_seek_and_a_revoke_stay_whole_and_ack_stale() {
     c.subscribe(&[&topic]).unwrap();
     let before = recv_n(&mut c, 4, Duration::from_secs(30)).await;
     c.seek(&topic, 0, rdkafka::Offset::Offset(2)).await.unwrap();
-    let after = next(&mut c).await;
+    let after = recv_one(&mut c, WAIT).await;
     assert_eq!(after.offset(), 2);
     let want = expected();
     for (r, w) in before.iter().zip(&want) {

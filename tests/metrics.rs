@@ -11,7 +11,7 @@ use common::{Fixture, recv_n, unique};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use metrics_util::{CompositeKey, MetricKind};
 use offset_guard::{Error, MemorySink};
-use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use rdkafka::types::RDKafkaRespErr;
 
 type Series = HashMap<(MetricKind, String, Vec<(String, String)>), DebugValue>;
 
@@ -65,9 +65,9 @@ async fn counters_gauges_and_latencies_after_acks_a_commit_and_a_refusal() {
     for r in &records[20..] {
         r.ack_token().ack();
     }
-    fx.mock_cluster().request_errors(
-        RDKafkaApiKey::OffsetCommit,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
+    fx.fail_commits(
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        1,
     );
     let refused = c.commit_now().await;
     assert!(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::group::{
     CommitMonitor, Event, Feeder, Ledger, Member, assert_duplicates_within, assert_monotonic,
-    refused_and_not_reowned, until,
+    member_builder, refused_and_not_reowned,
 };
 use common::{Fixture, unique};
 use offset_guard::{AckStatus, AckToken, GuardContext, GuardHandle};
@@ -122,46 +122,19 @@ async fn join_then_leave(strategy: &str) {
     let fx = Fixture::any();
     let (topic, group) = (unique("own-join"), unique("g-own-join"));
     fx.create_topic(&topic, PARTITIONS);
-    let builder = || {
-        let mut cfg = fx.config(&group);
-        cfg.set("partition.assignment.strategy", strategy);
-        if fx.is_mock() {
-            cfg.set("session.timeout.ms", "3000");
-        }
-        offset_guard::OffsetGuard::builder(cfg)
-            .retry(common::fast_retry(5))
-            .commit_interval(Duration::from_secs(2))
-            .revoke_timeout(Duration::from_secs(5))
-    };
+    let builder = || member_builder(&fx, &group, strategy).revoke_timeout(Duration::from_secs(5));
     let ledger = Arc::new(Ledger::default());
     let monitor = CommitMonitor::start(&fx, &group, &topic, PARTITIONS);
     let feeder = Feeder::start(&fx, &topic, PARTITIONS, 5, Duration::from_millis(20));
     let a = Member::start_own_loop("a", builder(), &topic, ledger.clone());
-    until(Duration::from_secs(30), "a processes 200", || {
-        ledger.processed_by("a") >= 200
-    })
-    .await;
-    until(Duration::from_secs(30), "a's first commits", || {
-        monitor.latest().iter().all(|o| o.is_some_and(|o| o > 0))
-    })
-    .await;
-    let b = Member::start_own_loop("b", builder(), &topic, ledger.clone());
-    until(Duration::from_secs(60), "b processes 200", || {
-        ledger.processed_by("b") >= 200
-    })
-    .await;
-    let b_end = b.stop().await;
-    let a_alone = ledger.processed_by("a");
-    until(
-        Duration::from_secs(60),
-        "a alone processes 200 more",
-        || ledger.processed_by("a") >= a_alone + 200,
+    let (b_end, hw) = common::group::join_then_leave(
+        &ledger,
+        &monitor,
+        feeder,
+        PARTITIONS,
+        || Member::start_own_loop("b", builder(), &topic, ledger.clone()),
+        200,
     )
-    .await;
-    let hw = feeder.stop(PARTITIONS);
-    until(Duration::from_secs(30), "every record processed", || {
-        ledger.missing(&hw).is_empty()
-    })
     .await;
     let a_end = a.stop().await;
     let history = monitor.stop();

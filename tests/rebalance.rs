@@ -14,24 +14,16 @@ use common::group::{
     CommitMonitor, Event, Feeder, Ledger, Member, assert_duplicates_within, assert_monotonic,
     not_committed, refused_and_not_reowned, until,
 };
-use common::{Fixture, unique};
+use common::{Fixture, group, unique};
 use offset_guard::{FailureReason, GuardBuilder, MemorySink};
 
 const PARTITIONS: i32 = 4;
 
-/// A guard for a rebalance test: the group's assignment strategy, a short
-/// session timeout on the mock (each mock rebalance waits session.timeout.ms - 1 s),
-/// commits every 2 s (so a revoke has acked work to commit).
+/// A guard for a rebalance test ([`group::member_builder`]: the group's
+/// assignment strategy, a short session timeout on the mock, commits every
+/// 2 s) with a 10 s shutdown timeout.
 fn member_builder(fx: &Fixture, group: &str, strategy: &str) -> GuardBuilder {
-    let mut cfg = fx.config(group);
-    cfg.set("partition.assignment.strategy", strategy);
-    if fx.is_mock() {
-        cfg.set("session.timeout.ms", "3000");
-    }
-    offset_guard::OffsetGuard::builder(cfg)
-        .retry(common::fast_retry(5))
-        .commit_interval(Duration::from_secs(2))
-        .shutdown_timeout(Duration::from_secs(10))
+    group::member_builder(fx, group, strategy).shutdown_timeout(Duration::from_secs(10))
 }
 
 /// Second consumer joins mid-stream, then leaves; records keep flowing.
@@ -51,40 +43,23 @@ async fn join_then_leave(strategy: &str) {
         &topic,
         ledger.clone(),
     );
-    until(Duration::from_secs(30), "a processes 200 records", || {
-        ledger.processed_by("a") >= 200
-    })
-    .await;
-    // b joins once a's own commits land (a commit that lands is the baseline
-    // the hand-off must keep).
-    until(Duration::from_secs(30), "a's first commits", || {
-        monitor.latest().iter().all(|o| o.is_some_and(|o| o > 0))
-    })
-    .await;
-    let b = Member::start(
-        "b",
-        member_builder(&fx, &group, strategy).failure_sink(sinks[1].clone()),
-        &topic,
-        ledger.clone(),
-    );
-    until(Duration::from_secs(60), "b processes 200 records", || {
-        ledger.processed_by("b") >= 200
-    })
-    .await;
-    let b_end = b.stop().await;
-    let a_alone = ledger.processed_by("a");
-    until(
-        Duration::from_secs(60),
-        "a alone processes 400 more",
-        || ledger.processed_by("a") >= a_alone + 400,
+    let (b_end, hw) = group::join_then_leave(
+        &ledger,
+        &monitor,
+        feeder,
+        PARTITIONS,
+        || {
+            Member::start(
+                "b",
+                member_builder(&fx, &group, strategy).failure_sink(sinks[1].clone()),
+                &topic,
+                ledger.clone(),
+            )
+        },
+        400,
     )
     .await;
-    let hw = feeder.stop(PARTITIONS);
     let sent: i64 = hw.iter().sum();
-    until(Duration::from_secs(30), "every record processed", || {
-        ledger.missing(&hw).is_empty()
-    })
-    .await;
     let a_end = a.stop().await;
     let history = monitor.stop();
 

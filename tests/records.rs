@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Fixture, unique};
+use common::{Fixture, recv_one, unique};
 use offset_guard::GuardedConsumer;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, Headers, OwnedHeaders, Timestamp};
@@ -120,13 +120,8 @@ async fn a_record_carries_key_payload_timestamp_and_headers_unless_told_not_to()
     c.shutdown().await.unwrap();
 }
 
-async fn next(c: &mut GuardedConsumer) -> offset_guard::Record {
-    tokio::time::timeout(Duration::from_secs(20), c.recv())
-        .await
-        .expect("a record within 20 s")
-        .expect("no error")
-        .expect("not stopped")
-}
+/// How long a test waits for one record.
+const WAIT: Duration = Duration::from_secs(20);
 
 /// Records keep librdkafka's message instead of a copy (issue 13, item 7,
 /// prototype): a record kept after `shutdown` is still whole (headers read
@@ -152,9 +147,9 @@ async fn a_record_kept_after_shutdown_stays_whole_and_the_consumer_leaves_the_gr
         .build()
         .unwrap();
     c.subscribe(&[&topic]).unwrap();
-    let kept = next(&mut c).await;
+    let kept = recv_one(&mut c, WAIT).await;
     kept.ack_token().ack();
-    next(&mut c).await.ack();
+    recv_one(&mut c, WAIT).await.ack();
     let report = c.shutdown().await.expect("shutdown");
     assert_eq!(report.committed[0].offset, 2);
     // The member left at shutdown (the close revokes its partitions),
@@ -198,16 +193,10 @@ async fn a_record_kept_after_shutdown_stays_whole_and_the_consumer_leaves_the_gr
     p.flush(Duration::from_secs(30)).expect("flush");
     let mut d = fx.guard(&group).build().unwrap();
     d.subscribe(&[&topic]).unwrap();
-    let r = next(&mut d).await;
+    let r = recv_one(&mut d, WAIT).await;
     assert_eq!((r.offset(), r.payload()), (2, Some(&b"v3"[..])));
     r.ack();
     d.shutdown().await.expect("shutdown");
 
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        drop(kept);
-        let _ = tx.send(());
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("dropping the last record returns");
+    common::drop_elsewhere(kept, "dropping the last record returns");
 }

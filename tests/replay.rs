@@ -4,19 +4,19 @@
 //! offset backwards); both get their resolution in the log.
 
 mod common;
+#[path = "common/logs.rs"]
+mod logs;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Fixture, recv_n, unique};
-use offset_guard::failure_log::{
-    FailedOffsetLog, FsyncPolicy, LogEntry, LogReader, ResolutionKind,
-};
+use offset_guard::failure_log::{FailedOffsetLog, FsyncPolicy, LogReader, ResolutionKind};
 use offset_guard::{
     BuildError, FailedOffset, FailureReason, FailureSink, OffsetGuard, RetryPolicy,
 };
 use rdkafka::ClientConfig;
-use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use rdkafka::types::RDKafkaRespErr;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_recommits_a_logged_offset_ahead_and_refuses_one_behind() {
@@ -45,9 +45,9 @@ async fn replay_recommits_a_logged_offset_ahead_and_refuses_one_behind() {
     }
     c.commit_now().await.unwrap();
     assert_eq!(fx.committed(&group, &topic, 2), vec![Some(10), Some(10)]);
-    fx.mock_cluster().request_errors(
-        RDKafkaApiKey::OffsetCommit,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
+    fx.fail_commits(
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        1,
     );
     for r in later {
         if r.offset() < upto(r.partition()) {
@@ -128,14 +128,7 @@ async fn replay_recommits_a_logged_offset_ahead_and_refuses_one_behind() {
     // The log says how each was resolved, and nothing is left to replay.
     let after = LogReader::open(&log_path).unwrap();
     assert!(after.unresolved().is_empty(), "{:?}", after.unresolved());
-    let mut resolutions: Vec<_> = after
-        .entries()
-        .iter()
-        .filter_map(|e| match e {
-            LogEntry::Resolved(r) => Some((r.partition, r.offset, r.how)),
-            _ => None,
-        })
-        .collect();
+    let mut resolutions = logs::resolutions(&after);
     resolutions.sort_by_key(|r| r.0);
     assert_eq!(
         resolutions,

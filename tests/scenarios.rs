@@ -19,7 +19,7 @@ use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use rdkafka::types::RDKafkaRespErr;
 
 /// Held by the crash test while it has child processes and by tests that
 /// need `broker_down` to close connections. MockCluster's brokers `accept()`
@@ -162,10 +162,7 @@ async fn fenced_instance_id_is_fatal_recorded_and_reported_without_retrying() {
     for r in recv_n(&mut c, 20, Duration::from_secs(60)).await {
         r.ack();
     }
-    fx.mock_cluster().request_errors(
-        RDKafkaApiKey::OffsetCommit,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID],
-    );
+    fx.fail_commits(RDKafkaRespErr::RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID, 1);
     let err = c.commit_now().await.expect_err("fenced");
     let stats = c.stats();
     println!("commit_now: {err}; attempts {}", stats.commits_sent);
@@ -266,10 +263,7 @@ async fn no_offset_is_a_noop_success_never_a_failure() {
     for r in records {
         r.ack();
     }
-    fx.mock_cluster().request_errors(
-        RDKafkaApiKey::OffsetCommit,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR__NO_OFFSET],
-    );
+    fx.fail_commits(RDKafkaRespErr::RD_KAFKA_RESP_ERR__NO_OFFSET, 1);
     let res = c.commit_now().await;
     let stats = c.stats();
     println!("injected _NO_OFFSET: commit_now {res:?}; {stats:?}");
@@ -319,10 +313,7 @@ async fn unknown_topic_or_partition_is_retried_a_bounded_number_of_times_then_lo
         r.ack_token().ack();
     }
     // More than librdkafka's own retries and ours together can use up.
-    fx.mock_cluster().request_errors(
-        RDKafkaApiKey::OffsetCommit,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART; 50],
-    );
+    fx.fail_commits(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART, 50);
     let started = Instant::now();
     let err = c.commit_now().await.expect_err("given up");
     let took = started.elapsed();
@@ -352,8 +343,7 @@ async fn unknown_topic_or_partition_is_retried_a_bounded_number_of_times_then_lo
     assert_eq!(failed[0].attempts, 3);
     assert_eq!(fx.committed(&group, &topic, 1), vec![None]);
 
-    fx.mock_cluster()
-        .clear_request_errors(RDKafkaApiKey::OffsetCommit);
+    fx.clear_commit_errors();
     for r in rest {
         r.ack_token().ack();
     }
@@ -452,9 +442,9 @@ async fn idle_offsets_are_recommitted_unchanged_every_period() {
         // One refused re-commit: counted as sent, not as re-committed, no
         // failed offset; the next period's re-commit succeeds.
         let before = c.stats();
-        fx.mock_cluster().request_errors(
-            RDKafkaApiKey::OffsetCommit,
-            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED],
+        fx.fail_commits(
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED,
+            1,
         );
         wait_until(
             Duration::from_secs(10),

@@ -521,3 +521,60 @@ pub fn not_committed(ended: &[MemberEnd]) -> Vec<String> {
         })
         .collect()
 }
+
+/// A member's guard: the group's assignment strategy, a short session
+/// timeout on the mock (each mock rebalance waits session.timeout.ms - 1 s),
+/// fast retries, commits every 2 s (so a revoke has acked work to commit).
+pub fn member_builder(fx: &Fixture, group: &str, strategy: &str) -> GuardBuilder {
+    let mut cfg = fx.config(group);
+    cfg.set("partition.assignment.strategy", strategy);
+    if fx.is_mock() {
+        cfg.set("session.timeout.ms", "3000");
+    }
+    offset_guard::OffsetGuard::builder(cfg)
+        .retry(super::fast_retry(5))
+        .commit_interval(Duration::from_secs(2))
+}
+
+/// A second member joins mid-stream, then leaves, while `feeder` keeps
+/// records flowing: member `a` (already started) processes 200 records and
+/// its first commits land (the baseline the hand-off must keep); `b`
+/// (started by `start_b`) joins and processes 200; `b` stops; `a` alone
+/// processes `a_more` more; the feeder stops and every record is processed.
+/// Returns `b`'s end and the high watermarks.
+pub async fn join_then_leave(
+    ledger: &Ledger,
+    monitor: &CommitMonitor,
+    feeder: Feeder,
+    partitions: i32,
+    start_b: impl FnOnce() -> Member,
+    a_more: u64,
+) -> (MemberEnd, Vec<i64>) {
+    until(Duration::from_secs(30), "a processes 200 records", || {
+        ledger.processed_by("a") >= 200
+    })
+    .await;
+    until(Duration::from_secs(30), "a's first commits", || {
+        monitor.latest().iter().all(|o| o.is_some_and(|o| o > 0))
+    })
+    .await;
+    let b = start_b();
+    until(Duration::from_secs(60), "b processes 200 records", || {
+        ledger.processed_by("b") >= 200
+    })
+    .await;
+    let b_end = b.stop().await;
+    let a_alone = ledger.processed_by("a");
+    until(
+        Duration::from_secs(60),
+        &format!("a alone processes {a_more} more"),
+        || ledger.processed_by("a") >= a_alone + a_more,
+    )
+    .await;
+    let hw = feeder.stop(partitions);
+    until(Duration::from_secs(30), "every record processed", || {
+        ledger.missing(&hw).is_empty()
+    })
+    .await;
+    (b_end, hw)
+}

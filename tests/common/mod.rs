@@ -6,6 +6,7 @@
 //! guard's own state.
 #![allow(dead_code)]
 
+pub mod exactly_once;
 pub mod group;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// The environment variable naming a real broker's bootstrap address.
@@ -100,6 +102,18 @@ impl Fixture {
             Broker::Mock(c) => c,
             Broker::External(_) => panic!("this test needs a MockCluster"),
         }
+    }
+
+    /// The next `times` OffsetCommit requests fail with `err` (MockCluster only).
+    pub fn fail_commits(&self, err: RDKafkaRespErr, times: usize) {
+        self.mock_cluster()
+            .request_errors(RDKafkaApiKey::OffsetCommit, &vec![err; times]);
+    }
+
+    /// OffsetCommit requests are answered normally again (MockCluster only).
+    pub fn clear_commit_errors(&self) {
+        self.mock_cluster()
+            .clear_request_errors(RDKafkaApiKey::OffsetCommit);
     }
 
     pub fn bootstrap(&self) -> &str {
@@ -353,6 +367,26 @@ pub async fn recv_n<C: rdkafka::consumer::ConsumerContext + 'static>(
         }
     }
     out
+}
+
+/// Receives one record ([`recv_n`] of 1).
+pub async fn recv_one<C: rdkafka::consumer::ConsumerContext + 'static>(
+    c: &mut offset_guard::GuardedConsumer<C>,
+    timeout: Duration,
+) -> offset_guard::Record {
+    recv_n(c, 1, timeout).await.pop().unwrap()
+}
+
+/// Drops `value` on a thread of its own and fails unless the drop returns
+/// within 10 s (a record's drop may destroy librdkafka's client).
+pub fn drop_elsewhere<T: Send + 'static>(value: T, what: &str) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(value);
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
 }
 
 /// A consumer set up to watch commits fail: its own topic and group, fast
