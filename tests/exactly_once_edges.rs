@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::{Fixture, exactly_once, unique};
 use offset_guard::progress::{PartitionProgress, ProgressError, sqlite};
 use offset_guard::{GuardContext, GuardHandle, Tracked};
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use sqlite_db::{count, open_effects};
 use tokio::sync::Notify;

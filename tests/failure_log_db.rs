@@ -279,7 +279,7 @@ fn the_cli_refuses_to_resolve_in_a_database_without_the_log_and_creates_nothing(
     };
     for url in ["sqlite:app.db", "sqlite:app%2Edb"] {
         let out = cli_in(
-            &dir.0,
+            Some(&dir.0),
             &[
                 "resolve", "-l", url, "-g", "billing", "-t", "orders", "-p", "0", "-o", "1", "-n",
                 "by hand",
