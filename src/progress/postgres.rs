@@ -144,7 +144,8 @@
 //! the store's (other columns or column types, no version row) gives
 //! [`ProgressError::ForeignSchema`]; nothing is changed then.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, SystemTime};
 
 use tokio_postgres::error::SqlState;
@@ -784,7 +785,7 @@ pub async fn mark_tokens(
         marks.push(topic, partition, Some(token.progress_floor()), Some(offset));
     }
     if marks.topics.is_empty() {
-        return check_group(group);
+        return Ok(());
     }
     run_marks(tx, group, &marks).await
 }
@@ -967,7 +968,20 @@ struct Request {
     group: String,
     topic: String,
     partition: i32,
+    /// The request's number (from 1, in the order sent).
+    seq: u64,
     reply: mpsc::SyncSender<Reply>,
+}
+
+/// How far the loader thread is: the number of the last request it answered,
+/// and of the last one whose caller gave up waiting (0: none). While the
+/// latter is ahead, the thread is still busy with a load nobody waits for.
+#[derive(Debug, Default)]
+struct Progress {
+    answered: AtomicU64,
+    timed_out: AtomicU64,
+    /// What the timed-out request loaded, for the error.
+    pending: Mutex<String>,
 }
 
 /// A synchronous [`load`] for the guard's
@@ -980,12 +994,21 @@ struct Request {
 /// See [The loader](self#the-loader).
 #[derive(Debug)]
 pub struct Loader {
-    requests: mpsc::Sender<Request>,
+    /// The channel to the thread and the next request's number, together:
+    /// requests are numbered in the order the thread receives them.
+    requests: Mutex<(mpsc::Sender<Request>, u64)>,
+    progress: Arc<Progress>,
     timeout: Duration,
 }
 
 /// The default of [`Loader::timeout`]: 10 seconds.
 pub const LOADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A lock whose holder panicked is still usable: the data are a counter
+/// and a text.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn loader_gone(action: &'static str, why: &str) -> ProgressError {
     ProgressError::Database {
@@ -1031,16 +1054,19 @@ impl Loader {
     {
         let (requests, incoming) = mpsc::channel::<Request>();
         let (ready_tx, ready) = mpsc::sync_channel::<Result<(), ProgressError>>(1);
+        let progress = Arc::new(Progress::default());
+        let answered = Arc::clone(&progress);
         std::thread::Builder::new()
             .name("offset-guard-pg-loader".into())
-            .spawn(move || serve(config, tls, incoming, ready_tx))
+            .spawn(move || serve(config, tls, incoming, ready_tx, &answered))
             .map_err(|e| ProgressError::Database {
                 action: "start the loader thread",
                 source: Box::new(e),
             })?;
         match ready.recv_timeout(LOADER_TIMEOUT) {
             Ok(Ok(())) => Ok(Loader {
-                requests,
+                requests: Mutex::new((requests, 1)),
+                progress,
                 timeout: LOADER_TIMEOUT,
             }),
             Ok(Err(e)) => Err(e),
@@ -1052,7 +1078,10 @@ impl Loader {
     }
 
     /// How long [`load`](Self::load) waits for its answer before it returns
-    /// an error (the load itself goes on, and the next call waits behind it).
+    /// an error. The load itself goes on: until the loader thread answered it,
+    /// the next loads fail at once with [`ProgressError::LoaderStalled`]
+    /// instead of each waiting the timeout behind it (an assign of 64
+    /// partitions against a database that hangs costs one timeout, not 64).
     /// Default: [`LOADER_TIMEOUT`] (10 s). Keep it below the group's
     /// rebalance timeout: the loader runs inside the rebalance callback.
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -1066,29 +1095,56 @@ impl Loader {
     ///
     /// As [`load`]; [`ProgressError::Database`] when no answer came within
     /// the [timeout](Self::timeout), or the connection could not be opened
-    /// again.
+    /// again; [`ProgressError::LoaderStalled`], at once, while an earlier
+    /// load that timed out is still unanswered.
     pub fn load(
         &self,
         group: &str,
         topic: &str,
         partition: i32,
     ) -> Result<PartitionProgress, ProgressError> {
+        let progress = &self.progress;
+        if progress.timed_out.load(Ordering::Acquire) > progress.answered.load(Ordering::Acquire) {
+            return Err(ProgressError::LoaderStalled {
+                pending: lock(&progress.pending).clone(),
+                timeout: self.timeout,
+            });
+        }
         let (reply, answer) = mpsc::sync_channel(1);
-        let request = Request {
-            group: group.into(),
-            topic: topic.into(),
-            partition,
-            reply,
+        let seq = {
+            let mut requests = lock(&self.requests);
+            let seq = requests.1;
+            requests.1 += 1;
+            let request = Request {
+                group: group.into(),
+                topic: topic.into(),
+                partition,
+                seq,
+                reply,
+            };
+            requests
+                .0
+                .send(request)
+                .map_err(|_| loader_gone("load", "the loader thread ended"))?;
+            seq
         };
-        self.requests
-            .send(request)
-            .map_err(|_| loader_gone("load", "the loader thread ended"))?;
         match answer.recv_timeout(self.timeout) {
             Ok(result) => result,
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(loader_gone(
-                "load",
-                &format!("no answer within {:?}", self.timeout),
-            )),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                *lock(&progress.pending) = format!("{topic}[{partition}] of group {group}");
+                progress.timed_out.fetch_max(seq, Ordering::AcqRel);
+                tracing::warn!(
+                    topic,
+                    partition,
+                    timeout = ?self.timeout,
+                    "progress loader: no answer within the timeout; later loads fail at once \
+                     until it answers"
+                );
+                Err(loader_gone(
+                    "load",
+                    &format!("no answer within {:?}", self.timeout),
+                ))
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 Err(loader_gone("load", "the loader thread ended"))
             }
@@ -1103,6 +1159,7 @@ fn serve<T>(
     tls: T,
     incoming: mpsc::Receiver<Request>,
     ready: mpsc::SyncSender<Result<(), ProgressError>>,
+    progress: &Progress,
 ) where
     T: MakeTlsConnect<Socket> + Clone + Send + 'static,
     T::Stream: Send + 'static,
@@ -1161,6 +1218,7 @@ fn serve<T>(
                 run(&client)
             });
         }
+        progress.answered.fetch_max(req.seq, Ordering::AcqRel);
         let _ = req.reply.send(result);
     }
 }
