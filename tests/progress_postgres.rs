@@ -4,6 +4,7 @@
 //! test's own transactions, effects counted in the same database; each test
 //! in a schema of its own.
 
+mod common;
 #[path = "common/pg.rs"]
 mod pg;
 
@@ -12,6 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use offset_guard::progress::{MarkRefused, PartitionProgress, ProgressError, postgres};
 use pg::{count, effect, effects};
+use offset_guard::{GuardContext, Tracked};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use tokio_postgres::{Client, IsolationLevel};
 
 const GROUP: &str = "g";
@@ -938,4 +941,91 @@ async fn a_stalled_loader_fails_the_next_loads_at_once_until_it_answers() {
     .unwrap()
     .unwrap();
     assert_eq!(progress.watermark(), Some(11));
+}
+
+async fn stored(c: &Client, group: &str, topic: &str, p: i32) -> Stored {
+    let pr = postgres::load(c, group, topic, p).await.unwrap();
+    (pr.watermark(), pr.done_above().collect())
+}
+
+/// `mark_tokens` with tokens of a real consumer (own loop, MockCluster):
+/// batches of 10 tokens of two partitions, each batch in reverse order, one
+/// statement each; a batch holding a token marked before fails naming that
+/// token and, rolled back, changes nothing; in the end every record is in
+/// the watermarks and no done row is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mark_tokens_marks_a_batch_in_one_call_and_names_the_token_done_before() {
+    let Some(db) = pg::db("tokens").await else {
+        return;
+    };
+    let fx = common::Fixture::any();
+    let (topic, group) = (common::unique("pg-tokens"), common::unique("g-pg-tokens"));
+    fx.create_topic(&topic, 2);
+    fx.produce(&topic, 2, 30, 0);
+    let mut c = db.open().await;
+    let loader = db.loader();
+    let (consumer, guard) = offset_guard::OffsetGuard::builder(fx.config(&group))
+        .stored_progress(move |g, t, p| loader.load(g, t, p))
+        .build_consumer::<StreamConsumer<GuardContext>>()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let mut tokens = Vec::new();
+    while tokens.len() < 60 {
+        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("a message within 30 s")
+            .unwrap();
+        match guard.track_or_skip(&m) {
+            Tracked::Process(token) => tokens.push(token),
+            Tracked::Done => panic!("nothing is done yet"),
+        }
+    }
+    // The empty batch: nothing, no statement.
+    let tx = c.transaction().await.unwrap();
+    postgres::mark_tokens(&tx, &group, &[]).await.unwrap();
+    tx.commit().await.unwrap();
+    // The first batch (offsets 0..5 of both partitions, reversed).
+    tokens.sort_by_key(|t| (t.offset(), t.partition()));
+    let mut rest = tokens.split_off(10);
+    let mut first = tokens;
+    first.reverse();
+    let tx = c.transaction().await.unwrap();
+    postgres::mark_tokens(&tx, &group, &first).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(stored(&c, &group, &topic, 0).await, (Some(5), vec![]));
+    assert_eq!(stored(&c, &group, &topic, 1).await, (Some(5), vec![]));
+    // A batch with new tokens around one marked before: refused naming it;
+    // rolled back, nothing of the batch stays.
+    let again = first.remove(4);
+    let (p, o) = (again.partition(), again.offset());
+    let mixed = vec![rest.pop().unwrap(), again, rest.pop().unwrap()];
+    let tx = c.transaction().await.unwrap();
+    let e = postgres::mark_tokens(&tx, &group, &mixed).await.unwrap_err();
+    assert!(
+        matches!(&e, ProgressError::AlreadyDone { topic: t, partition, offset, watermark: Some(5) }
+            if *t == topic && *partition == p && *offset == o),
+        "{e}"
+    );
+    tx.rollback().await.unwrap();
+    assert_eq!(stored(&c, &group, &topic, 0).await, (Some(5), vec![]));
+    assert_eq!(stored(&c, &group, &topic, 1).await, (Some(5), vec![]));
+    let mut mixed = mixed.into_iter();
+    rest.push(mixed.next().unwrap());
+    first.push(mixed.next().unwrap());
+    rest.push(mixed.next().unwrap());
+    // The others in batches of 10, each reversed: out of order within and
+    // across the batches.
+    rest.sort_by_key(|t| std::cmp::Reverse((t.offset(), t.partition())));
+    for batch in rest.chunks(10) {
+        let tx = c.transaction().await.unwrap();
+        postgres::mark_tokens(&tx, &group, batch).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    assert_eq!(stored(&c, &group, &topic, 0).await, (Some(30), vec![]));
+    assert_eq!(stored(&c, &group, &topic, 1).await, (Some(30), vec![]));
+    assert_eq!(count(&c, "SELECT COUNT(*) FROM offset_guard_done").await, 0);
+    for token in first.into_iter().chain(rest) {
+        token.ack();
+    }
+    drop(consumer);
 }
