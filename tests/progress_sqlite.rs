@@ -419,3 +419,88 @@ fn migrate_is_idempotent_and_works_inside_the_users_transaction() {
         "user_version untouched"
     );
 }
+
+#[test]
+fn migrate_repairs_a_dropped_table_or_index_and_keeps_the_rows() {
+    let (_dir, mut conn) = db();
+    start(&mut conn, 0, 5);
+    process(&mut conn, 0, 7).unwrap();
+    for (drop, missing) in [
+        ("DROP TABLE offset_guard_done", "no table offset_guard_done"),
+        ("DROP TABLE offset_guard_keys", "no table offset_guard_keys"),
+        ("DROP INDEX offset_guard_keys_age", "no index offset_guard_keys_age"),
+    ] {
+        conn.execute_batch(drop).unwrap();
+        let err = sqlite::check_schema(&conn).unwrap_err();
+        assert!(
+            matches!(&err, ProgressError::NotMigrated { detail } if detail == missing),
+            "{drop}: {err}"
+        );
+        sqlite::migrate(&conn).unwrap();
+        sqlite::check_schema(&conn).unwrap();
+        let p = sqlite::load(&conn, GROUP, TOPIC, 0).unwrap();
+        assert_eq!(p.watermark(), Some(5), "{drop}: the progress row is kept");
+    }
+    process(&mut conn, 0, 5).unwrap();
+    let p = sqlite::load(&conn, GROUP, TOPIC, 0).unwrap();
+    assert_eq!(
+        (p.watermark(), p.done_above().len()),
+        (Some(6), 0),
+        "7 was dropped with its table"
+    );
+    // A newer version is not repaired: SchemaTooNew, nothing created.
+    conn.execute_batch("DROP TABLE offset_guard_done; UPDATE offset_guard_schema SET version = 2")
+        .unwrap();
+    let err = sqlite::migrate(&conn).unwrap_err();
+    assert!(matches!(err, ProgressError::SchemaTooNew { found: 2, .. }), "{err}");
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'offset_guard_done'"
+        ),
+        0
+    );
+}
+
+#[test]
+fn load_refuses_a_newer_schema_version() {
+    let (_dir, mut conn) = db();
+    start(&mut conn, 0, 5);
+    conn.execute("UPDATE offset_guard_schema SET version = 2", [])
+        .unwrap();
+    let err = sqlite::load(&conn, GROUP, TOPIC, 0).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProgressError::SchemaTooNew {
+                found: 2,
+                supported: 1
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_nul_byte_in_group_or_topic_is_refused_naming_the_argument() {
+    let (_dir, mut conn) = db();
+    let tx = conn.transaction().unwrap();
+    for (err, name) in [
+        (sqlite::mark_done(&tx, "g\0", TOPIC, 0, 1), "group"),
+        (sqlite::mark_done(&tx, GROUP, "or\0ders", 0, 1), "topic"),
+        (sqlite::advance(&tx, GROUP, "\0", 0, 1), "topic"),
+        (
+            sqlite::mark_key(&tx, "\0", b"k", Duration::from_secs(1)).map(|_| ()),
+            "group",
+        ),
+        (sqlite::load(&tx, "g\0", TOPIC, 0).map(|_| ()), "group"),
+    ] {
+        let err = err.unwrap_err();
+        assert!(
+            matches!(&err, ProgressError::InvalidArgument { name: n, value } if *n == name && value.contains("NUL")),
+            "{err}"
+        );
+    }
+    tx.commit().unwrap();
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM offset_guard_progress"), 0);
+}
