@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use offset_guard::progress::{MarkRefused, PartitionProgress, ProgressError, postgres};
-use pg::{count, effect, effects};
 use offset_guard::{GuardContext, Tracked};
+use pg::{count, effect, effects};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use tokio_postgres::{Client, IsolationLevel};
 
@@ -731,13 +731,20 @@ async fn random_marks_and_advances_agree_with_the_rust_model_after_every_step() 
         }
         let mut out_of_order = 0;
         for (p, m) in models.iter().enumerate() {
-            assert_eq!(load(&c, p as i32).await, model_state(m), "after call {calls}");
+            assert_eq!(
+                load(&c, p as i32).await,
+                model_state(m),
+                "after call {calls}"
+            );
             out_of_order += m.done_above().len() as i64;
         }
         assert_eq!(done_rows(&c).await, out_of_order, "after call {calls}");
     }
     // The run reached every case: partitions started, records folded.
-    assert!(models.iter().all(|m| m.watermark().unwrap_or(0) > 20), "{models:?}");
+    assert!(
+        models.iter().all(|m| m.watermark().unwrap_or(0) > 20),
+        "{models:?}"
+    );
 }
 
 /// An earlier schema object dropped: `check_schema` says which, `migrate`
@@ -754,7 +761,10 @@ async fn migrate_repairs_a_dropped_table_index_or_function_and_keeps_the_rows() 
     for (drop, missing) in [
         ("DROP TABLE offset_guard_done", "no table offset_guard_done"),
         ("DROP TABLE offset_guard_keys", "no table offset_guard_keys"),
-        ("DROP INDEX offset_guard_keys_age", "no index offset_guard_keys_age"),
+        (
+            "DROP INDEX offset_guard_keys_age",
+            "no index offset_guard_keys_age",
+        ),
         (
             "DROP FUNCTION offset_guard_mark_v1",
             "no function offset_guard_mark_v1",
@@ -768,7 +778,10 @@ async fn migrate_repairs_a_dropped_table_index_or_function_and_keeps_the_rows() 
         );
         postgres::migrate(&mut c).await.unwrap();
         postgres::check_schema(&c).await.unwrap();
-        let watermark = postgres::load(&c, GROUP, TOPIC, 0).await.unwrap().watermark();
+        let watermark = postgres::load(&c, GROUP, TOPIC, 0)
+            .await
+            .unwrap()
+            .watermark();
         assert_eq!(watermark, Some(5), "{drop}: the progress row is kept");
     }
     // Marks without the function: NotMigrated, not a raw database error.
@@ -779,7 +792,11 @@ async fn migrate_repairs_a_dropped_table_index_or_function_and_keeps_the_rows() 
     assert!(matches!(e, ProgressError::NotMigrated { .. }), "{e}");
     postgres::migrate(&mut c).await.unwrap();
     process(&mut c, 0, 5).await.unwrap();
-    assert_eq!(load(&c, 0).await, (Some(6), vec![]), "7 was dropped with its table");
+    assert_eq!(
+        load(&c, 0).await,
+        (Some(6), vec![]),
+        "7 was dropped with its table"
+    );
     // A function of the store's name that is not the store's.
     c.batch_execute(
         "CREATE OR REPLACE FUNCTION offset_guard_mark_v1(p_group text, p_topics text[],
@@ -825,16 +842,24 @@ async fn load_and_marks_refuse_a_newer_schema_version() {
     let e = postgres::load(&c, GROUP, TOPIC, 0).await.unwrap_err();
     assert!(newer(&e), "{e}");
     let tx = c.transaction().await.unwrap();
-    let e = postgres::mark_done(&tx, GROUP, TOPIC, 0, 5).await.unwrap_err();
+    let e = postgres::mark_done(&tx, GROUP, TOPIC, 0, 5)
+        .await
+        .unwrap_err();
     assert!(newer(&e), "{e}");
-    let e = postgres::advance(&tx, GROUP, TOPIC, 0, 9).await.unwrap_err();
+    let e = postgres::advance(&tx, GROUP, TOPIC, 0, 9)
+        .await
+        .unwrap_err();
     assert!(newer(&e), "{e}");
     tx.commit().await.unwrap();
-    c.batch_execute("UPDATE offset_guard_schema SET version = 1; INSERT INTO offset_guard_schema VALUES (1)")
-        .await
-        .unwrap();
+    c.batch_execute(
+        "UPDATE offset_guard_schema SET version = 1; INSERT INTO offset_guard_schema VALUES (1)",
+    )
+    .await
+    .unwrap();
     let tx = c.transaction().await.unwrap();
-    let e = postgres::mark_done(&tx, GROUP, TOPIC, 0, 5).await.unwrap_err();
+    let e = postgres::mark_done(&tx, GROUP, TOPIC, 0, 5)
+        .await
+        .unwrap_err();
     assert!(matches!(e, ProgressError::ForeignSchema { .. }), "{e}");
     tx.commit().await.unwrap();
     c.batch_execute("DELETE FROM offset_guard_schema; INSERT INTO offset_guard_schema VALUES (1)")
@@ -854,7 +879,10 @@ async fn a_nul_byte_in_group_or_topic_is_refused_naming_the_argument() {
     let tx = c.transaction().await.unwrap();
     for (r, name) in [
         (postgres::mark_done(&tx, "g\0", TOPIC, 0, 1).await, "group"),
-        (postgres::mark_done(&tx, GROUP, "or\0ders", 0, 1).await, "topic"),
+        (
+            postgres::mark_done(&tx, GROUP, "or\0ders", 0, 1).await,
+            "topic",
+        ),
         (postgres::advance(&tx, GROUP, "\0", 0, 1).await, "topic"),
         (
             postgres::mark_key(&tx, "\0", b"k", Duration::from_secs(1))
@@ -930,7 +958,9 @@ async fn a_stalled_loader_fails_the_next_loads_at_once_until_it_answers() {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             match l.load(GROUP, TOPIC, 3) {
-                Err(ProgressError::LoaderStalled { .. }) if std::time::Instant::now() < deadline => {
+                Err(ProgressError::LoaderStalled { .. })
+                    if std::time::Instant::now() < deadline =>
+                {
                     std::thread::sleep(Duration::from_millis(5))
                 }
                 other => return other,
@@ -1000,7 +1030,9 @@ async fn mark_tokens_marks_a_batch_in_one_call_and_names_the_token_done_before()
     let (p, o) = (again.partition(), again.offset());
     let mixed = vec![rest.pop().unwrap(), again, rest.pop().unwrap()];
     let tx = c.transaction().await.unwrap();
-    let e = postgres::mark_tokens(&tx, &group, &mixed).await.unwrap_err();
+    let e = postgres::mark_tokens(&tx, &group, &mixed)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&e, ProgressError::AlreadyDone { topic: t, partition, offset, watermark: Some(5) }
             if *t == topic && *partition == p && *offset == o),

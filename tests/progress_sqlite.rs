@@ -428,7 +428,10 @@ fn migrate_repairs_a_dropped_table_or_index_and_keeps_the_rows() {
     for (drop, missing) in [
         ("DROP TABLE offset_guard_done", "no table offset_guard_done"),
         ("DROP TABLE offset_guard_keys", "no table offset_guard_keys"),
-        ("DROP INDEX offset_guard_keys_age", "no index offset_guard_keys_age"),
+        (
+            "DROP INDEX offset_guard_keys_age",
+            "no index offset_guard_keys_age",
+        ),
     ] {
         conn.execute_batch(drop).unwrap();
         let err = sqlite::check_schema(&conn).unwrap_err();
@@ -452,7 +455,10 @@ fn migrate_repairs_a_dropped_table_or_index_and_keeps_the_rows() {
     conn.execute_batch("DROP TABLE offset_guard_done; UPDATE offset_guard_schema SET version = 2")
         .unwrap();
     let err = sqlite::migrate(&conn).unwrap_err();
-    assert!(matches!(err, ProgressError::SchemaTooNew { found: 2, .. }), "{err}");
+    assert!(
+        matches!(err, ProgressError::SchemaTooNew { found: 2, .. }),
+        "{err}"
+    );
     assert_eq!(
         count(
             &conn,
@@ -502,5 +508,8 @@ fn a_nul_byte_in_group_or_topic_is_refused_naming_the_argument() {
         );
     }
     tx.commit().unwrap();
-    assert_eq!(count(&conn, "SELECT COUNT(*) FROM offset_guard_progress"), 0);
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM offset_guard_progress"),
+        0
+    );
 }

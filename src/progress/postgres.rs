@@ -14,7 +14,27 @@
 //! [`migrate`] take any [`GenericClient`] (a client or a transaction).
 //!
 //! Every statement is sent with its parameter types (`query_typed`): one
-//! round trip each, no prepared statement kept on your connection.
+//! round trip each, no prepared statement kept on your connection. The
+//! offset calls ([`mark_done`], [`advance`], [`mark_token`] and the batch
+//! [`mark_tokens`]) are **one statement each**: a call of the store's
+//! PL/pgSQL function `offset_guard_mark_v1` (created by [`migrate`]), which
+//! locks the partition's row, advances, inserts the done row or folds the
+//! watermark and deletes the rows it folded on the server, with the same
+//! rules as [`PartitionProgress`] (a test drives random calls through both).
+//!
+//! # What is checked where
+//!
+//! [`migrate`] and [`check_schema`] check everything: the version row, every
+//! table's columns and types, the index, the function's arguments and body.
+//! [`load`] checks the version row in its one statement. The function reads
+//! the version row before it writes (a one-row table, same round trip), so a
+//! mark on a database of another version is refused with
+//! [`ProgressError::SchemaTooNew`] (or [`ProgressError::ForeignSchema`]) and
+//! writes nothing; a dropped table or function gives
+//! [`ProgressError::NotMigrated`] ([`migrate`] creates it again). The
+//! function's name carries the version (`_v1`): a later version of the store
+//! would add its own function, not change this one. [`mark_key`] checks no
+//! version.
 //!
 //! # Concurrency, locks and isolation level
 //!
@@ -56,7 +76,9 @@
 //! runtime runs [`load`]; [`Loader::load`] sends it the request and waits for
 //! the answer (a plain channel wait, fine on any thread), at most
 //! [`Loader::timeout`]. A connection that closed is opened again at the next
-//! load.
+//! load. A database that hangs costs one timeout per assign, not one per
+//! partition: after a load timed out, the next loads fail at once with
+//! [`ProgressError::LoaderStalled`] until the loader's thread got its answer.
 //!
 //! ```no_run
 //! # async fn run(config: rdkafka::ClientConfig) -> Result<(), Box<dyn std::error::Error>> {
@@ -119,8 +141,15 @@
 //!
 //! [`migrate`] creates, once (version 1, in `offset_guard_schema`), in the
 //! current schema (the first schema of your `search_path`, usually `public`;
-//! every statement names the tables unqualified, so the store follows your
-//! `search_path`):
+//! every statement names the tables and the function unqualified, so the
+//! store follows your `search_path`), the tables below and the function
+//! `offset_guard_mark_v1(p_group text, p_topics text[], p_partitions
+//! integer[], p_floors bigint[], p_offsets bigint[], OUT o_failed integer,
+//! OUT o_status integer, OUT o_value bigint)` (PL/pgSQL; `SELECT
+//! prosrc FROM pg_proc WHERE proname = 'offset_guard_mark_v1'` shows its
+//! body). A store object dropped later (a table, the index, the function)
+//! is created again by the next [`migrate`], leaving the other tables' rows
+//! as they are:
 //!
 //! ```sql
 //! CREATE TABLE offset_guard_schema (version BIGINT NOT NULL);   -- one row: 1
@@ -141,8 +170,9 @@
 //!
 //! A database migrated by a newer offset-guard gives
 //! [`ProgressError::SchemaTooNew`]; a table of one of these names that is not
-//! the store's (other columns or column types, no version row) gives
-//! [`ProgressError::ForeignSchema`]; nothing is changed then.
+//! the store's (other columns or column types, no version row), or a
+//! function `offset_guard_mark_v1` with other arguments or another body,
+//! gives [`ProgressError::ForeignSchema`]; nothing is changed then.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
@@ -208,8 +238,7 @@ CREATE TABLE IF NOT EXISTS offset_guard_keys (
 ";
 
 /// Version 1's index, created when missing (after the tables were checked).
-const INDEX_1: &str =
-    "CREATE INDEX IF NOT EXISTS offset_guard_keys_age ON offset_guard_keys (group_id, processed_at)";
+const INDEX_1: &str = "CREATE INDEX IF NOT EXISTS offset_guard_keys_age ON offset_guard_keys (group_id, processed_at)";
 
 /// The function every writing call of offsets runs: one statement, one round
 /// trip. Its name carries the schema version, and it reads the version row
@@ -639,7 +668,11 @@ async fn run_marks(
             marks.offsets[i].unwrap_or_default(),
             value,
         )),
-        (2, _) => check_version("offset_guard_schema", &[value.unwrap_or_default()], SCHEMA_VERSION),
+        (2, _) => check_version(
+            "offset_guard_schema",
+            &[value.unwrap_or_default()],
+            SCHEMA_VERSION,
+        ),
         (3, _) => check_version("offset_guard_schema", &[], SCHEMA_VERSION).map_err(|_| {
             ProgressError::ForeignSchema {
                 table: "offset_guard_schema".into(),

@@ -16,6 +16,13 @@
 //! documentation, "BEGIN TRANSACTION"). Pass the consumer's own `group.id`
 //! (`GuardHandle::group_id`) as `group`: progress is kept per group.
 //!
+//! What is checked where: [`migrate`] and [`check_schema`] check the version
+//! row, every table's columns and the index; [`load`] (once per partition
+//! per assign) checks the version row; the writing calls check nothing of
+//! the schema (a missing table gives [`ProgressError::NotMigrated`]).
+//! [`migrate`] creates a dropped table or index of version 1 again, leaving
+//! the other tables' rows as they are.
+//!
 //! # Example
 //!
 //! ```
@@ -102,8 +109,7 @@ CREATE TABLE IF NOT EXISTS offset_guard_keys (
 ";
 
 /// Version 1's index, created when missing (after the tables were checked).
-const INDEX_1: &str =
-    "CREATE INDEX IF NOT EXISTS offset_guard_keys_age ON offset_guard_keys (group_id, processed_at)";
+const INDEX_1: &str = "CREATE INDEX IF NOT EXISTS offset_guard_keys_age ON offset_guard_keys (group_id, processed_at)";
 
 /// The store's one index (created by [`MIGRATION_1`]).
 const KEYS_INDEX: &str = "offset_guard_keys_age";
