@@ -673,11 +673,9 @@ async fn run_marks(
             &[value.unwrap_or_default()],
             SCHEMA_VERSION,
         ),
-        (3, _) => check_version("offset_guard_schema", &[], SCHEMA_VERSION).map_err(|_| {
-            ProgressError::ForeignSchema {
-                table: "offset_guard_schema".into(),
-                detail: format!("{} version rows, expected 1", value.unwrap_or_default()),
-            }
+        (3, _) => Err(ProgressError::ForeignSchema {
+            table: "offset_guard_schema".into(),
+            detail: format!("{} version rows, expected 1", value.unwrap_or_default()),
         }),
         _ => Err(ProgressError::ForeignSchema {
             table: MARK_FUNCTION.into(),
