@@ -2,11 +2,15 @@
 //! in a temporary directory: progress written in the user's transaction,
 //! effects counted in the same database.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use offset_guard::progress::{PartitionProgress, ProgressError, sqlite};
+use offset_guard::{GuardContext, Tracked};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rusqlite::{Connection, TransactionBehavior, params};
 
 const GROUP: &str = "g";
@@ -512,4 +516,80 @@ fn a_nul_byte_in_group_or_topic_is_refused_naming_the_argument() {
         count(&conn, "SELECT COUNT(*) FROM offset_guard_progress"),
         0
     );
+}
+
+/// `mark_tokens` with tokens of a real consumer (own loop, MockCluster), as
+/// `progress_postgres`: batches of 10 tokens of two partitions, each in
+/// reverse order; a batch holding a token marked before fails naming it
+/// and, rolled back, changes nothing; in the end every record is in the
+/// watermarks and no done row is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mark_tokens_marks_a_batch_and_names_the_token_done_before() {
+    let fx = common::Fixture::any();
+    let (topic, group) = (common::unique("sq-tokens"), common::unique("g-sq-tokens"));
+    fx.create_topic(&topic, 2);
+    fx.produce(&topic, 2, 30, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("progress.db");
+    let mut conn = open(&path);
+    let loader = std::sync::Mutex::new(open(&path));
+    let (consumer, guard) = offset_guard::OffsetGuard::builder(fx.config(&group))
+        .stored_progress(move |g, t, p| sqlite::load(&loader.lock().unwrap(), g, t, p))
+        .build_consumer::<StreamConsumer<GuardContext>>()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let mut tokens = Vec::new();
+    while tokens.len() < 60 {
+        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("a message within 30 s")
+            .unwrap();
+        match guard.track_or_skip(&m) {
+            Tracked::Process(token) => tokens.push(token),
+            Tracked::Done => panic!("nothing is done yet"),
+        }
+    }
+    let stored = |conn: &Connection, p| {
+        let pr = sqlite::load(conn, &group, &topic, p).unwrap();
+        (pr.watermark(), pr.done_above().collect::<Vec<_>>())
+    };
+    tokens.sort_by_key(|t| (t.offset(), t.partition()));
+    let mut rest = tokens.split_off(10);
+    let mut first = tokens;
+    first.reverse();
+    let tx = conn.transaction().unwrap();
+    sqlite::mark_tokens(&tx, &group, &[]).unwrap();
+    sqlite::mark_tokens(&tx, &group, &first).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(stored(&conn, 0), (Some(5), vec![]));
+    assert_eq!(stored(&conn, 1), (Some(5), vec![]));
+    let again = first.remove(4);
+    let (p, o) = (again.partition(), again.offset());
+    let mixed = vec![rest.pop().unwrap(), again, rest.pop().unwrap()];
+    let tx = conn.transaction().unwrap();
+    let err = sqlite::mark_tokens(&tx, &group, &mixed).unwrap_err();
+    assert!(
+        matches!(&err, ProgressError::AlreadyDone { topic: t, partition, offset, watermark: Some(5) }
+            if *t == topic && *partition == p && *offset == o),
+        "{err}"
+    );
+    drop(tx); // rolled back
+    assert_eq!(stored(&conn, 0), (Some(5), vec![]));
+    assert_eq!(stored(&conn, 1), (Some(5), vec![]));
+    let mut mixed = mixed.into_iter();
+    rest.push(mixed.next().unwrap());
+    first.push(mixed.next().unwrap());
+    rest.push(mixed.next().unwrap());
+    rest.sort_by_key(|t| std::cmp::Reverse((t.offset(), t.partition())));
+    for batch in rest.chunks(10) {
+        let tx = conn.transaction().unwrap();
+        sqlite::mark_tokens(&tx, &group, batch).unwrap();
+        tx.commit().unwrap();
+    }
+    assert_eq!(stored(&conn, 0), (Some(30), vec![]));
+    assert_eq!(stored(&conn, 1), (Some(30), vec![]));
+    assert_eq!(done_rows(&conn), 0);
+    for token in first.into_iter().chain(rest) {
+        token.ack();
+    }
 }
