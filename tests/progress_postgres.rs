@@ -665,10 +665,58 @@ fn outcome(r: &Result<(), ProgressError>) -> String {
     }
 }
 
+/// A random batch of 1 to 5 elements (partition, floor, offset) through the
+/// store's function (what `mark_tokens` sends) and through the models, one
+/// element after the other (advance, then mark, stopping at the first
+/// refusal): the function's answer `(failed element, status, watermark)`
+/// and the models' expected one.
+async fn batch(
+    tx: &tokio_postgres::Transaction<'_>,
+    rng: &mut fastrand::Rng,
+    models: &mut [PartitionProgress; 3],
+) -> ((Option<i32>, i32, Option<i64>), (Option<i32>, i32, Option<i64>)) {
+    let n = rng.usize(1..6);
+    let (mut topics, mut partitions, mut floors, mut offsets) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut expected = (None, 0, None);
+    for i in 0..n {
+        let p = rng.usize(0..3);
+        let m = &mut models[p];
+        let base = m.watermark().unwrap_or(0);
+        let floor = (rng.u8(0..3) > 0).then(|| (base + rng.i64(-2..4)).max(0));
+        let offset = (floor.is_none() || rng.u8(0..4) > 0).then(|| (base + rng.i64(-2..8)).max(0));
+        topics.push(TOPIC);
+        partitions.push(p as i32);
+        floors.push(floor);
+        offsets.push(offset);
+        if expected.1 != 0 {
+            continue;
+        }
+        if let Some(f) = floor {
+            m.advance(f);
+        }
+        if let Some(o) = offset
+            && m.mark_done(o).is_err()
+        {
+            expected = (Some(i as i32 + 1), 1, m.watermark());
+        }
+    }
+    let group = GROUP.to_string();
+    let row = tx
+        .query_one(
+            "SELECT o_failed, o_status, o_value FROM offset_guard_mark_v1($1, $2, $3, $4, $5)",
+            &[&group, &topics, &partitions, &floors, &offsets],
+        )
+        .await
+        .unwrap();
+    ((row.get(0), row.get(1), row.get(2)), expected)
+}
+
 /// Seeded random marks and advances over three partitions (in order, out of
 /// order, duplicates, below the watermark, some before the partition's
-/// first advance, some rolled back, several per transaction) through
-/// PostgreSQL and through the Rust model (`PartitionProgress`): the same
+/// first advance, some rolled back, several per transaction, batches of
+/// floors and offsets as `mark_tokens` sends them) through PostgreSQL and
+/// through the Rust model (`PartitionProgress`): the same
 /// answer for every call and, after every transaction, the same watermark
 /// and done set in the database as in the model, and exactly the model's
 /// done rows stored (bounded by the records done out of order).
@@ -680,10 +728,11 @@ async fn random_marks_and_advances_agree_with_the_rust_model_after_every_step() 
     let mut c = db.open().await;
     let mut rng = fastrand::Rng::with_seed(0x16f0);
     let mut models = [0, 1, 2].map(|_| PartitionProgress::new());
-    let mut calls = 0;
+    let (mut calls, mut batches) = (0, [0, 0]);
     while calls < 400 {
         let tx = c.transaction().await.unwrap();
         let before = models.clone();
+        let mut failed_batch = false;
         for _ in 0..rng.usize(1..4) {
             calls += 1;
             let p = rng.usize(0..3);
@@ -692,7 +741,19 @@ async fn random_marks_and_advances_agree_with_the_rust_model_after_every_step() 
             // fall below it.
             let base = m.watermark().unwrap_or(0);
             let o = base + rng.i64(-3..8);
-            let (db_result, model_result) = match rng.u8(0..10) {
+            let (db_result, model_result) = match rng.u8(0..12) {
+                10 | 11 => {
+                    // A batch as `mark_tokens` sends it (floors and offsets,
+                    // several partitions), straight to the store's function.
+                    let (db, model) = batch(&tx, &mut rng, &mut models).await;
+                    assert_eq!(db, model, "batch at call {calls}");
+                    batches[usize::from(db.1 != 0)] += 1;
+                    if db.1 != 0 {
+                        failed_batch = true; // partly applied: roll back
+                        break;
+                    }
+                    continue;
+                }
                 0 => {
                     let r = postgres::advance(&tx, GROUP, TOPIC, p as i32, o.max(0)).await;
                     m.advance(o.max(0));
@@ -723,7 +784,7 @@ async fn random_marks_and_advances_agree_with_the_rust_model_after_every_step() 
                 "call {calls} on partition {p} at {o}"
             );
         }
-        if rng.u8(0..8) == 0 {
+        if failed_batch || rng.u8(0..8) == 0 {
             tx.rollback().await.unwrap();
             models = before;
         } else {
@@ -740,7 +801,9 @@ async fn random_marks_and_advances_agree_with_the_rust_model_after_every_step() 
         }
         assert_eq!(done_rows(&c).await, out_of_order, "after call {calls}");
     }
-    // The run reached every case: partitions started, records folded.
+    // The run reached every case: partitions started, records folded,
+    // batches through and refused.
+    assert!(batches[0] > 10 && batches[1] > 10, "batches ok, refused: {batches:?}");
     assert!(
         models.iter().all(|m| m.watermark().unwrap_or(0) > 20),
         "{models:?}"
