@@ -674,7 +674,10 @@ async fn batch(
     tx: &tokio_postgres::Transaction<'_>,
     rng: &mut fastrand::Rng,
     models: &mut [PartitionProgress; 3],
-) -> ((Option<i32>, i32, Option<i64>), (Option<i32>, i32, Option<i64>)) {
+) -> (
+    (Option<i32>, i32, Option<i64>),
+    (Option<i32>, i32, Option<i64>),
+) {
     let n = rng.usize(1..6);
     let (mut topics, mut partitions, mut floors, mut offsets) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -803,7 +806,10 @@ async fn random_marks_and_advances_agree_with_the_rust_model_after_every_step() 
     }
     // The run reached every case: partitions started, records folded,
     // batches through and refused.
-    assert!(batches[0] > 10 && batches[1] > 10, "batches ok, refused: {batches:?}");
+    assert!(
+        batches[0] > 10 && batches[1] > 10,
+        "batches ok, refused: {batches:?}"
+    );
     assert!(
         models.iter().all(|m| m.watermark().unwrap_or(0) > 20),
         "{models:?}"

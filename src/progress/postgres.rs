@@ -251,12 +251,15 @@ const MARK_ARGUMENTS: &str = "p_group text, p_topics text[], p_partitions intege
     p_floors bigint[], p_offsets bigint[], OUT o_failed integer, OUT o_status integer, \
     OUT o_value bigint";
 
-/// The body of [`MARK_FUNCTION`] (compared by [`check_schema`]). For each
-/// element `i` of the arrays, in order: the partition's row locked (all of
-/// the call's partitions first, created when missing, sorted by topic and
-/// partition, so two calls never lock in opposite orders), then
-/// `PartitionProgress::advance(floors[i])` when the floor is not NULL, then
-/// `PartitionProgress::mark_done(offsets[i])` when the offset is not NULL.
+/// The body of [`MARK_FUNCTION`] (compared by [`check_schema`]). First the
+/// rows of all the call's partitions are locked and their watermarks read
+/// (created when missing, sorted by topic and partition, so two calls never
+/// lock in opposite orders); then, for each element `i` of the arrays, in
+/// order, `PartitionProgress::advance(floors[i])` when the floor is not
+/// NULL, then `PartitionProgress::mark_done(offsets[i])` when the offset is
+/// not NULL, on the watermarks kept in the function (done rows inserted as
+/// they come); at the end each partition whose watermark moved gets one
+/// update and one delete of the rows below it.
 /// Answers `o_status` 0 (all done), 1 (element `o_failed` was done already,
 /// `o_value` the watermark; the elements after it are not run), 2 (schema
 /// version `o_value`) or 3 (`o_value` version rows).
@@ -266,12 +269,16 @@ DECLARE
     v_rows    BIGINT;
     v_key     RECORD;
     v_i       INTEGER;
+    v_j       INTEGER;
     v_t       TEXT;
     v_p       INTEGER;
     v_o       BIGINT;
     v_w       BIGINT;
-    v_moved   BOOLEAN;
     v_n       BIGINT;
+    v_kt      TEXT[]    := '{}';
+    v_kp      INTEGER[] := '{}';
+    v_kw      BIGINT[]  := '{}';
+    v_km      BOOLEAN[] := '{}';
 BEGIN
     o_status := 0;
     SELECT max(version), count(*) INTO v_version, v_rows FROM offset_guard_schema;
@@ -282,22 +289,28 @@ BEGIN
     END IF;
     FOR v_key IN SELECT DISTINCT u.t, u.p FROM unnest(p_topics, p_partitions) AS u(t, p)
                  ORDER BY 1, 2 LOOP
-        PERFORM 1 FROM offset_guard_progress
+        SELECT watermark INTO v_w FROM offset_guard_progress
         WHERE group_id = p_group AND topic = v_key.t AND partition_id = v_key.p FOR UPDATE;
         IF NOT FOUND THEN
             INSERT INTO offset_guard_progress (group_id, topic, partition_id, watermark)
             VALUES (p_group, v_key.t, v_key.p, NULL) ON CONFLICT DO NOTHING;
-            PERFORM 1 FROM offset_guard_progress
+            SELECT watermark INTO v_w FROM offset_guard_progress
             WHERE group_id = p_group AND topic = v_key.t AND partition_id = v_key.p FOR UPDATE;
         END IF;
+        v_kt := array_append(v_kt, v_key.t::TEXT);
+        v_kp := array_append(v_kp, v_key.p::INTEGER);
+        v_kw := array_append(v_kw, v_w);
+        v_km := array_append(v_km, false);
     END LOOP;
     FOR v_i IN 1 .. coalesce(array_length(p_topics, 1), 0) LOOP
         v_t := p_topics[v_i]; v_p := p_partitions[v_i]; v_o := p_offsets[v_i];
-        SELECT watermark INTO v_w FROM offset_guard_progress
-        WHERE group_id = p_group AND topic = v_t AND partition_id = v_p;
-        v_moved := false;
+        v_j := 1;
+        WHILE v_kt[v_j] <> v_t OR v_kp[v_j] <> v_p LOOP
+            v_j := v_j + 1;
+        END LOOP;
+        v_w := v_kw[v_j];
         IF p_floors[v_i] IS NOT NULL AND (v_w IS NULL OR p_floors[v_i] > v_w) THEN
-            v_w := p_floors[v_i]; v_moved := true;
+            v_w := p_floors[v_i]; v_km[v_j] := true;
             WHILE EXISTS (SELECT 1 FROM offset_guard_done
                           WHERE group_id = p_group AND topic = v_t AND partition_id = v_p
                             AND record_offset = v_w) LOOP
@@ -309,7 +322,7 @@ BEGIN
         ELSIF v_w IS NOT NULL AND v_o < v_w THEN
             o_failed := v_i; o_status := 1; o_value := v_w; RETURN;
         ELSIF v_w IS NOT NULL AND v_o = v_w THEN
-            v_w := v_o + 1; v_moved := true;
+            v_w := v_o + 1; v_km[v_j] := true;
             WHILE EXISTS (SELECT 1 FROM offset_guard_done
                           WHERE group_id = p_group AND topic = v_t AND partition_id = v_p
                             AND record_offset = v_w) LOOP
@@ -323,12 +336,15 @@ BEGIN
                 o_failed := v_i; o_status := 1; o_value := v_w; RETURN;
             END IF;
         END IF;
-        IF v_moved THEN
-            UPDATE offset_guard_progress SET watermark = v_w
-            WHERE group_id = p_group AND topic = v_t AND partition_id = v_p;
+        v_kw[v_j] := v_w;
+    END LOOP;
+    FOR v_j IN 1 .. coalesce(array_length(v_kt, 1), 0) LOOP
+        IF v_km[v_j] THEN
+            UPDATE offset_guard_progress SET watermark = v_kw[v_j]
+            WHERE group_id = p_group AND topic = v_kt[v_j] AND partition_id = v_kp[v_j];
             DELETE FROM offset_guard_done
-            WHERE group_id = p_group AND topic = v_t AND partition_id = v_p
-              AND record_offset < v_w;
+            WHERE group_id = p_group AND topic = v_kt[v_j] AND partition_id = v_kp[v_j]
+              AND record_offset < v_kw[v_j];
         END IF;
     END LOOP;
 END
