@@ -58,8 +58,9 @@
 //! serialization error (SQLSTATE 40001, a [`ProgressError::Database`];
 //! [`is_retryable`] says so): roll back and run the record again. A
 //! transaction that marks records of several partitions takes several row
-//! locks: take them in one order (e.g. sorted by topic and partition), or a
-//! deadlock (SQLSTATE 40P01, also [`is_retryable`]) aborts one of them.
+//! locks: take them in one order (e.g. sorted by topic and partition, as
+//! one [`mark_tokens`] call does for its tokens), or a deadlock (SQLSTATE
+//! 40P01, also [`is_retryable`]) aborts one of them.
 //!
 //! Hold the lock briefly: make the mark the last statement before your
 //! commit (apply the record's effects first), so the partition's other
@@ -796,10 +797,11 @@ pub async fn mark_token(
 /// [`mark_token`] for many tokens, in one statement (one round trip, the
 /// tokens as arrays): for a transaction that applies a batch of records.
 /// The tokens are marked in the order given (each token's advance, then its
-/// mark, exactly as [`mark_token`] one after the other); the rows of all
-/// their partitions are locked first, in one order (by topic, then
-/// partition), so two batches over the same partitions never deadlock. An
-/// empty slice does nothing (no statement).
+/// mark, with the same outcome as [`mark_token`] one after the other); the
+/// rows of all their partitions are locked first, in one order (by topic,
+/// then partition), so two such calls never lock in opposite orders; each
+/// partition's watermark is written once per call. An empty slice does
+/// nothing (no statement).
 ///
 /// # Errors
 ///
