@@ -4,14 +4,17 @@
 //! test's own transactions, effects counted in the same database; each test
 //! in a schema of its own.
 
+mod common;
 #[path = "common/pg.rs"]
 mod pg;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use offset_guard::progress::{ProgressError, postgres};
+use offset_guard::progress::{MarkRefused, PartitionProgress, ProgressError, postgres};
+use offset_guard::{GuardContext, Tracked};
 use pg::{count, effect, effects};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use tokio_postgres::{Client, IsolationLevel};
 
 const GROUP: &str = "g";
@@ -637,4 +640,493 @@ async fn at_repeatable_read_a_concurrent_mark_fails_retryably_and_loses_nothing(
     assert!(postgres::is_retryable(&e), "{e}");
     again.unwrap();
     assert_eq!(load(&a, 0).await, (Some(2), vec![]));
+}
+
+/// The stored progress of a partition as the test compares it: watermark,
+/// done offsets.
+type Stored = (Option<i64>, Vec<i64>);
+
+fn model_state(m: &PartitionProgress) -> Stored {
+    (m.watermark(), m.done_above().collect())
+}
+
+/// What a call answered, as comparable as the model's answer.
+fn outcome(r: &Result<(), ProgressError>) -> String {
+    match r {
+        Ok(()) => "ok".into(),
+        Err(ProgressError::AlreadyDone {
+            partition,
+            offset,
+            watermark,
+            ..
+        }) => format!("already done {partition}@{offset} (watermark {watermark:?})"),
+        Err(ProgressError::InvalidArgument { name, .. }) => format!("invalid {name}"),
+        Err(e) => format!("other error: {e}"),
+    }
+}
+
+/// A random batch of 1 to 5 elements (partition, floor, offset) through the
+/// store's function (what `mark_tokens` sends) and through the models, one
+/// element after the other (advance, then mark, stopping at the first
+/// refusal): the function's answer `(failed element, status, watermark)`
+/// and the models' expected one.
+async fn batch(
+    tx: &tokio_postgres::Transaction<'_>,
+    rng: &mut fastrand::Rng,
+    models: &mut [PartitionProgress; 3],
+) -> (
+    (Option<i32>, i32, Option<i64>),
+    (Option<i32>, i32, Option<i64>),
+) {
+    let n = rng.usize(1..6);
+    let (mut topics, mut partitions, mut floors, mut offsets) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut expected = (None, 0, None);
+    for i in 0..n {
+        let p = rng.usize(0..3);
+        let m = &mut models[p];
+        let base = m.watermark().unwrap_or(0);
+        let floor = (rng.u8(0..3) > 0).then(|| (base + rng.i64(-2..4)).max(0));
+        let offset = (floor.is_none() || rng.u8(0..4) > 0).then(|| (base + rng.i64(-2..8)).max(0));
+        topics.push(TOPIC);
+        partitions.push(p as i32);
+        floors.push(floor);
+        offsets.push(offset);
+        if expected.1 != 0 {
+            continue;
+        }
+        if let Some(f) = floor {
+            m.advance(f);
+        }
+        if let Some(o) = offset
+            && m.mark_done(o).is_err()
+        {
+            expected = (Some(i as i32 + 1), 1, m.watermark());
+        }
+    }
+    let group = GROUP.to_string();
+    let row = tx
+        .query_one(
+            "SELECT o_failed, o_status, o_value FROM offset_guard_mark_v1($1, $2, $3, $4, $5)",
+            &[&group, &topics, &partitions, &floors, &offsets],
+        )
+        .await
+        .unwrap();
+    ((row.get(0), row.get(1), row.get(2)), expected)
+}
+
+/// Seeded random marks and advances over three partitions (in order, out of
+/// order, duplicates, below the watermark, some before the partition's
+/// first advance, some rolled back, several per transaction, batches of
+/// floors and offsets as `mark_tokens` sends them) through PostgreSQL and
+/// through the Rust model (`PartitionProgress`): the same
+/// answer for every call and, after every transaction, the same watermark
+/// and done set in the database as in the model, and exactly the model's
+/// done rows stored (bounded by the records done out of order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_marks_and_advances_agree_with_the_rust_model_after_every_step() {
+    let Some(db) = pg::db("model").await else {
+        return;
+    };
+    let mut c = db.open().await;
+    let mut rng = fastrand::Rng::with_seed(0x16f0);
+    let mut models = [0, 1, 2].map(|_| PartitionProgress::new());
+    let (mut calls, mut batches) = (0, [0, 0]);
+    while calls < 400 {
+        let tx = c.transaction().await.unwrap();
+        let before = models.clone();
+        let mut failed_batch = false;
+        for _ in 0..rng.usize(1..4) {
+            calls += 1;
+            let p = rng.usize(0..3);
+            let m = &mut models[p];
+            // Offsets near the watermark, so that marks fold, collide and
+            // fall below it.
+            let base = m.watermark().unwrap_or(0);
+            let o = base + rng.i64(-3..8);
+            let (db_result, model_result) = match rng.u8(0..12) {
+                10 | 11 => {
+                    // A batch as `mark_tokens` sends it (floors and offsets,
+                    // several partitions), straight to the store's function.
+                    let (db, model) = batch(&tx, &mut rng, &mut models).await;
+                    assert_eq!(db, model, "batch at call {calls}");
+                    batches[usize::from(db.1 != 0)] += 1;
+                    if db.1 != 0 {
+                        failed_batch = true; // partly applied: roll back
+                        break;
+                    }
+                    continue;
+                }
+                0 => {
+                    let r = postgres::advance(&tx, GROUP, TOPIC, p as i32, o.max(0)).await;
+                    m.advance(o.max(0));
+                    (r, Ok(()))
+                }
+                _ => {
+                    let w = m.watermark();
+                    let r = postgres::mark_done(&tx, GROUP, TOPIC, p as i32, o).await;
+                    let expected = match m.mark_done(o) {
+                        Ok(_) => Ok(()),
+                        Err(MarkRefused::AlreadyDone) => Err(ProgressError::AlreadyDone {
+                            topic: TOPIC.into(),
+                            partition: p as i32,
+                            offset: o,
+                            watermark: w,
+                        }),
+                        Err(_) => Err(ProgressError::InvalidArgument {
+                            name: "offset",
+                            value: o.to_string(),
+                        }),
+                    };
+                    (r, expected)
+                }
+            };
+            assert_eq!(
+                outcome(&db_result),
+                outcome(&model_result),
+                "call {calls} on partition {p} at {o}"
+            );
+        }
+        if failed_batch || rng.u8(0..8) == 0 {
+            tx.rollback().await.unwrap();
+            models = before;
+        } else {
+            tx.commit().await.unwrap();
+        }
+        let mut out_of_order = 0;
+        for (p, m) in models.iter().enumerate() {
+            assert_eq!(
+                load(&c, p as i32).await,
+                model_state(m),
+                "after call {calls}"
+            );
+            out_of_order += m.done_above().len() as i64;
+        }
+        assert_eq!(done_rows(&c).await, out_of_order, "after call {calls}");
+    }
+    // The run reached every case: partitions started, records folded,
+    // batches through and refused.
+    assert!(
+        batches[0] > 10 && batches[1] > 10,
+        "batches ok, refused: {batches:?}"
+    );
+    assert!(
+        models.iter().all(|m| m.watermark().unwrap_or(0) > 20),
+        "{models:?}"
+    );
+}
+
+/// An earlier schema object dropped: `check_schema` says which, `migrate`
+/// creates it again and keeps the other tables' rows; a function of the
+/// store's name with another body is foreign, for both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_repairs_a_dropped_table_index_or_function_and_keeps_the_rows() {
+    let Some(db) = pg::db("repair").await else {
+        return;
+    };
+    let mut c = db.open().await;
+    start(&mut c, 0, 5).await;
+    process(&mut c, 0, 7).await.unwrap();
+    for (drop, missing) in [
+        ("DROP TABLE offset_guard_done", "no table offset_guard_done"),
+        ("DROP TABLE offset_guard_keys", "no table offset_guard_keys"),
+        (
+            "DROP INDEX offset_guard_keys_age",
+            "no index offset_guard_keys_age",
+        ),
+        (
+            "DROP FUNCTION offset_guard_mark_v1",
+            "no function offset_guard_mark_v1",
+        ),
+    ] {
+        c.batch_execute(drop).await.unwrap();
+        let e = postgres::check_schema(&c).await.unwrap_err();
+        assert!(
+            matches!(&e, ProgressError::NotMigrated { detail } if detail == missing),
+            "{drop}: {e}"
+        );
+        postgres::migrate(&mut c).await.unwrap();
+        postgres::check_schema(&c).await.unwrap();
+        let watermark = postgres::load(&c, GROUP, TOPIC, 0)
+            .await
+            .unwrap()
+            .watermark();
+        assert_eq!(watermark, Some(5), "{drop}: the progress row is kept");
+    }
+    // Marks without the function: NotMigrated, not a raw database error.
+    c.batch_execute("DROP FUNCTION offset_guard_mark_v1")
+        .await
+        .unwrap();
+    let e = process(&mut c, 0, 5).await.unwrap_err();
+    assert!(matches!(e, ProgressError::NotMigrated { .. }), "{e}");
+    postgres::migrate(&mut c).await.unwrap();
+    process(&mut c, 0, 5).await.unwrap();
+    assert_eq!(
+        load(&c, 0).await,
+        (Some(6), vec![]),
+        "7 was dropped with its table"
+    );
+    // A function of the store's name that is not the store's.
+    c.batch_execute(
+        "CREATE OR REPLACE FUNCTION offset_guard_mark_v1(p_group text, p_topics text[],
+             p_partitions integer[], p_floors bigint[], p_offsets bigint[],
+             OUT o_failed integer, OUT o_status integer, OUT o_value bigint)
+         LANGUAGE plpgsql AS $$ BEGIN o_status := 0; END $$",
+    )
+    .await
+    .unwrap();
+    for e in [
+        postgres::check_schema(&c).await.unwrap_err(),
+        postgres::migrate(&mut c).await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(&e, ProgressError::ForeignSchema { table, .. } if table == "offset_guard_mark_v1"),
+            "{e}"
+        );
+    }
+}
+
+/// A database migrated by a newer offset-guard (version 2): `load`, and
+/// every writing call in the same statement that writes, refuse it and
+/// change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_and_marks_refuse_a_newer_schema_version() {
+    let Some(db) = pg::db("version").await else {
+        return;
+    };
+    let mut c = db.open().await;
+    start(&mut c, 0, 5).await;
+    c.batch_execute("UPDATE offset_guard_schema SET version = 2")
+        .await
+        .unwrap();
+    let newer = |e: &ProgressError| {
+        matches!(
+            e,
+            ProgressError::SchemaTooNew {
+                found: 2,
+                supported: 1
+            }
+        )
+    };
+    let e = postgres::load(&c, GROUP, TOPIC, 0).await.unwrap_err();
+    assert!(newer(&e), "{e}");
+    let tx = c.transaction().await.unwrap();
+    let e = postgres::mark_done(&tx, GROUP, TOPIC, 0, 5)
+        .await
+        .unwrap_err();
+    assert!(newer(&e), "{e}");
+    let e = postgres::advance(&tx, GROUP, TOPIC, 0, 9)
+        .await
+        .unwrap_err();
+    assert!(newer(&e), "{e}");
+    tx.commit().await.unwrap();
+    c.batch_execute(
+        "UPDATE offset_guard_schema SET version = 1; INSERT INTO offset_guard_schema VALUES (1)",
+    )
+    .await
+    .unwrap();
+    let tx = c.transaction().await.unwrap();
+    let e = postgres::mark_done(&tx, GROUP, TOPIC, 0, 5)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ProgressError::ForeignSchema { .. }), "{e}");
+    tx.commit().await.unwrap();
+    c.batch_execute("DELETE FROM offset_guard_schema; INSERT INTO offset_guard_schema VALUES (1)")
+        .await
+        .unwrap();
+    assert_eq!(load(&c, 0).await, (Some(5), vec![]), "nothing was changed");
+}
+
+/// A NUL byte in the group or topic (PostgreSQL's text cannot hold it):
+/// refused up front naming the argument; the transaction stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_byte_in_group_or_topic_is_refused_naming_the_argument() {
+    let Some(db) = pg::db("nul").await else {
+        return;
+    };
+    let mut c = db.open().await;
+    let tx = c.transaction().await.unwrap();
+    for (r, name) in [
+        (postgres::mark_done(&tx, "g\0", TOPIC, 0, 1).await, "group"),
+        (
+            postgres::mark_done(&tx, GROUP, "or\0ders", 0, 1).await,
+            "topic",
+        ),
+        (postgres::advance(&tx, GROUP, "\0", 0, 1).await, "topic"),
+        (
+            postgres::mark_key(&tx, "\0", b"k", Duration::from_secs(1))
+                .await
+                .map(|_| ()),
+            "group",
+        ),
+        (
+            postgres::load(&tx, "g\0", TOPIC, 0).await.map(|_| ()),
+            "group",
+        ),
+    ] {
+        let e = r.unwrap_err();
+        assert!(
+            matches!(&e, ProgressError::InvalidArgument { name: n, value } if *n == name && value.contains("NUL")),
+            "{e}"
+        );
+    }
+    postgres::advance(&tx, GROUP, TOPIC, 0, 3).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(load(&c, 0).await, (Some(3), vec![]));
+}
+
+/// A database that hangs (the progress table locked by another
+/// transaction): the first load waits its timeout, the next ones fail at
+/// once naming the unanswered load, and once the lock is released and the
+/// loader answered, loads succeed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_loader_fails_the_next_loads_at_once_until_it_answers() {
+    let Some(db) = pg::db("stalled").await else {
+        return;
+    };
+    let mut c = db.open().await;
+    start(&mut c, 3, 11).await;
+    let timeout = Duration::from_millis(300);
+    let loader = Arc::new(db.loader().timeout(timeout));
+    let mut holder = db.connect().await;
+    let lock = holder.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE offset_guard_progress IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let l = loader.clone();
+    let (elapsed, errors) = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let errors: Vec<ProgressError> = (0..5)
+            .map(|p| l.load(GROUP, TOPIC, p).unwrap_err())
+            .collect();
+        (started.elapsed(), errors)
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(&errors[0], ProgressError::Database { action: "load", .. }),
+        "{}",
+        errors[0]
+    );
+    for e in &errors[1..] {
+        assert!(
+            matches!(e, ProgressError::LoaderStalled { pending, timeout: t }
+                if pending == "orders[0] of group g" && *t == timeout),
+            "{e}"
+        );
+    }
+    assert!(
+        elapsed < timeout * 2,
+        "5 loads took {elapsed:?}: only the first may wait ({timeout:?})"
+    );
+    lock.rollback().await.unwrap();
+    // The loader answers the stalled load as soon as the lock is gone; until
+    // then a load may still be refused at once (nothing else is accepted).
+    let l = loader.clone();
+    let progress = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match l.load(GROUP, TOPIC, 3) {
+                Err(ProgressError::LoaderStalled { .. })
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                other => return other,
+            }
+        }
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(progress.watermark(), Some(11));
+}
+
+async fn stored(c: &Client, group: &str, topic: &str, p: i32) -> Stored {
+    let pr = postgres::load(c, group, topic, p).await.unwrap();
+    (pr.watermark(), pr.done_above().collect())
+}
+
+/// `mark_tokens` with tokens of a real consumer (own loop, MockCluster):
+/// batches of 10 tokens of two partitions, each batch in reverse order, one
+/// statement each; a batch holding a token marked before fails naming that
+/// token and, rolled back, changes nothing; in the end every record is in
+/// the watermarks and no done row is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mark_tokens_marks_a_batch_in_one_call_and_names_the_token_done_before() {
+    let Some(db) = pg::db("tokens").await else {
+        return;
+    };
+    let fx = common::Fixture::any();
+    let (topic, group) = (common::unique("pg-tokens"), common::unique("g-pg-tokens"));
+    fx.create_topic(&topic, 2);
+    fx.produce(&topic, 2, 30, 0);
+    let mut c = db.open().await;
+    let loader = db.loader();
+    let (consumer, guard) = offset_guard::OffsetGuard::builder(fx.config(&group))
+        .stored_progress(move |g, t, p| loader.load(g, t, p))
+        .build_consumer::<StreamConsumer<GuardContext>>()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let mut tokens = Vec::new();
+    while tokens.len() < 60 {
+        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("a message within 30 s")
+            .unwrap();
+        match guard.track_or_skip(&m) {
+            Tracked::Process(token) => tokens.push(token),
+            Tracked::Done => panic!("nothing is done yet"),
+        }
+    }
+    // The empty batch: nothing, no statement.
+    let tx = c.transaction().await.unwrap();
+    postgres::mark_tokens(&tx, &group, &[]).await.unwrap();
+    tx.commit().await.unwrap();
+    // The first batch (offsets 0..5 of both partitions, reversed).
+    tokens.sort_by_key(|t| (t.offset(), t.partition()));
+    let mut rest = tokens.split_off(10);
+    let mut first = tokens;
+    first.reverse();
+    let tx = c.transaction().await.unwrap();
+    postgres::mark_tokens(&tx, &group, &first).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(stored(&c, &group, &topic, 0).await, (Some(5), vec![]));
+    assert_eq!(stored(&c, &group, &topic, 1).await, (Some(5), vec![]));
+    // A batch with new tokens around one marked before: refused naming it;
+    // rolled back, nothing of the batch stays.
+    let again = first.remove(4);
+    let (p, o) = (again.partition(), again.offset());
+    let mixed = vec![rest.pop().unwrap(), again, rest.pop().unwrap()];
+    let tx = c.transaction().await.unwrap();
+    let e = postgres::mark_tokens(&tx, &group, &mixed)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ProgressError::AlreadyDone { topic: t, partition, offset, watermark: Some(5) }
+            if *t == topic && *partition == p && *offset == o),
+        "{e}"
+    );
+    tx.rollback().await.unwrap();
+    assert_eq!(stored(&c, &group, &topic, 0).await, (Some(5), vec![]));
+    assert_eq!(stored(&c, &group, &topic, 1).await, (Some(5), vec![]));
+    let mut mixed = mixed.into_iter();
+    rest.push(mixed.next().unwrap());
+    first.push(mixed.next().unwrap());
+    rest.push(mixed.next().unwrap());
+    // The others in batches of 10, each reversed: out of order within and
+    // across the batches.
+    rest.sort_by_key(|t| std::cmp::Reverse((t.offset(), t.partition())));
+    for batch in rest.chunks(10) {
+        let tx = c.transaction().await.unwrap();
+        postgres::mark_tokens(&tx, &group, batch).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    assert_eq!(stored(&c, &group, &topic, 0).await, (Some(30), vec![]));
+    assert_eq!(stored(&c, &group, &topic, 1).await, (Some(30), vec![]));
+    assert_eq!(count(&c, "SELECT COUNT(*) FROM offset_guard_done").await, 0);
+    for token in first.into_iter().chain(rest) {
+        token.ack();
+    }
+    drop(consumer);
 }

@@ -2,11 +2,15 @@
 //! in a temporary directory: progress written in the user's transaction,
 //! effects counted in the same database.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use offset_guard::progress::{PartitionProgress, ProgressError, sqlite};
+use offset_guard::{GuardContext, Tracked};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rusqlite::{Connection, TransactionBehavior, params};
 
 const GROUP: &str = "g";
@@ -418,4 +422,174 @@ fn migrate_is_idempotent_and_works_inside_the_users_transaction() {
         0,
         "user_version untouched"
     );
+}
+
+#[test]
+fn migrate_repairs_a_dropped_table_or_index_and_keeps_the_rows() {
+    let (_dir, mut conn) = db();
+    start(&mut conn, 0, 5);
+    process(&mut conn, 0, 7).unwrap();
+    for (drop, missing) in [
+        ("DROP TABLE offset_guard_done", "no table offset_guard_done"),
+        ("DROP TABLE offset_guard_keys", "no table offset_guard_keys"),
+        (
+            "DROP INDEX offset_guard_keys_age",
+            "no index offset_guard_keys_age",
+        ),
+    ] {
+        conn.execute_batch(drop).unwrap();
+        let err = sqlite::check_schema(&conn).unwrap_err();
+        assert!(
+            matches!(&err, ProgressError::NotMigrated { detail } if detail == missing),
+            "{drop}: {err}"
+        );
+        sqlite::migrate(&conn).unwrap();
+        sqlite::check_schema(&conn).unwrap();
+        let p = sqlite::load(&conn, GROUP, TOPIC, 0).unwrap();
+        assert_eq!(p.watermark(), Some(5), "{drop}: the progress row is kept");
+    }
+    process(&mut conn, 0, 5).unwrap();
+    let p = sqlite::load(&conn, GROUP, TOPIC, 0).unwrap();
+    assert_eq!(
+        (p.watermark(), p.done_above().len()),
+        (Some(6), 0),
+        "7 was dropped with its table"
+    );
+    // A newer version is not repaired: SchemaTooNew, nothing created.
+    conn.execute_batch("DROP TABLE offset_guard_done; UPDATE offset_guard_schema SET version = 2")
+        .unwrap();
+    let err = sqlite::migrate(&conn).unwrap_err();
+    assert!(
+        matches!(err, ProgressError::SchemaTooNew { found: 2, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'offset_guard_done'"
+        ),
+        0
+    );
+}
+
+#[test]
+fn load_refuses_a_newer_schema_version() {
+    let (_dir, mut conn) = db();
+    start(&mut conn, 0, 5);
+    conn.execute("UPDATE offset_guard_schema SET version = 2", [])
+        .unwrap();
+    let err = sqlite::load(&conn, GROUP, TOPIC, 0).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProgressError::SchemaTooNew {
+                found: 2,
+                supported: 1
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_nul_byte_in_group_or_topic_is_refused_naming_the_argument() {
+    let (_dir, mut conn) = db();
+    let tx = conn.transaction().unwrap();
+    for (err, name) in [
+        (sqlite::mark_done(&tx, "g\0", TOPIC, 0, 1), "group"),
+        (sqlite::mark_done(&tx, GROUP, "or\0ders", 0, 1), "topic"),
+        (sqlite::advance(&tx, GROUP, "\0", 0, 1), "topic"),
+        (
+            sqlite::mark_key(&tx, "\0", b"k", Duration::from_secs(1)).map(|_| ()),
+            "group",
+        ),
+        (sqlite::load(&tx, "g\0", TOPIC, 0).map(|_| ()), "group"),
+    ] {
+        let err = err.unwrap_err();
+        assert!(
+            matches!(&err, ProgressError::InvalidArgument { name: n, value } if *n == name && value.contains("NUL")),
+            "{err}"
+        );
+    }
+    tx.commit().unwrap();
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM offset_guard_progress"),
+        0
+    );
+}
+
+/// `mark_tokens` with tokens of a real consumer (own loop, MockCluster), as
+/// `progress_postgres`: batches of 10 tokens of two partitions, each in
+/// reverse order; a batch holding a token marked before fails naming it
+/// and, rolled back, changes nothing; in the end every record is in the
+/// watermarks and no done row is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mark_tokens_marks_a_batch_and_names_the_token_done_before() {
+    let fx = common::Fixture::any();
+    let (topic, group) = (common::unique("sq-tokens"), common::unique("g-sq-tokens"));
+    fx.create_topic(&topic, 2);
+    fx.produce(&topic, 2, 30, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("progress.db");
+    let mut conn = open(&path);
+    let loader = std::sync::Mutex::new(open(&path));
+    let (consumer, guard) = offset_guard::OffsetGuard::builder(fx.config(&group))
+        .stored_progress(move |g, t, p| sqlite::load(&loader.lock().unwrap(), g, t, p))
+        .build_consumer::<StreamConsumer<GuardContext>>()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let mut tokens = Vec::new();
+    while tokens.len() < 60 {
+        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("a message within 30 s")
+            .unwrap();
+        match guard.track_or_skip(&m) {
+            Tracked::Process(token) => tokens.push(token),
+            Tracked::Done => panic!("nothing is done yet"),
+        }
+    }
+    let stored = |conn: &Connection, p| {
+        let pr = sqlite::load(conn, &group, &topic, p).unwrap();
+        (pr.watermark(), pr.done_above().collect::<Vec<_>>())
+    };
+    tokens.sort_by_key(|t| (t.offset(), t.partition()));
+    let mut rest = tokens.split_off(10);
+    let mut first = tokens;
+    first.reverse();
+    let tx = conn.transaction().unwrap();
+    sqlite::mark_tokens(&tx, &group, &[]).unwrap();
+    sqlite::mark_tokens(&tx, &group, &first).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(stored(&conn, 0), (Some(5), vec![]));
+    assert_eq!(stored(&conn, 1), (Some(5), vec![]));
+    let again = first.remove(4);
+    let (p, o) = (again.partition(), again.offset());
+    let mixed = vec![rest.pop().unwrap(), again, rest.pop().unwrap()];
+    let tx = conn.transaction().unwrap();
+    let err = sqlite::mark_tokens(&tx, &group, &mixed).unwrap_err();
+    assert!(
+        matches!(&err, ProgressError::AlreadyDone { topic: t, partition, offset, watermark: Some(5) }
+            if *t == topic && *partition == p && *offset == o),
+        "{err}"
+    );
+    drop(tx); // rolled back
+    assert_eq!(stored(&conn, 0), (Some(5), vec![]));
+    assert_eq!(stored(&conn, 1), (Some(5), vec![]));
+    let mut mixed = mixed.into_iter();
+    rest.push(mixed.next().unwrap());
+    first.push(mixed.next().unwrap());
+    rest.push(mixed.next().unwrap());
+    rest.sort_by_key(|t| std::cmp::Reverse((t.offset(), t.partition())));
+    for batch in rest.chunks(10) {
+        let tx = conn.transaction().unwrap();
+        sqlite::mark_tokens(&tx, &group, batch).unwrap();
+        tx.commit().unwrap();
+    }
+    assert_eq!(stored(&conn, 0), (Some(30), vec![]));
+    assert_eq!(stored(&conn, 1), (Some(30), vec![]));
+    assert_eq!(done_rows(&conn), 0);
+    for token in first.into_iter().chain(rest) {
+        token.ack();
+    }
 }

@@ -21,7 +21,9 @@ pub enum ProgressError {
         watermark: Option<i64>,
     },
     /// An argument cannot be a Kafka coordinate: an empty group id or topic,
-    /// a negative partition or offset.
+    /// a group id or topic with a NUL byte (both stores refuse it before any
+    /// statement: PostgreSQL's `TEXT` cannot hold one), a negative partition
+    /// or offset.
     InvalidArgument {
         /// The argument, e.g. `offset`.
         name: &'static str,
@@ -64,6 +66,17 @@ pub enum ProgressError {
         partition: i32,
         /// What is wrong.
         detail: String,
+    },
+    /// `postgres::Loader`: an earlier load got no answer within the loader's
+    /// timeout and the loader's connection is still busy with it, so this
+    /// load fails at once instead of waiting its full timeout behind it
+    /// (the loader runs inside the rebalance callback, once per assigned
+    /// partition). Loads wait again as soon as the loader answered.
+    LoaderStalled {
+        /// The unanswered load, e.g. `orders[3] of group billing`.
+        pending: String,
+        /// The loader's timeout it exceeded.
+        timeout: std::time::Duration,
     },
     /// The database failed a statement.
     Database {
@@ -124,6 +137,11 @@ impl fmt::Display for ProgressError {
             } => write!(
                 f,
                 "stored progress of {topic}[{partition}] is damaged: {detail}"
+            ),
+            ProgressError::LoaderStalled { pending, timeout } => write!(
+                f,
+                "progress loader: the load of {pending} got no answer within {timeout:?} and \
+                 is still running; failing at once until the loader answers"
             ),
             ProgressError::Database { action, source } => {
                 write!(

@@ -113,7 +113,8 @@
 //! # Schema
 //!
 //! PostgreSQL's tables are the same with PostgreSQL's types (`BIGINT`
-//! offsets, `BYTEA` keys); `postgres` lists its migration. `sqlite::migrate` creates, once (version 1, in `offset_guard_schema`; it
+//! offsets, `BYTEA` keys), plus a PL/pgSQL function that makes each mark
+//! one statement (one round trip); `postgres` lists its migration. `sqlite::migrate` creates, once (version 1, in `offset_guard_schema`; it
 //! never uses `PRAGMA user_version`, which stays yours):
 //!
 //! ```sql
@@ -134,8 +135,13 @@
 //! ```
 //!
 //! A database migrated by a newer offset-guard gives
-//! [`ProgressError::SchemaTooNew`]; a table of one of these names that is not
-//! the store's gives [`ProgressError::ForeignSchema`]; nothing is changed then.
+//! [`ProgressError::SchemaTooNew`] (from `migrate`, `check_schema` and
+//! `load`; in PostgreSQL also from every mark); a table of one of these
+//! names that is not the store's gives [`ProgressError::ForeignSchema`];
+//! nothing is changed then. `migrate` creates a dropped table or index of
+//! version 1 again and leaves the other tables' rows as they are. A group
+//! id or topic with a NUL byte is refused by both stores
+//! ([`ProgressError::InvalidArgument`]).
 //!
 mod error;
 mod model;

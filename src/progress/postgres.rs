@@ -14,7 +14,27 @@
 //! [`migrate`] take any [`GenericClient`] (a client or a transaction).
 //!
 //! Every statement is sent with its parameter types (`query_typed`): one
-//! round trip each, no prepared statement kept on your connection.
+//! round trip each, no prepared statement kept on your connection. The
+//! offset calls ([`mark_done`], [`advance`], [`mark_token`] and the batch
+//! [`mark_tokens`]) are **one statement each**: a call of the store's
+//! PL/pgSQL function `offset_guard_mark_v1` (created by [`migrate`]), which
+//! locks the partition's row, advances, inserts the done row or folds the
+//! watermark and deletes the rows it folded on the server, with the same
+//! rules as [`PartitionProgress`] (a test drives random calls through both).
+//!
+//! # What is checked where
+//!
+//! [`migrate`] and [`check_schema`] check everything: the version row, every
+//! table's columns and types, the index, the function's arguments and body.
+//! [`load`] checks the version row in its one statement. The function reads
+//! the version row before it writes (a one-row table, same round trip), so a
+//! mark on a database of another version is refused with
+//! [`ProgressError::SchemaTooNew`] (or [`ProgressError::ForeignSchema`]) and
+//! writes nothing; a dropped table or function gives
+//! [`ProgressError::NotMigrated`] ([`migrate`] creates it again). The
+//! function's name carries the version (`_v1`): a later version of the store
+//! would add its own function, not change this one. [`mark_key`] checks no
+//! version.
 //!
 //! # Concurrency, locks and isolation level
 //!
@@ -38,8 +58,9 @@
 //! serialization error (SQLSTATE 40001, a [`ProgressError::Database`];
 //! [`is_retryable`] says so): roll back and run the record again. A
 //! transaction that marks records of several partitions takes several row
-//! locks: take them in one order (e.g. sorted by topic and partition), or a
-//! deadlock (SQLSTATE 40P01, also [`is_retryable`]) aborts one of them.
+//! locks: take them in one order (e.g. sorted by topic and partition, as
+//! one [`mark_tokens`] call does for its tokens), or a deadlock (SQLSTATE
+//! 40P01, also [`is_retryable`]) aborts one of them.
 //!
 //! Hold the lock briefly: make the mark the last statement before your
 //! commit (apply the record's effects first), so the partition's other
@@ -56,7 +77,9 @@
 //! runtime runs [`load`]; [`Loader::load`] sends it the request and waits for
 //! the answer (a plain channel wait, fine on any thread), at most
 //! [`Loader::timeout`]. A connection that closed is opened again at the next
-//! load.
+//! load. A database that hangs costs one timeout per assign, not one per
+//! partition: after a load timed out, the next loads fail at once with
+//! [`ProgressError::LoaderStalled`] until the loader's thread got its answer.
 //!
 //! ```no_run
 //! # async fn run(config: rdkafka::ClientConfig) -> Result<(), Box<dyn std::error::Error>> {
@@ -119,8 +142,15 @@
 //!
 //! [`migrate`] creates, once (version 1, in `offset_guard_schema`), in the
 //! current schema (the first schema of your `search_path`, usually `public`;
-//! every statement names the tables unqualified, so the store follows your
-//! `search_path`):
+//! every statement names the tables and the function unqualified, so the
+//! store follows your `search_path`), the tables below and the function
+//! `offset_guard_mark_v1(p_group text, p_topics text[], p_partitions
+//! integer[], p_floors bigint[], p_offsets bigint[], OUT o_failed integer,
+//! OUT o_status integer, OUT o_value bigint)` (PL/pgSQL; `SELECT
+//! prosrc FROM pg_proc WHERE proname = 'offset_guard_mark_v1'` shows its
+//! body). A store object dropped later (a table, the index, the function)
+//! is created again by the next [`migrate`], leaving the other tables' rows
+//! as they are:
 //!
 //! ```sql
 //! CREATE TABLE offset_guard_schema (version BIGINT NOT NULL);   -- one row: 1
@@ -141,10 +171,12 @@
 //!
 //! A database migrated by a newer offset-guard gives
 //! [`ProgressError::SchemaTooNew`]; a table of one of these names that is not
-//! the store's (other columns or column types, no version row) gives
-//! [`ProgressError::ForeignSchema`]; nothing is changed then.
+//! the store's (other columns or column types, no version row), or a
+//! function `offset_guard_mark_v1` with other arguments or another body,
+//! gives [`ProgressError::ForeignSchema`]; nothing is changed then.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, SystemTime};
 
 use tokio_postgres::error::SqlState;
@@ -170,34 +202,154 @@ pub const MAX_KEY_BYTES: usize = 2048;
 /// The schema version [`migrate`] creates, stored in `offset_guard_schema`.
 pub const SCHEMA_VERSION: i64 = 1;
 
-/// The one migration: version 1. Also in the [module docs](self#schema).
+/// The one migration: version 1, the version table and its row, then the
+/// store's other objects ([`TABLES_1`], [`INDEX_1`], [`MARK_BODY`]). Also in the
+/// [module docs](self#schema).
 const MIGRATION_1: &str = "
 CREATE TABLE offset_guard_schema (
     version BIGINT NOT NULL
 );
 INSERT INTO offset_guard_schema (version) VALUES (1);
-CREATE TABLE offset_guard_progress (
+";
+
+/// Version 1's tables, each created only when missing: [`migrate`] runs it
+/// on a fresh database and to repair one of version 1 where a table was
+/// dropped (existing tables and rows are not touched).
+const TABLES_1: &str = "
+CREATE TABLE IF NOT EXISTS offset_guard_progress (
     group_id     TEXT    NOT NULL,
     topic        TEXT    NOT NULL,
     partition_id INTEGER NOT NULL,
     watermark    BIGINT,
     PRIMARY KEY (group_id, topic, partition_id)
 );
-CREATE TABLE offset_guard_done (
+CREATE TABLE IF NOT EXISTS offset_guard_done (
     group_id      TEXT    NOT NULL,
     topic         TEXT    NOT NULL,
     partition_id  INTEGER NOT NULL,
     record_offset BIGINT  NOT NULL,
     PRIMARY KEY (group_id, topic, partition_id, record_offset)
 );
-CREATE TABLE offset_guard_keys (
+CREATE TABLE IF NOT EXISTS offset_guard_keys (
     group_id     TEXT   NOT NULL,
     key          BYTEA  NOT NULL,
     processed_at BIGINT NOT NULL,
     PRIMARY KEY (group_id, key)
 );
-CREATE INDEX offset_guard_keys_age ON offset_guard_keys (group_id, processed_at);
 ";
+
+/// Version 1's index, created when missing (after the tables were checked).
+const INDEX_1: &str = "CREATE INDEX IF NOT EXISTS offset_guard_keys_age ON offset_guard_keys (group_id, processed_at)";
+
+/// The function every writing call of offsets runs: one statement, one round
+/// trip. Its name carries the schema version, and it reads the version row
+/// (a one-row table) before anything else, so a database of another version
+/// is refused by the mark itself.
+const MARK_FUNCTION: &str = "offset_guard_mark_v1";
+
+/// The arguments of [`MARK_FUNCTION`], as `pg_proc` shows them.
+const MARK_ARGUMENTS: &str = "p_group text, p_topics text[], p_partitions integer[], \
+    p_floors bigint[], p_offsets bigint[], OUT o_failed integer, OUT o_status integer, \
+    OUT o_value bigint";
+
+/// The body of [`MARK_FUNCTION`] (compared by [`check_schema`]). First the
+/// rows of all the call's partitions are locked and their watermarks read
+/// (created when missing, sorted by topic and partition, so two calls never
+/// lock in opposite orders); then, for each element `i` of the arrays, in
+/// order, `PartitionProgress::advance(floors[i])` when the floor is not
+/// NULL, then `PartitionProgress::mark_done(offsets[i])` when the offset is
+/// not NULL, on the watermarks kept in the function (done rows inserted as
+/// they come); at the end each partition whose watermark moved gets one
+/// update and one delete of the rows below it.
+/// Answers `o_status` 0 (all done), 1 (element `o_failed` was done already,
+/// `o_value` the watermark; the elements after it are not run), 2 (schema
+/// version `o_value`) or 3 (`o_value` version rows).
+const MARK_BODY: &str = r#"
+DECLARE
+    v_version BIGINT;
+    v_rows    BIGINT;
+    v_key     RECORD;
+    v_i       INTEGER;
+    v_j       INTEGER;
+    v_t       TEXT;
+    v_p       INTEGER;
+    v_o       BIGINT;
+    v_w       BIGINT;
+    v_n       BIGINT;
+    v_kt      TEXT[]    := '{}';
+    v_kp      INTEGER[] := '{}';
+    v_kw      BIGINT[]  := '{}';
+    v_km      BOOLEAN[] := '{}';
+BEGIN
+    o_status := 0;
+    SELECT max(version), count(*) INTO v_version, v_rows FROM offset_guard_schema;
+    IF v_rows <> 1 THEN
+        o_status := 3; o_value := v_rows; RETURN;
+    ELSIF v_version <> 1 THEN
+        o_status := 2; o_value := v_version; RETURN;
+    END IF;
+    FOR v_key IN SELECT DISTINCT u.t, u.p FROM unnest(p_topics, p_partitions) AS u(t, p)
+                 ORDER BY 1, 2 LOOP
+        SELECT watermark INTO v_w FROM offset_guard_progress
+        WHERE group_id = p_group AND topic = v_key.t AND partition_id = v_key.p FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO offset_guard_progress (group_id, topic, partition_id, watermark)
+            VALUES (p_group, v_key.t, v_key.p, NULL) ON CONFLICT DO NOTHING;
+            SELECT watermark INTO v_w FROM offset_guard_progress
+            WHERE group_id = p_group AND topic = v_key.t AND partition_id = v_key.p FOR UPDATE;
+        END IF;
+        v_kt := array_append(v_kt, v_key.t::TEXT);
+        v_kp := array_append(v_kp, v_key.p::INTEGER);
+        v_kw := array_append(v_kw, v_w);
+        v_km := array_append(v_km, false);
+    END LOOP;
+    FOR v_i IN 1 .. coalesce(array_length(p_topics, 1), 0) LOOP
+        v_t := p_topics[v_i]; v_p := p_partitions[v_i]; v_o := p_offsets[v_i];
+        v_j := 1;
+        WHILE v_kt[v_j] <> v_t OR v_kp[v_j] <> v_p LOOP
+            v_j := v_j + 1;
+        END LOOP;
+        v_w := v_kw[v_j];
+        IF p_floors[v_i] IS NOT NULL AND (v_w IS NULL OR p_floors[v_i] > v_w) THEN
+            v_w := p_floors[v_i]; v_km[v_j] := true;
+            WHILE EXISTS (SELECT 1 FROM offset_guard_done
+                          WHERE group_id = p_group AND topic = v_t AND partition_id = v_p
+                            AND record_offset = v_w) LOOP
+                v_w := v_w + 1;
+            END LOOP;
+        END IF;
+        IF v_o IS NULL THEN
+            NULL;
+        ELSIF v_w IS NOT NULL AND v_o < v_w THEN
+            o_failed := v_i; o_status := 1; o_value := v_w; RETURN;
+        ELSIF v_w IS NOT NULL AND v_o = v_w THEN
+            v_w := v_o + 1; v_km[v_j] := true;
+            WHILE EXISTS (SELECT 1 FROM offset_guard_done
+                          WHERE group_id = p_group AND topic = v_t AND partition_id = v_p
+                            AND record_offset = v_w) LOOP
+                v_w := v_w + 1;
+            END LOOP;
+        ELSE
+            INSERT INTO offset_guard_done (group_id, topic, partition_id, record_offset)
+            VALUES (p_group, v_t, v_p, v_o) ON CONFLICT DO NOTHING;
+            GET DIAGNOSTICS v_n = ROW_COUNT;
+            IF v_n = 0 THEN
+                o_failed := v_i; o_status := 1; o_value := v_w; RETURN;
+            END IF;
+        END IF;
+        v_kw[v_j] := v_w;
+    END LOOP;
+    FOR v_j IN 1 .. coalesce(array_length(v_kt, 1), 0) LOOP
+        IF v_km[v_j] THEN
+            UPDATE offset_guard_progress SET watermark = v_kw[v_j]
+            WHERE group_id = p_group AND topic = v_kt[v_j] AND partition_id = v_kp[v_j];
+            DELETE FROM offset_guard_done
+            WHERE group_id = p_group AND topic = v_kt[v_j] AND partition_id = v_kp[v_j]
+              AND record_offset < v_kw[v_j];
+        END IF;
+    END LOOP;
+END
+"#;
 
 /// The store's one index (created by [`MIGRATION_1`]).
 const KEYS_INDEX: &str = "offset_guard_keys_age";
@@ -241,7 +393,9 @@ const TABLES: [(&str, Columns); 4] = [
 
 fn db(action: &'static str) -> impl Fn(tokio_postgres::Error) -> ProgressError {
     move |e| {
-        if e.code() == Some(&SqlState::UNDEFINED_TABLE) {
+        if e.code() == Some(&SqlState::UNDEFINED_TABLE)
+            || e.code() == Some(&SqlState::UNDEFINED_FUNCTION)
+        {
             ProgressError::NotMigrated {
                 detail: e.to_string(),
             }
@@ -283,19 +437,23 @@ fn coords<'a>(
     ]
 }
 
-/// Creates the store's tables if they do not exist (schema version
-/// [`SCHEMA_VERSION`]), then checks them, in a transaction of its own (a
-/// savepoint when `client` is a transaction: then it is part of yours, and
-/// you commit it). Safe to call at every start, also from several processes
-/// at once (they wait for each other on a transaction-level advisory lock);
-/// it never touches tables of other names.
+/// Creates the store's tables, index and function if they do not exist
+/// (schema version [`SCHEMA_VERSION`]), then checks them, in a transaction of
+/// its own (a savepoint when `client` is a transaction: then it is part of
+/// yours, and you commit it). Safe to call at every start, also from several
+/// processes at once (they wait for each other on a transaction-level
+/// advisory lock); it never touches tables of other names. On a database of
+/// version 1 where one of the store's objects was dropped (a table, the
+/// index, the function), it creates what is missing and leaves the other
+/// tables and their rows as they are.
 ///
 /// # Errors
 ///
 /// [`ProgressError::SchemaTooNew`] when a newer offset-guard migrated the
-/// database, [`ProgressError::ForeignSchema`] when a table or index of one of
-/// the store's names is not the store's, [`ProgressError::Database`] when a
-/// statement fails. Nothing is changed then.
+/// database, [`ProgressError::ForeignSchema`] when a table, index or
+/// function of one of the store's names is not the store's,
+/// [`ProgressError::Database`] when a statement fails. Nothing is changed
+/// then.
 pub async fn migrate(client: &mut impl GenericClient) -> Result<(), ProgressError> {
     let tx = client.transaction().await.map_err(db("begin migration"))?;
     tx.query_typed(
@@ -316,7 +474,10 @@ pub async fn migrate(client: &mut impl GenericClient) -> Result<(), ProgressErro
         .iter()
         .map(|r| r.get(0))
         .collect();
-    if !existing.iter().any(|t| t == "offset_guard_schema") {
+    if existing.iter().any(|t| t == "offset_guard_schema") {
+        // The version first: a newer or foreign schema is not repaired.
+        check_version_row(&tx).await?;
+    } else {
         // Only the store's own names block it: a user's `offset_guard_audit`
         // is another name, left alone.
         if let Some(t) = existing
@@ -332,23 +493,77 @@ pub async fn migrate(client: &mut impl GenericClient) -> Result<(), ProgressErro
             .await
             .map_err(db("create tables"))?;
     }
+    tx.batch_execute(TABLES_1)
+        .await
+        .map_err(db("create tables"))?;
+    check_tables(&tx).await?;
+    tx.batch_execute(INDEX_1)
+        .await
+        .map_err(db("create index"))?;
+    if mark_function(&tx).await?.is_none() {
+        tx.batch_execute(&format!(
+            "CREATE FUNCTION {MARK_FUNCTION}({MARK_ARGUMENTS}) LANGUAGE plpgsql AS $${MARK_BODY}$$"
+        ))
+        .await
+        .map_err(db("create function"))?;
+    }
     check_schema(&tx).await?;
     tx.commit().await.map_err(db("commit migration"))
 }
 
-/// Checks that the store's tables exist in the current schema in the version
-/// this build knows, with the expected columns and column types. [`migrate`]
+/// Checks that the store's tables, index and function exist in the current
+/// schema in the version this build knows, with the expected columns and
+/// column types (and the function with its arguments and body). [`migrate`]
 /// ends with it.
 ///
 /// # Errors
 ///
-/// [`ProgressError::NotMigrated`] when the tables are missing,
-/// [`ProgressError::SchemaTooNew`] (checked before the other tables'
-/// columns: a newer version may have changed them),
+/// [`ProgressError::NotMigrated`] when a table, the index or the function
+/// is missing, [`ProgressError::SchemaTooNew`] (checked before the other
+/// tables' columns: a newer version may have changed them),
 /// [`ProgressError::ForeignSchema`] as for [`migrate`],
 /// [`ProgressError::Database`].
 pub async fn check_schema(client: &impl GenericClient) -> Result<(), ProgressError> {
-    let [(schema, columns), rest @ ..] = &TABLES;
+    check_tables(client).await?;
+    let index = KEYS_INDEX.to_string();
+    let indexes = client
+        .query_typed(
+            "SELECT 1 FROM pg_class
+             WHERE relname = $1 AND relnamespace = current_schema()::regnamespace
+               AND relkind = 'i'",
+            &[(&index, Type::TEXT)],
+        )
+        .await
+        .map_err(db("read index"))?;
+    if indexes.is_empty() {
+        return Err(ProgressError::NotMigrated {
+            detail: format!("no index {KEYS_INDEX}"),
+        });
+    }
+    match mark_function(client).await? {
+        None => Err(ProgressError::NotMigrated {
+            detail: format!("no function {MARK_FUNCTION}"),
+        }),
+        Some((args, body)) if args == MARK_ARGUMENTS && body == MARK_BODY => Ok(()),
+        Some((args, _)) => Err(ProgressError::ForeignSchema {
+            table: MARK_FUNCTION.into(),
+            detail: format!("arguments ({args}) or body differ from this build's"),
+        }),
+    }
+}
+
+/// The version table, its version row, then the other tables' columns.
+async fn check_tables(client: &impl GenericClient) -> Result<(), ProgressError> {
+    check_version_row(client).await?;
+    for (table, expected) in &TABLES[1..] {
+        check_table(client, table, expected).await?;
+    }
+    Ok(())
+}
+
+/// The version table's columns and its one row, against [`SCHEMA_VERSION`].
+async fn check_version_row(client: &impl GenericClient) -> Result<(), ProgressError> {
+    let (schema, columns) = TABLES[0];
     check_table(client, schema, columns).await?;
     let versions: Vec<i64> = client
         .query_typed("SELECT version FROM offset_guard_schema", &[])
@@ -357,11 +572,25 @@ pub async fn check_schema(client: &impl GenericClient) -> Result<(), ProgressErr
         .iter()
         .map(|r| r.get(0))
         .collect();
-    check_version("offset_guard_schema", &versions, SCHEMA_VERSION)?;
-    for (table, expected) in rest {
-        check_table(client, table, expected).await?;
-    }
-    Ok(())
+    check_version("offset_guard_schema", &versions, SCHEMA_VERSION)
+}
+
+/// The mark function's arguments and body, if it exists in the current
+/// schema (several of that name: the first).
+async fn mark_function(
+    client: &impl GenericClient,
+) -> Result<Option<(String, String)>, ProgressError> {
+    let name = MARK_FUNCTION.to_string();
+    let row = client
+        .query_typed(
+            "SELECT pg_get_function_arguments(oid), prosrc FROM pg_proc
+             WHERE proname = $1 AND pronamespace = current_schema()::regnamespace
+             ORDER BY oid LIMIT 1",
+            &[(&name, Type::TEXT)],
+        )
+        .await
+        .map_err(db("read function"))?;
+    Ok(row.first().map(|r| (r.get(0), r.get(1))))
 }
 
 async fn check_table(
@@ -405,91 +634,71 @@ async fn check_table(
     Ok(())
 }
 
-/// Locks the partition's progress row (created, not started, when missing)
-/// until the transaction ends, and returns its watermark.
-async fn lock_watermark(
-    tx: &Transaction<'_>,
-    group: &String,
-    topic: &String,
-    partition: &i32,
-) -> Result<Option<i64>, ProgressError> {
-    const SELECT: &str = "SELECT watermark FROM offset_guard_progress
-         WHERE group_id = $1 AND topic = $2 AND partition_id = $3 FOR UPDATE";
-    let params = coords(group, topic, partition);
-    if let Some(row) = tx
-        .query_typed_opt(SELECT, &params)
-        .await
-        .map_err(db("lock watermark"))?
-    {
-        return Ok(row.get(0));
-    }
-    // Two first marks at once: the second insert waits for the first
-    // transaction and then does nothing; the lock below then waits too.
-    tx.execute_typed(
-        "INSERT INTO offset_guard_progress (group_id, topic, partition_id, watermark)
-         VALUES ($1, $2, $3, NULL) ON CONFLICT DO NOTHING",
-        &params,
-    )
-    .await
-    .map_err(db("create progress row"))?;
-    let row = tx
-        .query_typed_one(SELECT, &params)
-        .await
-        .map_err(db("lock watermark"))?;
-    Ok(row.get(0))
+/// What one call of [`MARK_FUNCTION`] runs: per element a topic, a
+/// partition, a floor to advance to and an offset to mark (either may be
+/// absent).
+#[derive(Default)]
+struct Marks<'a> {
+    topics: Vec<&'a str>,
+    partitions: Vec<i32>,
+    floors: Vec<Option<i64>>,
+    offsets: Vec<Option<i64>>,
 }
 
-/// The done rows from `from` up, while contiguous.
-async fn done_run(
-    client: &impl GenericClient,
-    (group, topic, partition): (&String, &String, &i32),
-    from: i64,
-) -> Result<Vec<i64>, ProgressError> {
-    let [g, t, p] = coords(group, topic, partition);
-    let rows = client
-        .query_typed(
-            "SELECT record_offset FROM offset_guard_done
-             WHERE group_id = $1 AND topic = $2 AND partition_id = $3 AND record_offset >= $4
-             ORDER BY record_offset",
-            &[g, t, p, (&from, Type::INT8)],
+impl<'a> Marks<'a> {
+    fn push(&mut self, topic: &'a str, partition: i32, floor: Option<i64>, offset: Option<i64>) {
+        self.topics.push(topic);
+        self.partitions.push(partition);
+        self.floors.push(floor);
+        self.offsets.push(offset);
+    }
+}
+
+/// Runs `marks` in one statement (one round trip) and maps the function's
+/// answer to the same errors as the model's refusals.
+async fn run_marks(
+    tx: &Transaction<'_>,
+    group: &str,
+    marks: &Marks<'_>,
+) -> Result<(), ProgressError> {
+    let group = group.to_string();
+    let row = tx
+        .query_typed_one(
+            "SELECT o_failed, o_status, o_value FROM offset_guard_mark_v1($1, $2, $3, $4, $5)",
+            &[
+                (&group, Type::TEXT),
+                (&marks.topics, Type::TEXT_ARRAY),
+                (&marks.partitions, Type::INT4_ARRAY),
+                (&marks.floors, Type::INT8_ARRAY),
+                (&marks.offsets, Type::INT8_ARRAY),
+            ],
         )
         .await
-        .map_err(db("read done rows"))?;
-    let mut run = Vec::new();
-    for row in rows {
-        let o: i64 = row.get(0);
-        if o != from + run.len() as i64 {
-            break;
-        }
-        run.push(o);
+        .map_err(db("mark"))?;
+    let (failed, status, value): (Option<i32>, i32, Option<i64>) =
+        (row.get(0), row.get(1), row.get(2));
+    match (status, failed.and_then(|i| usize::try_from(i - 1).ok())) {
+        (0, _) => Ok(()),
+        (1, Some(i)) if i < marks.topics.len() => Err(already_done(
+            marks.topics[i],
+            marks.partitions[i],
+            marks.offsets[i].unwrap_or_default(),
+            value,
+        )),
+        (2, _) => check_version(
+            "offset_guard_schema",
+            &[value.unwrap_or_default()],
+            SCHEMA_VERSION,
+        ),
+        (3, _) => Err(ProgressError::ForeignSchema {
+            table: "offset_guard_schema".into(),
+            detail: format!("{} version rows, expected 1", value.unwrap_or_default()),
+        }),
+        _ => Err(ProgressError::ForeignSchema {
+            table: MARK_FUNCTION.into(),
+            detail: format!("unexpected answer: status {status}, element {failed:?}"),
+        }),
     }
-    Ok(run)
-}
-
-/// Writes the new watermark (the row is locked) and deletes the done rows
-/// below it.
-async fn store_watermark(
-    tx: &Transaction<'_>,
-    (group, topic, partition): (&String, &String, &i32),
-    watermark: i64,
-) -> Result<(), ProgressError> {
-    let [g, t, p] = coords(group, topic, partition);
-    let params = [g, t, p, (&watermark, Type::INT8)];
-    tx.execute_typed(
-        "UPDATE offset_guard_progress SET watermark = $4
-         WHERE group_id = $1 AND topic = $2 AND partition_id = $3",
-        &params,
-    )
-    .await
-    .map_err(db("write watermark"))?;
-    tx.execute_typed(
-        "DELETE FROM offset_guard_done
-         WHERE group_id = $1 AND topic = $2 AND partition_id = $3 AND record_offset < $4",
-        &params,
-    )
-    .await
-    .map_err(db("delete folded done rows"))?;
-    Ok(())
 }
 
 /// Marks the record `topic[partition]@offset` done, inside your transaction.
@@ -498,10 +707,10 @@ async fn store_watermark(
 /// transaction. Locks the partition's progress row until your transaction
 /// ends (see [Concurrency](self#concurrency-locks-and-isolation-level)).
 ///
-/// Cost: two round trips (lock and read the watermark, insert), plus one the
-/// first time a partition is marked; when the record is the one at the
-/// watermark, a read of the done rows right after it, one update and one
-/// delete instead of the insert.
+/// Cost: one statement, one round trip (the store's function
+/// `offset_guard_mark_v1` locks or creates the partition's row, inserts the
+/// done row or folds the watermark and deletes the rows it folded, on the
+/// server).
 ///
 /// # Errors
 ///
@@ -509,7 +718,9 @@ async fn store_watermark(
 /// by an earlier transaction, or earlier in this one): roll back.
 /// [`ProgressError::InvalidArgument`] (also for a negative offset, and for
 /// `i64::MAX`, whose watermark would not fit), [`ProgressError::NotMigrated`],
-/// [`ProgressError::Database`] (see [`is_retryable`]).
+/// [`ProgressError::SchemaTooNew`] / [`ProgressError::ForeignSchema`] when
+/// the version row is not version 1, [`ProgressError::Database`] (see
+/// [`is_retryable`]).
 pub async fn mark_done(
     tx: &Transaction<'_>,
     group: &str,
@@ -528,37 +739,9 @@ pub async fn mark_done(
             None,
         ));
     }
-    let (g, t) = (group.to_string(), topic.to_string());
-    let key = (&g, &t, &partition);
-    let watermark = lock_watermark(tx, &g, &t, &partition).await?;
-    // Only the run right after the watermark matters for folding; a done
-    // row elsewhere is caught by the insert's primary key.
-    let run = match watermark {
-        Some(w) if offset == w => done_run(tx, key, w + 1).await?,
-        _ => Vec::new(),
-    };
-    let mut progress = PartitionProgress::from_parts(watermark, run);
-    let change = progress
-        .mark_done(offset)
-        .map_err(|r| refused(r, topic, partition, offset, watermark))?;
-    if let Some(o) = change.insert {
-        let [gp, tp, pp] = coords(&g, &t, &partition);
-        let inserted = tx
-            .execute_typed(
-                "INSERT INTO offset_guard_done (group_id, topic, partition_id, record_offset)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                &[gp, tp, pp, (&o, Type::INT8)],
-            )
-            .await
-            .map_err(db("insert done row"))?;
-        if inserted == 0 {
-            return Err(already_done(topic, partition, offset, watermark));
-        }
-    }
-    if let Some(w) = change.watermark {
-        store_watermark(tx, key, w).await?;
-    }
-    Ok(())
+    let mut marks = Marks::default();
+    marks.push(topic, partition, None, Some(offset));
+    run_marks(tx, group, &marks).await
 }
 
 /// Starts or moves up a partition's watermark, inside your transaction: every
@@ -567,13 +750,15 @@ pub async fn mark_done(
 /// the partition at, and with any point below which every record you received
 /// is done. Done rows below the new watermark are deleted. A floor at or
 /// below the stored watermark changes nothing (but the partition's row is
-/// locked all the same, until your transaction ends).
+/// locked all the same, until your transaction ends). One statement, one
+/// round trip.
 ///
 /// # Errors
 ///
 /// [`ProgressError::InvalidArgument`] (also for a negative floor),
-/// [`ProgressError::NotMigrated`], [`ProgressError::Database`] (see
-/// [`is_retryable`]).
+/// [`ProgressError::NotMigrated`], [`ProgressError::SchemaTooNew`] /
+/// [`ProgressError::ForeignSchema`] (version row),
+/// [`ProgressError::Database`] (see [`is_retryable`]).
 pub async fn advance(
     tx: &Transaction<'_>,
     group: &str,
@@ -583,18 +768,9 @@ pub async fn advance(
 ) -> Result<(), ProgressError> {
     check_coordinates(group, topic, partition)?;
     check_floor(floor)?;
-    let (g, t) = (group.to_string(), topic.to_string());
-    let key = (&g, &t, &partition);
-    let watermark = lock_watermark(tx, &g, &t, &partition).await?;
-    if watermark.is_some_and(|w| floor <= w) {
-        return Ok(());
-    }
-    let run = done_run(tx, key, floor).await?;
-    let mut progress = PartitionProgress::from_parts(watermark, run);
-    if let Some(w) = progress.advance(floor).watermark {
-        store_watermark(tx, key, w).await?;
-    }
-    Ok(())
+    let mut marks = Marks::default();
+    marks.push(topic, partition, Some(floor), None);
+    run_marks(tx, group, &marks).await
 }
 
 /// [`mark_done`] for a record tracked by the own-loop front-end
@@ -603,7 +779,8 @@ pub async fn advance(
 /// watermark up to the token's floor (every record the consumer received of
 /// the partition below it is acked, so, with acks after commits, done or no
 /// record), which starts a partition's progress and steps over offset gaps.
-/// Ack the token after the transaction committed, never before.
+/// Ack the token after the transaction committed, never before. One
+/// statement, one round trip (the advance, then the mark).
 ///
 /// # Errors
 ///
@@ -614,9 +791,52 @@ pub async fn mark_token(
     group: &str,
     token: &crate::AckToken,
 ) -> Result<(), ProgressError> {
-    let (topic, partition) = (token.topic(), token.partition());
-    advance(tx, group, topic, partition, token.progress_floor()).await?;
-    mark_done(tx, group, topic, partition, token.offset()).await
+    mark_tokens(tx, group, std::slice::from_ref(token)).await
+}
+
+/// [`mark_token`] for many tokens, in one statement (one round trip, the
+/// tokens as arrays): for a transaction that applies a batch of records.
+/// The tokens are marked in the order given (each token's advance, then its
+/// mark, with the same outcome as [`mark_token`] one after the other); the
+/// rows of all their partitions are locked first, in one order (by topic,
+/// then partition), so two such calls never lock in opposite orders; each
+/// partition's watermark is written once per call. An empty slice does
+/// nothing (no statement).
+///
+/// # Errors
+///
+/// As [`mark_token`], for the first token that fails (an
+/// [`ProgressError::AlreadyDone`] names its topic, partition and offset; an
+/// [`ProgressError::InvalidArgument`] is found before any statement). The
+/// tokens before it are marked in your transaction and the ones after it are
+/// not: roll the whole transaction back on any error, then ack the token
+/// found done and process the others again.
+pub async fn mark_tokens(
+    tx: &Transaction<'_>,
+    group: &str,
+    tokens: &[crate::AckToken],
+) -> Result<(), ProgressError> {
+    let mut marks = Marks::default();
+    for token in tokens {
+        let (topic, partition, offset) = (token.topic(), token.partition(), token.offset());
+        check_coordinates(group, topic, partition)?;
+        check_floor(token.progress_floor())?;
+        check_mark_offset(offset)?;
+        if offset < 0 {
+            return Err(refused(
+                super::MarkRefused::Negative,
+                topic,
+                partition,
+                offset,
+                None,
+            ));
+        }
+        marks.push(topic, partition, Some(token.progress_floor()), Some(offset));
+    }
+    if marks.topics.is_empty() {
+        return Ok(());
+    }
+    run_marks(tx, group, &marks).await
 }
 
 /// [`mark_token`] with idempotency by business key, as
@@ -682,6 +902,8 @@ pub async fn mark_token_with_key_at(
 ///
 /// [`ProgressError::Damaged`] when the rows contradict themselves (negative
 /// watermark or offset, a done row below the watermark),
+/// [`ProgressError::SchemaTooNew`] / [`ProgressError::ForeignSchema`] when
+/// the version row is not this build's (read in the same statement),
 /// [`ProgressError::InvalidArgument`], [`ProgressError::NotMigrated`],
 /// [`ProgressError::Database`].
 pub async fn load(
@@ -693,7 +915,8 @@ pub async fn load(
     check_coordinates(group, topic, partition)?;
     let (g, t) = (group.to_string(), topic.to_string());
     let params = coords(&g, &t, &partition);
-    // One statement, one snapshot: the watermark and the done rows agree.
+    // One statement, one snapshot: the watermark and the done rows agree,
+    // and the schema version is checked in the same round trip.
     let rows = client
         .query_typed(
             "SELECT 0 AS kind, watermark FROM offset_guard_progress
@@ -701,22 +924,24 @@ pub async fn load(
              UNION ALL
              SELECT 1, record_offset FROM offset_guard_done
              WHERE group_id = $1 AND topic = $2 AND partition_id = $3
+             UNION ALL
+             SELECT 2, version FROM offset_guard_schema
              ORDER BY 1, 2",
             &params,
         )
         .await
         .map_err(db("read progress"))?;
-    let mut watermark = None;
-    let mut done = Vec::new();
+    let (mut watermark, mut done, mut versions) = (None, Vec::new(), Vec::new());
     for row in rows {
         let kind: i32 = row.get(0);
         let value: Option<i64> = row.get(1);
         match (kind, value) {
             (0, w) => watermark = w,
-            (_, Some(o)) => done.push(o),
-            (_, None) => {}
+            (1, Some(o)) => done.push(o),
+            (_, v) => versions.push(v.unwrap_or(i64::MIN)),
         }
     }
+    check_version("offset_guard_schema", &versions, SCHEMA_VERSION)?;
     loaded(topic, partition, watermark, done)
 }
 
@@ -792,7 +1017,20 @@ struct Request {
     group: String,
     topic: String,
     partition: i32,
+    /// The request's number (from 1, in the order sent).
+    seq: u64,
     reply: mpsc::SyncSender<Reply>,
+}
+
+/// How far the loader thread is: the number of the last request it answered,
+/// and of the last one whose caller gave up waiting (0: none). While the
+/// latter is ahead, the thread is still busy with a load nobody waits for.
+#[derive(Debug, Default)]
+struct Progress {
+    answered: AtomicU64,
+    timed_out: AtomicU64,
+    /// What the timed-out request loaded, for the error.
+    pending: Mutex<String>,
 }
 
 /// A synchronous [`load`] for the guard's
@@ -805,12 +1043,21 @@ struct Request {
 /// See [The loader](self#the-loader).
 #[derive(Debug)]
 pub struct Loader {
-    requests: mpsc::Sender<Request>,
+    /// The channel to the thread and the next request's number, together:
+    /// requests are numbered in the order the thread receives them.
+    requests: Mutex<(mpsc::Sender<Request>, u64)>,
+    progress: Arc<Progress>,
     timeout: Duration,
 }
 
 /// The default of [`Loader::timeout`]: 10 seconds.
 pub const LOADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A lock whose holder panicked is still usable: the data are a counter
+/// and a text.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn loader_gone(action: &'static str, why: &str) -> ProgressError {
     ProgressError::Database {
@@ -856,16 +1103,19 @@ impl Loader {
     {
         let (requests, incoming) = mpsc::channel::<Request>();
         let (ready_tx, ready) = mpsc::sync_channel::<Result<(), ProgressError>>(1);
+        let progress = Arc::new(Progress::default());
+        let answered = Arc::clone(&progress);
         std::thread::Builder::new()
             .name("offset-guard-pg-loader".into())
-            .spawn(move || serve(config, tls, incoming, ready_tx))
+            .spawn(move || serve(config, tls, incoming, ready_tx, &answered))
             .map_err(|e| ProgressError::Database {
                 action: "start the loader thread",
                 source: Box::new(e),
             })?;
         match ready.recv_timeout(LOADER_TIMEOUT) {
             Ok(Ok(())) => Ok(Loader {
-                requests,
+                requests: Mutex::new((requests, 1)),
+                progress,
                 timeout: LOADER_TIMEOUT,
             }),
             Ok(Err(e)) => Err(e),
@@ -877,7 +1127,10 @@ impl Loader {
     }
 
     /// How long [`load`](Self::load) waits for its answer before it returns
-    /// an error (the load itself goes on, and the next call waits behind it).
+    /// an error. The load itself goes on: until the loader thread answered it,
+    /// the next loads fail at once with [`ProgressError::LoaderStalled`]
+    /// instead of each waiting the timeout behind it (an assign of 64
+    /// partitions against a database that hangs costs one timeout, not 64).
     /// Default: [`LOADER_TIMEOUT`] (10 s). Keep it below the group's
     /// rebalance timeout: the loader runs inside the rebalance callback.
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -891,29 +1144,56 @@ impl Loader {
     ///
     /// As [`load`]; [`ProgressError::Database`] when no answer came within
     /// the [timeout](Self::timeout), or the connection could not be opened
-    /// again.
+    /// again; [`ProgressError::LoaderStalled`], at once, while an earlier
+    /// load that timed out is still unanswered.
     pub fn load(
         &self,
         group: &str,
         topic: &str,
         partition: i32,
     ) -> Result<PartitionProgress, ProgressError> {
+        let progress = &self.progress;
+        if progress.timed_out.load(Ordering::Acquire) > progress.answered.load(Ordering::Acquire) {
+            return Err(ProgressError::LoaderStalled {
+                pending: lock(&progress.pending).clone(),
+                timeout: self.timeout,
+            });
+        }
         let (reply, answer) = mpsc::sync_channel(1);
-        let request = Request {
-            group: group.into(),
-            topic: topic.into(),
-            partition,
-            reply,
+        let seq = {
+            let mut requests = lock(&self.requests);
+            let seq = requests.1;
+            requests.1 += 1;
+            let request = Request {
+                group: group.into(),
+                topic: topic.into(),
+                partition,
+                seq,
+                reply,
+            };
+            requests
+                .0
+                .send(request)
+                .map_err(|_| loader_gone("load", "the loader thread ended"))?;
+            seq
         };
-        self.requests
-            .send(request)
-            .map_err(|_| loader_gone("load", "the loader thread ended"))?;
         match answer.recv_timeout(self.timeout) {
             Ok(result) => result,
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(loader_gone(
-                "load",
-                &format!("no answer within {:?}", self.timeout),
-            )),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                *lock(&progress.pending) = format!("{topic}[{partition}] of group {group}");
+                progress.timed_out.fetch_max(seq, Ordering::AcqRel);
+                tracing::warn!(
+                    topic,
+                    partition,
+                    timeout = ?self.timeout,
+                    "progress loader: no answer within the timeout; later loads fail at once \
+                     until it answers"
+                );
+                Err(loader_gone(
+                    "load",
+                    &format!("no answer within {:?}", self.timeout),
+                ))
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 Err(loader_gone("load", "the loader thread ended"))
             }
@@ -928,6 +1208,7 @@ fn serve<T>(
     tls: T,
     incoming: mpsc::Receiver<Request>,
     ready: mpsc::SyncSender<Result<(), ProgressError>>,
+    progress: &Progress,
 ) where
     T: MakeTlsConnect<Socket> + Clone + Send + 'static,
     T::Stream: Send + 'static,
@@ -986,6 +1267,7 @@ fn serve<T>(
                 run(&client)
             });
         }
+        progress.answered.fetch_max(req.seq, Ordering::AcqRel);
         let _ = req.reply.send(result);
     }
 }

@@ -13,12 +13,11 @@ pub(crate) fn check_coordinates(
     partition: i32,
 ) -> Result<(), ProgressError> {
     let invalid = |name, value: String| Err(ProgressError::InvalidArgument { name, value });
-    if group.is_empty() {
-        return invalid("group", group.into());
-    }
+    check_group(group)?;
     if topic.is_empty() {
         return invalid("topic", topic.into());
     }
+    check_no_nul("topic", topic)?;
     if partition < 0 {
         return invalid("partition", partition.to_string());
     }
@@ -52,6 +51,18 @@ pub(crate) fn check_group(group: &str) -> Result<(), ProgressError> {
         return Err(ProgressError::InvalidArgument {
             name: "group",
             value: String::new(),
+        });
+    }
+    check_no_nul("group", group)
+}
+
+/// A group or topic with a NUL byte is refused in both stores: PostgreSQL's
+/// `TEXT` cannot hold one (and Kafka names never do).
+fn check_no_nul(name: &'static str, value: &str) -> Result<(), ProgressError> {
+    if let Some(at) = value.find('\0') {
+        return Err(ProgressError::InvalidArgument {
+            name,
+            value: format!("contains a NUL byte (at byte {at})"),
         });
     }
     Ok(())

@@ -16,6 +16,13 @@
 //! documentation, "BEGIN TRANSACTION"). Pass the consumer's own `group.id`
 //! (`GuardHandle::group_id`) as `group`: progress is kept per group.
 //!
+//! What is checked where: [`migrate`] and [`check_schema`] check the version
+//! row, every table's columns and the index; [`load`] (once per partition
+//! per assign) checks the version row; the writing calls check nothing of
+//! the schema (a missing table gives [`ProgressError::NotMigrated`]).
+//! [`migrate`] creates a dropped table or index of version 1 again, leaving
+//! the other tables' rows as they are.
+//!
 //! # Example
 //!
 //! ```
@@ -66,34 +73,43 @@ use super::shared::{
 /// The schema version [`migrate`] creates, stored in `offset_guard_schema`.
 pub const SCHEMA_VERSION: i64 = 1;
 
-/// The one migration: version 1. Also in the [module docs](super#schema).
+/// The one migration: version 1, the version table and its row, then
+/// [`TABLES_1`] and [`INDEX_1`]. Also in the [module docs](super#schema).
 const MIGRATION_1: &str = "
 CREATE TABLE offset_guard_schema (
     version INTEGER NOT NULL
 );
 INSERT INTO offset_guard_schema (version) VALUES (1);
-CREATE TABLE offset_guard_progress (
+";
+
+/// Version 1's tables, each created only when missing: [`migrate`] runs it
+/// on a fresh database and to repair one of version 1 where a table was
+/// dropped (existing tables and rows are not touched).
+const TABLES_1: &str = "
+CREATE TABLE IF NOT EXISTS offset_guard_progress (
     group_id     TEXT    NOT NULL,
     topic        TEXT    NOT NULL,
     partition_id INTEGER NOT NULL,
     watermark    INTEGER,
     PRIMARY KEY (group_id, topic, partition_id)
 ) WITHOUT ROWID;
-CREATE TABLE offset_guard_done (
+CREATE TABLE IF NOT EXISTS offset_guard_done (
     group_id      TEXT    NOT NULL,
     topic         TEXT    NOT NULL,
     partition_id  INTEGER NOT NULL,
     record_offset INTEGER NOT NULL,
     PRIMARY KEY (group_id, topic, partition_id, record_offset)
 ) WITHOUT ROWID;
-CREATE TABLE offset_guard_keys (
+CREATE TABLE IF NOT EXISTS offset_guard_keys (
     group_id     TEXT    NOT NULL,
     key          BLOB    NOT NULL,
     processed_at INTEGER NOT NULL,
     PRIMARY KEY (group_id, key)
 ) WITHOUT ROWID;
-CREATE INDEX offset_guard_keys_age ON offset_guard_keys (group_id, processed_at);
 ";
+
+/// Version 1's index, created when missing (after the tables were checked).
+const INDEX_1: &str = "CREATE INDEX IF NOT EXISTS offset_guard_keys_age ON offset_guard_keys (group_id, processed_at)";
 
 /// The store's one index (created by [`MIGRATION_1`]).
 const KEYS_INDEX: &str = "offset_guard_keys_age";
@@ -161,34 +177,59 @@ fn migrate_inside(conn: &Connection) -> Result<(), ProgressError> {
             .map_err(db("list tables"))?
     };
     if existing.iter().any(|t| t == "offset_guard_schema") {
-        return check_schema(conn);
+        // The version first: a newer or foreign schema is not repaired.
+        let (schema, columns) = TABLES[0];
+        check_table(conn, schema, columns)?;
+        schema_version(conn)?;
+    } else {
+        // Only the store's own names block it: a user's `offset_guard_audit`
+        // is another name, left alone.
+        if let Some(t) = existing
+            .iter()
+            .find(|t| t.as_str() == KEYS_INDEX || TABLES.iter().any(|(n, _)| n == t))
+        {
+            return Err(ProgressError::ForeignSchema {
+                table: t.clone(),
+                detail: "exists without offset_guard_schema (not created by offset-guard)".into(),
+            });
+        }
+        conn.execute_batch(MIGRATION_1)
+            .map_err(db("create tables"))?;
     }
-    // Only the store's own names block it: a user's `offset_guard_audit` is
-    // another name, left alone.
-    if let Some(t) = existing
-        .iter()
-        .find(|t| t.as_str() == KEYS_INDEX || TABLES.iter().any(|(n, _)| n == t))
-    {
-        return Err(ProgressError::ForeignSchema {
-            table: t.clone(),
-            detail: "exists without offset_guard_schema (not created by offset-guard)".into(),
-        });
-    }
-    conn.execute_batch(MIGRATION_1)
-        .map_err(db("create tables"))?;
+    conn.execute_batch(TABLES_1).map_err(db("create tables"))?;
+    check_tables(conn)?;
+    conn.execute_batch(INDEX_1).map_err(db("create index"))?;
     check_schema(conn)
 }
 
-/// Checks that the store's tables exist in the version this build knows,
-/// with the expected columns. [`migrate`] ends with it.
+/// Checks that the store's tables and index exist in the version this build
+/// knows, with the expected columns. [`migrate`] ends with it.
 ///
 /// # Errors
 ///
-/// [`ProgressError::NotMigrated`] when the tables are missing,
+/// [`ProgressError::NotMigrated`] when a table or the index is missing,
 /// [`ProgressError::SchemaTooNew`] (checked before the other tables'
 /// columns: a newer version may have changed them),
 /// [`ProgressError::ForeignSchema`] as for [`migrate`].
 pub fn check_schema(conn: &Connection) -> Result<(), ProgressError> {
+    check_tables(conn)?;
+    let index: Option<i64> = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?1",
+            [KEYS_INDEX],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db("read index"))?;
+    if index.is_none() {
+        return Err(ProgressError::NotMigrated {
+            detail: format!("no index {KEYS_INDEX}"),
+        });
+    }
+    Ok(())
+}
+
+fn check_tables(conn: &Connection) -> Result<(), ProgressError> {
     // The version first: a newer offset-guard may have added or changed
     // columns, which is `SchemaTooNew`, not a foreign table.
     let [(schema, columns), rest @ ..] = &TABLES;
@@ -230,7 +271,7 @@ fn check_table(conn: &Connection, table: &str, expected: &[&str]) -> Result<(), 
 fn schema_version(conn: &Connection) -> Result<(), ProgressError> {
     let versions: Vec<rusqlite::types::Value> = {
         let mut stmt = conn
-            .prepare("SELECT version FROM offset_guard_schema")
+            .prepare_cached("SELECT version FROM offset_guard_schema")
             .map_err(db("read schema version"))?;
         stmt.query_map([], |r| r.get(0))
             .and_then(|rows| rows.collect())
@@ -447,6 +488,29 @@ pub fn mark_token(
     mark_done(conn, group, topic, partition, token.offset())
 }
 
+/// [`mark_token`] for many tokens, as `progress::postgres::mark_tokens`: for
+/// a transaction that applies a batch of records. The tokens are marked in
+/// the order given, each exactly as [`mark_token`] (SQLite has no round
+/// trips to save: this is that loop, for the same code with both stores).
+/// An empty slice does nothing.
+///
+/// # Errors
+///
+/// As [`mark_token`], for the first token that fails (an
+/// [`ProgressError::AlreadyDone`] names its topic, partition and offset).
+/// The tokens before it are marked in your transaction and the ones after it
+/// are not: roll the whole transaction back on any error, then ack the token
+/// found done and process the others again.
+pub fn mark_tokens(
+    conn: &Connection,
+    group: &str,
+    tokens: &[crate::AckToken],
+) -> Result<(), ProgressError> {
+    tokens
+        .iter()
+        .try_for_each(|token| mark_token(conn, group, token))
+}
+
 /// [`mark_token`] with idempotency by business key: marks the tracked record
 /// done and records its `key` (the message key, or one you extract, such as
 /// an order id), inside your transaction. Call it **first** in the
@@ -543,6 +607,8 @@ pub fn mark_token_with_key_at(
 ///
 /// [`ProgressError::Damaged`] when the rows contradict themselves (negative
 /// watermark or offset, a done row below the watermark),
+/// [`ProgressError::SchemaTooNew`] / [`ProgressError::ForeignSchema`] when
+/// the version row is not this build's (read first: one small statement),
 /// [`ProgressError::InvalidArgument`], [`ProgressError::NotMigrated`],
 /// [`ProgressError::Database`].
 pub fn load(
@@ -552,6 +618,7 @@ pub fn load(
     partition: i32,
 ) -> Result<PartitionProgress, ProgressError> {
     check_coordinates(group, topic, partition)?;
+    schema_version(conn)?;
     let watermark = read_watermark(conn, group, topic, partition)?.flatten();
     let done: Vec<i64> = conn
         .prepare_cached(
