@@ -262,8 +262,9 @@ const MARK_ARGUMENTS: &str = "p_group text, p_topics text[], p_partitions intege
 /// they come); at the end each partition whose watermark moved gets one
 /// update and one delete of the rows below it.
 /// Answers `o_status` 0 (all done), 1 (element `o_failed` was done already,
-/// `o_value` the watermark; the elements after it are not run), 2 (schema
-/// version `o_value`) or 3 (`o_value` version rows).
+/// `o_value` the watermark; the elements before it and its advance are
+/// written, as one call after the other would have, the elements after it
+/// are not run), 2 (schema version `o_value`) or 3 (`o_value` version rows).
 const MARK_BODY: &str = r#"
 DECLARE
     v_version BIGINT;
@@ -321,7 +322,7 @@ BEGIN
         IF v_o IS NULL THEN
             NULL;
         ELSIF v_w IS NOT NULL AND v_o < v_w THEN
-            o_failed := v_i; o_status := 1; o_value := v_w; RETURN;
+            o_failed := v_i; o_status := 1; o_value := v_w; v_kw[v_j] := v_w; EXIT;
         ELSIF v_w IS NOT NULL AND v_o = v_w THEN
             v_w := v_o + 1; v_km[v_j] := true;
             WHILE EXISTS (SELECT 1 FROM offset_guard_done
@@ -334,7 +335,7 @@ BEGIN
             VALUES (p_group, v_t, v_p, v_o) ON CONFLICT DO NOTHING;
             GET DIAGNOSTICS v_n = ROW_COUNT;
             IF v_n = 0 THEN
-                o_failed := v_i; o_status := 1; o_value := v_w; RETURN;
+                o_failed := v_i; o_status := 1; o_value := v_w; v_kw[v_j] := v_w; EXIT;
             END IF;
         END IF;
         v_kw[v_j] := v_w;
@@ -808,9 +809,10 @@ pub async fn mark_token(
 /// As [`mark_token`], for the first token that fails (an
 /// [`ProgressError::AlreadyDone`] names its topic, partition and offset; an
 /// [`ProgressError::InvalidArgument`] is found before any statement). The
-/// tokens before it are marked in your transaction and the ones after it are
-/// not: roll the whole transaction back on any error, then ack the token
-/// found done and process the others again.
+/// tokens before it are marked in your transaction (and the failing token's
+/// floor advanced, as [`mark_token`] does), the ones after it are not: roll
+/// the whole transaction back on any error, then ack the token found done
+/// and process the others again.
 pub async fn mark_tokens(
     tx: &Transaction<'_>,
     group: &str,
