@@ -473,21 +473,30 @@ fn migrate_repairs_a_dropped_table_or_index_and_keeps_the_rows() {
 }
 
 #[test]
-fn load_refuses_a_newer_schema_version() {
+fn load_and_marks_refuse_a_newer_schema_version() {
     let (_dir, mut conn) = db();
     start(&mut conn, 0, 5);
     conn.execute("UPDATE offset_guard_schema SET version = 2", [])
         .unwrap();
-    let err = sqlite::load(&conn, GROUP, TOPIC, 0).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ProgressError::SchemaTooNew {
-                found: 2,
-                supported: 1
-            }
-        ),
-        "{err}"
+    let too_new = |r: Result<(), ProgressError>| match r {
+        Err(ProgressError::SchemaTooNew {
+            found: 2,
+            supported: 1,
+        }) => {}
+        other => panic!("{other:?}"),
+    };
+    too_new(sqlite::load(&conn, GROUP, TOPIC, 0).map(|_| ()));
+    let tx = conn.transaction().unwrap();
+    too_new(sqlite::mark_done(&tx, GROUP, TOPIC, 0, 5));
+    too_new(sqlite::mark_done(&tx, GROUP, TOPIC, 0, 9));
+    too_new(sqlite::advance(&tx, GROUP, TOPIC, 0, 7));
+    drop(tx);
+    // Nothing written.
+    conn.execute("UPDATE offset_guard_schema SET version = 1", [])
+        .unwrap();
+    assert_eq!(
+        sqlite::load(&conn, GROUP, TOPIC, 0).unwrap().watermark(),
+        Some(5)
     );
 }
 

@@ -18,8 +18,9 @@
 //!
 //! What is checked where: [`migrate`] and [`check_schema`] check the version
 //! row, every table's columns and the index; [`load`] (once per partition
-//! per assign) checks the version row; the writing calls check nothing of
-//! the schema (a missing table gives [`ProgressError::NotMigrated`]).
+//! per assign) and the writing calls of offsets ([`mark_done`], [`advance`]
+//! and the calls made of them; one small cached statement each) check the
+//! version row; a missing table gives [`ProgressError::NotMigrated`].
 //! [`migrate`] creates a dropped table or index of version 1 again, leaving
 //! the other tables' rows as they are.
 //!
@@ -389,7 +390,9 @@ fn store_watermark(
 /// by an earlier transaction, or earlier in this one): roll back.
 /// [`ProgressError::InvalidArgument`] (also for a negative offset, and for
 /// `i64::MAX`, whose watermark would not fit), [`ProgressError::NotInTransaction`],
-/// [`ProgressError::NotMigrated`], [`ProgressError::Database`].
+/// [`ProgressError::NotMigrated`], [`ProgressError::SchemaTooNew`] /
+/// [`ProgressError::ForeignSchema`] (the version row is not this build's),
+/// [`ProgressError::Database`].
 pub fn mark_done(
     conn: &Connection,
     group: &str,
@@ -400,6 +403,7 @@ pub fn mark_done(
     check_coordinates(group, topic, partition)?;
     check_mark_offset(offset)?;
     in_transaction(conn, "mark_done")?;
+    schema_version(conn)?;
     let watermark = read_watermark(conn, group, topic, partition)?.flatten();
     let already = || already_done(topic, partition, offset, watermark);
     // Only the run right after the watermark matters for folding; a done
@@ -443,7 +447,8 @@ pub fn mark_done(
 ///
 /// [`ProgressError::InvalidArgument`] (also for a negative floor),
 /// [`ProgressError::NotInTransaction`], [`ProgressError::NotMigrated`],
-/// [`ProgressError::Database`].
+/// [`ProgressError::SchemaTooNew`] / [`ProgressError::ForeignSchema`] (the
+/// version row is not this build's), [`ProgressError::Database`].
 pub fn advance(
     conn: &Connection,
     group: &str,
@@ -454,6 +459,7 @@ pub fn advance(
     check_coordinates(group, topic, partition)?;
     in_transaction(conn, "advance")?;
     check_floor(floor)?;
+    schema_version(conn)?;
     let watermark = read_watermark(conn, group, topic, partition)?.flatten();
     if watermark.is_some_and(|w| floor <= w) {
         return Ok(());
