@@ -6,10 +6,11 @@
 //!    in a shuffled order) and one transaction per batch of 100 records.
 //!    `synchronous=NORMAL` and `FULL`.
 //! 2. End to end through a consumer (own-loop front-end, embedded
-//!    MockCluster): receive, track, one transaction (effect, or effect +
-//!    `mark_token`), ack after the commit; per record and per batch of 100;
-//!    without offset-guard's progress (`track`, effect only) and with it
-//!    (`stored_progress` + `track_or_skip` + `mark_token`).
+//!    MockCluster): receive, track, one transaction (effects, or effects +
+//!    `mark_tokens` of the transaction's tokens), ack after the commit; per
+//!    record and per batch of 100; without offset-guard's progress (`track`,
+//!    effect only) and with it (`stored_progress` + `track_or_skip` +
+//!    `mark_tokens`).
 //!
 //! A file in the temporary directory, WAL journal. Prints records/s (the
 //! median of 3 runs, without and with in turn) and the ratio with/without
@@ -156,9 +157,9 @@ fn apply(conn: &mut Connection, tokens: &mut Vec<AckToken>, mark: bool) -> Res<(
             "INSERT INTO effects VALUES (?1, ?2)",
             params![t.partition(), t.offset()],
         )?;
-        if mark {
-            sqlite::mark_token(&tx, "cost", t)?;
-        }
+    }
+    if mark {
+        sqlite::mark_tokens(&tx, "cost", tokens)?;
     }
     tx.commit()?;
     for t in tokens.drain(..) {
