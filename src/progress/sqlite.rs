@@ -497,10 +497,11 @@ pub fn mark_token(
 /// [`mark_token`] for many tokens, as `progress::postgres::mark_tokens`: for
 /// a transaction that applies a batch of records. The tokens are marked in
 /// the order given, each with the outcome of [`mark_token`] one after the
-/// other; each partition's watermark is read once and written once per call
-/// (a batch of records in order costs one read of the done rows after the
-/// watermark per token and one update and one delete per partition, instead
-/// of [`mark_token`]'s writes per token). An empty slice does nothing.
+/// other; each partition's progress (watermark and done rows, bounded by the
+/// records in flight) is read once and its watermark written once per call:
+/// a batch of records in order costs two reads, one update and one delete
+/// per partition, and an insert per record done out of order, instead of
+/// [`mark_token`]'s reads and writes per token. An empty slice does nothing.
 ///
 /// # Errors
 ///
@@ -554,16 +555,17 @@ fn mark_batch(conn: &Connection, group: &str, marks: &[Mark<'_>]) -> Result<(), 
     result
 }
 
-/// The watermarks of a [`mark_tokens`] call, kept in memory until its end.
+/// The progress of the partitions of a [`mark_tokens`] call, read once and
+/// kept in memory until its end.
 #[derive(Default)]
 struct Batch<'a> {
-    /// (topic, partition), watermark, moved.
-    parts: Vec<((&'a str, i32), Option<i64>, bool)>,
+    /// (topic, partition), progress, whether its watermark moved.
+    parts: Vec<((&'a str, i32), PartitionProgress, bool)>,
 }
 
 impl<'a> Batch<'a> {
-    /// The token's advance, then its mark, on the partition's watermark as
-    /// kept here (done rows inserted as they come).
+    /// The element's advance, then its mark, on the partition's progress as
+    /// kept here; a record done out of order gets its done row at once.
     fn mark(
         &mut self,
         conn: &Connection,
@@ -577,27 +579,18 @@ impl<'a> Batch<'a> {
         {
             Some(i) => i,
             None => {
-                let w = read_watermark(conn, group, topic, partition)?.flatten();
-                self.parts.push(((topic, partition), w, false));
+                let progress = read_progress(conn, group, topic, partition)?;
+                self.parts.push(((topic, partition), progress, false));
                 self.parts.len() - 1
             }
         };
-        let (_, watermark, moved) = &mut self.parts[i];
-        if watermark.is_none_or(|w| floor > w) {
-            let run = done_run(conn, group, topic, partition, floor)?;
-            let mut progress = PartitionProgress::from_parts(*watermark, run);
-            if let Some(w) = progress.advance(floor).watermark {
-                (*watermark, *moved) = (Some(w), true);
-            }
-        }
-        let run = match *watermark {
-            Some(w) if offset == w => done_run(conn, group, topic, partition, w + 1)?,
-            _ => Vec::new(),
-        };
-        let mut progress = PartitionProgress::from_parts(*watermark, run);
+        let (_, progress, moved) = &mut self.parts[i];
+        *moved |= progress.advance(floor).watermark.is_some();
+        let watermark = progress.watermark();
         let change = progress
             .mark_done(offset)
-            .map_err(|r| refused(r, topic, partition, offset, *watermark))?;
+            .map_err(|r| refused(r, topic, partition, offset, watermark))?;
+        *moved |= change.watermark.is_some();
         if let Some(o) = change.insert {
             let inserted = conn
                 .prepare_cached(
@@ -607,11 +600,8 @@ impl<'a> Batch<'a> {
                 .and_then(|mut s| s.execute(params![group, topic, partition, o]))
                 .map_err(db("insert done row"))?;
             if inserted == 0 {
-                return Err(already_done(topic, partition, offset, *watermark));
+                return Err(already_done(topic, partition, offset, watermark));
             }
-        }
-        if let Some(w) = change.watermark {
-            (*watermark, *moved) = (Some(w), true);
         }
         Ok(())
     }
@@ -620,7 +610,7 @@ impl<'a> Batch<'a> {
     fn moved(&self) -> impl Iterator<Item = ((&'a str, i32), i64)> + '_ {
         self.parts
             .iter()
-            .filter_map(|&(k, w, moved)| Some((k, w.filter(|_| moved)?)))
+            .filter_map(|(k, p, moved)| Some((*k, p.watermark().filter(|_| *moved)?)))
     }
 }
 
@@ -732,6 +722,16 @@ pub fn load(
 ) -> Result<PartitionProgress, ProgressError> {
     check_coordinates(group, topic, partition)?;
     schema_version(conn)?;
+    read_progress(conn, group, topic, partition)
+}
+
+/// A partition's watermark and done rows, read without checks.
+fn read_progress(
+    conn: &Connection,
+    group: &str,
+    topic: &str,
+    partition: i32,
+) -> Result<PartitionProgress, ProgressError> {
     let watermark = read_watermark(conn, group, topic, partition)?.flatten();
     let done: Vec<i64> = conn
         .prepare_cached(
