@@ -1,0 +1,271 @@
+//! Break-it review of issue 16's follow-up (exactly-once into a database):
+//! the PostgreSQL mark function and `mark_tokens` against the SQLite store
+//! and the docs, concurrency, migrate. PostgreSQL is the server of
+//! `OFFSET_GUARD_POSTGRES` (without it the PostgreSQL tests print "skipped").
+
+mod common;
+#[path = "common/pg.rs"]
+mod pg;
+
+use std::time::Duration;
+
+use common::{Fixture, exactly_once, unique};
+use offset_guard::progress::{ProgressError, postgres, sqlite};
+use offset_guard::{AckToken, GuardContext, GuardHandle};
+use rdkafka::consumer::StreamConsumer;
+use tokio_postgres::Client;
+
+/// (watermark, done offsets) of a partition.
+type Stored = (Option<i64>, Vec<i64>);
+
+async fn pg_stored(
+    c: &impl tokio_postgres::GenericClient,
+    group: &str,
+    topic: &str,
+    p: i32,
+) -> Stored {
+    let pr = postgres::load(c, group, topic, p).await.unwrap();
+    (pr.watermark(), pr.done_above().collect())
+}
+
+fn sqlite_stored(c: &rusqlite::Connection, group: &str, topic: &str, p: i32) -> Stored {
+    let pr = sqlite::load(c, group, topic, p).unwrap();
+    (pr.watermark(), pr.done_above().collect())
+}
+
+/// `n` tokens per partition of a fresh topic of `partitions` partitions,
+/// from a real own-loop consumer, sorted by (partition, offset).
+async fn tokens(
+    fx: &Fixture,
+    db: &pg::Db,
+    partitions: i32,
+    n: usize,
+) -> (String, String, Vec<AckToken>, Holder) {
+    let (topic, group) = (unique("r16c"), unique("g-r16c"));
+    fx.create_topic(&topic, partitions);
+    fx.produce(&topic, partitions, n, 0);
+    let loader = db.loader();
+    let (consumer, guard) = exactly_once::own_loop(
+        exactly_once::builder(exactly_once::config(fx, &group), move |g, t, p| {
+            loader.load(g, t, p)
+        }),
+        &topic,
+    );
+    let mut tokens = exactly_once::track_new(&consumer, &guard, n * partitions as usize).await;
+    tokens.sort_by_key(|t| (t.partition(), t.offset()));
+    (topic, group, tokens, Holder(Some((consumer, guard))))
+}
+
+/// The consumer and its guard, dropped on another thread at the end.
+struct Holder(Option<(std::sync::Arc<StreamConsumer<GuardContext>>, GuardHandle)>);
+impl Drop for Holder {
+    fn drop(&mut self) {
+        if let Some(v) = self.0.take() {
+            common::drop_elsewhere(v, "consumer");
+        }
+    }
+}
+
+fn sqlite_db() -> rusqlite::Connection {
+    let c = rusqlite::Connection::open_in_memory().unwrap();
+    sqlite::migrate(&c).unwrap();
+    c
+}
+
+/// `mark_tokens` documents, for both stores: "The tokens before [the one
+/// that fails] are marked in your transaction and the ones after it are
+/// not". SQLite does that (it is `mark_token` in a loop). PostgreSQL's
+/// function returns early on the refusal, before it writes the watermarks
+/// it kept: tokens before the failing one whose marks folded the watermark
+/// are not marked in the transaction (their done rows, if any, are).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mark_tokens_error_leaves_the_earlier_tokens_marked_in_both_stores() {
+    let Some(db) = pg::db("r16c_partial").await else {
+        return;
+    };
+    let fx = Fixture::any();
+    let mut c = db.open().await;
+    let (topic, group, t, _consumer) = tokens(&fx, &db, 1, 4).await;
+    // t0, t1 fold the watermark to 2; t3 is a done row; then t0 again.
+    let batch = vec![t[0].clone(), t[1].clone(), t[3].clone(), t[0].clone()];
+
+    let s = sqlite_db();
+    let stx = s.unchecked_transaction().unwrap();
+    let e = sqlite::mark_tokens(&stx, &group, &batch).unwrap_err();
+    assert!(
+        matches!(e, ProgressError::AlreadyDone { offset: 0, .. }),
+        "{e}"
+    );
+    let sqlite_state = sqlite_stored(&stx, &group, &topic, 0);
+    assert_eq!(
+        sqlite_state,
+        (Some(2), vec![3]),
+        "SQLite: t0, t1, t3 marked"
+    );
+
+    let tx = c.transaction().await.unwrap();
+    let e = postgres::mark_tokens(&tx, &group, &batch)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ProgressError::AlreadyDone { offset: 0, .. }),
+        "{e}"
+    );
+    let pg_state = pg_stored(&tx, &group, &topic, 0).await;
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        pg_state, sqlite_state,
+        "PostgreSQL after the same refused batch (docs: the tokens before it are marked)"
+    );
+}
+
+/// Duplicates inside one batch, tokens of several partitions in one batch,
+/// out of order: the batch gives the same stored state as the same tokens
+/// one by one, in PostgreSQL and in SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_equals_its_tokens_one_by_one_in_both_stores() {
+    let Some(db) = pg::db("r16c_batch").await else {
+        return;
+    };
+    let fx = Fixture::any();
+    let mut c = db.open().await;
+    let (topic, group, t, _consumer) = tokens(&fx, &db, 2, 5).await;
+    // p0: 0..5 at t[0..5], p1: 0..5 at t[5..10].
+    let order = [6, 2, 0, 8, 5, 1, 9, 3];
+    let batch: Vec<AckToken> = order.iter().map(|&i| t[i].clone()).collect();
+    let other = format!("{group}-one-by-one");
+
+    let tx = c.transaction().await.unwrap();
+    postgres::mark_tokens(&tx, &group, &batch).await.unwrap();
+    for token in &batch {
+        postgres::mark_token(&tx, &other, token).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let s = sqlite_db();
+    let stx = s.unchecked_transaction().unwrap();
+    sqlite::mark_tokens(&stx, &group, &batch).unwrap();
+    stx.commit().unwrap();
+    for p in 0..2 {
+        let batched = pg_stored(&c, &group, &topic, p).await;
+        assert_eq!(batched, pg_stored(&c, &other, &topic, p).await, "p{p}");
+        assert_eq!(batched, sqlite_stored(&s, &group, &topic, p), "p{p}");
+    }
+    // A duplicate inside one batch, and one of a token marked before: both
+    // refused naming the offset, in both stores.
+    for dup in [
+        vec![t[4].clone(), t[7].clone(), t[4].clone()],
+        vec![t[4].clone(), t[9].clone()],
+    ] {
+        let tx = c.transaction().await.unwrap();
+        let e = postgres::mark_tokens(&tx, &group, &dup).await.unwrap_err();
+        tx.rollback().await.unwrap();
+        let se = {
+            let stx = s.unchecked_transaction().unwrap();
+            sqlite::mark_tokens(&stx, &group, &dup).unwrap_err()
+        };
+        assert_eq!(format!("{e}"), format!("{se}"));
+        assert!(e.is_already_done(), "{e}");
+    }
+    for p in 0..2 {
+        assert_eq!(
+            pg_stored(&c, &group, &topic, p).await,
+            sqlite_stored(&s, &group, &topic, p),
+            "rolled back: unchanged, p{p}"
+        );
+    }
+}
+
+async fn backend_pid(c: &Client) -> i32 {
+    c.query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn wait_for_lock_wait(observer: &Client, pid: i32) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let row = observer
+            .query_one(
+                "SELECT COALESCE(wait_event_type, '') FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .await
+            .unwrap();
+        if row.get::<_, String>(0) == "Lock" {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "backend {pid} never waited for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Two transactions marking batches of the same two partitions, given in
+/// opposite orders: the second waits for the first (no deadlock), then
+/// goes on; both batches are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_in_opposite_partition_orders_wait_instead_of_deadlocking() {
+    let Some(db) = pg::db("r16c_order").await else {
+        return;
+    };
+    let fx = Fixture::any();
+    let mut a = db.open().await;
+    let observer = db.connect().await;
+    let (topic, group, t, _consumer) = tokens(&fx, &db, 2, 4).await;
+    let first = vec![t[0].clone(), t[1].clone(), t[4].clone(), t[5].clone()];
+    let second = vec![t[7].clone(), t[6].clone(), t[3].clone(), t[2].clone()];
+    let ta = a.transaction().await.unwrap();
+    postgres::mark_tokens(&ta, &group, &first).await.unwrap();
+    let mut b = db.connect().await;
+    let pid = backend_pid(&b).await;
+    let g = group.clone();
+    let run = tokio::spawn(async move {
+        let tb = b.transaction().await.unwrap();
+        postgres::mark_tokens(&tb, &g, &second).await?;
+        tb.commit().await.unwrap();
+        Ok::<_, ProgressError>(())
+    });
+    wait_for_lock_wait(&observer, pid).await;
+    assert!(!run.is_finished());
+    ta.commit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the second batch ends once the first committed")
+        .unwrap()
+        .unwrap();
+    for p in 0..2 {
+        assert_eq!(pg_stored(&a, &group, &topic, p).await, (Some(4), vec![]));
+    }
+}
+
+/// `migrate` is "safe to call at every start, also from several processes
+/// at once". A database whose default isolation level is REPEATABLE READ
+/// (`default_transaction_isolation`, set by some shops for every session):
+/// four connections migrating a fresh schema at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrate_with_a_repeatable_read_default() {
+    let Some(db) = pg::db("r16c_migrate_rr").await else {
+        return;
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = db.connect().await;
+            c.batch_execute("SET default_transaction_isolation = 'repeatable read'")
+                .await
+                .unwrap();
+            postgres::migrate(&mut c).await
+        }));
+    }
+    let mut errors = Vec::new();
+    for t in tasks {
+        if let Err(e) = t.await.unwrap() {
+            errors.push(e.to_string());
+        }
+    }
+    assert!(errors.is_empty(), "{errors:?}");
+}
