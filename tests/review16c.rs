@@ -268,4 +268,24 @@ async fn concurrent_migrate_with_a_repeatable_read_default() {
         }
     }
     assert!(errors.is_empty(), "{errors:?}");
+    // Inside the user's own REPEATABLE READ transaction (a savepoint, the
+    // level is the user's): after a query of the user's, on a migrated and
+    // on a fresh schema.
+    for fresh in [false, true] {
+        let db = match fresh {
+            false => db.clone(),
+            true => pg::db("r16c_migrate_rr_fresh").await.unwrap(),
+        };
+        let mut c = db.connect().await;
+        let mut tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .start()
+            .await
+            .unwrap();
+        tx.query_one("SELECT 1", &[]).await.unwrap();
+        postgres::migrate(&mut tx).await.unwrap();
+        tx.commit().await.unwrap();
+        postgres::check_schema(&c).await.unwrap();
+    }
 }

@@ -262,7 +262,9 @@ const MARK_ARGUMENTS: &str = "p_group text, p_topics text[], p_partitions intege
 /// they come); at the end each partition whose watermark moved gets one
 /// update and one delete of the rows below it.
 /// Answers `o_status` 0 (all done), 1 (element `o_failed` was done already,
-/// `o_value` the watermark; the elements after it are not run), 2 (schema
+/// `o_value` the watermark; the elements after it are not run, and what the
+/// elements before it and its own floor did is written, as `mark_token` one
+/// after the other leaves it), 2 (schema
 /// version `o_value`) or 3 (`o_value` version rows).
 const MARK_BODY: &str = r#"
 DECLARE
@@ -321,7 +323,7 @@ BEGIN
         IF v_o IS NULL THEN
             NULL;
         ELSIF v_w IS NOT NULL AND v_o < v_w THEN
-            o_failed := v_i; o_status := 1; o_value := v_w; RETURN;
+            o_failed := v_i; o_status := 1; o_value := v_w; v_kw[v_j] := v_w; EXIT;
         ELSIF v_w IS NOT NULL AND v_o = v_w THEN
             v_w := v_o + 1; v_km[v_j] := true;
             WHILE EXISTS (SELECT 1 FROM offset_guard_done
@@ -334,7 +336,7 @@ BEGIN
             VALUES (p_group, v_t, v_p, v_o) ON CONFLICT DO NOTHING;
             GET DIAGNOSTICS v_n = ROW_COUNT;
             IF v_n = 0 THEN
-                o_failed := v_i; o_status := 1; o_value := v_w; RETURN;
+                o_failed := v_i; o_status := 1; o_value := v_w; v_kw[v_j] := v_w; EXIT;
             END IF;
         END IF;
         v_kw[v_j] := v_w;
@@ -455,7 +457,22 @@ fn coords<'a>(
 /// [`ProgressError::Database`] when a statement fails. Nothing is changed
 /// then.
 pub async fn migrate(client: &mut impl GenericClient) -> Result<(), ProgressError> {
-    let tx = client.transaction().await.map_err(db("begin migration"))?;
+    let mut tx = client.transaction().await.map_err(db("begin migration"))?;
+    // What the statements after the advisory lock read must include what
+    // the previous holder committed: READ COMMITTED, whatever the session's
+    // default (at REPEATABLE READ the snapshot is taken before the lock is
+    // granted, and a second migrate would create the tables again). Inside
+    // your transaction (a savepoint) the level is yours: setting it fails,
+    // and the savepoint is begun again.
+    if !read_committed(&tx).await?
+        && tx
+            .batch_execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .await
+            .is_err()
+    {
+        tx.rollback().await.map_err(db("begin migration"))?;
+        tx = client.transaction().await.map_err(db("begin migration"))?;
+    }
     tx.query_typed(
         "SELECT pg_advisory_xact_lock($1)",
         &[(&MIGRATE_LOCK, Type::INT8)],
@@ -509,6 +526,18 @@ pub async fn migrate(client: &mut impl GenericClient) -> Result<(), ProgressErro
     }
     check_schema(&tx).await?;
     tx.commit().await.map_err(db("commit migration"))
+}
+
+/// Whether the transaction's isolation level is READ COMMITTED (`SHOW`
+/// takes no snapshot: the level can still be set after it).
+async fn read_committed(tx: &Transaction<'_>) -> Result<bool, ProgressError> {
+    let answer = tx
+        .simple_query("SHOW transaction_isolation")
+        .await
+        .map_err(db("read the isolation level"))?;
+    Ok(answer.iter().any(|m| {
+        matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("read committed"))
+    }))
 }
 
 /// Checks that the store's tables, index and function exist in the current
