@@ -407,6 +407,7 @@ async fn killed_and_restarted_with_mark_tokens_batches_zero_lost_zero_duplicates
     for batch in batches {
         let acked: Vec<AckToken> = batch.clone();
         let refused = apply_batch(&mut c, &group, batch).await;
+        refused_total += refused.len();
         assert!(
             refused
                 .iter()
