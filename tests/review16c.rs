@@ -4,12 +4,19 @@
 //! `OFFSET_GUARD_POSTGRES` (without it the PostgreSQL tests print "skipped").
 
 mod common;
+#[path = "common/logdb.rs"]
+mod logdb;
+#[path = "common/logs.rs"]
+mod logs;
 #[path = "common/pg.rs"]
 mod pg;
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
 use std::time::Duration;
 
 use common::{Fixture, exactly_once, unique};
+use offset_guard::failure_log::{FailedOffsetLog, LogLocation};
 use offset_guard::progress::{ProgressError, postgres, sqlite};
 use offset_guard::{AckToken, GuardContext, GuardHandle};
 use rdkafka::consumer::StreamConsumer;
@@ -425,4 +432,97 @@ async fn killed_and_restarted_with_mark_tokens_batches_zero_lost_zero_duplicates
     for p in 0..2 {
         assert_eq!(pg_stored(&c, &group, &topic, p).await, (Some(40), vec![]));
     }
+}
+
+/// A failed-offset log in a SQLite file of an odd name, named by the URL
+/// `LogLocation`'s `Display` writes (absolute) and by the relative one.
+struct OddSqlite {
+    dir: tempdir::TempDir,
+    rel: std::path::PathBuf,
+}
+
+impl logdb::LogDb for OddSqlite {
+    fn url(&self) -> String {
+        LogLocation::Sqlite(self.dir.0.join(&self.rel)).to_string()
+    }
+    fn cli_url(&self) -> String {
+        LogLocation::Sqlite(self.rel.clone()).to_string()
+    }
+    fn builder(&self) -> offset_guard::failure_log::LogBuilder {
+        FailedOffsetLog::sqlite(self.dir.0.join(&self.rel))
+    }
+    fn reader(&self) -> offset_guard::failure_log::LogReader {
+        offset_guard::failure_log::LogReader::open_sqlite(self.dir.0.join(&self.rel)).unwrap()
+    }
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        logdb::cli_in(Some(&self.dir.0), args)
+    }
+}
+
+/// `sqlite:` URLs of odd paths (spaces, `%`, `#`, `?`, unicode, `..`): the
+/// Display form parses back to the same path, and the CLI reads and
+/// resolves the log through it (absolute and relative).
+#[test]
+fn the_cli_reads_and_resolves_sqlite_logs_of_odd_names() {
+    for (i, name) in [
+        "my log 50%.db",
+        "a#b?c&d=e.db",
+        "ünï cødé 日本.db",
+        "sub dir/../up%41.db",
+        "x:y.db",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let dir = tempdir::TempDir::new(&format!("r16c-odd-{i}"));
+        std::fs::create_dir_all(dir.join("sub dir")).unwrap();
+        let log = OddSqlite {
+            dir,
+            rel: name.into(),
+        };
+        for url in [logdb::LogDb::url(&log), logdb::LogDb::cli_url(&log)] {
+            let back = LogLocation::parse(&url).unwrap();
+            assert_eq!(back.to_string(), url, "{name}");
+        }
+        logdb::cli_reads_and_resolves(&log);
+        // Exactly one database file, of that name.
+        assert!(log.dir.join(name).is_file(), "{name}");
+    }
+}
+
+/// Bad `sqlite:` paths on the CLI: a directory, a trailing slash, a NUL
+/// byte: a clear error (exit 3, naming the path), no panic, nothing created.
+#[test]
+fn the_cli_refuses_a_directory_or_a_nul_byte_as_a_sqlite_log() {
+    let dir = tempdir::TempDir::new("r16c-bad-sqlite");
+    std::fs::create_dir_all(dir.join("adir")).unwrap();
+    for url in [
+        "sqlite:adir",
+        "sqlite:adir/",
+        "sqlite:nodir/",
+        "sqlite:a%00b.db",
+    ] {
+        for args in [
+            vec!["failures", url],
+            vec![
+                "resolve", "-l", url, "-g", "g", "-t", "t", "-p", "0", "-o", "1", "-n", "x",
+            ],
+        ] {
+            let out = logdb::cli_in(Some(&dir.0), &args);
+            let err = logdb::text(&out.stderr);
+            assert!(
+                matches!(out.status.code(), Some(2 | 3)),
+                "{args:?}: exit {:?}: {err}",
+                out.status.code()
+            );
+            assert!(!err.contains("panicked"), "{args:?}: {err}");
+        }
+    }
+    let mut left: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["adir"], "nothing created");
+    assert_eq!(std::fs::read_dir(dir.join("adir")).unwrap().count(), 0);
 }
