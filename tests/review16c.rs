@@ -526,3 +526,67 @@ fn the_cli_refuses_a_directory_or_a_nul_byte_as_a_sqlite_log() {
     assert_eq!(left, ["adir"], "nothing created");
     assert_eq!(std::fs::read_dir(dir.join("adir")).unwrap().count(), 0);
 }
+
+/// Owned front-end: both partitions paused by the application with records
+/// held back, then a second member joins (eager: both revoked from the
+/// first). The held records are dropped by the first member and handed out
+/// by their next owner: every record handed out exactly once over both
+/// members (the first acked and committed all it got before the pause).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_then_revoked_records_go_to_the_next_owner_once() {
+    const N: i64 = 300;
+    let fx = Fixture::mock();
+    let (topic, group) = (unique("r16c-pause"), unique("g-r16c-pause"));
+    fx.create_topic(&topic, 2);
+    fx.produce(&topic, 2, N as usize, 0);
+    let member = || {
+        offset_guard::OffsetGuard::builder(exactly_once::config(&fx, &group))
+            .retry(common::fast_retry(5))
+            .build()
+            .unwrap()
+    };
+    let mut a = member();
+    a.subscribe(&[&topic]).unwrap();
+    let mut seen: std::collections::BTreeMap<(i32, i64), u32> = Default::default();
+    while a.partitions().len() < 2 {
+        for r in common::recv_n(&mut a, 1, Duration::from_secs(30)).await {
+            *seen.entry((r.partition(), r.offset())).or_default() += 1;
+            r.ack();
+        }
+    }
+    a.pause(&[(topic.as_str(), 0), (topic.as_str(), 1)])
+        .unwrap();
+    a.commit_now().await.unwrap();
+    let before = a.stats().skipped_revoked;
+    let mut b = member();
+    b.subscribe(&[&topic]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < 2 * N as usize {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {} records handed out; a {:?}, b {:?}",
+            seen.len(),
+            2 * N,
+            a.stats(),
+            b.stats()
+        );
+        let r = tokio::select! {
+            r = a.recv() => r.unwrap(),
+            r = b.recv() => r.unwrap(),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => None,
+        };
+        if let Some(r) = r {
+            *seen.entry((r.partition(), r.offset())).or_default() += 1;
+            r.ack();
+        }
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "handed out more than once: {twice:?}");
+    assert!(
+        a.stats().skipped_revoked > before,
+        "records were held: {:?}",
+        a.stats()
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
