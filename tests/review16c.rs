@@ -590,3 +590,107 @@ async fn paused_then_revoked_records_go_to_the_next_owner_once() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// The loader stuck behind a lock; its backend is then terminated (an
+/// operator kills the stuck query) while the lock is still held, then the
+/// lock is released: the loader connects again and answers, and loads work
+/// again; while it is stuck the next loads fail at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_loader_whose_backend_is_terminated_recovers() {
+    let Some(db) = pg::db("r16c_loader").await else {
+        return;
+    };
+    let mut c = db.open().await;
+    let tx = c.transaction().await.unwrap();
+    postgres::advance(&tx, "g", "t", 0, 42).await.unwrap();
+    tx.commit().await.unwrap();
+    let loader = std::sync::Arc::new(db.loader().timeout(Duration::from_millis(200)));
+    let mut holder = db.connect().await;
+    let lock = holder.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE offset_guard_progress IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let l = loader.clone();
+    let first = tokio::task::spawn_blocking(move || (l.load("g", "t", 0), l.load("g", "t", 0)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(first.0, Err(ProgressError::Database { .. })),
+        "{:?}",
+        first.0
+    );
+    assert!(
+        matches!(first.1, Err(ProgressError::LoaderStalled { .. })),
+        "{:?}",
+        first.1
+    );
+    // Terminate the loader's stuck backend (the one waiting for the lock).
+    let killed: i64 = c
+        .query_one(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE wait_event_type = 'Lock' AND query LIKE '%offset_guard_progress%'
+               AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1);
+    lock.rollback().await.unwrap();
+    let l = loader.clone();
+    let progress = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match l.load("g", "t", 0) {
+                Err(ProgressError::LoaderStalled { .. }) | Err(ProgressError::Database { .. })
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                other => return other,
+            }
+        }
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(progress.watermark(), Some(42));
+}
+
+/// The version table dropped: `migrate` cannot tell the version, and
+/// refuses (typed, nothing changed) in both stores; the progress rows stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_after_the_version_table_was_dropped() {
+    let Some(db) = pg::db("r16c_noversion").await else {
+        return;
+    };
+    let mut c = db.open().await;
+    let tx = c.transaction().await.unwrap();
+    postgres::advance(&tx, "g", "t", 0, 7).await.unwrap();
+    tx.commit().await.unwrap();
+    c.batch_execute("DROP TABLE offset_guard_schema")
+        .await
+        .unwrap();
+    let e = postgres::migrate(&mut c).await.unwrap_err();
+    assert!(matches!(e, ProgressError::ForeignSchema { .. }), "{e}");
+    let n: i64 = c
+        .query_one("SELECT watermark FROM offset_guard_progress", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 7);
+
+    let s = sqlite_db();
+    let tx = s.unchecked_transaction().unwrap();
+    sqlite::advance(&tx, "g", "t", 0, 7).unwrap();
+    tx.commit().unwrap();
+    s.execute_batch("DROP TABLE offset_guard_schema").unwrap();
+    let e = sqlite::migrate(&s).unwrap_err();
+    assert!(matches!(e, ProgressError::ForeignSchema { .. }), "{e}");
+    let w: i64 = s
+        .query_row("SELECT watermark FROM offset_guard_progress", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(w, 7);
+}

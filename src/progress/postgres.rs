@@ -150,7 +150,8 @@
 //! prosrc FROM pg_proc WHERE proname = 'offset_guard_mark_v1'` shows its
 //! body). A store object dropped later (a table, the index, the function)
 //! is created again by the next [`migrate`], leaving the other tables' rows
-//! as they are:
+//! as they are; not the version table `offset_guard_schema` (without it the
+//! version is unknown: [`ProgressError::ForeignSchema`], nothing changed):
 //!
 //! ```sql
 //! CREATE TABLE offset_guard_schema (version BIGINT NOT NULL);   -- one row: 1
@@ -503,7 +504,9 @@ pub async fn migrate(client: &mut impl GenericClient) -> Result<(), ProgressErro
         {
             return Err(ProgressError::ForeignSchema {
                 table: t.clone(),
-                detail: "exists without offset_guard_schema (not created by offset-guard)".into(),
+                detail: "exists without offset_guard_schema (not created by offset-guard, or its \
+                         version table was dropped)"
+                    .into(),
             });
         }
         tx.batch_execute(MIGRATION_1)
