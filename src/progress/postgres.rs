@@ -1165,6 +1165,8 @@ impl Loader {
     /// partitions against a database that hangs costs one timeout, not 64).
     /// Default: [`LOADER_TIMEOUT`] (10 s). Keep it below the group's
     /// rebalance timeout: the loader runs inside the rebalance callback.
+    /// `Duration::ZERO` waits for nothing: every load fails (no answer comes
+    /// in zero time); `Duration::MAX` waits as long as the database takes.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
