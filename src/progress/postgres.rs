@@ -442,8 +442,9 @@ fn coords<'a>(
 
 /// Creates the store's tables, index and function if they do not exist
 /// (schema version [`SCHEMA_VERSION`]), then checks them, in a transaction of
-/// its own (a savepoint when `client` is a transaction: then it is part of
-/// yours, and you commit it). Safe to call at every start, also from several
+/// its own, at READ COMMITTED whatever the session's default (a savepoint
+/// when `client` is a transaction: then it is part of yours, at your
+/// isolation level, and you commit it). Safe to call at every start, also from several
 /// processes at once (they wait for each other on a transaction-level
 /// advisory lock); it never touches tables of other names. On a database of
 /// version 1 where one of the store's objects was dropped (a table, the
