@@ -139,7 +139,10 @@
 //! `load`; in PostgreSQL also from every mark); a table of one of these
 //! names that is not the store's gives [`ProgressError::ForeignSchema`];
 //! nothing is changed then. `migrate` creates a dropped table or index of
-//! version 1 again and leaves the other tables' rows as they are. A group
+//! version 1 again and leaves the other tables' rows as they are, except
+//! the version table `offset_guard_schema`: without it the version is
+//! unknown, and `migrate` refuses with [`ProgressError::ForeignSchema`]
+//! (restore its one row, `1`, by hand). A group
 //! id or topic with a NUL byte is refused by both stores
 //! ([`ProgressError::InvalidArgument`]).
 //!

@@ -150,7 +150,8 @@
 //! prosrc FROM pg_proc WHERE proname = 'offset_guard_mark_v1'` shows its
 //! body). A store object dropped later (a table, the index, the function)
 //! is created again by the next [`migrate`], leaving the other tables' rows
-//! as they are:
+//! as they are; not the version table `offset_guard_schema` (without it the
+//! version is unknown: [`ProgressError::ForeignSchema`], nothing changed):
 //!
 //! ```sql
 //! CREATE TABLE offset_guard_schema (version BIGINT NOT NULL);   -- one row: 1
@@ -440,8 +441,9 @@ fn coords<'a>(
 
 /// Creates the store's tables, index and function if they do not exist
 /// (schema version [`SCHEMA_VERSION`]), then checks them, in a transaction of
-/// its own (a savepoint when `client` is a transaction: then it is part of
-/// yours, and you commit it). Safe to call at every start, also from several
+/// its own, at READ COMMITTED whatever the session's default (a savepoint
+/// when `client` is a transaction: then it is part of yours, at your
+/// isolation level, and you commit it). Safe to call at every start, also from several
 /// processes at once (they wait for each other on a transaction-level
 /// advisory lock); it never touches tables of other names. On a database of
 /// version 1 where one of the store's objects was dropped (a table, the
@@ -456,7 +458,22 @@ fn coords<'a>(
 /// [`ProgressError::Database`] when a statement fails. Nothing is changed
 /// then.
 pub async fn migrate(client: &mut impl GenericClient) -> Result<(), ProgressError> {
-    let tx = client.transaction().await.map_err(db("begin migration"))?;
+    let mut tx = client.transaction().await.map_err(db("begin migration"))?;
+    // What the statements after the advisory lock read must include what
+    // the previous holder committed: READ COMMITTED, whatever the session's
+    // default (at REPEATABLE READ the snapshot is taken before the lock is
+    // granted, and a second migrate would create the tables again). Inside
+    // your transaction (a savepoint) the level is yours: setting it fails,
+    // and the savepoint is begun again.
+    if !read_committed(&tx).await?
+        && tx
+            .batch_execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .await
+            .is_err()
+    {
+        tx.rollback().await.map_err(db("begin migration"))?;
+        tx = client.transaction().await.map_err(db("begin migration"))?;
+    }
     tx.query_typed(
         "SELECT pg_advisory_xact_lock($1)",
         &[(&MIGRATE_LOCK, Type::INT8)],
@@ -487,7 +504,9 @@ pub async fn migrate(client: &mut impl GenericClient) -> Result<(), ProgressErro
         {
             return Err(ProgressError::ForeignSchema {
                 table: t.clone(),
-                detail: "exists without offset_guard_schema (not created by offset-guard)".into(),
+                detail: "exists without offset_guard_schema (not created by offset-guard, or its \
+                         version table was dropped)"
+                    .into(),
             });
         }
         tx.batch_execute(MIGRATION_1)
@@ -510,6 +529,18 @@ pub async fn migrate(client: &mut impl GenericClient) -> Result<(), ProgressErro
     }
     check_schema(&tx).await?;
     tx.commit().await.map_err(db("commit migration"))
+}
+
+/// Whether the transaction's isolation level is READ COMMITTED (`SHOW`
+/// takes no snapshot: the level can still be set after it).
+async fn read_committed(tx: &Transaction<'_>) -> Result<bool, ProgressError> {
+    let answer = tx
+        .simple_query("SHOW transaction_isolation")
+        .await
+        .map_err(db("read the isolation level"))?;
+    Ok(answer.iter().any(|m| {
+        matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("read committed"))
+    }))
 }
 
 /// Checks that the store's tables, index and function exist in the current
@@ -1135,6 +1166,8 @@ impl Loader {
     /// partitions against a database that hangs costs one timeout, not 64).
     /// Default: [`LOADER_TIMEOUT`] (10 s). Keep it below the group's
     /// rebalance timeout: the loader runs inside the rebalance callback.
+    /// `Duration::ZERO` waits for nothing: every load fails (no answer comes
+    /// in zero time); `Duration::MAX` waits as long as the database takes.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

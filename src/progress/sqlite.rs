@@ -22,7 +22,9 @@
 //! and the calls made of them; one small cached statement each) check the
 //! version row; a missing table gives [`ProgressError::NotMigrated`].
 //! [`migrate`] creates a dropped table or index of version 1 again, leaving
-//! the other tables' rows as they are.
+//! the other tables' rows as they are; not the version table
+//! `offset_guard_schema` (without it the version is unknown:
+//! [`ProgressError::ForeignSchema`], nothing changed).
 //!
 //! # Example
 //!
@@ -191,7 +193,9 @@ fn migrate_inside(conn: &Connection) -> Result<(), ProgressError> {
         {
             return Err(ProgressError::ForeignSchema {
                 table: t.clone(),
-                detail: "exists without offset_guard_schema (not created by offset-guard)".into(),
+                detail: "exists without offset_guard_schema (not created by offset-guard, or its \
+                         version table was dropped)"
+                    .into(),
             });
         }
         conn.execute_batch(MIGRATION_1)
