@@ -1,4 +1,4 @@
-//! Break-it review of issue 16's follow-up (exactly-once into a database):
+//! Breaks found by a review of issue 16's follow-up (exactly-once into a database):
 //! the PostgreSQL mark function and `mark_tokens` against the SQLite store
 //! and the docs, concurrency, migrate. PostgreSQL is the server of
 //! `OFFSET_GUARD_POSTGRES` (without it the PostgreSQL tests print "skipped").
