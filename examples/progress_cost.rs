@@ -18,30 +18,17 @@
 //!
 //! `cargo run --release --example progress_cost --features sqlite [RECORDS]`
 
+#[path = "support/cost.rs"]
+mod cost;
+
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use cost::{BATCH, REPEATS, Res, median};
 use offset_guard::progress::sqlite;
 use offset_guard::{AckToken, GuardContext, OffsetGuard, Tracked};
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rusqlite::{Connection, params};
-
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
-
-/// Runs of each measurement (without and with in turn); the median is shown.
-const REPEATS: usize = 3;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Records per transaction in the batch modes.
-const BATCH: usize = 100;
-const PARTITIONS: i32 = 4;
 
 fn open(path: &std::path::Path, sync: &str) -> Res<Connection> {
     let conn = Connection::open(path)?;
@@ -173,13 +160,7 @@ fn apply(conn: &mut Connection, tokens: &mut Vec<AckToken>, mark: bool) -> Res<(
 async fn consume(bootstrap: &str, group: &str, records: i64, batch: usize, mark: bool) -> Res<f64> {
     let scratch = Scratch::new(group)?;
     let mut conn = open(&scratch.db(), "NORMAL")?;
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "cost")
-        .set("auto.offset.reset", "earliest")
-        // Prefetch everything: no fetch back-off stall (BENCHMARKS.md, section 8).
-        .set("queued.min.messages", "1000000");
+    let config = cost::consumer_config(bootstrap);
     let mut builder = OffsetGuard::builder(config);
     if mark {
         let loader = Mutex::new(open(&scratch.db(), "NORMAL")?);
@@ -224,24 +205,7 @@ async fn consumer_path(records: i64) -> Res<()> {
             .flat_map(|_| [false, true])
             .map(|m| (m as usize, m))
         {
-            // A fresh cluster per run: the group starts at offset 0.
-            let cluster = MockCluster::new(1)?;
-            cluster.create_topic("cost", PARTITIONS, 1)?;
-            let producer: BaseProducer = ClientConfig::new()
-                .set("bootstrap.servers", cluster.bootstrap_servers())
-                .create()?;
-            let payload = [b'x'; 100];
-            for n in 0..records {
-                let rec = BaseRecord::<(), _>::to("cost")
-                    .partition((n % PARTITIONS as i64) as i32)
-                    .payload(&payload[..]);
-                if let Err((e, _)) = producer.send(rec) {
-                    producer.flush(Duration::from_secs(10))?;
-                    return Err(e.into());
-                }
-                producer.poll(Duration::ZERO);
-            }
-            producer.flush(Duration::from_secs(30))?;
+            let cluster = cost::cluster_with(records)?;
             let group = format!("{batch}-{mark}");
             rates[i]
                 .push(consume(&cluster.bootstrap_servers(), &group, records, batch, mark).await?);

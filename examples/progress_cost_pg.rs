@@ -1,32 +1,33 @@
 //! What storing progress costs in PostgreSQL (issue 16, item 8), in one run:
-//! transactions with an effect row per record, without and with
-//! `progress::postgres::mark_done`; one transaction per record (in order,
-//! and out of order: 100 records in flight, completed in a shuffled order)
-//! and one transaction per batch of 100 records; `synchronous_commit` on
-//! (PostgreSQL's default) and off. Each run in a fresh schema. Prints
-//! records/s (the median of 3 runs, without and with in turn) and the ratio
-//! with/without side by side.
+//!
+//! 1. The database alone: transactions with an effect row per record,
+//!    without and with `progress::postgres::mark_done`; one transaction per
+//!    record (in order, and out of order: 100 records in flight, completed
+//!    in a shuffled order) and one transaction per batch of 100 records;
+//!    `synchronous_commit` on (PostgreSQL's default) and off.
+//! 2. End to end through a consumer (own-loop front-end, embedded
+//!    MockCluster, `synchronous_commit` on): receive, track, one transaction
+//!    (the effect rows, or the effect rows + `mark_tokens` of the
+//!    transaction's tokens: one statement), ack after the commit; per record
+//!    and per batch of 100; `stored_progress` with `postgres::Loader`.
+//!
+//! Each run in a fresh schema. Prints records/s (the median of 3 runs,
+//! without and with in turn) and the ratio with/without side by side.
 //!
 //! Needs a server: `eval "$(scripts/postgres.sh start)"` and then
 //! `cargo run --release --example progress_cost_pg --features postgres -- "$OFFSET_GUARD_POSTGRES" [RECORDS]`;
 //! `scripts/postgres.sh stop` afterwards.
 
-use std::time::Instant;
+#[path = "support/cost.rs"]
+mod cost;
 
+use std::time::{Duration, Instant};
+
+use cost::{BATCH, REPEATS, Res, median};
 use offset_guard::progress::postgres;
+use offset_guard::{AckToken, GuardContext, OffsetGuard, Tracked};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use tokio_postgres::{Client, NoTls};
-
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
-
-/// Runs of each measurement (without and with in turn); the median is shown.
-const REPEATS: usize = 3;
-/// Records per transaction in the batch mode.
-const BATCH: usize = 100;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// A connection working in a fresh schema `name`, migrated, with an effects
 /// table.
@@ -70,7 +71,93 @@ async fn run(client: &mut Client, order: &[i64], batch: usize, mark: bool) -> Re
     Ok((rate, left))
 }
 
-#[tokio::main(flavor = "current_thread")]
+/// The effect rows (and, `mark`, the progress) of `tokens`, in one
+/// transaction; acked after the commit.
+async fn apply(client: &mut Client, tokens: &mut Vec<AckToken>, mark: bool) -> Res<()> {
+    let tx = client.transaction().await?;
+    let partitions: Vec<i32> = tokens.iter().map(AckToken::partition).collect();
+    let offsets: Vec<i64> = tokens.iter().map(AckToken::offset).collect();
+    tx.execute(
+        "INSERT INTO effects SELECT * FROM unnest($1::INTEGER[], $2::BIGINT[])",
+        &[&partitions, &offsets],
+    )
+    .await?;
+    if mark {
+        postgres::mark_tokens(&tx, "cost", tokens).await?;
+    }
+    tx.commit().await?;
+    for t in tokens.drain(..) {
+        t.ack();
+    }
+    Ok(())
+}
+
+/// Records/s of one consumer receiving all `records`, from the first record
+/// received to the last ack (the group join is not counted).
+async fn consume(url: &str, bootstrap: &str, records: i64, batch: usize, mark: bool) -> Res<f64> {
+    let mut client = open(url, "og_cost", "on").await?;
+    let mut builder = OffsetGuard::builder(cost::consumer_config(bootstrap));
+    if mark {
+        let mut schema: tokio_postgres::Config = url.parse()?;
+        schema.options("-csearch_path=og_cost");
+        let loader =
+            tokio::task::spawn_blocking(move || postgres::Loader::connect_with(schema, NoTls))
+                .await??;
+        builder = builder.stored_progress(move |g, t, p| loader.load(g, t, p));
+    }
+    let (consumer, guard) = builder.build_consumer::<StreamConsumer<GuardContext>>()?;
+    consumer.subscribe(&["cost"])?;
+    let mut tokens = Vec::with_capacity(batch);
+    let mut started = None;
+    for _ in 0..records {
+        let m = tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await??;
+        started.get_or_insert_with(Instant::now);
+        let token = match mark {
+            false => guard.track(&m),
+            true => match guard.track_or_skip(&m) {
+                Tracked::Process(token) => token,
+                Tracked::Done => return Err("nothing is done yet".into()),
+            },
+        };
+        drop(m);
+        tokens.push(token);
+        if tokens.len() == batch {
+            apply(&mut client, &mut tokens, mark).await?;
+        }
+    }
+    apply(&mut client, &mut tokens, mark).await?;
+    let rate = records as f64 / started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    guard.shutdown(&*consumer).await?;
+    tokio::task::spawn_blocking(move || drop(consumer)).await?;
+    Ok(rate)
+}
+
+async fn consumer_path(url: &str, records: i64) -> Res<()> {
+    println!(
+        "2. end to end through a consumer (own loop, MockCluster, synchronous_commit=on), {records} records (records/s; with/without)"
+    );
+    for (name, batch) in [("1 tx per record", 1), ("1 tx per 100 records", BATCH)] {
+        let mut rates = [Vec::new(), Vec::new()];
+        for (i, mark) in (0..REPEATS)
+            .flat_map(|_| [false, true])
+            .map(|m| (m as usize, m))
+        {
+            let cluster = cost::cluster_with(records)?;
+            let bootstrap = cluster.bootstrap_servers();
+            rates[i].push(consume(url, &bootstrap, records, batch, mark).await?);
+        }
+        let rates = rates.map(median);
+        println!(
+            "  {name:<48} without {:>9.0}  with {:>9.0}  ratio {:.2}",
+            rates[0],
+            rates[1],
+            rates[1] / rates[0]
+        );
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Res<()> {
     let mut args = std::env::args().skip(1);
     let url = args
@@ -83,7 +170,7 @@ async fn main() -> Res<()> {
     for window in shuffled.chunks_mut(100) {
         rng.shuffle(window);
     }
-    println!("PostgreSQL, {records} records (records/s; with/without)");
+    println!("1. PostgreSQL alone, {records} records (records/s; with/without)");
     for sync in ["on", "off"] {
         for (name, order, batch) in [
             ("1 tx per record, in order", &in_order, 1),
@@ -113,6 +200,7 @@ async fn main() -> Res<()> {
             );
         }
     }
+    consumer_path(&url, records).await?;
     let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
     tokio::spawn(connection);
     client
