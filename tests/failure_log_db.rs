@@ -291,3 +291,20 @@ fn the_cli_refuses_to_resolve_in_a_database_without_the_log_and_creates_nothing(
         assert_eq!(tables(&conn), ["orders"], "{url}: {err}");
     }
 }
+
+#[test]
+fn a_directory_or_device_as_the_database_is_not_a_file() {
+    let dir = TempDir::new("logdb-notafile");
+    for path in [dir.0.as_path(), Path::new("/dev/null")] {
+        for err in [
+            LogReader::open_sqlite(path).unwrap_err(),
+            FailedOffsetLog::sqlite(path).open().unwrap_err(),
+        ] {
+            assert!(
+                matches!(&err, LogError::NotAFile { path: p, .. } if p == path),
+                "{}: {err}",
+                path.display()
+            );
+        }
+    }
+}

@@ -200,7 +200,9 @@ impl LogStream {
     /// # Errors
     ///
     /// [`LogError::NotFound`] when the file does not exist,
-    /// [`LogError::NoLogTable`] when the database has no log,
+    /// [`LogError::NotAFile`] when the path is a directory, a device or
+    /// another special file, [`LogError::NoLogTable`] when the database has
+    /// no log,
     /// [`LogError::SchemaTooNew`] / [`LogError::ForeignSchema`] when its log
     /// tables are not this build's, [`LogError::Database`] when it cannot be
     /// opened or read. A read that fails later is a [`ReadIssueKind::Io`]

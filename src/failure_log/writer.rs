@@ -613,7 +613,7 @@ pub(super) fn special_kind(ft: &FileType) -> Option<&'static str> {
 
 /// Fails with [`LogError::NotAFile`] when `path` exists and is not a regular
 /// file (symbolic links are followed); a missing path is fine.
-fn refuse_non_file(path: &Path) -> Result<(), LogError> {
+pub(super) fn refuse_non_file(path: &Path) -> Result<(), LogError> {
     match std::fs::metadata(path) {
         Ok(m) => match special_kind(&m.file_type()) {
             Some(kind) => Err(LogError::NotAFile {
