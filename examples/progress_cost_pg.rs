@@ -15,7 +15,8 @@
 //! without and with in turn) and the ratio with/without side by side.
 //!
 //! Needs a server: `eval "$(scripts/postgres.sh start)"` and then
-//! `cargo run --release --example progress_cost_pg --features postgres -- "$OFFSET_GUARD_POSTGRES" [RECORDS]`;
+//! `cargo run --release --example progress_cost_pg --features postgres -- "$OFFSET_GUARD_POSTGRES" [RECORDS [CONSUMER_RECORDS]]`
+//! (the consumer path's records default to `RECORDS`, 5,000);
 //! `scripts/postgres.sh stop` afterwards.
 
 #[path = "support/cost.rs"]
@@ -162,8 +163,9 @@ async fn main() -> Res<()> {
     let mut args = std::env::args().skip(1);
     let url = args
         .next()
-        .ok_or("usage: progress_cost_pg POSTGRES_URL [RECORDS]")?;
+        .ok_or("usage: progress_cost_pg POSTGRES_URL [RECORDS [CONSUMER_RECORDS]]")?;
     let records: i64 = args.next().map_or(Ok(5_000), |a| a.parse())?;
+    let consumer_records: i64 = args.next().map_or(Ok(records), |a| a.parse())?;
     let in_order: Vec<i64> = (0..records).collect();
     let mut shuffled = in_order.clone();
     let mut rng = fastrand::Rng::with_seed(16);
@@ -200,7 +202,7 @@ async fn main() -> Res<()> {
             );
         }
     }
-    consumer_path(&url, records).await?;
+    consumer_path(&url, consumer_records).await?;
     let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
     tokio::spawn(connection);
     client
