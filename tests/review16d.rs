@@ -1,0 +1,566 @@
+//! A break-it review of issue 16 (exactly-once into a database), as a new
+//! user: `progress::sqlite::mark_tokens` against `mark_token` one by one with
+//! tokens of a real consumer (MockCluster), two connections on one file, a
+//! service loop written from the README killed twice and restarted, and a
+//! slow stored-progress loader with `progress_load_timeout`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Fixture, exactly_once, unique};
+use offset_guard::progress::{PartitionProgress, ProgressError, sqlite};
+use offset_guard::{AckToken, GuardContext, GuardHandle, Tracked};
+use rdkafka::Message;
+use rdkafka::consumer::StreamConsumer;
+use rusqlite::{Connection, TransactionBehavior, params};
+
+type Stored = (Option<i64>, Vec<i64>);
+
+fn open(path: &Path) -> Connection {
+    let conn = Connection::open(path).unwrap();
+    conn.busy_timeout(Duration::from_millis(200)).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    sqlite::migrate(&conn).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS effects (partition_id INTEGER, record_offset INTEGER)",
+    )
+    .unwrap();
+    conn
+}
+
+fn stored(conn: &Connection, group: &str, topic: &str, p: i32) -> Stored {
+    let pr = sqlite::load(conn, group, topic, p).unwrap();
+    (pr.watermark(), pr.done_above().collect())
+}
+
+/// The consumer and its guard, dropped on another thread at the end.
+struct Holder(Option<(Arc<StreamConsumer<GuardContext>>, GuardHandle)>);
+impl Drop for Holder {
+    fn drop(&mut self) {
+        if let Some(v) = self.0.take() {
+            common::drop_elsewhere(v, "consumer");
+        }
+    }
+}
+
+/// `n` tokens per partition of a fresh topic, by (partition, offset), from an
+/// own-loop member whose loader stores nothing.
+async fn tokens(
+    fx: &Fixture,
+    partitions: i32,
+    n: usize,
+) -> (String, String, BTreeMap<(i32, i64), AckToken>, Holder) {
+    let (topic, group) = (unique("r16d"), unique("g-r16d"));
+    fx.create_topic(&topic, partitions);
+    fx.produce(&topic, partitions, n, 0);
+    let (consumer, guard) = exactly_once::own_loop(
+        exactly_once::builder(exactly_once::config(fx, &group), |_, _, _| {
+            Ok(PartitionProgress::new())
+        }),
+        &topic,
+    );
+    let tokens = exactly_once::track_new(&consumer, &guard, n * partitions as usize).await;
+    let by = tokens
+        .into_iter()
+        .map(|t| ((t.partition(), t.offset()), t))
+        .collect();
+    (topic, group, by, Holder(Some((consumer, guard))))
+}
+
+/// Item 1: the same batches through `mark_tokens` (database A) and through
+/// `mark_token` one token after the other, stopping at the first error
+/// (database B), with tokens of a real consumer: partitions interleaved, a
+/// duplicate in one batch, a token below the watermark, a partly refused
+/// batch committed anyway and one after it, `mark_token_with_key` in the
+/// same transaction, floors that jump (records acked without a mark, as an
+/// offset gap is). The same answer and the same stored rows after each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mark_tokens_agrees_with_mark_token_one_by_one_on_real_tokens() {
+    let fx = Fixture::any();
+    let (topic, group, tk, _holder) = tokens(&fx, 3, 20).await;
+    let t = |p: i32, o: i64| tk[&(p, o)].clone();
+    let mut a = Connection::open_in_memory().unwrap();
+    let mut b = Connection::open_in_memory().unwrap();
+    sqlite::migrate(&a).unwrap();
+    sqlite::migrate(&b).unwrap();
+    let run = |a: &mut Connection,
+               b: &mut Connection,
+               keyed: Option<AckToken>,
+               batch: Vec<AckToken>,
+               commit: bool| {
+        let r = step(a, b, &group, &keyed, &batch, commit);
+        for p in 0..3 {
+            assert_eq!(
+                stored(a, &group, &topic, p),
+                stored(b, &group, &topic, p),
+                "partition {p}"
+            );
+        }
+        r
+    };
+    // Interleaved, out of order, a duplicate (p1@0) late in the batch;
+    // committed anyway (the user ignored the error).
+    let e = run(
+        &mut a,
+        &mut b,
+        None,
+        vec![
+            t(0, 0),
+            t(1, 1),
+            t(2, 0),
+            t(1, 0),
+            t(0, 2),
+            t(0, 1),
+            t(1, 0),
+            t(2, 1),
+        ],
+        true,
+    );
+    assert!(e.is_some());
+    // A batch after it; a token below the watermark (p2@0), rolled back.
+    assert!(run(&mut a, &mut b, None, vec![t(0, 3), t(2, 0), t(0, 4)], false).is_some());
+    assert_eq!(
+        run(
+            &mut a,
+            &mut b,
+            None,
+            vec![t(2, 1), t(0, 3), t(0, 5), t(1, 2)],
+            true
+        ),
+        None
+    );
+    assert_eq!(stored(&a, &group, &topic, 0), (Some(4), vec![5]));
+    // mark_token_with_key in the same transaction, then its token again in the batch.
+    assert!(run(&mut a, &mut b, Some(t(0, 4)), vec![t(0, 6), t(0, 4)], false).is_some());
+    assert_eq!(
+        run(&mut a, &mut b, Some(t(1, 3)), vec![t(1, 5), t(1, 4)], true),
+        None
+    );
+    // Floors that jump: p2@0..9 acked (2..9 never marked: as gap offsets are).
+    for o in 0..10 {
+        t(2, o).ack();
+    }
+    assert_eq!(
+        run(&mut a, &mut b, None, vec![t(2, 12), t(2, 10)], true),
+        None
+    );
+    assert_eq!(stored(&a, &group, &topic, 2), (Some(11), vec![12]));
+    assert_eq!(
+        run(&mut a, &mut b, None, vec![t(2, 11), t(2, 13)], true),
+        None
+    );
+    assert_eq!(stored(&a, &group, &topic, 2), (Some(14), vec![]));
+}
+
+/// The keyed token (first) and the batch through `mark_tokens` in `a`, and
+/// through `mark_token` one by one (stopping at the first error) in `b`:
+/// the same answer. Committed or rolled back.
+fn step(
+    a: &mut Connection,
+    b: &mut Connection,
+    g: &str,
+    keyed: &Option<AckToken>,
+    batch: &[AckToken],
+    commit: bool,
+) -> Option<String> {
+    let (ta, tb) = (a.transaction().unwrap(), b.transaction().unwrap());
+    let retention = Duration::from_secs(60);
+    if let Some(k) = keyed {
+        let ka = sqlite::mark_token_with_key(&ta, g, k, b"key", retention);
+        let kb = sqlite::mark_token_with_key(&tb, g, k, b"key", retention);
+        assert_eq!(format!("{ka:?}"), format!("{kb:?}"));
+    }
+    let batched = sqlite::mark_tokens(&ta, g, batch)
+        .err()
+        .map(|e| e.to_string());
+    let mut one = None;
+    for token in batch {
+        if let Err(e) = sqlite::mark_token(&tb, g, token) {
+            one = Some(e.to_string());
+            break;
+        }
+    }
+    assert_eq!(batched, one, "{batch:?}");
+    if commit {
+        ta.commit().unwrap();
+        tb.commit().unwrap();
+    }
+    batched
+}
+
+/// Item 1, very large batch: 10,000 tokens of one partition in reverse
+/// order in one `mark_tokens` call, and one by one: the same rows (all in
+/// the watermark, no done row left), the batch not slower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_tokens_in_one_batch() {
+    let fx = Fixture::any();
+    let (topic, group, tk, _holder) = tokens(&fx, 1, 10_000).await;
+    let mut batch: Vec<AckToken> = tk.into_values().collect();
+    batch.reverse();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, mut b) = (
+        open(&dir.path().join("a.db")),
+        open(&dir.path().join("b.db")),
+    );
+    let started = Instant::now();
+    let tx = a.transaction().unwrap();
+    sqlite::mark_tokens(&tx, &group, &batch).unwrap();
+    tx.commit().unwrap();
+    let batched = started.elapsed();
+    let started = Instant::now();
+    let tx = b.transaction().unwrap();
+    for token in &batch {
+        sqlite::mark_token(&tx, &group, token).unwrap();
+    }
+    tx.commit().unwrap();
+    let one_by_one = started.elapsed();
+    eprintln!("10,000 tokens: mark_tokens {batched:?}, mark_token one by one {one_by_one:?}");
+    assert_eq!(stored(&a, &group, &topic, 0), (Some(10_000), vec![]));
+    assert_eq!(stored(&b, &group, &topic, 0), (Some(10_000), vec![]));
+    assert!(batched < Duration::from_secs(5), "{batched:?}");
+}
+
+/// Item 1, two connections on one file (WAL), deferred transactions: B
+/// reads its partitions' progress before A commits a batch of the same
+/// partitions, then writes: a typed database error (SQLite busy), no lost
+/// update; rolled back and retried, B's batch lands on A's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_connections_same_partitions_busy_is_typed_and_nothing_is_lost() {
+    let fx = Fixture::any();
+    let (topic, group, tk, _holder) = tokens(&fx, 2, 10).await;
+    let t = |p: i32, o: i64| tk[&(p, o)].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.db");
+    let (mut a, mut b) = (open(&path), open(&path));
+    let first = vec![t(0, 0), t(1, 0), t(0, 1), t(1, 2)];
+    let second = vec![t(0, 2), t(1, 1), t(0, 3)];
+    let tb = b.transaction().unwrap(); // deferred
+    assert_eq!(stored(&tb, &group, &topic, 0), (None, vec![]));
+    let ta = a
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .unwrap();
+    sqlite::mark_tokens(&ta, &group, &first).unwrap();
+    ta.commit().unwrap();
+    let e = sqlite::mark_tokens(&tb, &group, &second).unwrap_err();
+    assert!(matches!(e, ProgressError::Database { .. }), "{e:?}");
+    drop(tb);
+    let tb = b
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .unwrap();
+    sqlite::mark_tokens(&tb, &group, &second).unwrap();
+    tb.commit().unwrap();
+    assert_eq!(stored(&a, &group, &topic, 0), (Some(4), vec![]));
+    assert_eq!(stored(&a, &group, &topic, 1), (Some(3), vec![]));
+}
+
+/// The README's loop with batches: track_or_skip, one transaction per batch
+/// (effects, then `mark_tokens`), commit, ack. On AlreadyDone: roll back,
+/// ack that token, process the rest again. Returns when `kill_after` batches
+/// are done (the last one committed, never acked: a crash between commit and
+/// ack; the member then dropped without shutdown) or all records are in.
+async fn service_run(
+    fx: &Fixture,
+    topic: &str,
+    group: &str,
+    db: &Path,
+    partitions: i32,
+    total: i64,
+    kill_after: Option<usize>,
+    fail_loads: bool,
+    owned: bool,
+) -> (usize, usize) {
+    let loader = Mutex::new(open(db));
+    let builder = exactly_once::builder(exactly_once::config(fx, group), move |g, t, p| {
+        if fail_loads {
+            return Err(ProgressError::LoaderStalled {
+                pending: format!("{t}[{p}] of group {g}"),
+                timeout: Duration::from_secs(1),
+            });
+        }
+        sqlite::load(&loader.lock().unwrap(), g, t, p)
+    });
+    let mut member = if owned {
+        Member::Owned(exactly_once::owned(builder, topic))
+    } else {
+        let (consumer, guard) = exactly_once::own_loop(builder, topic);
+        Member::Own(consumer, guard)
+    };
+    let mut conn = open(db);
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    let effects = |c: &Connection| -> i64 {
+        c.query_row("SELECT COUNT(*) FROM effects", [], |r| r.get(0))
+            .unwrap()
+    };
+    let (mut batches, mut skipped, mut refused) = (0, 0, 0);
+    let never_past = |conn: &Connection| {
+        let committed = fx.committed(group, topic, partitions);
+        for (p, c) in committed.iter().enumerate() {
+            let w = stored(conn, group, topic, p as i32).0;
+            if let Some(c) = c {
+                assert!(
+                    w.is_some_and(|w| *c <= w),
+                    "partition {p}: Kafka's commit {c} past the database's watermark {w:?}"
+                );
+            }
+        }
+    };
+    // One token of each batch is held back to the next one: records
+    // finish out of order across transactions.
+    let mut held: Option<AckToken> = None;
+    while effects(&conn) < total {
+        let mut batch: Vec<AckToken> = held.take().into_iter().collect();
+        while batch.len() < 10 {
+            let wait = if batch.is_empty() { 30 } else { 1 };
+            match member.next(Duration::from_secs(wait)).await {
+                None => break,
+                Some(None) => skipped += 1,
+                Some(Some(token)) => batch.push(token),
+            }
+        }
+        assert!(
+            !batch.is_empty(),
+            "no record within 30 s; {:?}",
+            member.stats()
+        );
+        if batch.len() > 2 {
+            held = Some(batch.remove(1));
+        }
+        loop {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .unwrap();
+            for token in &batch {
+                tx.execute(
+                    "INSERT INTO effects (partition_id, record_offset) VALUES (?1, ?2)",
+                    params![token.partition(), token.offset()],
+                )
+                .unwrap();
+            }
+            match sqlite::mark_tokens(&tx, group, &batch) {
+                Ok(()) => {
+                    tx.commit().unwrap();
+                    break;
+                }
+                Err(ProgressError::AlreadyDone {
+                    partition, offset, ..
+                }) => {
+                    drop(tx);
+                    refused += 1;
+                    let i = batch
+                        .iter()
+                        .position(|t| (t.partition(), t.offset()) == (partition, offset))
+                        .unwrap();
+                    batch.remove(i).ack();
+                    if batch.is_empty() {
+                        break;
+                    }
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        batches += 1;
+        never_past(&conn);
+        if kill_after == Some(batches) {
+            // Committed, not acked (an in-flight task aborted); the member
+            // dropped without shutdown.
+            let task = tokio::spawn(async move {
+                std::future::pending::<()>().await;
+                drop((batch, held));
+            });
+            task.abort();
+            assert!(task.await.unwrap_err().is_cancelled());
+            skipped += member.skipped_by_poll_thread();
+            eprintln!(
+                "killed after {batches} batches: {skipped} skipped as done, {refused} refused as done; effects {}",
+                effects(&conn)
+            );
+            common::drop_elsewhere(member, "killed member");
+            never_past(&conn);
+            return (skipped, refused);
+        }
+        for token in batch {
+            token.ack();
+        }
+    }
+    skipped += member.skipped_by_poll_thread();
+    eprintln!(
+        "finished after {batches} batches: {skipped} skipped as done, {refused} refused as done"
+    );
+    assert!(held.is_none());
+    common::drop_elsewhere(member, "member");
+    never_past(&conn);
+    (skipped, refused)
+}
+
+/// A member of either front-end, as the service loop sees it.
+enum Member {
+    Own(Arc<StreamConsumer<GuardContext>>, GuardHandle),
+    Owned(offset_guard::GuardedConsumer),
+}
+
+impl Member {
+    /// The next record: `None` after `wait` without one, `Some(None)` for
+    /// one `track_or_skip` skipped as done, else its token.
+    async fn next(&mut self, wait: Duration) -> Option<Option<AckToken>> {
+        match self {
+            Member::Own(consumer, guard) => {
+                let m = tokio::time::timeout(wait, consumer.recv()).await.ok()?;
+                match guard.track_or_skip(&m.unwrap()) {
+                    Tracked::Done => Some(None),
+                    Tracked::Process(token) => Some(Some(token)),
+                }
+            }
+            Member::Owned(c) => {
+                let r = tokio::time::timeout(wait, c.recv()).await.ok()?;
+                Some(Some(r.unwrap().expect("a record").into_parts().1))
+            }
+        }
+    }
+
+    fn stats(&self) -> offset_guard::Stats {
+        match self {
+            Member::Own(_, guard) => guard.stats(),
+            Member::Owned(c) => c.stats(),
+        }
+    }
+
+    /// Records the owned front-end's poll thread skipped as done.
+    fn skipped_by_poll_thread(&self) -> usize {
+        match self {
+            Member::Own(..) => 0,
+            Member::Owned(c) => c.stats().records_skipped_done as usize,
+        }
+    }
+}
+
+/// Item 2: a service loop from the README alone (own loop, batches through
+/// `mark_tokens`, a SQLite file), killed mid-stream twice and restarted:
+/// every record's effect exactly once, Kafka's commit never past the
+/// database's watermark, no done row left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_loop_with_batches_killed_twice_zero_lost_zero_duplicates() {
+    killed_twice(false).await;
+}
+
+/// Item 2 with the owned front-end (`build()`): the same loop on
+/// `recv()` and `record.into_parts()`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owned_service_loop_with_batches_killed_twice_zero_lost_zero_duplicates() {
+    killed_twice(true).await;
+}
+
+async fn killed_twice(owned: bool) {
+    let fx = Fixture::any();
+    let (topic, group) = (unique("r16d-svc"), unique("g-r16d-svc"));
+    let (partitions, per) = (3, 40);
+    fx.create_topic(&topic, partitions);
+    fx.produce(&topic, partitions, per, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("service.db");
+    let total = i64::from(partitions) * per as i64;
+    service_run(
+        &fx,
+        &topic,
+        &group,
+        &db,
+        partitions,
+        total,
+        Some(3),
+        false,
+        owned,
+    )
+    .await;
+    let (skipped, refused) = service_run(
+        &fx,
+        &topic,
+        &group,
+        &db,
+        partitions,
+        total,
+        Some(4),
+        true,
+        owned,
+    )
+    .await;
+    assert!(
+        refused > 0,
+        "partitions not loaded: their done records refused"
+    );
+    let (skipped_3, _) = service_run(
+        &fx, &topic, &group, &db, partitions, total, None, false, owned,
+    )
+    .await;
+    assert!(
+        skipped + skipped_3 > 0,
+        "done rows above a watermark skipped"
+    );
+    let conn = open(&db);
+    let q = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(q("SELECT COUNT(*) FROM effects"), total);
+    assert_eq!(
+        q("SELECT COUNT(*) FROM (SELECT DISTINCT partition_id, record_offset FROM effects)"),
+        total
+    );
+    for p in 0..partitions {
+        assert_eq!(stored(&conn, &group, &topic, p), (Some(per as i64), vec![]));
+    }
+}
+
+/// Item 3: a loader slower than `progress_load_timeout`: the load that
+/// started finishes and is used; the partitions after it are not loaded
+/// (counted), their records handed out in full, and the mark refuses the
+/// ones done already.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_loader_past_progress_load_timeout() {
+    let fx = Fixture::any();
+    let (topic, group) = (unique("r16d-slow"), unique("g-r16d-slow"));
+    fx.create_topic(&topic, 3);
+    fx.produce(&topic, 3, 10, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("slow.db");
+    let mut conn = open(&db);
+    let tx = conn.transaction().unwrap();
+    for p in 0..3 {
+        sqlite::advance(&tx, &group, &topic, p, 5).unwrap();
+    }
+    tx.commit().unwrap();
+    let loader = Mutex::new(open(&db));
+    let (consumer, guard) = exactly_once::own_loop(
+        exactly_once::builder(exactly_once::config(&fx, &group), move |g, t, p| {
+            std::thread::sleep(Duration::from_millis(700));
+            sqlite::load(&loader.lock().unwrap(), g, t, p)
+        })
+        .progress_load_timeout(Duration::from_millis(200)),
+        &topic,
+    );
+    let (mut skipped, mut refused, mut marked) = (0, 0, 0);
+    while skipped + refused + marked < 25 {
+        let (_, _, m) = exactly_once::next(&consumer, &guard).await;
+        match guard.track_or_skip(&m) {
+            Tracked::Done => skipped += 1,
+            Tracked::Process(token) => {
+                let tx = conn.transaction().unwrap();
+                match sqlite::mark_token(&tx, &group, &token) {
+                    Ok(()) => {
+                        assert!(m.offset() >= 5);
+                        tx.commit().unwrap();
+                        marked += 1;
+                    }
+                    Err(e) => {
+                        assert!(e.is_already_done(), "{e}");
+                        assert!(m.offset() < 5);
+                        refused += 1;
+                    }
+                }
+                token.ack();
+            }
+        }
+    }
+    assert_eq!((skipped, refused, marked), (0, 10, 15));
+    assert_eq!(guard.stats().progress_load_errors, 2, "{:?}", guard.stats());
+    common::drop_elsewhere((consumer, guard), "member");
+}
