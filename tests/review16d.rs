@@ -263,16 +263,19 @@ async fn two_connections_same_partitions_busy_is_typed_and_nothing_is_lost() {
 /// are done (the last one committed, never acked: a crash between commit and
 /// ack; the member then dropped without shutdown) or all records are in.
 async fn service_run(
-    fx: &Fixture,
-    topic: &str,
-    group: &str,
-    db: &Path,
-    partitions: i32,
-    total: i64,
+    svc: &Service<'_>,
     kill_after: Option<usize>,
     fail_loads: bool,
-    owned: bool,
 ) -> (usize, usize) {
+    let Service {
+        fx,
+        topic,
+        group,
+        db,
+        partitions,
+        total,
+        owned,
+    } = *svc;
     let loader = Mutex::new(open(db));
     let builder = exactly_once::builder(exactly_once::config(fx, group), move |g, t, p| {
         if fail_loads {
@@ -284,7 +287,7 @@ async fn service_run(
         sqlite::load(&loader.lock().unwrap(), g, t, p)
     });
     let mut member = if owned {
-        Member::Owned(exactly_once::owned(builder, topic))
+        Member::Owned(Box::new(exactly_once::owned(builder, topic)))
     } else {
         let (consumer, guard) = exactly_once::own_loop(builder, topic);
         Member::Own(consumer, guard)
@@ -396,10 +399,22 @@ async fn service_run(
     (skipped, refused)
 }
 
+/// What every run of the service shares.
+#[derive(Clone, Copy)]
+struct Service<'a> {
+    fx: &'a Fixture,
+    topic: &'a str,
+    group: &'a str,
+    db: &'a Path,
+    partitions: i32,
+    total: i64,
+    owned: bool,
+}
+
 /// A member of either front-end, as the service loop sees it.
 enum Member {
     Own(Arc<StreamConsumer<GuardContext>>, GuardHandle),
-    Owned(offset_guard::GuardedConsumer),
+    Owned(Box<offset_guard::GuardedConsumer>),
 }
 
 impl Member {
@@ -462,38 +477,22 @@ async fn killed_twice(owned: bool) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("service.db");
     let total = i64::from(partitions) * per as i64;
-    service_run(
-        &fx,
-        &topic,
-        &group,
-        &db,
+    let svc = Service {
+        fx: &fx,
+        topic: &topic,
+        group: &group,
+        db: &db,
         partitions,
         total,
-        Some(3),
-        false,
         owned,
-    )
-    .await;
-    let (skipped, refused) = service_run(
-        &fx,
-        &topic,
-        &group,
-        &db,
-        partitions,
-        total,
-        Some(4),
-        true,
-        owned,
-    )
-    .await;
+    };
+    service_run(&svc, Some(3), false).await;
+    let (skipped, refused) = service_run(&svc, Some(4), true).await;
     assert!(
         refused > 0,
         "partitions not loaded: their done records refused"
     );
-    let (skipped_3, _) = service_run(
-        &fx, &topic, &group, &db, partitions, total, None, false, owned,
-    )
-    .await;
+    let (skipped_3, _) = service_run(&svc, None, false).await;
     assert!(
         skipped + skipped_3 > 0,
         "done rows above a watermark skipped"
