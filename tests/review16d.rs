@@ -563,3 +563,105 @@ async fn slow_loader_past_progress_load_timeout() {
     assert_eq!(guard.stats().progress_load_errors, 2, "{:?}", guard.stats());
     common::drop_elsewhere((consumer, guard), "member");
 }
+
+#[cfg(feature = "postgres")]
+#[path = "common/pg.rs"]
+mod pg;
+
+/// Item 1, for comparison: the same real-token batches through
+/// `postgres::mark_tokens` and `sqlite::mark_tokens` (equal to `mark_token`
+/// one by one, above): the same answer and the same stored rows after each,
+/// committed or rolled back; the first refused batch committed anyway (the
+/// user ignored the error), the others rolled back.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_mark_tokens_agrees_with_sqlite_on_real_tokens() {
+    use offset_guard::progress::postgres;
+    let Some(db) = pg::db("r16d_compare").await else {
+        return;
+    };
+    let fx = Fixture::any();
+    let (topic, group, tk, _holder) = tokens(&fx, 3, 20).await;
+    let t = |p: i32, o: i64| tk[&(p, o)].clone();
+    let mut c = db.open().await;
+    let mut s = Connection::open_in_memory().unwrap();
+    sqlite::migrate(&s).unwrap();
+    let retention = Duration::from_secs(60);
+    let steps: Vec<(Option<AckToken>, Vec<AckToken>)> = vec![
+        (
+            None,
+            vec![
+                t(0, 0),
+                t(1, 1),
+                t(2, 0),
+                t(1, 0),
+                t(0, 2),
+                t(0, 1),
+                t(1, 0),
+                t(2, 1),
+            ],
+        ),
+        (
+            None,
+            vec![
+                t(0, 0),
+                t(1, 1),
+                t(2, 0),
+                t(1, 0),
+                t(0, 2),
+                t(0, 1),
+                t(2, 1),
+            ],
+        ),
+        (None, vec![t(0, 3), t(2, 0), t(0, 4)]),
+        (None, vec![t(2, 2), t(0, 3), t(0, 5), t(1, 2)]),
+        (Some(t(0, 4)), vec![t(0, 6), t(0, 4)]),
+        (Some(t(1, 3)), vec![t(1, 5), t(1, 4)]),
+    ];
+    let compare = async |c: &tokio_postgres::Client, s: &Connection, what: &str| {
+        for p in 0..3 {
+            let pr = postgres::load(c, &group, &topic, p).await.unwrap();
+            let pg_state = (pr.watermark(), pr.done_above().collect::<Vec<_>>());
+            assert_eq!(pg_state, stored(s, &group, &topic, p), "{what}, p{p}");
+        }
+    };
+    for (i, (keyed, batch)) in steps.into_iter().enumerate() {
+        let tx = c.transaction().await.unwrap();
+        let stx = s.transaction().unwrap();
+        if let Some(k) = &keyed {
+            let a = postgres::mark_token_with_key(&tx, &group, k, b"key", retention).await;
+            let b = sqlite::mark_token_with_key(&stx, &group, k, b"key", retention);
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "step {i}");
+        }
+        let a = postgres::mark_tokens(&tx, &group, &batch).await.err();
+        let b = sqlite::mark_tokens(&stx, &group, &batch).err();
+        assert_eq!(
+            a.as_ref().map(|e| e.to_string()),
+            b.as_ref().map(|e| e.to_string()),
+            "step {i}"
+        );
+        // Step 0: refused, committed anyway (the user ignored the error).
+        if a.is_some() && i > 0 {
+            tx.rollback().await.unwrap();
+            stx.rollback().unwrap();
+        } else {
+            tx.commit().await.unwrap();
+            stx.commit().unwrap();
+        }
+        compare(&c, &s, &format!("after step {i}")).await;
+    }
+    // Floors that jump: p2@0..9 acked (3..9 never marked, as gap offsets).
+    for o in 0..10 {
+        t(2, o).ack();
+    }
+    for batch in [vec![t(2, 12), t(2, 10)], vec![t(2, 11), t(2, 13)]] {
+        let tx = c.transaction().await.unwrap();
+        let stx = s.transaction().unwrap();
+        postgres::mark_tokens(&tx, &group, &batch).await.unwrap();
+        sqlite::mark_tokens(&stx, &group, &batch).unwrap();
+        tx.commit().await.unwrap();
+        stx.commit().unwrap();
+        compare(&c, &s, "floors that jump").await;
+    }
+    assert_eq!(stored(&s, &group, &topic, 2), (Some(14), vec![]));
+}
