@@ -665,3 +665,61 @@ async fn postgres_mark_tokens_agrees_with_sqlite_on_real_tokens() {
     }
     assert_eq!(stored(&s, &group, &topic, 2), (Some(14), vec![]));
 }
+
+/// A gap the consumer never receives (a forward seek through the guard,
+/// as an offset gap of compaction or transaction markers is): batches
+/// through `mark_tokens` after it step the watermark over it, so no done
+/// row piles up, and Kafka's commit reaches the end, never past the
+/// database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_seek_gap_is_stepped_over_and_the_table_stays_small() {
+    let fx = Fixture::any();
+    let (topic, group) = (unique("r16d-gap"), unique("g-r16d-gap"));
+    fx.create_topic(&topic, 1);
+    fx.produce(&topic, 1, 30, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gap.db");
+    let mut conn = open(&db);
+    let loader = Mutex::new(open(&db));
+    let mut c = exactly_once::owned(
+        exactly_once::builder(exactly_once::config(&fx, &group), move |g, t, p| {
+            sqlite::load(&loader.lock().unwrap(), g, t, p)
+        }),
+        &topic,
+    );
+    let mut batch = |tokens: Vec<AckToken>| {
+        let tx = conn.transaction().unwrap();
+        sqlite::mark_tokens(&tx, &group, &tokens).unwrap();
+        tx.commit().unwrap();
+        for t in tokens {
+            t.ack();
+        }
+        stored(&conn, &group, &topic, 0)
+    };
+    let first = common::recv_n(&mut c, 5, Duration::from_secs(30)).await;
+    let tokens: Vec<AckToken> = first.into_iter().map(|r| r.into_parts().1).collect();
+    assert_eq!(
+        tokens.iter().map(AckToken::offset).collect::<Vec<_>>(),
+        (0..5).collect::<Vec<_>>()
+    );
+    assert_eq!(batch(tokens), (Some(5), vec![]));
+    c.seek(&topic, 0, rdkafka::Offset::Offset(10))
+        .await
+        .unwrap();
+    let mut last = None;
+    for _ in 0..4 {
+        let records = common::recv_n(&mut c, 5, Duration::from_secs(30)).await;
+        let tokens: Vec<AckToken> = records.into_iter().map(|r| r.into_parts().1).collect();
+        assert!(tokens.iter().all(|t| t.offset() >= 10), "{tokens:?}");
+        last = Some(batch(tokens));
+        let (w, rows) = last.clone().unwrap();
+        assert!(
+            rows.len() <= 5,
+            "done rows pile up behind the gap: watermark {w:?}, {rows:?}"
+        );
+    }
+    assert_eq!(last, Some((Some(30), vec![])));
+    c.commit_now().await.unwrap();
+    assert_eq!(fx.committed(&group, &topic, 1), vec![Some(30)]);
+    common::drop_elsewhere(c, "member");
+}
