@@ -723,3 +723,29 @@ async fn a_forward_seek_gap_is_stepped_over_and_the_table_stays_small() {
     assert_eq!(fx.committed(&group, &topic, 1), vec![Some(30)]);
     common::drop_elsewhere(c, "member");
 }
+
+/// Item 1, very large batch in PostgreSQL: 10,000 tokens of one partition in
+/// reverse order in one `postgres::mark_tokens` call: all in the watermark,
+/// no done row left, in seconds.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_tokens_in_one_postgres_batch() {
+    use offset_guard::progress::postgres;
+    let Some(db) = pg::db("r16d_10k").await else {
+        return;
+    };
+    let fx = Fixture::any();
+    let (topic, group, tk, _holder) = tokens(&fx, 1, 10_000).await;
+    let mut batch: Vec<AckToken> = tk.into_values().collect();
+    batch.reverse();
+    let mut c = db.open().await;
+    let started = Instant::now();
+    let tx = c.transaction().await.unwrap();
+    postgres::mark_tokens(&tx, &group, &batch).await.unwrap();
+    tx.commit().await.unwrap();
+    let took = started.elapsed();
+    eprintln!("10,000 tokens: postgres::mark_tokens {took:?}");
+    let pr = postgres::load(&c, &group, &topic, 0).await.unwrap();
+    assert_eq!((pr.watermark(), pr.done_above().len()), (Some(10_000), 0));
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
