@@ -247,6 +247,7 @@ async fn two_connections_same_partitions_busy_is_typed_and_nothing_is_lost() {
     ta.commit().unwrap();
     let e = sqlite::mark_tokens(&tb, &group, &second).unwrap_err();
     assert!(matches!(e, ProgressError::Database { .. }), "{e:?}");
+    eprintln!("busy: {e}");
     drop(tb);
     let tb = b
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -748,4 +749,75 @@ async fn ten_thousand_tokens_in_one_postgres_batch() {
     let pr = postgres::load(&c, &group, &topic, 0).await.unwrap();
     assert_eq!((pr.watermark(), pr.done_above().len()), (Some(10_000), 0));
     assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+/// Item 3: the `offset-guard` CLI with a `sqlite:` log URL on a directory
+/// or on `/dev/null`, for every command that reads a log: exit code 3 and
+/// "not a regular file" naming the path (`LogError::NotAFile`), no panic,
+/// nothing created or changed.
+#[test]
+fn cli_sqlite_url_on_a_directory_or_device_is_not_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    for (path, kind) in [
+        (d.as_str(), "is a directory"),
+        ("/dev/null", "is a character device"),
+    ] {
+        let url = format!("sqlite:{path}");
+        let commands: [Vec<&str>; 4] = [
+            vec!["failures", &url],
+            vec![
+                "resolve",
+                "--log",
+                &url,
+                "--group",
+                "g",
+                "--topic",
+                "t",
+                "--partition",
+                "0",
+                "--offset",
+                "1",
+                "--note",
+                "x",
+            ],
+            vec![
+                "offsets",
+                "--bootstrap-servers",
+                "127.0.0.1:1",
+                "--group",
+                "g",
+                "--log",
+                &url,
+            ],
+            vec![
+                "recommit",
+                "--bootstrap-servers",
+                "127.0.0.1:1",
+                "--group",
+                "g",
+                "--log",
+                &url,
+            ],
+        ];
+        for args in commands {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_offset-guard"))
+                .args(&args)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
+            assert!(err.contains(path) && err.contains(kind), "{args:?}: {err}");
+            assert!(err.contains("not a regular file"), "{args:?}: {err}");
+            assert!(!err.contains("panicked"), "{args:?}: {err}");
+        }
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
 }
