@@ -881,3 +881,46 @@ async fn two_members_with_batches_through_rebalances_zero_lost_zero_duplicates()
         assert_eq!(stored(&conn, &group, &topic, p), (Some(per as i64), vec![]));
     }
 }
+
+/// A group with stored progress in the database but no committed offset
+/// in Kafka (offsets expired with `offsets.retention.minutes`, or the group
+/// was deleted) and `auto.offset.reset=latest` (librdkafka's default): the
+/// stored watermark is where fetching starts, so the records after it are
+/// handed out, not skipped to the log end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_progress_without_a_kafka_commit_starts_at_the_watermark_not_at_latest() {
+    let fx = Fixture::any();
+    let (topic, group) = (unique("r16d-latest"), unique("g-r16d-latest"));
+    fx.create_topic(&topic, 1);
+    fx.produce(&topic, 1, 20, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("latest.db");
+    let mut conn = open(&db);
+    let tx = conn.transaction().unwrap();
+    sqlite::advance(&tx, &group, &topic, 0, 5).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(fx.committed(&group, &topic, 1), vec![None]);
+    let loader = Mutex::new(open(&db));
+    let mut config = exactly_once::config(&fx, &group);
+    config.set("auto.offset.reset", "latest");
+    let (consumer, guard) = exactly_once::own_loop(
+        exactly_once::builder(config, move |g, t, p| {
+            sqlite::load(&loader.lock().unwrap(), g, t, p)
+        }),
+        &topic,
+    );
+    let (_, token) = tokio::time::timeout(
+        Duration::from_secs(15),
+        exactly_once::next_new(&consumer, &guard),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "records 5..19 never handed out (fetching started at the log end?); stats {:?}, committed {:?}",
+            guard.stats(),
+            fx.committed(&group, &topic, 1)
+        )
+    });
+    assert_eq!(token.offset(), 5);
+    common::drop_elsewhere((consumer, guard), "member");
+}
