@@ -140,6 +140,9 @@ fn a_database_locked_by_another_connection_is_a_typed_error_not_a_hang() {
         .and_then(|s| s.downcast_ref::<rusqlite::Error>())
         .and_then(|e| e.sqlite_error_code());
     assert_eq!(busy, Some(rusqlite::ErrorCode::DatabaseBusy), "{err:?}");
+    assert!(sqlite::is_retryable(&err), "{err:?}");
+    let done = sqlite::mark_done(&lock, GROUP, TOPIC, 0, 7).unwrap_err();
+    assert!(done.is_already_done() && !sqlite::is_retryable(&done));
     drop(tx);
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
 

@@ -843,7 +843,12 @@ pub async fn mark_token(
 /// tokens before it are marked in your transaction (and the failing token's
 /// floor advanced, as [`mark_token`] does), the ones after it are not: roll
 /// the whole transaction back on any error, then ack the token found done
-/// and process the others again.
+/// and process the others again. Records done already come back as a run
+/// after a failed load (see
+/// [`Stats::progress_load_errors`](crate::Stats::progress_load_errors)):
+/// rather than one retry per done token, [`load`] the refused token's
+/// partition after the rollback and ack every token of the batch it has as
+/// done ([`PartitionProgress::is_done`]), then process the rest.
 pub async fn mark_tokens(
     tx: &Transaction<'_>,
     group: &str,

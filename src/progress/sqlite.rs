@@ -145,6 +145,29 @@ fn db(action: &'static str) -> impl Fn(rusqlite::Error) -> ProgressError {
     }
 }
 
+/// Whether the error is SQLite's way of saying "run the transaction again":
+/// the database busy or locked by another connection (`SQLITE_BUSY`,
+/// `SQLITE_LOCKED` and their extended codes, such as `SQLITE_BUSY_SNAPSHOT`
+/// (517): a transaction that read before another connection committed a
+/// write cannot write; waiting does not help, a new transaction does). Roll
+/// back and process the record (or batch) again, preferably in an
+/// `IMMEDIATE` transaction (see the module docs). As
+/// `progress::postgres::is_retryable`.
+pub fn is_retryable(e: &ProgressError) -> bool {
+    let ProgressError::Database { source, .. } = e else {
+        return false;
+    };
+    source
+        .downcast_ref::<rusqlite::Error>()
+        .and_then(rusqlite::Error::sqlite_error_code)
+        .is_some_and(|c| {
+            matches!(
+                c,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            )
+        })
+}
+
 /// Creates the store's tables if they do not exist (schema version
 /// [`SCHEMA_VERSION`]), then checks them. Safe to call at every start, also
 /// inside your own migration transaction (it uses a savepoint); it never
@@ -515,7 +538,12 @@ pub fn mark_token(
 /// tokens before it are marked in your transaction (and the failing token's
 /// floor advanced, as [`mark_token`] does), the ones after it are not: roll
 /// the whole transaction back on any error, then ack the token found done
-/// and process the others again.
+/// and process the others again. Records done already come back as a run
+/// after a failed load (see
+/// [`Stats::progress_load_errors`](crate::Stats::progress_load_errors)):
+/// rather than one retry per done token, [`load`] the refused token's
+/// partition after the rollback and ack every token of the batch it has as
+/// done ([`PartitionProgress::is_done`]), then process the rest.
 pub fn mark_tokens(
     conn: &Connection,
     group: &str,
@@ -553,10 +581,11 @@ fn mark_batch(conn: &Connection, group: &str, marks: &[Mark<'_>]) -> Result<(), 
             break;
         }
     }
-    for ((topic, partition), watermark) in batch.moved() {
-        store_watermark(conn, group, topic, partition, watermark)?;
-    }
-    result
+    let written = batch
+        .moved()
+        .try_for_each(|((topic, partition), w)| store_watermark(conn, group, topic, partition, w));
+    // A refusal is the answer, also when writing the moves before it failed.
+    result.and(written)
 }
 
 /// The progress of the partitions of a [`mark_tokens`] call, read once and

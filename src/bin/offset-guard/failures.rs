@@ -112,12 +112,12 @@ pub(crate) fn run(args: &FailuresArgs) -> ExitCode {
     match result {
         Ok(()) => issues.report(),
         Err(Fail::Open(e)) => {
-            warn(&e.to_string());
+            warn(&format!("error: {e}"));
             ExitCode::from(exit::log_error_code(&e))
         }
         Err(Fail::Out(Stop::Closed)) => ExitCode::SUCCESS,
         Err(Fail::Out(Stop::Failed(e))) => {
-            warn(&format!("writing the output: {e}"));
+            warn(&format!("error: writing the output: {e}"));
             ExitCode::from(exit::OUTPUT)
         }
     }
