@@ -13,7 +13,9 @@
 //! and set a busy timeout (`conn.busy_timeout(..)`), so that a writer waits
 //! for the write lock instead of failing with `SQLITE_BUSY` (a deferred
 //! transaction that reads first and then writes can fail at once; SQLite's
-//! documentation, "BEGIN TRANSACTION"). Pass the consumer's own `group.id`
+//! documentation, "BEGIN TRANSACTION"). A busy error past the timeout is a
+//! [`ProgressError::Database`] that [`is_retryable`] recognises: roll back and
+//! run the record again. Pass the consumer's own `group.id`
 //! (`GuardHandle::group_id`) as `group`: progress is kept per group.
 //!
 //! What is checked where: [`migrate`] and [`check_schema`] check the version
