@@ -385,10 +385,29 @@ pub async fn storm<S: Store>(store: &S, front: Front, strategy: &str) {
     }
     let ends = feeder.stop(PARTITIONS);
     let want: Vec<Option<i64>> = ends.iter().map(|e| Some(*e)).collect();
-    wait_for(Duration::from_secs(60), "every record done", || async {
-        store.watermarks(&group, &topic, PARTITIONS).await == want
-    })
-    .await;
+    // On a timeout, the message says which partitions are behind and what
+    // the remaining members were assigned (a wedged group shows there).
+    let what = format!(
+        "every record done (want {want:?}; members and their assignment counts: {:?})",
+        members
+            .iter()
+            .map(|m| (m.name.clone(), m.assigns.load(Ordering::Relaxed)))
+            .collect::<Vec<_>>()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = store.watermarks(&group, &topic, PARTITIONS).await;
+        if now == want {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            panic!(
+                "timed out waiting for: {what}; stored {now:?}; threads: {}",
+                threads()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for m in members {
         ended.push((End::Clean, m.end(End::Clean).await));
     }
