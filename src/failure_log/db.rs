@@ -80,7 +80,7 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, LogError> {
             path: path.to_path_buf(),
         });
     }
-    super::writer::refuse_non_file(path)?;
+    super::file_kind::refuse_non_file(path)?;
     let conn = Connection::open(path).map_err(db_error(path, "open"))?;
     conn.busy_timeout(WRITER_BUSY_TIMEOUT)
         .map_err(db_error(path, "set busy timeout"))?;
@@ -222,7 +222,7 @@ pub(super) fn open_reader(path: &Path) -> Result<Connection, LogError> {
             path: path.to_path_buf(),
         });
     }
-    super::writer::refuse_non_file(path)?;
+    super::file_kind::refuse_non_file(path)?;
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)
         .or_else(|_| Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY))

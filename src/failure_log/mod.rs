@@ -355,6 +355,7 @@ use std::time::Duration;
 
 #[cfg(feature = "sqlite")]
 mod db;
+mod file_kind;
 mod location;
 #[cfg(feature = "postgres")]
 pub(crate) use location::redact_password;

@@ -423,7 +423,7 @@ fn open_readable(path: &Path) -> io::Result<File> {
             format!("{} is a directory", path.display()),
         ));
     }
-    if let Some(kind) = super::writer::special_kind(&ft) {
+    if let Some(kind) = super::file_kind::special_kind(&ft) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("{} is a {kind}, not a regular file", path.display()),

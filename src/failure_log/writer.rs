@@ -1,7 +1,7 @@
 //! The writer: a handle that queues records, and a thread that owns the file.
 
 use std::collections::VecDeque;
-use std::fs::{File, FileType, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
+use super::file_kind::{refuse_non_file, special_kind};
 use super::record::{LogEntry, Resolution};
 use super::{LogError, rotated_siblings};
 use crate::sink::{FailedOffset, FailureSink};
@@ -584,47 +585,6 @@ struct OpenFile {
     /// The file does not end with a newline (a torn line from a crash, or a
     /// short write we could not undo): start the next write with one.
     needs_newline: bool,
-}
-
-/// What a file type is, when it is not a regular file.
-pub(super) fn special_kind(ft: &FileType) -> Option<&'static str> {
-    if ft.is_file() {
-        return None;
-    }
-    if ft.is_dir() {
-        return Some("directory");
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        for (is, kind) in [
-            (ft.is_fifo(), "FIFO"),
-            (ft.is_char_device(), "character device"),
-            (ft.is_block_device(), "block device"),
-            (ft.is_socket(), "socket"),
-        ] {
-            if is {
-                return Some(kind);
-            }
-        }
-    }
-    Some("special file")
-}
-
-/// Fails with [`LogError::NotAFile`] when `path` exists and is not a regular
-/// file (symbolic links are followed); a missing path is fine.
-pub(super) fn refuse_non_file(path: &Path) -> Result<(), LogError> {
-    match std::fs::metadata(path) {
-        Ok(m) => match special_kind(&m.file_type()) {
-            Some(kind) => Err(LogError::NotAFile {
-                path: path.to_path_buf(),
-                kind,
-            }),
-            None => Ok(()),
-        },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(LogError::from_io(path, "stat", e)),
-    }
 }
 
 /// Opens (or creates) `path` for reading and appending, non-blocking so that

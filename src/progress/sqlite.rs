@@ -380,6 +380,23 @@ fn done_run(
     Ok(run)
 }
 
+/// Inserts the done row of `offset`; `false` when it was there already.
+fn insert_done(
+    conn: &Connection,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<bool, ProgressError> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO offset_guard_done (group_id, topic, partition_id, record_offset)
+         VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut s| s.execute(params![group, topic, partition, offset]))
+    .map(|inserted| inserted > 0)
+    .map_err(db("insert done row"))
+}
+
 /// Writes the new watermark and deletes the done rows below it.
 fn store_watermark(
     conn: &Connection,
@@ -445,17 +462,10 @@ pub fn mark_done(
     let change = progress
         .mark_done(offset)
         .map_err(|r| refused(r, topic, partition, offset, watermark))?;
-    if let Some(o) = change.insert {
-        let inserted = conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO offset_guard_done (group_id, topic, partition_id, record_offset)
-                 VALUES (?1, ?2, ?3, ?4)",
-            )
-            .and_then(|mut s| s.execute(params![group, topic, partition, o]))
-            .map_err(db("insert done row"))?;
-        if inserted == 0 {
-            return Err(already());
-        }
+    if let Some(o) = change.insert
+        && !insert_done(conn, group, topic, partition, o)?
+    {
+        return Err(already());
     }
     if let Some(w) = change.watermark {
         store_watermark(conn, group, topic, partition, w)?;
@@ -626,17 +636,10 @@ impl<'a> Batch<'a> {
             .mark_done(offset)
             .map_err(|r| refused(r, topic, partition, offset, watermark))?;
         *moved |= change.watermark.is_some();
-        if let Some(o) = change.insert {
-            let inserted = conn
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO offset_guard_done (group_id, topic, partition_id, record_offset)
-                     VALUES (?1, ?2, ?3, ?4)",
-                )
-                .and_then(|mut s| s.execute(params![group, topic, partition, o]))
-                .map_err(db("insert done row"))?;
-            if inserted == 0 {
-                return Err(already_done(topic, partition, offset, watermark));
-            }
+        if let Some(o) = change.insert
+            && !insert_done(conn, group, topic, partition, o)?
+        {
+            return Err(already_done(topic, partition, offset, watermark));
         }
         Ok(())
     }
